@@ -1,0 +1,10 @@
+//! pg_warden's pure logic. Nothing here knows about pgrx or a running
+//! Postgres: every function is deterministic and tested with plain
+//! `cargo test` (property tests where the input space is large). The
+//! extension crate is a thin adapter over these modules.
+//!
+//! One folder per subsystem, mirroring the extension's `src/`.
+
+pub mod tenancy;
+pub mod text;
+pub mod workers;

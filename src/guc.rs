@@ -1,0 +1,199 @@
+//! Every pg_warden setting, in one place, with typed accessors.
+//!
+//! Security settings are `SUSET` (only superusers and pg_warden's own
+//! functions change them); worker timing is `SIGHUP`; anything that sizes
+//! shared memory or changes what the postmaster starts is `POSTMASTER` and
+//! is registered only while preloading (registering it later raises FATAL).
+//! The `warden.` prefix is reserved, so a typo such as `warden.tennant`
+//! is refused instead of silently creating a placeholder.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::time::Duration;
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use warden_core::tenancy::validate_tenant_id;
+use warden_core::workers::DatabaseFilter;
+
+/// Name of the tenant setting, for `set_config_option`.
+pub const TENANT_GUC: &CStr = c"warden.tenant";
+
+static TENANT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static WORKER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+static LAUNCHER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static HEARTBEAT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static ENABLE_FAULT_INJECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+pub fn init(preloading: bool) {
+    // SAFETY: called once from _PG_init on the main thread; the settings
+    // are 'static and the hooks are #[pg_guard]ed extern fns.
+    unsafe {
+        pg_sys::DefineCustomStringVariable(
+            TENANT_GUC.as_ptr(),
+            c"Tenant of the current transaction; set it with warden.set_tenant().".as_ptr(),
+            c"Read by warden.current_tenant() and the RLS policies of warden.enable_tenancy(). Only superusers and pg_warden's functions may change it.".as_ptr(),
+            TENANT.as_ptr(),
+            std::ptr::null(),
+            pg_sys::GucContext::PGC_SUSET,
+            0,
+            Some(check_tenant),
+            None,
+            None,
+        );
+        pg_sys::DefineCustomStringVariable(
+            c"warden.databases".as_ptr(),
+            c"Databases that may run a pg_warden worker (comma-separated; empty means all).".as_ptr(),
+            c"A database also needs the extension installed, to allow connections and not to be a template. Names are matched exactly.".as_ptr(),
+            DATABASES.as_ptr(),
+            std::ptr::null(),
+            pg_sys::GucContext::PGC_SIGHUP,
+            0,
+            Some(check_databases),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"warden.worker_naptime",
+        c"Longest sleep of a database worker between checks.",
+        c"Commit-time wake-ups cut the sleep short; this bounds how late a worker notices DROP EXTENSION or a reloaded setting.",
+        &WORKER_NAPTIME_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"warden.launcher_naptime",
+        c"How often the launcher rescans pg_database for new or dropped databases.",
+        c"CREATE EXTENSION wakes the launcher at once; the rescan finds databases created from a template that already has pg_warden.",
+        &LAUNCHER_NAPTIME_MS,
+        100,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"warden.heartbeat_interval",
+        c"Interval of the heartbeat task that proves each database worker is alive.",
+        c"",
+        &HEARTBEAT_INTERVAL_MS,
+        100,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    if preloading {
+        GucRegistry::define_bool_guc(
+            c"warden.enable_fault_injection",
+            c"Allows warden._inject_worker_fault() (testing only).",
+            c"Lets a superuser make a worker task panic or a worker exit, to test recovery. Leave off in production.",
+            &ENABLE_FAULT_INJECTION,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
+    // SAFETY: plain call on the main thread during _PG_init.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"warden".as_ptr()) };
+}
+
+/// The tenant of this transaction, `None` when unset or empty.
+pub fn tenant() -> Option<&'static str> {
+    // SAFETY: the GUC machinery owns the string; it stays valid until the
+    // setting changes, and callers copy it before running any SQL.
+    let raw = unsafe { *TENANT.as_ptr() };
+    if raw.is_null() {
+        return None;
+    }
+    let s = unsafe { CStr::from_ptr(raw) }.to_str().ok()?;
+    (!s.is_empty()).then_some(s)
+}
+
+pub fn database_filter() -> DatabaseFilter {
+    DATABASES
+        .get()
+        .and_then(|s| s.to_str().ok().map(DatabaseFilter::parse))
+        .and_then(Result::ok)
+        .unwrap_or(DatabaseFilter::All)
+}
+
+pub fn worker_naptime() -> Duration {
+    Duration::from_millis(WORKER_NAPTIME_MS.get() as u64)
+}
+
+pub fn launcher_naptime() -> Duration {
+    Duration::from_millis(LAUNCHER_NAPTIME_MS.get() as u64)
+}
+
+pub fn heartbeat_interval() -> Duration {
+    Duration::from_millis(HEARTBEAT_INTERVAL_MS.get() as u64)
+}
+
+pub fn fault_injection_enabled() -> bool {
+    ENABLE_FAULT_INJECTION.get()
+}
+
+/// Sets the GUC check-hook detail; Postgres prints it under the standard
+/// "invalid value for parameter" message.
+unsafe fn check_detail(detail: &str) {
+    let detail = CString::new(detail).unwrap_or_default();
+    // SAFETY: pstrdup copies into the current memory context, which the
+    // GUC machinery reads before it is reset.
+    unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_tenant(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: Postgres passes a valid pointer to a (possibly null) string.
+    let value = unsafe { *newval };
+    if value.is_null() {
+        return true;
+    }
+    let Ok(text) = (unsafe { CStr::from_ptr(value) }).to_str() else {
+        unsafe { check_detail("The tenant id is not valid UTF-8.") };
+        return false;
+    };
+    // Empty is how the setting reads when reset: it means "no tenant".
+    if text.is_empty() {
+        return true;
+    }
+    match validate_tenant_id(text) {
+        Ok(()) => true,
+        Err(e) => {
+            unsafe {
+                check_detail(&format!(
+                    "{e}; allowed are 1 to 128 ASCII letters, digits and _ . : @ + -."
+                ))
+            };
+            false
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_databases(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: as in check_tenant.
+    let value = unsafe { *newval };
+    if value.is_null() {
+        return true;
+    }
+    let text = unsafe { CStr::from_ptr(value) }.to_string_lossy();
+    match DatabaseFilter::parse(&text) {
+        Ok(_) => true,
+        Err(e) => {
+            unsafe { check_detail(&format!("{e}.")) };
+            false
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! pg_warden: trust plumbing for multi-tenant backends, inside PostgreSQL.
+//!
+//! `_PG_init` only wires modules together; each subsystem lives in its own
+//! folder with an `init()`, and pure logic lives in the `warden_core` crate.
+
+use pgrx::prelude::*;
+
+mod error;
+mod guc;
+mod preload;
+mod schema;
+mod tenancy;
+mod workers;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[allow(non_snake_case)]
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    let preloading = preload::record_load();
+    guc::init(preloading);
+    if preloading {
+        workers::init();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`: the test cluster preloads the library so
+/// that workers and shared memory are exercised as in production.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'pg_warden'",
+            "warden.worker_naptime = '200ms'",
+            "warden.launcher_naptime = '1s'",
+        ]
+    }
+}

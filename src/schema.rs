@@ -1,0 +1,52 @@
+//! Install-time SQL that belongs to no single subsystem: the roles
+//! (bootstrap, before everything) and the privileges (finalize, after
+//! everything). CREATE EXTENSION creates the schema `warden` itself, from
+//! the control file.
+
+use pgrx::prelude::*;
+
+extension_sql!(
+    r#"
+-- Roles are cluster-wide and outlive the extension; create them only once.
+DO $roles$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'warden_admin') THEN
+    CREATE ROLE warden_admin NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'warden_app') THEN
+    CREATE ROLE warden_app NOLOGIN;
+  END IF;
+END
+$roles$;
+"#,
+    name = "bootstrap_roles",
+    bootstrap,
+);
+
+extension_sql!(
+    r#"
+COMMENT ON SCHEMA warden IS 'pg_warden: tenant context, keyring, secrets, audit chain, SCD2 and outbox';
+
+-- Nothing is callable by PUBLIC: applications get warden_app, operators
+-- warden_admin. Default privileges cover functions added by upgrades.
+REVOKE ALL ON SCHEMA warden FROM PUBLIC;
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA warden FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA warden FROM PUBLIC;
+ALTER DEFAULT PRIVILEGES IN SCHEMA warden REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+GRANT USAGE ON SCHEMA warden TO warden_admin, warden_app;
+
+GRANT EXECUTE ON FUNCTION
+  warden.set_tenant(text),
+  warden.current_tenant(),
+  warden.require_tenant()
+TO warden_app, warden_admin;
+
+GRANT EXECUTE ON FUNCTION warden._worker_status() TO warden_admin;
+GRANT SELECT ON warden.worker_status TO warden_admin;
+
+-- Start this database's worker as soon as CREATE EXTENSION commits.
+SELECT warden._launcher_register_database();
+"#,
+    name = "finalize_privileges",
+    finalize,
+);

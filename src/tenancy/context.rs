@@ -1,0 +1,100 @@
+//! The tenant of the current transaction.
+//!
+//! It lives in the `SUSET` setting `warden.tenant`, so an application
+//! role's `SET warden.tenant`, `set_config('warden.tenant', ...)` or
+//! `ALTER ROLE ... SET` is refused by Postgres itself; only these functions
+//! (which pass `PGC_SUSET` internally) and superusers can change it. The
+//! value is always transaction-local, so a pooled connection never hands
+//! one client's tenant to the next.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use warden_core::tenancy::validate_tenant_id;
+
+use crate::error::WardenError;
+use crate::guc;
+
+/// Sets the tenant for the rest of the current transaction.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_tenant(tenant: Option<&str>) {
+    let Some(tenant) = tenant else {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenant must not be NULL",
+        )
+        .hint("Pass the tenant id as text, e.g. warden.set_tenant('acme').")
+        .raise();
+    };
+    if let Err(e) = validate_tenant_id(tenant) {
+        WardenError::invalid_parameter("invalid tenant id")
+            .detail(format!("The {e}."))
+            .hint("A tenant id is 1 to 128 ASCII letters, digits and _ . : @ + -.")
+            .raise();
+    }
+    // SAFETY: plain read of transaction state.
+    if !unsafe { pg_sys::IsTransactionBlock() } {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
+            "warden.set_tenant() can only be used in a transaction block",
+        )
+        .detail("The tenant lasts until the end of the transaction; outside BEGIN ... COMMIT it would vanish with this statement.")
+        .hint("Run BEGIN first, then warden.set_tenant(), then your queries, then COMMIT.")
+        .raise();
+    }
+    set_tenant_setting(tenant);
+}
+
+/// Writes `warden.tenant` transaction-locally with superuser context, the
+/// one path by which non-superusers change it.
+pub(crate) fn set_tenant_setting(tenant: &str) {
+    let value = std::ffi::CString::new(tenant).expect("validated tenant ids have no NUL");
+    // SAFETY: both strings are valid C strings; elevel ERROR makes a
+    // refusal raise instead of returning silently.
+    unsafe {
+        pg_sys::set_config_option(
+            guc::TENANT_GUC.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
+}
+
+/// The tenant of the current transaction, or NULL when none is set (also
+/// when the setting is empty), so RLS policies built on it fail closed.
+#[pg_extern(stable, parallel_safe)]
+fn current_tenant() -> Option<&'static str> {
+    guc::tenant()
+}
+
+/// The tenant of the current transaction; raises when none is set.
+#[pg_extern(stable, parallel_safe)]
+fn require_tenant() -> &'static str {
+    match guc::tenant() {
+        Some(t) => t,
+        None => WardenError::prerequisite("no tenant is set for this transaction")
+            .hint(
+                "Call warden.set_tenant('<tenant>') inside the transaction before this statement.",
+            )
+            .raise(),
+    }
+}
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION warden.set_tenant(text) IS
+  'Sets the tenant for the rest of the current transaction (transaction block only; validated; reverts at COMMIT/ROLLBACK).';
+COMMENT ON FUNCTION warden.current_tenant() IS
+  'Tenant of the current transaction, or NULL when unset or empty; use as (select warden.current_tenant()) in RLS policies.';
+COMMENT ON FUNCTION warden.require_tenant() IS
+  'Tenant of the current transaction; raises SQLSTATE 55000 when no tenant is set.';
+"#,
+    name = "tenancy_context_comments",
+    requires = [set_tenant, current_tenant, require_tenant],
+);

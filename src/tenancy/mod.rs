@@ -1,0 +1,4 @@
+//! Tenancy: the tenant context every per-tenant subsystem and RLS policy
+//! reads. Policies, tokens and the lint come in later modules beside it.
+
+mod context;

@@ -1,0 +1,31 @@
+//! The heartbeat task: one SPI round trip per interval, proving that the
+//! worker is connected, can run transactions and is scheduled.
+
+use std::time::Duration;
+
+use pgrx::spi::Spi;
+
+use crate::error::WardenError;
+use crate::guc;
+
+use super::fault;
+use super::task::{Task, TaskContext, TaskReport};
+
+pub struct Heartbeat;
+
+impl Task for Heartbeat {
+    fn name(&self) -> &'static str {
+        "heartbeat"
+    }
+
+    fn interval(&self) -> Duration {
+        guc::heartbeat_interval()
+    }
+
+    fn run(&mut self, ctx: &TaskContext) -> Result<TaskReport, WardenError> {
+        fault::task_fault_point(ctx.dboid);
+        Spi::get_one::<i32>("SELECT 1")
+            .map_err(|e| WardenError::prerequisite(format!("heartbeat query failed: {e}")))?;
+        Ok(TaskReport::default())
+    }
+}

@@ -1,0 +1,116 @@
+//! `warden.worker_status`: one row per (database, task) from shared
+//! memory, so an operator sees each worker, its database, its tasks, when
+//! they last ran, how far behind they are and their last error.
+
+use pgrx::prelude::*;
+
+use crate::preload;
+
+use super::shmem::{DatabaseSlot, SlotState, SHARED};
+
+fn ts(us: i64) -> Option<TimestampWithTimeZone> {
+    if us == 0 {
+        None
+    } else {
+        TimestampWithTimeZone::try_from(us).ok()
+    }
+}
+
+fn state_name(slot: &DatabaseSlot) -> &'static str {
+    match (slot.state(), slot.pid != 0) {
+        (SlotState::Probe, _) => "checking",
+        (SlotState::Wanted, true) => "running",
+        (SlotState::Wanted, false) => "restarting",
+        (SlotState::Absent, _) => "not_installed",
+        (SlotState::Free, _) => "free",
+    }
+}
+
+#[pg_extern(volatile, parallel_restricted)]
+fn _worker_status() -> TableIterator<
+    'static,
+    (
+        name!(datid, pg_sys::Oid),
+        name!(state, &'static str),
+        name!(pid, Option<i32>),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(starts, i64),
+        name!(wake_requests, i64),
+        name!(task, Option<String>),
+        name!(runs, Option<i64>),
+        name!(failures, Option<i64>),
+        name!(last_run_at, Option<TimestampWithTimeZone>),
+        name!(last_success_at, Option<TimestampWithTimeZone>),
+        name!(last_error_at, Option<TimestampWithTimeZone>),
+        name!(last_error, Option<String>),
+        name!(backlog, Option<i64>),
+        name!(next_run_at, Option<TimestampWithTimeZone>),
+    ),
+> {
+    preload::require("warden.worker_status");
+    let slots: Vec<DatabaseSlot> = {
+        let shared = SHARED.share();
+        shared
+            .slots
+            .iter()
+            .filter(|s| s.state() != SlotState::Free)
+            .copied()
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for slot in &slots {
+        let base = (
+            pg_sys::Oid::from(slot.dboid),
+            state_name(slot),
+            (slot.pid != 0).then_some(slot.pid),
+            ts(slot.started_at),
+            slot.starts as i64,
+            slot.wake_requests as i64,
+        );
+        if slot.tasks().is_empty() || slot.state() != SlotState::Wanted {
+            rows.push((
+                base.0, base.1, base.2, base.3, base.4, base.5, None, None, None, None, None, None,
+                None, None, None,
+            ));
+            continue;
+        }
+        for t in slot.tasks() {
+            rows.push((
+                base.0,
+                base.1,
+                base.2,
+                base.3,
+                base.4,
+                base.5,
+                Some(t.name().to_string()),
+                Some(t.runs as i64),
+                Some(t.failures as i64),
+                ts(t.last_run_at),
+                ts(t.last_success_at),
+                ts(t.last_error_at),
+                t.last_error().map(str::to_string),
+                Some(t.backlog),
+                ts(t.next_run_at),
+            ));
+        }
+    }
+    TableIterator::new(rows)
+}
+
+extension_sql!(
+    r#"
+CREATE VIEW warden.worker_status AS
+SELECT s.datid, d.datname, s.state, s.pid, s.started_at, s.starts, s.wake_requests,
+       s.task, s.runs, s.failures, s.last_run_at, s.last_success_at,
+       s.last_error_at, s.last_error, s.backlog, s.next_run_at
+  FROM warden._worker_status() s
+  LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.datid;
+
+COMMENT ON FUNCTION warden._worker_status() IS
+  'Internal: the rows of warden.worker_status, read from shared memory.';
+COMMENT ON VIEW warden.worker_status IS
+  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed), pid, starts, commit-time wake-ups, runs, failures, last run, last error, backlog.';
+"#,
+    name = "worker_status_view",
+    requires = [_worker_status],
+);

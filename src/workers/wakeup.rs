@@ -1,0 +1,149 @@
+//! Commit-time wake-ups. A subsystem that leaves work for the worker
+//! calls `wake_worker_on_commit()` inside its transaction; when, and only
+//! when, that transaction commits, the database worker's latch is set, so
+//! the work is picked up in milliseconds without polling or NOTIFY (which
+//! takes a database-wide lock at commit). A request made in a
+//! subtransaction that rolls back is forgotten. Nothing is woken on
+//! PREPARE TRANSACTION: the worker finds prepared work on its next poll.
+
+use std::cell::Cell;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::preload;
+
+use super::shmem::{set_latch, SlotState, SHARED};
+
+thread_local! {
+    /// Lowest transaction nesting level holding a request; 0 = none.
+    static WORKER_LEVEL: Cell<i32> = const { Cell::new(0) };
+    static LAUNCHER_LEVEL: Cell<i32> = const { Cell::new(0) };
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn request(level_cell: &'static std::thread::LocalKey<Cell<i32>>) {
+    if !REGISTERED.get() {
+        // SAFETY: registers process-lifetime callbacks once.
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+        }
+        REGISTERED.set(true);
+    }
+    // SAFETY: reads transaction state.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    level_cell.with(|c| {
+        if c.get() == 0 || level < c.get() {
+            c.set(level)
+        }
+    });
+}
+
+/// Sets this database's worker latch when the current transaction commits.
+pub fn wake_worker_on_commit() {
+    preload::require("waking the pg_warden worker");
+    request(&WORKER_LEVEL);
+}
+
+/// Tells the launcher, at commit, that this database now has the
+/// extension. Called by the install script; a no-op without preload, so
+/// CREATE EXTENSION works either way.
+fn register_database_on_commit() {
+    if preload::is_preloaded() {
+        request(&LAUNCHER_LEVEL);
+    }
+}
+
+fn my_database() -> u32 {
+    // SAFETY: plain read.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+fn on_commit() {
+    let dboid = my_database();
+    if WORKER_LEVEL.replace(0) != 0 {
+        let latch = {
+            let mut shared = SHARED.exclusive();
+            shared.slot_mut(dboid).map_or(0, |slot| {
+                slot.wake_requests += 1;
+                slot.latch
+            })
+        };
+        set_latch(latch);
+    }
+    if LAUNCHER_LEVEL.replace(0) != 0 {
+        let latch = {
+            let mut shared = SHARED.exclusive();
+            if let Some(slot) = shared.slot_or_claim(dboid, SlotState::Wanted) {
+                if slot.state() != SlotState::Wanted {
+                    slot.set_state(SlotState::Wanted);
+                    slot.consecutive_failures = 0;
+                    slot.next_start_at = 0;
+                }
+            }
+            shared.launcher_latch
+        };
+        set_latch(latch);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => on_commit(),
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            WORKER_LEVEL.set(0);
+            LAUNCHER_LEVEL.set(0);
+        }
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my_subid: pg_sys::SubTransactionId,
+    _parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    // SAFETY: reads transaction state; during the callback the level is
+    // that of the subtransaction ending.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    for cell in [&WORKER_LEVEL, &LAUNCHER_LEVEL] {
+        cell.with(|c| match event {
+            pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB if c.get() >= level => c.set(0),
+            // the request now belongs to the parent
+            pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB if c.get() == level => c.set(level - 1),
+            _ => {}
+        });
+    }
+}
+
+/// Requests a wake-up of this database's worker at commit (for tests and
+/// SQL-level subsystems).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _worker_wake_on_commit() {
+    wake_worker_on_commit();
+}
+
+/// Run by the install script: the launcher starts this database's worker
+/// as soon as CREATE EXTENSION commits.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _launcher_register_database() {
+    register_database_on_commit();
+}
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION warden._worker_wake_on_commit() IS
+  'Internal: sets this database''s pg_warden worker latch when the current transaction commits (never on rollback).';
+COMMENT ON FUNCTION warden._launcher_register_database() IS
+  'Internal: run by CREATE EXTENSION so the launcher starts this database''s worker at commit.';
+"#,
+    name = "wakeup_comments",
+    requires = [_worker_wake_on_commit, _launcher_register_database],
+);

@@ -1,0 +1,182 @@
+//! The per-database worker: connects, checks that the extension is
+//! installed (exits 0 if not, telling the launcher not to restart it),
+//! then loops on its latch running due tasks, each in its own transaction.
+//! SIGTERM ends the loop at the next latch wake-up; SIGHUP reloads
+//! settings; DROP EXTENSION is noticed within `warden.worker_naptime`.
+
+use std::time::Duration;
+
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use warden_core::workers::{next_wait, restart_delay, TaskClock};
+
+use crate::guc;
+
+use super::catalog::extension_installed;
+use super::fault;
+use super::heartbeat::Heartbeat;
+use super::shmem::{my_latch, set_latch, SlotState, MAX_TASKS, SHARED};
+use super::task::{now, run_task, Task, TaskContext};
+
+/// The tasks every database worker runs. Later subsystems add theirs here.
+fn tasks() -> Vec<Box<dyn Task>> {
+    vec![Box::new(Heartbeat)]
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
+    let dboid = arg.value() as u32;
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(dboid)), None);
+    // SAFETY: registers a callback that runs once at process exit.
+    unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(dboid)) };
+
+    if !in_transaction(extension_installed) {
+        mark_absent(dboid);
+        return; // exit 0: nothing to restart
+    }
+
+    let mut tasks = tasks();
+    tasks.truncate(MAX_TASKS);
+    let mut clocks: Vec<TaskClock> = tasks
+        .iter()
+        .map(|t| TaskClock::new(t.interval().as_micros() as i64))
+        .collect();
+    let mut seen_wakes = {
+        let mut shared = SHARED.exclusive();
+        let Some(slot) = shared.slot_or_claim(dboid, SlotState::Wanted) else {
+            pgrx::warning!("pg_warden worker: no free slot for database {dboid}; raise the number of tracked databases");
+            return;
+        };
+        slot.set_state(SlotState::Wanted);
+        // SAFETY: reads our pid.
+        slot.pid = unsafe { pg_sys::MyProcPid };
+        slot.latch = my_latch();
+        slot.started_at = now();
+        slot.task_count = tasks.len() as u32;
+        for (i, t) in tasks.iter().enumerate() {
+            let keep = slot.tasks[i].name() == t.name();
+            if !keep {
+                slot.tasks[i] = unsafe { std::mem::zeroed() };
+                slot.tasks[i].set_name(t.name());
+            }
+        }
+        slot.wake_requests
+    };
+    pgrx::log!("pg_warden worker started for database {dboid}");
+
+    let mut last_extension_check = now();
+    loop {
+        fault::worker_fault_point(dboid);
+
+        let now_us = now();
+        let woken = {
+            let shared = SHARED.share();
+            let requests = shared.slot(dboid).map_or(seen_wakes, |s| s.wake_requests);
+            let woken = requests != seen_wakes;
+            seen_wakes = requests;
+            woken
+        };
+        for (i, task) in tasks.iter_mut().enumerate() {
+            if clocks[i].is_due(now_us) || (woken && task.runs_on_wakeup()) {
+                run_task(
+                    task.as_mut(),
+                    &TaskContext {
+                        dboid,
+                        task_index: i,
+                    },
+                );
+                let finished = now();
+                clocks[i].interval_us = task.interval().as_micros() as i64;
+                clocks[i].ran(finished);
+                let mut shared = SHARED.exclusive();
+                if let Some(slot) = shared.slot_mut(dboid) {
+                    slot.tasks[i].next_run_at = clocks[i].next_due_us.unwrap_or(0);
+                }
+            }
+        }
+
+        let naptime = guc::worker_naptime();
+        if now() - last_extension_check >= naptime.as_micros() as i64 {
+            last_extension_check = now();
+            if !in_transaction(extension_installed) {
+                pgrx::log!("pg_warden worker for database {dboid}: extension dropped, stopping");
+                mark_absent(dboid);
+                return;
+            }
+        }
+
+        let wait_us = next_wait(now(), &clocks, naptime.as_micros() as i64);
+        if !BackgroundWorker::wait_latch(Some(Duration::from_micros(wait_us as u64))) {
+            break; // SIGTERM or postmaster death
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: standard reload in a background worker.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+    }
+    pgrx::log!("pg_warden worker for database {dboid} shutting down");
+}
+
+fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: standard transaction bracket; an ERROR inside propagates
+    // and ends the worker with exit status 1 (the launcher restarts it).
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+    }
+    let r = f();
+    unsafe { pg_sys::CommitTransactionCommand() };
+    r
+}
+
+fn mark_absent(dboid: u32) {
+    let mut shared = SHARED.exclusive();
+    if let Some(slot) = shared.slot_mut(dboid) {
+        slot.set_state(SlotState::Absent);
+        slot.task_count = 0;
+    }
+}
+
+/// A worker that ran at least this long before failing starts its restart
+/// back-off from scratch.
+const HEALTHY_RUN_US: i64 = 60_000_000;
+
+/// Exit bookkeeping: clear our pid and latch, count a failure (non-zero
+/// exit while the database still wants a worker) with its back-off, and
+/// wake the launcher so it restarts us or forgets us.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_exit(code: i32, arg: pg_sys::Datum) {
+    let dboid = arg.value() as u32;
+    // An error may have left our lock held; never self-deadlock on exit.
+    unsafe { pg_sys::LWLockReleaseAll() };
+    let launcher_latch = {
+        let mut shared = SHARED.exclusive();
+        let now_us = now();
+        if let Some(slot) = shared.slot_mut(dboid) {
+            // SAFETY: reads our pid.
+            if slot.pid == unsafe { pg_sys::MyProcPid } {
+                slot.pid = 0;
+                slot.latch = 0;
+            }
+            slot.last_exit_at = now_us;
+            if code != 0 && slot.state() == SlotState::Wanted {
+                let healthy = slot.started_at != 0 && now_us - slot.started_at >= HEALTHY_RUN_US;
+                slot.consecutive_failures = if healthy {
+                    1
+                } else {
+                    slot.consecutive_failures + 1
+                };
+                slot.next_start_at =
+                    now_us + restart_delay(slot.consecutive_failures).as_micros() as i64;
+            } else if code == 0 {
+                slot.consecutive_failures = 0;
+            }
+        }
+        shared.launcher_latch
+    };
+    set_latch(launcher_latch);
+}
