@@ -1,1 +1,345 @@
+//! Harness for the integration tier: real PostgreSQL clusters (and a real
+//! PgBouncer) started from outside, one per test, driven with the
+//! `postgres` client crate. Clusters run as a non-root user (`postgres`
+//! when the tests run as root) under `target/integration/`.
+//!
+//! Needs pg_warden installed in the system PostgreSQL (scripts/test does
+//! that first) and, for PgBouncer tests, the `pgbouncer` binary.
 
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+pub use postgres::{Client, NoTls};
+
+pub const PG_MAJOR: &str = "15";
+
+pub fn bindir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("PG_BINDIR")
+            .unwrap_or_else(|_| format!("/usr/lib/postgresql/{PG_MAJOR}/bin")),
+    )
+}
+
+fn is_root() -> bool {
+    // SAFETY: trivial libc call.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+fn run_as() -> Option<String> {
+    is_root().then(|| std::env::var("PG_RUNAS").unwrap_or_else(|_| "postgres".into()))
+}
+
+/// A command run as the cluster user.
+pub fn pg_command(program: impl AsRef<Path>) -> Command {
+    match run_as() {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.arg("-u").arg(user).arg("--").arg(program.as_ref());
+            c
+        }
+        None => Command::new(program.as_ref()),
+    }
+}
+
+fn chown_to_pg(path: &Path) {
+    if let Some(user) = run_as() {
+        let ok = Command::new("chown")
+            .arg("-R")
+            .arg(&user)
+            .arg(path)
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(ok, Ok(true)), "chown {} to {user}", path.display());
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn target_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/integration");
+    fs::create_dir_all(&d).unwrap();
+    let d = d.canonicalize().unwrap();
+    // the cluster user must be able to reach its directory
+    if is_root() {
+        let mut p = d.clone();
+        loop {
+            let _ = Command::new("chmod").arg("o+x").arg(&p).status();
+            if !p.pop() || p.as_os_str() == "/" {
+                break;
+            }
+        }
+    }
+    d
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A throwaway cluster with pg_warden preloaded; stopped (immediate) on drop.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// Fast timings so tests are quick; `extra` lines override them.
+    pub fn start(name: &str, extra: &[&str]) -> Cluster {
+        let dir = target_dir().join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        chown_to_pg(&dir);
+        let out = pg_command(bindir().join("initdb"))
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ])
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let mut conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             shared_preload_libraries = 'pg_warden'\nmax_worker_processes = 16\n\
+             warden.enable_fault_injection = on\nwarden.worker_naptime = '200ms'\n\
+             warden.launcher_naptime = '500ms'\nwarden.heartbeat_interval = '1h'\n\
+             log_line_prefix = '%m [%p] %b '\n",
+            dir.display()
+        );
+        for line in extra {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        let conf_path = dir.join("data/postgresql.conf");
+        let mut existing = fs::read_to_string(&conf_path).unwrap();
+        existing.push_str(&conf);
+        fs::write(&conf_path, existing).unwrap();
+        chown_to_pg(&dir);
+        let cluster = Cluster { dir, port };
+        cluster.pg_ctl_start();
+        cluster
+    }
+
+    pub fn pg_ctl_start(&self) {
+        let out = pg_command(bindir().join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .expect("pg_ctl start");
+        assert!(out.status.success(), "pg_ctl start failed:\n{}", self.log());
+    }
+
+    /// `pg_ctl stop -m <mode>`; returns how long it took.
+    pub fn pg_ctl_stop(&self, mode: &str) -> Duration {
+        let t = Instant::now();
+        let out = pg_command(bindir().join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", mode, "-w", "-t", "120", "stop"])
+            .output()
+            .expect("pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed()
+    }
+
+    pub fn conn_str(&self, db: &str, user: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname={db} user={user} connect_timeout=10",
+            self.port
+        )
+    }
+
+    pub fn connect(&self, db: &str) -> Client {
+        self.connect_as(db, "postgres")
+    }
+
+    pub fn connect_as(&self, db: &str, user: &str) -> Client {
+        Client::connect(&self.conn_str(db, user), NoTls)
+            .unwrap_or_else(|e| panic!("connect {db} as {user}: {e}\n{}", self.log()))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// The postmaster's pid, from postmaster.pid.
+    pub fn postmaster_pid(&self) -> i32 {
+        let s = fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap();
+        s.lines().next().unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.dir.join("data/postmaster.pid").exists() {
+            let _ = pg_command(bindir().join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// One row of `warden.worker_status` for a database and task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub state: String,
+    pub pid: Option<i32>,
+    pub starts: i64,
+    pub wake_requests: i64,
+    pub runs: Option<i64>,
+    pub failures: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// The heartbeat row of `db`'s worker (or its task-less row), if any.
+pub fn worker_row(client: &mut Client, db: &str) -> Option<WorkerRow> {
+    client
+        .query_opt(
+            "SELECT state, pid, starts, wake_requests, runs, failures, last_error
+               FROM warden.worker_status
+              WHERE datname = $1 AND (task = 'heartbeat' OR task IS NULL)",
+            &[&db],
+        )
+        .unwrap()
+        .map(|r| WorkerRow {
+            state: r.get(0),
+            pid: r.get(1),
+            starts: r.get(2),
+            wake_requests: r.get(3),
+            runs: r.get(4),
+            failures: r.get(5),
+            last_error: r.get(6),
+        })
+}
+
+/// Waits until `db`'s worker is running and returns its row.
+pub fn wait_running(client: &mut Client, db: &str) -> WorkerRow {
+    wait_for(
+        Duration::from_secs(20),
+        &format!("a running worker in {db}"),
+        || worker_row(client, db).filter(|r| r.state == "running" && r.runs.unwrap_or(0) > 0),
+    )
+}
+
+/// A PgBouncer in transaction pooling mode in front of a cluster, with a
+/// single server connection per database/user pair, so clients are forced
+/// to share a server backend.
+pub struct PgBouncer {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl PgBouncer {
+    pub fn start(cluster: &Cluster, users: &[&str]) -> PgBouncer {
+        let dir = cluster.dir.join("pgbouncer");
+        fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let userlist: String = users.iter().map(|u| format!("\"{u}\" \"\"\n")).collect();
+        fs::write(dir.join("userlist.txt"), userlist).unwrap();
+        fs::write(
+            dir.join("pgbouncer.ini"),
+            format!(
+                "[databases]\n* = host=127.0.0.1 port={}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = transaction\n\
+                 default_pool_size = 1\nmax_client_conn = 50\nlogfile = {}\n",
+                cluster.port,
+                dir.join("userlist.txt").display(),
+                dir.join("pgbouncer.log").display()
+            ),
+        )
+        .unwrap();
+        chown_to_pg(&dir);
+        let bin = std::env::var("PGBOUNCER").unwrap_or_else(|_| "/usr/sbin/pgbouncer".into());
+        let child = pg_command(bin)
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pgbouncer (apt-get install pgbouncer)");
+        let bouncer = PgBouncer { port, child, dir };
+        wait_for(Duration::from_secs(10), "pgbouncer to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        bouncer
+    }
+
+    pub fn connect_as(&self, db: &str, user: &str) -> Client {
+        let conn = format!(
+            "host=127.0.0.1 port={} dbname={db} user={user} connect_timeout=10",
+            self.port
+        );
+        Client::connect(&conn, NoTls).unwrap_or_else(|e| {
+            panic!(
+                "connect via pgbouncer: {e}\n{}",
+                fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+            )
+        })
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // runuser forwards SIGTERM to pgbouncer
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,304 @@
+//! The worker runtime, driven from outside against real clusters.
+
+use std::time::Duration;
+
+use pg_warden_integration::*;
+
+fn cluster_with_extension(name: &str, extra: &[&str]) -> (Cluster, Client) {
+    let cluster = Cluster::start(name, extra);
+    let mut client = cluster.connect("postgres");
+    client.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    wait_running(&mut client, "postgres");
+    (cluster, client)
+}
+
+#[test]
+fn task_panic_and_task_error_are_reported_and_the_worker_keeps_running() {
+    let (cluster, mut client) = cluster_with_extension("task_fault", &[]);
+    let before = wait_running(&mut client, "postgres");
+
+    client
+        .batch_execute("SELECT warden._inject_worker_fault('task_panic')")
+        .unwrap();
+    let after_panic = wait_for(Duration::from_secs(10), "the panic to be recorded", || {
+        worker_row(&mut client, "postgres").filter(|r| r.failures == Some(1))
+    });
+    let err = after_panic.last_error.clone().unwrap();
+    assert!(
+        err.contains("injected fault: heartbeat task panicked"),
+        "{err}"
+    );
+    // same process: the panic was contained in the task
+    assert_eq!(after_panic.pid, before.pid);
+    assert_eq!(after_panic.state, "running");
+
+    client
+        .batch_execute("SELECT warden._inject_worker_fault('task_error')")
+        .unwrap();
+    let after_error = wait_for(
+        Duration::from_secs(10),
+        "the SQL error to be recorded",
+        || worker_row(&mut client, "postgres").filter(|r| r.failures == Some(2)),
+    );
+    assert!(after_error
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("division by zero"));
+    assert_eq!(after_error.pid, before.pid);
+
+    // and the task still succeeds afterwards (its transaction was cleaned up)
+    client
+        .batch_execute("BEGIN; SELECT warden._worker_wake_on_commit(); COMMIT")
+        .unwrap();
+    let runs = after_error.runs.unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "a successful run after the failures",
+        || {
+            worker_row(&mut client, "postgres")
+                .filter(|r| r.runs.unwrap() > runs && r.failures == Some(2))
+        },
+    );
+    assert!(!cluster
+        .log()
+        .contains("terminating any other active server processes"));
+}
+
+#[test]
+fn worker_panic_restarts_the_worker_without_crash_recovery() {
+    let (cluster, mut client) = cluster_with_extension("worker_panic", &[]);
+    let before = wait_running(&mut client, "postgres");
+    let postmaster = cluster.postmaster_pid();
+    // a bystander session: crash recovery would kill it
+    let mut bystander = cluster.connect("postgres");
+    let bystander_pid: i32 = bystander
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+
+    client
+        .batch_execute("SELECT warden._inject_worker_fault('worker_panic')")
+        .unwrap();
+    let after = wait_for(Duration::from_secs(15), "a new worker process", || {
+        worker_row(&mut client, "postgres")
+            .filter(|r| r.state == "running" && r.pid.is_some() && r.pid != before.pid)
+    });
+    assert_eq!(after.starts, before.starts + 1);
+
+    let still: i32 = bystander
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(still, bystander_pid, "the bystander session survived");
+    assert_eq!(cluster.postmaster_pid(), postmaster);
+    let log = cluster.log();
+    assert!(
+        log.contains("injected fault: worker panicked outside a task"),
+        "{log}"
+    );
+    assert!(log.contains("exited with exit code 1"), "{log}");
+    assert!(
+        !log.contains("terminating any other active server processes"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("server process") || !log.contains("was terminated by signal"),
+        "{log}"
+    );
+}
+
+#[test]
+fn launcher_starts_a_worker_when_create_extension_commits_in_a_second_database() {
+    // a long rescan interval: only the commit-time registration can be fast
+    let cluster = Cluster::start("second_db", &["warden.launcher_naptime = '1h'"]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    wait_running(&mut admin, "postgres");
+    admin.batch_execute("CREATE DATABASE second").unwrap();
+    let mut second = cluster.connect("second");
+
+    // a rolled-back CREATE EXTENSION starts nothing
+    second
+        .batch_execute("BEGIN; CREATE EXTENSION pg_warden; ROLLBACK")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        worker_row(&mut admin, "second").is_none_or(|r| r.state != "running"),
+        "no worker after a rolled-back CREATE EXTENSION"
+    );
+
+    second.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    let row = wait_for(
+        Duration::from_secs(5),
+        "a worker in the second database",
+        || worker_row(&mut admin, "second").filter(|r| r.state == "running"),
+    );
+    assert!(row.pid.is_some());
+    // the first database's worker is untouched
+    assert_eq!(wait_running(&mut admin, "postgres").starts, 2);
+}
+
+#[test]
+fn launcher_notices_a_new_database_without_a_restart() {
+    let cluster = Cluster::start("new_db", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    wait_running(&mut admin, "postgres");
+    admin.batch_execute("CREATE DATABASE fresh").unwrap();
+    // probed by the periodic rescan, found without the extension
+    let row = wait_for(
+        Duration::from_secs(10),
+        "the new database to be probed",
+        || worker_row(&mut admin, "fresh").filter(|r| r.state == "not_installed"),
+    );
+    assert_eq!(row.pid, None);
+}
+
+#[test]
+fn drop_extension_stops_that_databases_worker() {
+    let cluster = Cluster::start("drop_ext", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    admin.batch_execute("CREATE DATABASE other").unwrap();
+    let mut other = cluster.connect("other");
+    other.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    let running = wait_running(&mut admin, "other");
+    let pid = running.pid.unwrap();
+
+    other.batch_execute("DROP EXTENSION pg_warden").unwrap();
+    wait_for(Duration::from_secs(10), "the worker to stop", || {
+        worker_row(&mut admin, "other").filter(|r| r.state == "not_installed" && r.pid.is_none())
+    });
+    let alive: bool = admin
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)",
+            &[&pid],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!alive, "worker process {pid} is gone");
+    // and it is not restarted
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        worker_row(&mut admin, "other").unwrap().state,
+        "not_installed"
+    );
+    assert_eq!(wait_running(&mut admin, "postgres").state, "running");
+}
+
+#[test]
+fn commit_wakes_the_worker_and_rollback_does_not() {
+    // long naptime and heartbeat: only a wake-up makes the task run
+    let (_cluster, mut client) =
+        cluster_with_extension("wakeup", &["warden.worker_naptime = '1h'"]);
+    let before = wait_running(&mut client, "postgres");
+
+    client
+        .batch_execute("BEGIN; SELECT warden._worker_wake_on_commit(); ROLLBACK")
+        .unwrap();
+    client
+        .batch_execute("BEGIN; SAVEPOINT s; SELECT warden._worker_wake_on_commit(); ROLLBACK TO SAVEPOINT s; COMMIT")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let idle = worker_row(&mut client, "postgres").unwrap();
+    assert_eq!(
+        idle.wake_requests, before.wake_requests,
+        "rolled-back requests wake nothing"
+    );
+    assert_eq!(idle.runs, before.runs);
+
+    client
+        .batch_execute("BEGIN; SAVEPOINT s; SELECT warden._worker_wake_on_commit(); RELEASE SAVEPOINT s; COMMIT")
+        .unwrap();
+    let woken = wait_for(
+        Duration::from_secs(5),
+        "the committed wake-up to run the task",
+        || worker_row(&mut client, "postgres").filter(|r| r.runs > before.runs),
+    );
+    assert_eq!(woken.wake_requests, before.wake_requests + 1);
+}
+
+#[test]
+fn sighup_applies_warden_databases_and_stops_excluded_workers() {
+    let cluster = Cluster::start("sighup", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    wait_running(&mut admin, "postgres");
+    admin
+        .batch_execute("ALTER SYSTEM SET warden.databases = 'somewhere_else'")
+        .unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the excluded worker to stop",
+        || worker_row(&mut admin, "postgres").is_none().then_some(()),
+    );
+    admin
+        .batch_execute("ALTER SYSTEM RESET warden.databases")
+        .unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_running(&mut admin, "postgres");
+}
+
+#[test]
+fn launcher_killed_by_pg_terminate_backend_comes_back_without_duplicating_workers() {
+    let (cluster, mut client) = cluster_with_extension("launcher_restart", &[]);
+    let before = wait_running(&mut client, "postgres");
+    let killed: bool = client
+        .query_one(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pg_warden launcher'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(killed);
+    wait_for(Duration::from_secs(20), "a new launcher", || {
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_warden launcher'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (n == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let workers: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_warden worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        workers, 1,
+        "exactly one worker for the one database with the extension"
+    );
+    assert_eq!(worker_row(&mut client, "postgres").unwrap().pid, before.pid);
+    drop(cluster);
+}
+
+#[test]
+fn fast_shutdown_completes_within_seconds() {
+    // workers asleep for up to an hour must still stop at once on SIGTERM
+    let (cluster, mut client) = cluster_with_extension(
+        "shutdown",
+        &[
+            "warden.worker_naptime = '1h'",
+            "warden.launcher_naptime = '1h'",
+        ],
+    );
+    client.batch_execute("CREATE DATABASE b").unwrap();
+    cluster
+        .connect("b")
+        .batch_execute("CREATE EXTENSION pg_warden")
+        .unwrap();
+    wait_running(&mut client, "b");
+    drop(client);
+    let took = cluster.pg_ctl_stop("fast");
+    assert!(took < Duration::from_secs(5), "fast shutdown took {took:?}");
+    let log = cluster.log();
+    assert!(log.contains("pg_warden worker for database"), "{log}");
+    assert!(log.contains("database system is shut down"), "{log}");
+}
