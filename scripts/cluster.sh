@@ -50,7 +50,8 @@ cluster_init() {
 cluster_start() {
   local dir
   dir=$(realpath -m "$1")
-  as_pg "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+  # RUST_BACKTRACE would put Rust backtraces into error details
+  as_pg env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
     || { tail -50 "$dir/server.log" >&2; return 1; }
 }
 

@@ -25,8 +25,7 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests;
+mod pg_tests;
 
 /// Required by `cargo pgrx test`: the test cluster preloads the library so
 /// that workers and shared memory are exercised as in production.

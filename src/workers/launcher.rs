@@ -187,6 +187,14 @@ impl Launcher {
                 }
             }
         }
+        if !to_start.is_empty() {
+            // a database may have been dropped since the last scan (DROP
+            // DATABASE stops its worker first): do not start a worker that
+            // could only fail to connect
+            self.rescan();
+            let shared = SHARED.share();
+            to_start.retain(|d| shared.slot(*d).is_some());
+        }
         for dboid in to_start {
             let name = self
                 .names

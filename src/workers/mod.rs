@@ -8,9 +8,11 @@
 //! - `heartbeat`: the task that proves the runtime works.
 //! - `wakeup`: commit-time latch wake-ups for subsystems.
 //! - `status`: `warden.worker_status`.
+//! - `database_ddl`: steps the worker aside for DROP/CREATE/ALTER DATABASE.
 //! - `fault`: fault injection for recovery tests.
 
 mod catalog;
+mod database_ddl;
 mod fault;
 mod heartbeat;
 mod launcher;
@@ -30,6 +32,7 @@ use std::time::Duration;
 /// Registers shared memory and the launcher. Only called while preloading.
 pub fn init() {
     shmem::init();
+    database_ddl::init();
     BackgroundWorkerBuilder::new("pg_warden launcher")
         .set_type("pg_warden launcher")
         .set_library("pg_warden")

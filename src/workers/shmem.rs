@@ -81,6 +81,8 @@ pub struct DatabaseSlot {
     state: u8,
     /// Pending injected fault (see `fault`); 0 = none.
     pub fault: u8,
+    /// Set by DDL that needs the database to itself: the worker exits 0.
+    pub stop_requested: bool,
     pub pid: i32,
     /// The worker's `MyLatch` (it lives in its PGPROC, in shared memory);
     /// 0 while no worker runs.

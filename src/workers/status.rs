@@ -26,6 +26,7 @@ fn state_name(slot: &DatabaseSlot) -> &'static str {
     }
 }
 
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_restricted)]
 fn _worker_status() -> TableIterator<
     'static,

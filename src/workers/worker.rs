@@ -52,6 +52,7 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
             return;
         };
         slot.set_state(SlotState::Wanted);
+        slot.stop_requested = false;
         // SAFETY: reads our pid.
         slot.pid = unsafe { pg_sys::MyProcPid };
         slot.latch = my_latch();
@@ -73,6 +74,10 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         fault::worker_fault_point(dboid);
 
         let now_us = now();
+        if take_stop_request(dboid) {
+            pgrx::log!("pg_warden worker for database {dboid}: stepping aside for a database-level command");
+            return;
+        }
         let woken = {
             let shared = SHARED.share();
             let requests = shared.slot(dboid).map_or(seen_wakes, |s| s.wake_requests);
@@ -131,6 +136,13 @@ fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
     let r = f();
     unsafe { pg_sys::CommitTransactionCommand() };
     r
+}
+
+fn take_stop_request(dboid: u32) -> bool {
+    let mut shared = SHARED.exclusive();
+    shared
+        .slot_mut(dboid)
+        .is_some_and(|slot| std::mem::replace(&mut slot.stop_requested, false))
 }
 
 fn mark_absent(dboid: u32) {

@@ -153,6 +153,9 @@ impl Cluster {
             .arg(self.dir.join("data"))
             .arg("-l")
             .arg(self.dir.join("server.log"))
+            // keep Rust backtraces out of error details
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .args(["-w", "-t", "60", "start"])
             .output()
             .expect("pg_ctl start");

@@ -302,3 +302,51 @@ fn fast_shutdown_completes_within_seconds() {
     assert!(log.contains("pg_warden worker for database"), "{log}");
     assert!(log.contains("database system is shut down"), "{log}");
 }
+
+#[test]
+fn database_ddl_that_needs_the_database_alone_is_not_blocked_by_the_worker() {
+    let cluster = Cluster::start("database_ddl", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    admin.batch_execute("CREATE DATABASE tpl").unwrap();
+    cluster
+        .connect("tpl")
+        .batch_execute("CREATE EXTENSION pg_warden")
+        .unwrap();
+    wait_running(&mut admin, "tpl");
+
+    // a template with a running worker can still be copied; the copy gets
+    // its own worker (it has the extension), found by the rescan
+    admin
+        .batch_execute("CREATE DATABASE copy TEMPLATE tpl")
+        .unwrap();
+    wait_running(&mut admin, "copy");
+    // rename: the worker steps aside and comes back under the new name
+    admin
+        .batch_execute("ALTER DATABASE copy RENAME TO renamed")
+        .unwrap();
+    wait_running(&mut admin, "renamed");
+    // plain DROP DATABASE (no FORCE) succeeds and the slot goes away
+    admin.batch_execute("DROP DATABASE renamed").unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the dropped database to leave worker_status",
+        || {
+            let n: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM warden.worker_status WHERE datname IS NULL",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            (n == 0).then_some(())
+        },
+    );
+    // the template's worker came back after the copy
+    wait_running(&mut admin, "tpl");
+    let log = cluster.log();
+    assert!(
+        !log.contains("FATAL:  database") || !log.contains("does not exist"),
+        "{log}"
+    );
+}

@@ -1,0 +1,45 @@
+-- What CREATE EXTENSION gives a psql user: the schema, the roles, the
+-- functions with their comments, and nothing callable by PUBLIC.
+CREATE EXTENSION pg_warden;
+
+SELECT extname, extversion, extrelocatable, n.nspname AS schema
+  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+ WHERE extname = 'pg_warden';
+
+SELECT rolname, rolcanlogin, rolsuper, rolbypassrls
+  FROM pg_roles WHERE rolname IN ('warden_admin', 'warden_app') ORDER BY rolname;
+
+-- public API and internal helpers, with their volatility and parallel safety
+SELECT p.oid::regprocedure AS function, p.provolatile AS volatility, p.proparallel AS parallel,
+       p.prosecdef AS security_definer
+  FROM pg_proc p WHERE p.pronamespace = 'warden'::regnamespace
+ ORDER BY p.oid::regprocedure::text;
+
+-- every object in the schema has a comment
+SELECT p.oid::regprocedure::text AS uncommented
+  FROM pg_proc p WHERE p.pronamespace = 'warden'::regnamespace
+   AND obj_description(p.oid, 'pg_proc') IS NULL
+UNION ALL
+SELECT c.oid::regclass::text
+  FROM pg_class c WHERE c.relnamespace = 'warden'::regnamespace
+   AND obj_description(c.oid, 'pg_class') IS NULL;
+
+-- nothing is executable by PUBLIC
+SELECT p.oid::regprocedure AS public_can_execute
+  FROM pg_proc p WHERE p.pronamespace = 'warden'::regnamespace
+   AND has_function_privilege('public', p.oid, 'EXECUTE');
+
+-- who may call what
+SELECT p.oid::regprocedure AS function,
+       has_function_privilege('warden_app', p.oid, 'EXECUTE') AS app,
+       has_function_privilege('warden_admin', p.oid, 'EXECUTE') AS admin
+  FROM pg_proc p WHERE p.pronamespace = 'warden'::regnamespace
+ ORDER BY p.oid::regprocedure::text;
+
+SELECT has_table_privilege('warden_admin', 'warden.worker_status', 'SELECT') AS admin_reads_status,
+       has_table_privilege('warden_app', 'warden.worker_status', 'SELECT') AS app_reads_status;
+
+-- settings pg_warden defines (the warden. prefix is reserved)
+SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'warden.%'
+   AND name <> 'warden.enable_fault_injection' ORDER BY name;
+SET warden.no_such_setting = 'x';

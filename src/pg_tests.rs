@@ -1,0 +1,109 @@
+//! `#[pg_test]`s: run inside a real Postgres with the library preloaded
+//! (see `pg_test::postgresql_conf_options` in lib.rs).
+
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// A function that panics, to prove a Rust panic inside SQL becomes an
+    /// ordinary ERROR (SQLSTATE XX000) that a caller can catch.
+    #[pg_extern]
+    fn panics_for_test() -> i32 {
+        panic!("deliberate panic from Rust")
+    }
+
+    fn sql_text(query: &str) -> Option<String> {
+        Spi::get_one::<String>(query).expect("query failed")
+    }
+
+    #[pg_test]
+    fn current_tenant_is_null_until_set() {
+        assert_eq!(sql_text("SELECT warden.current_tenant()"), None);
+    }
+
+    #[pg_test]
+    fn set_tenant_is_seen_by_current_and_require_tenant() {
+        Spi::run("SELECT warden.set_tenant('acme')").unwrap();
+        assert_eq!(
+            sql_text("SELECT warden.current_tenant()").as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            sql_text("SELECT warden.require_tenant()").as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            sql_text("SELECT current_setting('warden.tenant')").as_deref(),
+            Some("acme")
+        );
+    }
+
+    #[pg_test(error = "no tenant is set for this transaction")]
+    fn require_tenant_raises_when_unset() {
+        let _ = Spi::get_one::<String>("SELECT warden.require_tenant()");
+    }
+
+    #[pg_test(error = "invalid tenant id")]
+    fn set_tenant_refuses_injection_shaped_ids() {
+        let _ = Spi::run("SELECT warden.set_tenant($$x' OR '1'='1$$)");
+    }
+
+    #[pg_test]
+    fn errors_carry_sqlstate_detail_and_hint() {
+        Spi::run(
+            "DO $$ DECLARE s text; d text; h text; BEGIN
+               PERFORM warden.set_tenant('');
+             EXCEPTION WHEN OTHERS THEN
+               GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT;
+               PERFORM set_config('test.diag', s || '|' || d || '|' || h, true);
+             END $$",
+        )
+        .unwrap();
+        let diag = sql_text("SELECT current_setting('test.diag')").unwrap();
+        assert_eq!(
+            diag,
+            "22023|The tenant id is empty.|A tenant id is 1 to 128 ASCII letters, digits and _ . : @ + -."
+        );
+    }
+
+    #[pg_test]
+    fn a_rust_panic_in_a_sql_function_is_an_ordinary_error() {
+        Spi::run(
+            "DO $$ DECLARE s text; m text; BEGIN
+               PERFORM tests.panics_for_test();
+             EXCEPTION WHEN OTHERS THEN
+               GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT;
+               PERFORM set_config('test.panic', s || '|' || m, true);
+             END $$",
+        )
+        .unwrap();
+        let caught = sql_text("SELECT current_setting('test.panic')").unwrap();
+        assert_eq!(caught, "XX000|deliberate panic from Rust");
+        // the backend is still healthy
+        assert_eq!(Spi::get_one::<i32>("SELECT 1").unwrap(), Some(1));
+    }
+
+    #[pg_test]
+    fn the_test_database_gets_a_running_worker() {
+        let running = Spi::get_one::<bool>(
+            "SELECT EXISTS (
+               SELECT FROM generate_series(1, 200) i,
+                 LATERAL (SELECT pg_sleep(0.1) WHERE NOT EXISTS (
+                   SELECT FROM warden.worker_status WHERE datname = current_database() AND state = 'running')) s
+               WHERE false)
+             OR EXISTS (SELECT FROM warden.worker_status WHERE datname = current_database() AND state = 'running')",
+        )
+        .unwrap();
+        assert_eq!(running, Some(true));
+    }
+
+    #[pg_test]
+    fn worker_status_rows_name_their_task() {
+        let task = sql_text(
+            "SELECT string_agg(DISTINCT task, ',') FROM warden.worker_status WHERE datname = current_database()",
+        );
+        assert!(matches!(task.as_deref(), Some("heartbeat") | None));
+    }
+}

@@ -1,0 +1,167 @@
+//! DROP DATABASE, CREATE DATABASE ... TEMPLATE, ALTER DATABASE ... RENAME
+//! and ALTER DATABASE ... SET TABLESPACE all refuse to run while another
+//! session is connected to the database they name, and a pg_warden worker
+//! is such a session. A ProcessUtility hook asks that database's worker to
+//! stop and holds off its restart; Postgres itself waits (up to 5 s) for
+//! it to go. If the command fails, the worker comes back after the hold.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::shmem::{set_latch, SHARED};
+use super::task::now;
+
+/// How long a stopped worker stays down for the DDL to run.
+const HOLD_US: i64 = 10_000_000;
+
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+pub fn init() {
+    // SAFETY: chained hook installation during _PG_init in the postmaster.
+    unsafe {
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+    }
+}
+
+/// The database a statement needs to be alone in, if any.
+unsafe fn database_needing_exclusivity(node: *mut pg_sys::Node) -> Option<&'static CStr> {
+    // SAFETY: the node tags are checked before each cast.
+    unsafe {
+        match (*node).type_ {
+            pg_sys::NodeTag::T_DropdbStmt => {
+                let stmt = node.cast::<pg_sys::DropdbStmt>();
+                Some(CStr::from_ptr((*stmt).dbname))
+            }
+            pg_sys::NodeTag::T_CreatedbStmt => {
+                let stmt = node.cast::<pg_sys::CreatedbStmt>();
+                option_value((*stmt).options, c"template")
+            }
+            pg_sys::NodeTag::T_RenameStmt => {
+                let stmt = node.cast::<pg_sys::RenameStmt>();
+                ((*stmt).renameType == pg_sys::ObjectType::OBJECT_DATABASE)
+                    .then(|| CStr::from_ptr((*stmt).subname))
+            }
+            pg_sys::NodeTag::T_AlterDatabaseStmt => {
+                let stmt = node.cast::<pg_sys::AlterDatabaseStmt>();
+                option_value((*stmt).options, c"tablespace").map(|_| CStr::from_ptr((*stmt).dbname))
+            }
+            _ => None,
+        }
+    }
+}
+
+unsafe fn option_value(options: *mut pg_sys::List, name: &CStr) -> Option<&'static CStr> {
+    // SAFETY: a List of DefElem, as the grammar builds it.
+    unsafe {
+        if options.is_null() {
+            return None;
+        }
+        for i in 0..(*options).length as usize {
+            let def = (*(*options).elements.add(i))
+                .ptr_value
+                .cast::<pg_sys::DefElem>();
+            if !(*def).defname.is_null()
+                && CStr::from_ptr((*def).defname) == name
+                && !(*def).arg.is_null()
+            {
+                return Some(CStr::from_ptr(pg_sys::defGetString(def)));
+            }
+        }
+        None
+    }
+}
+
+fn stop_worker_of(datname: &CStr) {
+    // SAFETY: catalog lookup in the current transaction; missing is fine.
+    let oid = unsafe { pg_sys::get_database_oid(datname.as_ptr(), true) };
+    if oid == pg_sys::InvalidOid {
+        return;
+    }
+    let latch = {
+        let mut shared = SHARED.exclusive();
+        match shared.slot_mut(oid.to_u32()) {
+            Some(slot) => {
+                slot.next_start_at = now() + HOLD_US;
+                slot.stop_requested = true;
+                slot.latch
+            }
+            None => 0,
+        }
+    };
+    set_latch(latch);
+}
+
+// The real standard_ProcessUtility, not pgrx's wrapper: pgrx would turn
+// every ERROR raised inside any utility statement of the cluster into a
+// Rust panic and re-raise it, losing the cursor position and error fields.
+unsafe extern "C-unwind" {
+    #[link_name = "standard_ProcessUtility"]
+    fn raw_standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query_string: *const std::ffi::c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+}
+
+/// pg_warden's part of the hook, guarded: a panic here becomes an ERROR.
+#[pg_guard]
+unsafe extern "C-unwind" fn before_utility(pstmt: *mut pg_sys::PlannedStmt) {
+    // SAFETY: Postgres passes a valid statement.
+    unsafe {
+        let node = (*pstmt).utilityStmt;
+        if !node.is_null() {
+            if let Some(datname) = database_needing_exclusivity(node) {
+                stop_worker_of(datname);
+            }
+        }
+    }
+}
+
+/// Deliberately not #[pg_guard]: it holds nothing that needs dropping, so
+/// an ERROR from the statement passes through it exactly as Postgres raised it.
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: chained call with the arguments Postgres gave us.
+    unsafe {
+        before_utility(pstmt);
+        match PREV_PROCESS_UTILITY {
+            Some(prev) => prev(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+            None => raw_standard_process_utility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+        }
+    }
+}
