@@ -1,0 +1,34 @@
+-- pg_warden demo: what the extension does today. Each subsystem adds its
+-- part here as it lands.
+\pset footer off
+CREATE EXTENSION pg_warden;
+
+-- An application role gets warden_app; nothing in schema warden is PUBLIC.
+CREATE ROLE demo_app LOGIN;
+GRANT warden_app TO demo_app;
+
+-- The tenant context: set once per transaction, read by RLS policies.
+SET ROLE demo_app;
+BEGIN;
+SELECT warden.set_tenant('acme');
+SELECT warden.current_tenant() AS tenant_inside_transaction;
+COMMIT;
+SELECT warden.current_tenant() IS NULL AS tenant_gone_after_commit;
+
+-- The application cannot switch tenants behind pg_warden's back.
+\set ON_ERROR_STOP 0
+SET warden.tenant = 'globex';
+SELECT set_config('warden.tenant', 'globex', false);
+SELECT warden.set_tenant($$acme' OR '1'='1$$);
+\set ON_ERROR_STOP 1
+RESET ROLE;
+
+-- The background worker of this database, started when CREATE EXTENSION
+-- committed, and woken at commit by subsystems that leave it work.
+SELECT pg_sleep(0.5);
+BEGIN;
+SELECT warden._worker_wake_on_commit();
+COMMIT;
+SELECT pg_sleep(0.2);
+SELECT datname, state, task, runs, failures, wake_requests, last_run_at
+  FROM warden.worker_status WHERE datname = current_database();
