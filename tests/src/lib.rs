@@ -147,30 +147,30 @@ impl Cluster {
         cluster
     }
 
-    pub fn pg_ctl_start(&self) {
-        let out = pg_command(bindir().join("pg_ctl"))
+    /// `pg_ctl -D <data> <args>` as the cluster user, without Rust
+    /// backtraces in the server's environment (they would end up in error
+    /// details).
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        pg_command(bindir().join("pg_ctl"))
             .arg("-D")
             .arg(self.dir.join("data"))
-            .arg("-l")
-            .arg(self.dir.join("server.log"))
-            // keep Rust backtraces out of error details
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
-            .args(["-w", "-t", "60", "start"])
+            .args(args)
             .output()
-            .expect("pg_ctl start");
+            .expect("run pg_ctl")
+    }
+
+    pub fn pg_ctl_start(&self) {
+        let log = self.dir.join("server.log");
+        let out = self.pg_ctl(&["-l", log.to_str().unwrap(), "-w", "-t", "60", "start"]);
         assert!(out.status.success(), "pg_ctl start failed:\n{}", self.log());
     }
 
     /// `pg_ctl stop -m <mode>`; returns how long it took.
     pub fn pg_ctl_stop(&self, mode: &str) -> Duration {
         let t = Instant::now();
-        let out = pg_command(bindir().join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", mode, "-w", "-t", "120", "stop"])
-            .output()
-            .expect("pg_ctl stop");
+        let out = self.pg_ctl(&["-m", mode, "-w", "-t", "120", "stop"]);
         assert!(
             out.status.success(),
             "pg_ctl stop failed: {}",
@@ -209,13 +209,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.dir.join("data/postmaster.pid").exists() {
-            let _ = pg_command(bindir().join("pg_ctl"))
-                .arg("-D")
-                .arg(self.dir.join("data"))
-                .args(["-m", "immediate", "-w", "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
         }
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);

@@ -6,6 +6,27 @@ use std::thread;
 
 use pg_warden_integration::*;
 
+/// In a fresh transaction: no tenant yet, then exactly the one it sets.
+fn set_and_check_tenant(client: &mut Client, tenant: &str) {
+    let mut tx = client.transaction().unwrap();
+    let before: Option<String> = tx
+        .query_one("SELECT warden.current_tenant()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        before, None,
+        "a new transaction started with tenant {before:?}"
+    );
+    tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
+        .unwrap();
+    let seen: Option<String> = tx
+        .query_one("SELECT warden.current_tenant()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen.as_deref(), Some(tenant));
+    tx.commit().unwrap();
+}
+
 fn setup(cluster: &Cluster) {
     let mut admin = cluster.connect("postgres");
     admin
@@ -71,16 +92,7 @@ fn pgbouncer_transaction_pooling_never_leaks_a_tenant_between_clients() {
     // interleaved: A sets its tenant and commits; B's next transaction on
     // the same backend must not see it
     for i in 0..50 {
-        let tenant = format!("tenant_a_{i}");
-        let mut tx = a.transaction().unwrap();
-        tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
-            .unwrap();
-        let seen: Option<String> = tx
-            .query_one("SELECT warden.current_tenant()", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(seen.as_deref(), Some(tenant.as_str()));
-        tx.commit().unwrap();
+        set_and_check_tenant(&mut a, &format!("tenant_a_{i}"));
 
         let seen_by_b: Option<String> = b
             .query_one("SELECT warden.current_tenant()", &[])
@@ -113,21 +125,7 @@ fn pgbouncer_transaction_pooling_never_leaks_a_tenant_between_clients() {
                 let mut c = Client::connect(&conn, NoTls).unwrap();
                 barrier.wait();
                 for i in 0..100 {
-                    let tenant = format!("t{n}_{i}");
-                    let mut tx = c.transaction().unwrap();
-                    let before: Option<String> = tx
-                        .query_one("SELECT warden.current_tenant()", &[])
-                        .unwrap()
-                        .get(0);
-                    assert_eq!(before, None);
-                    tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
-                        .unwrap();
-                    let seen: Option<String> = tx
-                        .query_one("SELECT warden.current_tenant()", &[])
-                        .unwrap()
-                        .get(0);
-                    assert_eq!(seen.as_deref(), Some(tenant.as_str()));
-                    tx.commit().unwrap();
+                    set_and_check_tenant(&mut c, &format!("t{n}_{i}"));
                 }
             })
         })
