@@ -136,3 +136,50 @@ fn pgbouncer_transaction_pooling_never_leaks_a_tenant_between_clients() {
     drop(a);
     drop(b);
 }
+
+#[test]
+fn without_preload_the_tenant_context_works_and_worker_functions_say_what_to_do() {
+    let cluster = Cluster::start(
+        "no_preload",
+        &["shared_preload_libraries = ''", "max_worker_processes = 8"],
+    );
+    setup(&cluster);
+    let mut app = cluster.connect_as("postgres", "app_a");
+    let mut tx = app.transaction().unwrap();
+    tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
+    let t: Option<String> = tx
+        .query_one("SELECT warden.current_tenant()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(t.as_deref(), Some("acme"));
+    tx.rollback().unwrap();
+
+    let mut admin = cluster.connect("postgres");
+    let err = admin
+        .query("SELECT * FROM warden.worker_status", &[])
+        .expect_err("worker_status needs the preload");
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "55000");
+    assert!(
+        db.message().contains("requires pg_warden to be preloaded"),
+        "{db:?}"
+    );
+    assert!(
+        db.hint().unwrap().contains("shared_preload_libraries"),
+        "{db:?}"
+    );
+    let err = admin
+        .batch_execute("BEGIN; SELECT warden._worker_wake_on_commit(); COMMIT")
+        .expect_err("wake-ups need the preload");
+    assert_eq!(err.code().unwrap().code(), "55000");
+    admin.batch_execute("ROLLBACK").unwrap();
+    // no launcher, no worker
+    let n: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_warden%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
