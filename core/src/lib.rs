@@ -5,6 +5,7 @@
 //!
 //! One folder per subsystem, mirroring the extension's `src/`.
 
+pub mod crypto;
 pub mod tenancy;
 pub mod text;
 pub mod workers;
