@@ -40,6 +40,7 @@ cluster_init() {
     echo "listen_addresses = '127.0.0.1'"
     echo "unix_socket_directories = '$dir'"
     echo "shared_preload_libraries = 'pg_warden'"
+    echo "warden.key_file = 'warden.key'"
     echo "max_worker_processes = 16"
     echo "logging_collector = off"
     echo "log_line_prefix = '%m [%p] %b '"

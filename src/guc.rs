@@ -26,6 +26,13 @@ static WORKER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static LAUNCHER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static HEARTBEAT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static ENABLE_FAULT_INJECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
+static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static KEY_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static MAX_PLAINTEXT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
+
+/// Largest plaintext `warden.max_plaintext_bytes` may allow: a bytea must
+/// still hold the envelope.
+const MAX_PLAINTEXT_LIMIT: i32 = 1_073_741_823 - 64;
 
 pub fn init(preloading: bool) {
     // SAFETY: called once from _PG_init on the main thread; the settings
@@ -86,7 +93,33 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"warden.max_plaintext_bytes",
+        c"Largest plaintext warden.encrypt() accepts.",
+        c"Larger inputs are refused with SQLSTATE 22001 before anything is encrypted.",
+        &MAX_PLAINTEXT_BYTES,
+        0,
+        MAX_PLAINTEXT_LIMIT,
+        GucContext::Suset,
+        GucFlags::UNIT_BYTE,
+    );
     if preloading {
+        GucRegistry::define_string_guc(
+            c"warden.key_file",
+            c"File holding the root key (lines v<N>:<64 hex digits>; mode 0600).",
+            c"Read once by the postmaster at start-up. The highest version wraps new data keys; older versions only unwrap.",
+            &KEY_FILE,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
+        GucRegistry::define_string_guc(
+            c"warden.key_command",
+            c"Command whose standard output is the root key file (for a KMS or Vault).",
+            c"Run once by the postmaster at start-up with /bin/sh -c; used when warden.key_file is empty.",
+            &KEY_COMMAND,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
         GucRegistry::define_bool_guc(
             c"warden.enable_fault_injection",
             c"Allows warden._inject_worker_fault() (testing only).",
@@ -130,6 +163,24 @@ pub fn launcher_naptime() -> Duration {
 
 pub fn heartbeat_interval() -> Duration {
     Duration::from_millis(HEARTBEAT_INTERVAL_MS.get() as u64)
+}
+
+pub fn key_file() -> Option<String> {
+    KEY_FILE
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn key_command() -> Option<String> {
+    KEY_COMMAND
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn max_plaintext_bytes() -> usize {
+    MAX_PLAINTEXT_BYTES.get().max(0) as usize
 }
 
 pub fn fault_injection_enabled() -> bool {

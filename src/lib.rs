@@ -5,9 +5,11 @@
 
 use pgrx::prelude::*;
 
+mod crypto;
 mod error;
 mod guc;
 mod preload;
+mod privileged;
 mod schema;
 mod tenancy;
 mod workers;
@@ -19,6 +21,7 @@ mod workers;
 pub extern "C-unwind" fn _PG_init() {
     let preloading = preload::record_load();
     guc::init(preloading);
+    crypto::init(preloading);
     if preloading {
         workers::init();
     }
@@ -37,6 +40,8 @@ pub mod pg_test {
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         vec![
             "shared_preload_libraries = 'pg_warden'",
+            // a fixed test-only root key
+            "warden.key_command = 'echo v1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'",
             "warden.worker_naptime = '200ms'",
             "warden.launcher_naptime = '1s'",
         ]

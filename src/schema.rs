@@ -32,6 +32,7 @@ COMMENT ON SCHEMA warden IS 'pg_warden: tenant context, keyring, secrets, audit 
 REVOKE ALL ON SCHEMA warden FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA warden FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA warden FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA warden FROM PUBLIC;
 ALTER DEFAULT PRIVILEGES IN SCHEMA warden REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 GRANT USAGE ON SCHEMA warden TO warden_admin, warden_app;
 
@@ -40,6 +41,24 @@ GRANT EXECUTE ON FUNCTION
   warden.current_tenant(),
   warden.require_tenant()
 TO warden_app, warden_admin;
+
+GRANT EXECUTE ON FUNCTION
+  warden.encrypt(bytea, text),
+  warden.encrypt(text, text),
+  warden.encrypt(jsonb, text),
+  warden.decrypt(bytea, text),
+  warden.decrypt_text(bytea, text),
+  warden.decrypt_jsonb(bytea, text),
+  warden.reencrypt(bytea, text),
+  warden.blind_index(text, text)
+TO warden_app, warden_admin;
+
+GRANT EXECUTE ON FUNCTION
+  warden.rotate_master_key(),
+  warden.rotate_data_key(text, text),
+  warden.shred_tenant(text)
+TO warden_admin;
+GRANT SELECT ON warden.key_catalog TO warden_admin;
 
 GRANT EXECUTE ON FUNCTION warden._worker_status() TO warden_admin;
 GRANT SELECT ON warden.worker_status TO warden_admin;

@@ -76,6 +76,12 @@ fn current_tenant() -> Option<&'static str> {
 /// The tenant of the current transaction; raises when none is set.
 #[pg_extern(stable, parallel_safe)]
 fn require_tenant() -> &'static str {
+    tenant_or_raise()
+}
+
+/// The tenant of the current transaction, for subsystems that need one;
+/// raises 55000 when none is set.
+pub fn tenant_or_raise() -> &'static str {
     match guc::tenant() {
         Some(t) => t,
         None => WardenError::prerequisite("no tenant is set for this transaction")

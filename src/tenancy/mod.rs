@@ -2,3 +2,5 @@
 //! reads. Policies, tokens and the lint come in later modules beside it.
 
 mod context;
+
+pub use context::tenant_or_raise;

@@ -22,7 +22,7 @@
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use super::encoding::put_field;
-use super::random::fill_random;
+use super::random::{fill_random, SealError};
 use super::root_key::KEY_BYTES;
 
 pub const MAGIC: [u8; 2] = [0xE7, 0x57];
@@ -88,7 +88,7 @@ pub fn seal(
     context: &[u8],
     plaintext: &[u8],
     out: &mut [u8],
-) -> Result<(), ()> {
+) -> Result<(), SealError> {
     let mut nonce = [0u8; NONCE_BYTES];
     fill_random(&mut nonce)?;
     seal_with_nonce(key, key_id, tenant, context, plaintext, nonce, out)
@@ -104,7 +104,7 @@ pub fn seal_with_nonce(
     plaintext: &[u8],
     nonce: [u8; NONCE_BYTES],
     out: &mut [u8],
-) -> Result<(), ()> {
+) -> Result<(), SealError> {
     assert_eq!(
         out.len(),
         plaintext.len() + ENVELOPE_OVERHEAD,
@@ -121,7 +121,7 @@ pub fn seal_with_nonce(
     let tag = key
         .aead
         .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
-        .map_err(|_| ())?;
+        .map_err(|_| SealError)?;
     out[body_end..].copy_from_slice(tag.as_ref());
     Ok(())
 }

@@ -23,6 +23,6 @@ pub use envelope::{
     FORMAT_VERSION, MAGIC,
 };
 pub use purpose::Purpose;
-pub use random::fill_random;
+pub use random::{fill_random, SealError};
 pub use root_key::{check_value, parse_root_keys, KeyFileError, RootKeyring, KEY_BYTES};
 pub use wrap::{unwrap_data_key, wrap_data_key, WrapContext};

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::encoding::put_field;
 use super::envelope::DecryptError;
 use super::purpose::Purpose;
-use super::random::fill_random;
+use super::random::{fill_random, SealError};
 use super::root_key::KEY_BYTES;
 
 pub const WRAPPED_BYTES: usize = 12 + KEY_BYTES + 16;
@@ -41,7 +41,7 @@ pub fn wrap_data_key(
     root_key: &[u8; KEY_BYTES],
     ctx: &WrapContext<'_>,
     data_key: &[u8; KEY_BYTES],
-) -> Result<Vec<u8>, ()> {
+) -> Result<Vec<u8>, SealError> {
     let mut nonce = [0u8; 12];
     fill_random(&mut nonce)?;
     let mut out = Vec::with_capacity(WRAPPED_BYTES);
@@ -53,7 +53,7 @@ pub fn wrap_data_key(
             Aad::from(aad(ctx)),
             &mut out[12..],
         )
-        .map_err(|_| ())?;
+        .map_err(|_| SealError)?;
     out.extend_from_slice(tag.as_ref());
     Ok(out)
 }

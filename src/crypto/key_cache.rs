@@ -1,0 +1,348 @@
+//! Data keys as a backend sees them: looked up (and created on first use)
+//! in `warden.keys` with superuser rights, unwrapped under the root key,
+//! and cached unwrapped for the life of the backend. The cache is dropped
+//! when `warden.keys` changes (rotation and shredding broadcast a relcache
+//! invalidation, applied by every backend at its next transaction) and
+//! when a transaction that created a key aborts.
+//!
+//! Before the first key is used, the root key is compared with the key
+//! check values stored in `warden.keyring_check`, so a wrong or missing
+//! root key is reported as such rather than as a decryption failure.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::callbacks::{register_xact_callback, PgXactCallbackEvent};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use zeroize::Zeroizing;
+
+use warden_core::crypto::{
+    check_value, fill_random, unwrap_data_key, wrap_data_key, DataKey, Purpose, WrapContext,
+    KEY_BYTES,
+};
+
+use crate::error::WardenError;
+use crate::privileged::as_superuser;
+
+use super::root_key::root;
+
+/// An unwrapped data key.
+pub struct CachedKey {
+    pub key_id: u32,
+    pub tenant: String,
+    pub purpose: Purpose,
+    pub raw: Zeroizing<[u8; KEY_BYTES]>,
+    pub aead: DataKey,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// purpose -> tenant -> active key id
+    active: HashMap<Purpose, HashMap<String, u32>>,
+    keys: HashMap<u32, Rc<CachedKey>>,
+    key_check_passed: bool,
+    keys_relid: Option<pg_sys::Oid>,
+    callback_registered: bool,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+fn clear() {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.active.clear();
+        c.keys.clear();
+        c.key_check_passed = false;
+        c.keys_relid = None;
+    });
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let ours = CACHE.with(|c| c.borrow().keys_relid);
+    if relid == pg_sys::InvalidOid || ours.is_none() || ours == Some(relid) {
+        clear();
+    }
+}
+
+fn ensure_callback() {
+    let registered =
+        CACHE.with(|c| std::mem::replace(&mut c.borrow_mut().callback_registered, true));
+    if !registered {
+        // SAFETY: registers a process-lifetime callback once.
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0))
+        };
+    }
+    if CACHE.with(|c| c.borrow().keys_relid.is_none()) {
+        // SAFETY: catalog lookups in the current transaction.
+        let relid = unsafe {
+            let ns = pg_sys::get_namespace_oid(c"warden".as_ptr(), true);
+            if ns == pg_sys::InvalidOid {
+                pg_sys::InvalidOid
+            } else {
+                pg_sys::get_relname_relid(c"keys".as_ptr(), ns)
+            }
+        };
+        if relid != pg_sys::InvalidOid {
+            CACHE.with(|c| c.borrow_mut().keys_relid = Some(relid));
+        }
+    }
+}
+
+/// Tells every backend (at its next transaction) that `warden.keys` changed.
+pub fn broadcast_invalidation() {
+    ensure_callback();
+    if let Some(relid) = CACHE.with(|c| c.borrow().keys_relid) {
+        // SAFETY: queues a relcache invalidation, sent at commit.
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    }
+    clear();
+}
+
+/// Compares the loaded root key with the stored key check values.
+pub fn key_check() -> Result<(), WardenError> {
+    let ring = root();
+    let rows: Vec<(i32, Vec<u8>)> = as_superuser(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT root_version, check_value FROM warden.keyring_check ORDER BY 1",
+                    None,
+                    &[],
+                )?
+                .map(|row| {
+                    Ok((
+                        row.get::<i32>(1)?.unwrap_or(0),
+                        row.get::<Vec<u8>>(2)?.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+        })
+    })
+    .unwrap_or_else(|e| {
+        WardenError::prerequisite(format!("cannot read warden.keyring_check: {e}")).raise()
+    });
+    for (version, stored) in rows {
+        let Some(key) = ring.get(version as u32) else {
+            return Err(WardenError::prerequisite(format!(
+                "root key version {version}, which wraps data keys in this database, is missing"
+            ))
+            .detail(format!("The loaded root key has versions {:?}.", ring.versions()))
+            .hint(format!(
+                "Add v{version} back to the key file and restart; drop an old version only after warden.rotate_master_key()."
+            )));
+        };
+        if !constant_time_eq(&check_value(key), &stored) {
+            return Err(WardenError::prerequisite("the root key does not match this database's keyring")
+                .detail(format!("The key check value of root key version {version} differs from the one stored when it was first used."))
+                .hint("Start the server with the key file (warden.key_file) this database's keys were wrapped with."));
+        }
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn ensure_key_check() {
+    ensure_callback();
+    if CACHE.with(|c| c.borrow().key_check_passed) {
+        return;
+    }
+    if let Err(e) = key_check() {
+        e.raise();
+    }
+    CACHE.with(|c| c.borrow_mut().key_check_passed = true);
+}
+
+fn keyring_damaged(key_id: u32) -> WardenError {
+    WardenError::new(pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, format!("data key {key_id} cannot be unwrapped"))
+        .detail("Its row in warden.keys does not authenticate under the root key although the key check passed.")
+        .hint("Restore warden.keys from a backup.")
+}
+
+fn unwrap(
+    key_id: u32,
+    tenant: String,
+    purpose: Purpose,
+    root_version: i32,
+    wrapped: &[u8],
+) -> Result<CachedKey, WardenError> {
+    let ring = root();
+    let root_key = ring.get(root_version as u32).ok_or_else(|| {
+        WardenError::prerequisite(format!("root key version {root_version} is missing"))
+            .hint("Add it back to the key file and restart.")
+    })?;
+    let ctx = WrapContext {
+        tenant: &tenant,
+        purpose,
+        key_id,
+        root_version: root_version as u32,
+    };
+    let raw = unwrap_data_key(root_key, &ctx, wrapped).map_err(|_| keyring_damaged(key_id))?;
+    let aead = DataKey::new(&raw);
+    Ok(CachedKey {
+        key_id,
+        tenant,
+        purpose,
+        raw,
+        aead,
+    })
+}
+
+fn remember(key: CachedKey, active: bool) -> Rc<CachedKey> {
+    let key = Rc::new(key);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if active {
+            c.active
+                .entry(key.purpose)
+                .or_default()
+                .insert(key.tenant.clone(), key.key_id);
+        }
+        c.keys.insert(key.key_id, key.clone());
+    });
+    key
+}
+
+/// The active key of (tenant, purpose), created if the tenant has none.
+pub fn active_key(tenant: &str, purpose: Purpose) -> Rc<CachedKey> {
+    let hit = CACHE.with(|c| {
+        let c = c.borrow();
+        let id = c.active.get(&purpose)?.get(tenant)?;
+        c.keys.get(id).cloned()
+    });
+    if let Some(key) = hit {
+        return key;
+    }
+    ensure_key_check();
+    let key = match load_active(tenant, purpose) {
+        Some(key) => key,
+        None => create_active(tenant, purpose),
+    };
+    remember(key, true)
+}
+
+fn load_active(tenant: &str, purpose: Purpose) -> Option<CachedKey> {
+    let row = as_superuser(|| {
+        Spi::get_three_with_args::<i32, i32, Vec<u8>>(
+            "SELECT key_id, root_version, wrapped FROM warden.keys
+              WHERE tenant OPERATOR(pg_catalog.=) $1 AND purpose OPERATOR(pg_catalog.=) $2
+                AND state OPERATOR(pg_catalog.=) 'active'",
+            &[tenant.into(), purpose.as_str().into()],
+        )
+    });
+    match row {
+        Ok((Some(id), Some(version), Some(wrapped))) => Some(
+            unwrap(id as u32, tenant.to_string(), purpose, version, &wrapped)
+                .unwrap_or_else(|e| e.raise()),
+        ),
+        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => None,
+        Err(e) => WardenError::prerequisite(format!("cannot read warden.keys: {e}")).raise(),
+    }
+}
+
+fn create_active(tenant: &str, purpose: Purpose) -> CachedKey {
+    let ring = root();
+    let (root_version, root_key) = ring.active();
+    let mut raw = Zeroizing::new([0u8; KEY_BYTES]);
+    if fill_random(&mut raw[..]).is_err() {
+        WardenError::prerequisite("the operating system's random source failed").raise();
+    }
+    let inserted: Option<i32> = as_superuser(|| {
+        let key_id = Spi::get_one::<i32>("SELECT pg_catalog.nextval('warden.keys_key_id_seq')::integer")?
+            .expect("nextval returns a value");
+        let ctx = WrapContext { tenant, purpose, key_id: key_id as u32, root_version };
+        let wrapped = wrap_data_key(root_key, &ctx, &raw).expect("random source already checked");
+        Spi::run_with_args(
+            "INSERT INTO warden.keyring_check (root_version, check_value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[(root_version as i32).into(), check_value(root_key).to_vec().into()],
+        )?;
+        Spi::get_one_with_args::<i32>(
+            "INSERT INTO warden.keys (key_id, tenant, purpose, root_version, wrapped)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant, purpose) WHERE state = 'active' DO NOTHING
+             RETURNING key_id",
+            &[key_id.into(), tenant.into(), purpose.as_str().into(), (root_version as i32).into(), wrapped.into()],
+        )
+        .or_else(|e| match e {
+            pgrx::spi::Error::InvalidPosition => Ok(None),
+            e => Err(e),
+        })
+    })
+    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot create a data key: {e}")).raise());
+    match inserted {
+        Some(key_id) => {
+            // a key made in a transaction that rolls back must not outlive it
+            register_xact_callback(PgXactCallbackEvent::Abort, clear);
+            let aead = DataKey::new(&raw);
+            CachedKey {
+                key_id: key_id as u32,
+                tenant: tenant.to_string(),
+                purpose,
+                raw,
+                aead,
+            }
+        }
+        // another session created it first
+        None => load_active(tenant, purpose).unwrap_or_else(|| {
+            WardenError::prerequisite("a concurrent session is creating this tenant's data key")
+                .hint("Retry the statement.")
+                .raise()
+        }),
+    }
+}
+
+/// A key by id, for decryption: `None` when unknown, shredded, or not
+/// (tenant, purpose)'s. Never raises for those cases: the caller turns
+/// `None` into the one generic decryption error.
+pub fn key_by_id(key_id: u32, tenant: &str, purpose: Purpose) -> Option<Rc<CachedKey>> {
+    let hit = CACHE.with(|c| c.borrow().keys.get(&key_id).cloned());
+    let key = match hit {
+        Some(key) => key,
+        None => {
+            if key_id == 0 || key_id > i32::MAX as u32 {
+                return None;
+            }
+            ensure_key_check();
+            let row = as_superuser(|| {
+                Spi::connect(|client| {
+                    let table = client.select(
+                        "SELECT tenant, purpose, root_version, wrapped FROM warden.keys
+                          WHERE key_id OPERATOR(pg_catalog.=) $1",
+                        Some(1),
+                        &[(key_id as i32).into()],
+                    )?;
+                    if table.is_empty() {
+                        return Ok(None);
+                    }
+                    let row = table.first();
+                    Ok::<_, pgrx::spi::Error>(Some((
+                        row.get::<String>(1)?,
+                        row.get::<String>(2)?,
+                        row.get::<i32>(3)?,
+                        row.get::<Vec<u8>>(4)?,
+                    )))
+                })
+            })
+            .unwrap_or_else(|e| {
+                WardenError::prerequisite(format!("cannot read warden.keys: {e}")).raise()
+            });
+            let (Some(t), Some(p), Some(v), Some(wrapped)) = row? else {
+                return None; // shredded: no key material left
+            };
+            let p = Purpose::parse(&p)?;
+            remember(
+                unwrap(key_id, t, p, v, &wrapped).unwrap_or_else(|e| e.raise()),
+                false,
+            )
+        }
+    };
+    (key.tenant == tenant && key.purpose == purpose).then_some(key)
+}

@@ -1,0 +1,204 @@
+//! Key lifecycle, for `warden_admin`: `rotate_master_key` (rewrap every
+//! data key under the newest root key version; no ciphertext changes),
+//! `rotate_data_key` (retire a tenant's active key; new encryptions use a
+//! new one, old ciphertexts still decrypt) and `shred_tenant` (destroy a
+//! tenant's key material: its ciphertexts become unreadable).
+
+use pgrx::prelude::*;
+
+use warden_core::crypto::{check_value, unwrap_data_key, wrap_data_key, Purpose, WrapContext};
+use warden_core::tenancy::validate_tenant_id;
+
+use crate::error::WardenError;
+use crate::privileged::as_superuser;
+
+use super::key_cache::{active_key, broadcast_invalidation, key_check};
+use super::root_key::root;
+
+fn valid_tenant(tenant: &str) {
+    if let Err(e) = validate_tenant_id(tenant) {
+        WardenError::invalid_parameter("invalid tenant id")
+            .detail(format!("The {e}."))
+            .hint("A tenant id is 1 to 128 ASCII letters, digits and _ . : @ + -.")
+            .raise();
+    }
+}
+
+fn spi_failed(what: &str, e: pgrx::spi::Error) -> ! {
+    WardenError::prerequisite(format!("cannot {what}: {e}")).raise()
+}
+
+/// Rewraps every data key not yet under the active root key version.
+/// Returns how many keys were rewrapped.
+#[pg_extern(volatile, parallel_unsafe)]
+fn rotate_master_key() -> i64 {
+    if let Err(e) = key_check() {
+        e.raise();
+    }
+    let ring = root();
+    let (active_version, active_key_bytes) = ring.active();
+    let rows: Vec<(i32, String, String, i32, Vec<u8>)> = as_superuser(|| {
+        Spi::connect_mut(|client| {
+            client
+                .update(
+                    "SELECT key_id, tenant, purpose, root_version, wrapped FROM warden.keys
+                      WHERE wrapped IS NOT NULL AND root_version OPERATOR(pg_catalog.<>) $1
+                      ORDER BY key_id FOR UPDATE",
+                    None,
+                    &[(active_version as i32).into()],
+                )?
+                .map(|r| {
+                    Ok((
+                        r.get::<i32>(1)?.unwrap_or(0),
+                        r.get::<String>(2)?.unwrap_or_default(),
+                        r.get::<String>(3)?.unwrap_or_default(),
+                        r.get::<i32>(4)?.unwrap_or(0),
+                        r.get::<Vec<u8>>(5)?.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+        })
+    })
+    .unwrap_or_else(|e| spi_failed("read warden.keys", e));
+
+    let mut rewrapped = 0i64;
+    for (key_id, tenant, purpose, version, wrapped) in rows {
+        let purpose = Purpose::parse(&purpose).expect("checked by the table");
+        let old_root = ring.get(version as u32).unwrap_or_else(|| {
+            WardenError::prerequisite(format!("root key version {version} is missing"))
+                .hint("Keep every version in use in the key file until warden.rotate_master_key() has run.")
+                .raise()
+        });
+        let old_ctx = WrapContext {
+            tenant: &tenant,
+            purpose,
+            key_id: key_id as u32,
+            root_version: version as u32,
+        };
+        let raw = unwrap_data_key(old_root, &old_ctx, &wrapped).unwrap_or_else(|_| {
+            WardenError::new(
+                pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                format!("data key {key_id} cannot be unwrapped"),
+            )
+            .hint("Restore warden.keys from a backup.")
+            .raise()
+        });
+        let new_ctx = WrapContext {
+            root_version: active_version,
+            ..old_ctx
+        };
+        let new_wrapped = wrap_data_key(active_key_bytes, &new_ctx, &raw).unwrap_or_else(|_| {
+            WardenError::prerequisite("the operating system's random source failed").raise()
+        });
+        as_superuser(|| {
+            Spi::run_with_args(
+                "UPDATE warden.keys SET root_version = $2, wrapped = $3 WHERE key_id OPERATOR(pg_catalog.=) $1",
+                &[key_id.into(), (active_version as i32).into(), new_wrapped.into()],
+            )
+        })
+        .unwrap_or_else(|e| spi_failed("update warden.keys", e));
+        rewrapped += 1;
+    }
+    as_superuser(|| {
+        Spi::run_with_args(
+            "INSERT INTO warden.keyring_check (root_version, check_value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[(active_version as i32).into(), check_value(active_key_bytes).to_vec().into()],
+        )?;
+        // versions no key uses any more may leave the key file
+        Spi::run(
+            "DELETE FROM warden.keyring_check c
+              WHERE NOT EXISTS (SELECT FROM warden.keys k
+                                 WHERE k.root_version OPERATOR(pg_catalog.=) c.root_version
+                                   AND k.wrapped IS NOT NULL)
+                AND c.root_version OPERATOR(pg_catalog.<>) (SELECT pg_catalog.max(root_version) FROM warden.keyring_check)",
+        )
+    })
+    .unwrap_or_else(|e| spi_failed("update warden.keyring_check", e));
+    broadcast_invalidation();
+    pgrx::log!(
+        "pg_warden: rewrapped {rewrapped} data keys under root key version {active_version}"
+    );
+    rewrapped
+}
+
+/// Retires the tenant's active key of `purpose` and creates a new one.
+/// Returns the new key id.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn rotate_data_key(tenant: &str, purpose: default!(&str, "'data'")) -> i32 {
+    valid_tenant(tenant);
+    let Some(purpose) = Purpose::parse(purpose) else {
+        WardenError::invalid_parameter(format!("unknown key purpose \"{purpose}\""))
+            .hint("Use 'data', 'blind_index', 'audit' or 'token'.")
+            .raise()
+    };
+    if purpose == Purpose::BlindIndex {
+        WardenError::invalid_parameter("blind-index keys cannot be rotated in place")
+            .detail("Existing blind indexes would stop matching new ones.")
+            .hint("Re-index under a new context string instead.")
+            .raise();
+    }
+    as_superuser(|| {
+        Spi::run_with_args(
+            "UPDATE warden.keys SET state = 'retired', retired_at = pg_catalog.now()
+              WHERE tenant OPERATOR(pg_catalog.=) $1 AND purpose OPERATOR(pg_catalog.=) $2
+                AND state OPERATOR(pg_catalog.=) 'active'",
+            &[tenant.into(), purpose.as_str().into()],
+        )
+    })
+    .unwrap_or_else(|e| spi_failed("retire the active key", e));
+    broadcast_invalidation();
+    active_key(tenant, purpose).key_id as i32
+}
+
+/// Destroys every key of the tenant (crypto-shredding). Returns how many
+/// keys were shredded.
+#[pg_extern(volatile, strict, parallel_unsafe)]
+fn shred_tenant(tenant: &str) -> i64 {
+    valid_tenant(tenant);
+    let n = as_superuser(|| {
+        Spi::get_one_with_args::<i64>(
+            "WITH s AS (
+               UPDATE warden.keys SET state = 'shredded', wrapped = NULL, shredded_at = pg_catalog.now()
+                WHERE tenant OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.<>) 'shredded'
+               RETURNING 1)
+             SELECT pg_catalog.count(*) FROM s",
+            &[tenant.into()],
+        )
+    })
+    .unwrap_or_else(|e| spi_failed("shred keys", e))
+    .unwrap_or(0);
+    broadcast_invalidation();
+    // The audit chain records this once it exists; until then, the log.
+    pgrx::log!(
+        "pg_warden: shredded {n} data keys of tenant \"{tenant}\" (by role {})",
+        current_role_name()
+    );
+    n
+}
+
+fn current_role_name() -> String {
+    // SAFETY: the current user's name, looked up in the syscache.
+    unsafe {
+        let name = pgrx::pg_sys::GetUserNameFromId(pgrx::pg_sys::GetUserId(), true);
+        if name.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+}
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION warden.rotate_master_key() IS
+  'Rewraps every data key under the newest root key version (no ciphertext changes); returns the number rewrapped. Admin only.';
+COMMENT ON FUNCTION warden.rotate_data_key(text, text) IS
+  'Retires the tenant''s active data key of the purpose (default data) and creates a new one; old ciphertexts still decrypt. Returns the new key id. Admin only.';
+COMMENT ON FUNCTION warden.shred_tenant(text) IS
+  'Destroys all of the tenant''s key material: its ciphertexts can never be decrypted again. Returns the number of keys shredded. Admin only.';
+"#,
+    name = "rotation_comments",
+    requires = [rotate_master_key, rotate_data_key, shred_tenant],
+);

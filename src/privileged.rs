@@ -1,0 +1,46 @@
+//! Running pg_warden's own catalog SQL with the privileges of the
+//! bootstrap superuser and a fixed `search_path`, from functions that
+//! application roles call (they have no rights on pg_warden's tables).
+//!
+//! This is what `SECURITY DEFINER ... SET search_path` does, but only on
+//! the cold path (cache misses, rotation), so the hot path of functions
+//! like `warden.encrypt` pays nothing for it. The SQL run here must still
+//! schema-qualify every table and operator.
+
+use std::panic::{RefUnwindSafe, UnwindSafe};
+
+use pgrx::pg_sys;
+use pgrx::PgTryBuilder;
+
+pub fn as_superuser<R>(f: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> R {
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0;
+    // SAFETY: standard user-switching calls, restored in `finally` (and by
+    // transaction abort, which also resets the user id).
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+    PgTryBuilder::new(f)
+        .finally(|| unsafe {
+            pg_sys::AtEOXact_GUC(true, nest);
+            pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+        })
+        .execute()
+}
