@@ -63,6 +63,47 @@ fn chown_to_pg(path: &Path) {
     }
 }
 
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// 32 random bytes as 64 hex digits: a fresh root key.
+pub fn random_key_hex() -> String {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut key)
+        .unwrap();
+    hex(&key)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -128,6 +169,7 @@ impl Cluster {
         let mut conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              shared_preload_libraries = 'pg_warden'\nmax_worker_processes = 16\n\
+             warden.key_file = 'warden.key'\n\
              warden.enable_fault_injection = on\nwarden.worker_naptime = '200ms'\n\
              warden.launcher_naptime = '500ms'\nwarden.heartbeat_interval = '1h'\n\
              log_line_prefix = '%m [%p] %b '\n",
@@ -141,8 +183,9 @@ impl Cluster {
         let mut existing = fs::read_to_string(&conf_path).unwrap();
         existing.push_str(&conf);
         fs::write(&conf_path, existing).unwrap();
-        chown_to_pg(&dir);
         let cluster = Cluster { dir, port };
+        cluster.write_key_file(&format!("v1:{}\n", random_key_hex()));
+        chown_to_pg(&cluster.dir);
         cluster.pg_ctl_start();
         cluster
     }
@@ -177,6 +220,24 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         t.elapsed()
+    }
+
+    /// Replaces the root key file (mode 0600, owned by the cluster user);
+    /// takes effect at the next start.
+    pub fn write_key_file(&self, contents: &str) {
+        let path = self.key_file();
+        fs::write(&path, contents).unwrap();
+        set_mode(&path, 0o600);
+        chown_to_pg(&path);
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.join("data/warden.key")
+    }
+
+    pub fn restart(&self) {
+        self.pg_ctl_stop("fast");
+        self.pg_ctl_start();
     }
 
     pub fn conn_str(&self, db: &str, user: &str) -> String {
