@@ -23,6 +23,28 @@ SELECT warden.set_tenant($$acme' OR '1'='1$$);
 \set ON_ERROR_STOP 1
 RESET ROLE;
 
+-- Envelope encryption under the tenant's data key; aad binds a value to
+-- its row, so a ciphertext copied elsewhere does not decrypt.
+SET ROLE demo_app;
+BEGIN;
+SELECT warden.set_tenant('acme');
+SELECT warden.encrypt('alice@example.com', 'users.email:42') AS ct \gset
+SELECT encode(:'ct'::bytea, 'hex') AS envelope;
+SELECT warden.decrypt_text(:'ct'::bytea, 'users.email:42') AS decrypted;
+\set ON_ERROR_STOP 0
+SELECT warden.decrypt_text(:'ct'::bytea, 'users.email:43') AS wrong_row;
+\set ON_ERROR_STOP 1
+COMMIT;
+BEGIN;
+SELECT warden.set_tenant('globex');
+\set ON_ERROR_STOP 0
+SELECT warden.decrypt_text(:'ct'::bytea, 'users.email:42') AS other_tenant;
+\set ON_ERROR_STOP 1
+ROLLBACK;
+RESET ROLE;
+-- Keys as an operator sees them: wrapped, never shown.
+SELECT key_id, tenant, purpose, root_version, state FROM warden.key_catalog;
+
 -- The background worker of this database, started when CREATE EXTENSION
 -- committed, and woken at commit by subsystems that leave it work.
 SELECT pg_sleep(0.5);

@@ -57,6 +57,11 @@ BEGIN;
 SELECT warden.set_tenant('tenant_b');
 SELECT warden.decrypt_text(ct, aad) FROM public.crypto_store WHERE id = 1;
 ROLLBACK;
+-- tenant B's own value, to outlive the shredding of tenant A below
+BEGIN;
+SELECT warden.set_tenant('tenant_b');
+INSERT INTO public.crypto_store VALUES (5, 'tenant_b', 'users.email:5', warden.encrypt('bob@example.com', 'users.email:5'));
+COMMIT;
 
 -- blind indexes: equal per tenant and context, different across either
 BEGIN;
@@ -119,6 +124,11 @@ BEGIN;
 SELECT warden.set_tenant('tenant_a');
 SELECT warden.decrypt_text(ct, aad) FROM public.crypto_store WHERE id = 1;
 ROLLBACK;
+-- other tenants are untouched
+BEGIN;
+SELECT warden.set_tenant('tenant_b');
+SELECT warden.decrypt_text(ct, aad) FROM public.crypto_store WHERE id = 5;
+COMMIT;
 RESET ROLE;
 SELECT tenant, purpose, state, shredded_at IS NOT NULL AS shredded FROM warden.key_catalog ORDER BY tenant, purpose, state;
 
