@@ -105,4 +105,22 @@ mod tests {
         );
         assert_eq!(task.as_deref(), Some("heartbeat"));
     }
+
+    #[pg_test]
+    fn envelope_round_trip_with_a_root_key_from_key_command() {
+        Spi::run("SELECT warden.set_tenant('acme')").unwrap();
+        let text =
+            sql_text("SELECT warden.decrypt_text(warden.encrypt('hello', 'row:1'), 'row:1')");
+        assert_eq!(text.as_deref(), Some("hello"));
+        let magic = sql_text("SELECT substr(encode(warden.encrypt('x'), 'hex'), 1, 6)");
+        assert_eq!(magic.as_deref(), Some("e75701"));
+    }
+
+    #[pg_test(error = "decryption failed")]
+    fn another_aad_does_not_decrypt() {
+        Spi::run("SELECT warden.set_tenant('acme')").unwrap();
+        let _ = Spi::get_one::<String>(
+            "SELECT warden.decrypt_text(warden.encrypt('hello', 'row:1'), 'row:2')",
+        );
+    }
 }
