@@ -3,7 +3,7 @@
 -- their shape and what they decrypt to are shown.
 CREATE ROLE regress_crypto_app LOGIN;
 GRANT warden_app TO regress_crypto_app;
-CREATE ROLE regress_crypto_admin LOGIN;
+CREATE ROLE regress_crypto_admin LOGIN BYPASSRLS;  -- operators see all tenants' keys through BYPASSRLS
 GRANT warden_admin TO regress_crypto_admin;
 CREATE TABLE public.crypto_store (id int PRIMARY KEY, tenant text, aad text, ct bytea);
 GRANT ALL ON public.crypto_store TO regress_crypto_app;

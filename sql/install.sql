@@ -43,3 +43,6 @@ SELECT has_table_privilege('warden_admin', 'warden.worker_status', 'SELECT') AS 
 SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'warden.%'
    AND name <> 'warden.enable_fault_injection' ORDER BY name;
 SET warden.no_such_setting = 'x';
+
+-- pg_warden's own schema passes its own lint (a fresh database: no findings at all)
+SELECT name, level, metadata->>'object' AS object FROM warden.lint();

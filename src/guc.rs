@@ -28,6 +28,10 @@ static HEARTBEAT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static ENABLE_FAULT_INJECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
 static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static KEY_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static REQUIRE_TENANT_TOKEN: GucSetting<bool> = GucSetting::<bool>::new(false);
+static LINT_TENANT_COLUMNS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(
+    c"tenant,tenant_id,org_id,organization_id,account_id,workspace_id,customer_id",
+));
 static MAX_PLAINTEXT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
 
 /// Largest plaintext `warden.max_plaintext_bytes` may allow: a bytea must
@@ -92,6 +96,22 @@ pub fn init(preloading: bool) {
         3_600_000,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_bool_guc(
+        c"warden.require_tenant_token",
+        c"Refuse warden.set_tenant() for roles that are not warden_admin.",
+        c"Applications must then prove their tenant with warden.set_tenant_token(), so SQL injection in an application cannot switch tenants.",
+        &REQUIRE_TENANT_TOKEN,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"warden.lint_tenant_columns",
+        c"Column names warden.lint() treats as tenant columns (comma-separated).",
+        c"",
+        &LINT_TENANT_COLUMNS,
+        GucContext::Userset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"warden.max_plaintext_bytes",
@@ -177,6 +197,10 @@ pub fn key_command() -> Option<String> {
         .get()
         .and_then(|s| s.into_string().ok())
         .filter(|s| !s.is_empty())
+}
+
+pub fn require_tenant_token() -> bool {
+    REQUIRE_TENANT_TOKEN.get()
 }
 
 pub fn max_plaintext_bytes() -> usize {

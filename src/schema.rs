@@ -53,15 +53,31 @@ GRANT EXECUTE ON FUNCTION
   warden.blind_index(text, text)
 TO warden_app, warden_admin;
 
+GRANT EXECUTE ON FUNCTION warden.set_tenant_token(text) TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.enable_tenancy(regclass, name),
+  warden.disable_tenancy(regclass),
+  warden.lint(),
+  warden.tenant_isolation_selftest(regclass, name),
+  warden.tenant_token(text, interval)
+TO warden_admin;
+GRANT SELECT ON warden.tenant_tables TO warden_admin;
+
 GRANT EXECUTE ON FUNCTION
   warden.rotate_master_key(),
   warden.rotate_data_key(text, text),
   warden.shred_tenant(text)
 TO warden_admin;
 GRANT SELECT ON warden.key_catalog TO warden_admin;
+GRANT SELECT (key_id, tenant, purpose, root_version, state, created_at, retired_at, shredded_at)
+  ON warden.keys TO warden_admin;
 
 GRANT EXECUTE ON FUNCTION warden._worker_status() TO warden_admin;
 GRANT SELECT ON warden.worker_status TO warden_admin;
+
+-- pg_warden's own per-tenant table uses its own policies (superusers,
+-- which pg_warden's internal queries run as, bypass them).
+SELECT warden.enable_tenancy('warden.keys');
 
 -- Start this database's worker as soon as CREATE EXTENSION commits.
 SELECT warden._launcher_register_database();

@@ -211,13 +211,17 @@ fn remember(key: CachedKey, active: bool) -> Rc<CachedKey> {
     key
 }
 
-/// The active key of (tenant, purpose), created if the tenant has none.
-pub fn active_key(tenant: &str, purpose: Purpose) -> Rc<CachedKey> {
-    let hit = CACHE.with(|c| {
+fn cached_active(tenant: &str, purpose: Purpose) -> Option<Rc<CachedKey>> {
+    CACHE.with(|c| {
         let c = c.borrow();
         let id = c.active.get(&purpose)?.get(tenant)?;
         c.keys.get(id).cloned()
-    });
+    })
+}
+
+/// The active key of (tenant, purpose), created if the tenant has none.
+pub fn active_key(tenant: &str, purpose: Purpose) -> Rc<CachedKey> {
+    let hit = cached_active(tenant, purpose);
     if let Some(key) = hit {
         return key;
     }
@@ -227,6 +231,17 @@ pub fn active_key(tenant: &str, purpose: Purpose) -> Rc<CachedKey> {
         None => create_active(tenant, purpose),
     };
     remember(key, true)
+}
+
+/// The active key of (tenant, purpose) if the tenant has one; never
+/// creates a key (for verification, where a missing key means "invalid").
+pub fn existing_active_key(tenant: &str, purpose: Purpose) -> Option<Rc<CachedKey>> {
+    let hit = cached_active(tenant, purpose);
+    if hit.is_some() {
+        return hit;
+    }
+    ensure_key_check();
+    load_active(tenant, purpose).map(|key| remember(key, true))
 }
 
 fn load_active(tenant: &str, purpose: Purpose) -> Option<CachedKey> {

@@ -31,7 +31,9 @@ SELECT pg_catalog.pg_extension_config_dump('warden.keys', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.keys_key_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.keyring_check', '');
 
-CREATE VIEW warden.key_catalog AS
+-- security_invoker: an operator sees the keys RLS lets them see (all of
+-- them with BYPASSRLS, the current tenant's otherwise), never key bytes.
+CREATE VIEW warden.key_catalog WITH (security_invoker = true) AS
 SELECT key_id, tenant, purpose, root_version, state, created_at, retired_at, shredded_at
   FROM warden.keys;
 

@@ -16,6 +16,8 @@ mod keys_table;
 mod root_key;
 mod rotation;
 
+pub(crate) use key_cache::{active_key, existing_active_key};
+
 pub fn init(preloading: bool) {
     if preloading {
         root_key::load();

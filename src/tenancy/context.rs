@@ -33,17 +33,40 @@ fn set_tenant(tenant: Option<&str>) {
             .hint("A tenant id is 1 to 128 ASCII letters, digits and _ . : @ + -.")
             .raise();
     }
-    // SAFETY: plain read of transaction state.
-    if !unsafe { pg_sys::IsTransactionBlock() } {
-        WardenError::new(
-            PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
-            "warden.set_tenant() can only be used in a transaction block",
-        )
-        .detail("The tenant lasts until the end of the transaction; outside BEGIN ... COMMIT it would vanish with this statement.")
-        .hint("Run BEGIN first, then warden.set_tenant(), then your queries, then COMMIT.")
-        .raise();
+    if guc::require_tenant_token() && !is_warden_admin() {
+        WardenError::privilege("warden.set_tenant() is disabled by warden.require_tenant_token")
+            .detail("Only members of warden_admin may set a tenant without a token.")
+            .hint("Call warden.set_tenant_token(<token from warden.tenant_token()>) instead.")
+            .raise();
     }
+    require_transaction_block("warden.set_tenant()");
     set_tenant_setting(tenant);
+}
+
+/// Refuses to run as a single autocommit statement, where a
+/// transaction-local tenant would vanish with the statement: a silent
+/// no-op. A subtransaction (a PL/pgSQL block with EXCEPTION) counts as a
+/// block, since statements after it in the same transaction see the tenant.
+pub(crate) fn require_transaction_block(function: &str) {
+    // SAFETY: plain reads of transaction state.
+    if unsafe { pg_sys::IsTransactionBlock() || pg_sys::IsSubTransaction() } {
+        return;
+    }
+    WardenError::new(
+        PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
+        format!("{function} can only be used in a transaction block"),
+    )
+    .detail("The tenant lasts until the end of the transaction; outside BEGIN ... COMMIT it would vanish with this statement.")
+    .hint(format!("Run BEGIN first, then {function}, then your queries, then COMMIT."))
+    .raise();
+}
+
+fn is_warden_admin() -> bool {
+    // SAFETY: catalog lookups; a missing role means nobody is a member.
+    unsafe {
+        let admin = pg_sys::get_role_oid(c"warden_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin)
+    }
 }
 
 /// Writes `warden.tenant` transaction-locally with superuser context, the

@@ -1,6 +1,10 @@
 //! Tenancy: the tenant context every per-tenant subsystem and RLS policy
-//! reads. Policies, tokens and the lint come in later modules beside it.
+//! reads, the policies built on it, tenant tokens, the lint and the self-test.
 
 mod context;
+mod lint;
+mod policies;
+mod selftest;
+mod token;
 
 pub use context::tenant_or_raise;

@@ -1,5 +1,9 @@
-//! Tenancy: the rules for tenant identifiers.
+//! Tenancy: the rules for tenant identifiers and tenant tokens.
 
 mod tenant_id;
+mod token;
 
 pub use tenant_id::{validate_tenant_id, TenantIdError, MAX_TENANT_ID_BYTES};
+pub use token::{
+    claimed_tenant, mint_token, verify_token, TenantClaims, TokenError, LEEWAY_SECONDS,
+};
