@@ -15,7 +15,7 @@ fn setup(cluster: &Cluster) -> Client {
         .batch_execute(
             "CREATE EXTENSION pg_warden;
              CREATE ROLE app LOGIN; GRANT warden_app TO app;
-             CREATE ROLE ops LOGIN; GRANT warden_admin TO ops;
+             CREATE ROLE ops LOGIN BYPASSRLS; GRANT warden_admin TO ops;
              CREATE TABLE secrets (id int PRIMARY KEY, tenant text, ct bytea);
              GRANT ALL ON secrets TO app;",
         )

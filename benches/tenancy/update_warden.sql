@@ -1,0 +1,6 @@
+\set t random(1, 1000)
+\set k random(0, 999)
+BEGIN;
+SELECT warden.set_tenant('t' || :t);
+UPDATE rls_warden SET n = n + 1 WHERE id = :t * 1000 + :k;
+END;
