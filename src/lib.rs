@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 mod crypto;
 mod error;
 mod guc;
+mod names;
 mod preload;
 mod privileged;
 mod schema;

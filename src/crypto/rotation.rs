@@ -10,6 +10,7 @@ use warden_core::crypto::{check_value, unwrap_data_key, wrap_data_key, Purpose, 
 use warden_core::tenancy::validate_tenant_id;
 
 use crate::error::WardenError;
+use crate::names::current_role_name;
 use crate::privileged::as_superuser;
 
 use super::key_cache::{active_key, broadcast_invalidation, key_check};
@@ -174,20 +175,6 @@ fn shred_tenant(tenant: &str) -> i64 {
         current_role_name()
     );
     n
-}
-
-fn current_role_name() -> String {
-    // SAFETY: the current user's name, looked up in the syscache.
-    unsafe {
-        let name = pgrx::pg_sys::GetUserNameFromId(pgrx::pg_sys::GetUserId(), true);
-        if name.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(name)
-                .to_string_lossy()
-                .into_owned()
-        }
-    }
 }
 
 extension_sql!(

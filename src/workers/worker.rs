@@ -38,7 +38,7 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         mark_absent(dboid);
         return; // exit 0: nothing to restart
     }
-    in_transaction(|| crate::crypto::startup_key_report(&current_database_name()));
+    in_transaction(|| crate::crypto::startup_key_report(&crate::names::current_database_name()));
 
     let mut tasks = tasks();
     tasks.truncate(MAX_TASKS);
@@ -141,20 +141,6 @@ fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
         pg_sys::CommitTransactionCommand();
     }
     r
-}
-
-fn current_database_name() -> String {
-    // SAFETY: catalog lookup inside a transaction; NULL when not found.
-    unsafe {
-        let name = pg_sys::get_database_name(pg_sys::MyDatabaseId);
-        if name.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(name)
-                .to_string_lossy()
-                .into_owned()
-        }
-    }
 }
 
 fn take_stop_request(dboid: u32) -> bool {
