@@ -18,7 +18,7 @@ END $$;
 
 SELECT state, pid IS NOT NULL AS has_pid, task, runs > 0 AS ran, failures, last_error,
        backlog, started_at <= now() AS started, next_run_at > last_run_at AS scheduled
-  FROM warden.worker_status WHERE datname = current_database();
+  FROM warden.worker_status WHERE datname = current_database() ORDER BY task;
 
 -- the worker is visible as a background process of its own type
 SELECT backend_type, datname = current_database() AS here
@@ -26,15 +26,15 @@ SELECT backend_type, datname = current_database() AS here
  ORDER BY 1;
 
 -- commit-time wake-ups are counted on commit only
-SELECT wake_requests AS before FROM warden.worker_status WHERE datname = current_database() \gset
+SELECT wake_requests AS before FROM warden.worker_status WHERE datname = current_database() AND task = 'heartbeat' \gset
 BEGIN;
 SELECT warden._worker_wake_on_commit();
 ROLLBACK;
-SELECT wake_requests - :before AS after_rollback FROM warden.worker_status WHERE datname = current_database();
+SELECT wake_requests - :before AS after_rollback FROM warden.worker_status WHERE datname = current_database() AND task = 'heartbeat';
 BEGIN;
 SELECT warden._worker_wake_on_commit();
 COMMIT;
-SELECT wake_requests - :before AS after_commit FROM warden.worker_status WHERE datname = current_database();
+SELECT wake_requests - :before AS after_commit FROM warden.worker_status WHERE datname = current_database() AND task = 'heartbeat';
 
 -- operators read it; applications do not
 SET ROLE regress_ops;

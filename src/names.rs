@@ -21,9 +21,3 @@ pub fn current_role_name() -> String {
     // SAFETY: syscache lookup; noerr = true.
     owned(unsafe { pg_sys::GetUserNameFromId(pg_sys::GetUserId(), true) })
 }
-
-/// The connected database's name; needs a transaction.
-pub fn current_database_name() -> String {
-    // SAFETY: syscache lookup; returns NULL when not found.
-    owned(unsafe { pg_sys::get_database_name(pg_sys::MyDatabaseId) })
-}

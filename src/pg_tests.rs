@@ -101,9 +101,9 @@ mod tests {
         )
         .unwrap();
         let task = sql_text(
-            "SELECT string_agg(task, ',') FROM warden.worker_status WHERE datname = current_database()",
+            "SELECT string_agg(task, ',' ORDER BY task) FROM warden.worker_status WHERE datname = current_database()",
         );
-        assert_eq!(task.as_deref(), Some("heartbeat"));
+        assert_eq!(task.as_deref(), Some("heartbeat,key_check"));
     }
 
     #[pg_test]

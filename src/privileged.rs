@@ -7,16 +7,13 @@
 //! like `warden.encrypt` pays nothing for it. The SQL run here must still
 //! schema-qualify every table and operator.
 
-use std::panic::{RefUnwindSafe, UnwindSafe};
-
 use pgrx::pg_sys;
-use pgrx::PgTryBuilder;
 
-pub fn as_superuser<R>(f: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> R {
+pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_context = 0;
-    // SAFETY: standard user-switching calls, restored in `finally` (and by
-    // transaction abort, which also resets the user id).
+    // SAFETY: standard user-switching calls, restored below on success and
+    // by transaction abort on error.
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
         pg_sys::SetUserIdAndSecContext(
@@ -37,10 +34,13 @@ pub fn as_superuser<R>(f: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> R 
             false,
         );
     }
-    PgTryBuilder::new(f)
-        .finally(|| unsafe {
-            pg_sys::AtEOXact_GUC(true, nest);
-            pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
-        })
-        .execute()
+    // As in fmgr_security_definer: on error nothing is restored here; the
+    // (sub)transaction abort that follows resets the user and the settings.
+    let result = f();
+    // SAFETY: undoes exactly what was set above, in reverse order.
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, nest);
+        pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
+    }
+    result
 }

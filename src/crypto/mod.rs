@@ -24,19 +24,13 @@ pub fn init(preloading: bool) {
     }
 }
 
-/// Run by each database worker at start: a wrong or missing root key is
-/// logged at once, with what to do, instead of surfacing later as
-/// failed decryptions. (Backends check again before their first key use.)
-pub fn startup_key_report(datname: &str) {
+/// The worker's key check: a wrong or missing root key shows up in the
+/// server log and in `warden.worker_status` as soon as the worker starts,
+/// instead of later as failed decryptions. No root key configured is not a
+/// failure here (the postmaster logged it; encryption is optional).
+pub fn worker_key_check() -> Result<(), crate::error::WardenError> {
     if root_key::loaded().is_none() {
-        return; // the postmaster already logged why
+        return Ok(());
     }
-    if let Err(e) = key_cache::key_check() {
-        pgrx::warning!(
-            "pg_warden: {} (database \"{datname}\"). {} {}",
-            e.message,
-            e.detail.unwrap_or_default(),
-            e.hint.unwrap_or_default()
-        );
-    }
+    key_cache::key_check()
 }

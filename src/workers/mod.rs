@@ -6,6 +6,7 @@
 //! - `worker`: the per-database latch loop that runs tasks.
 //! - `task`: the trait every background job implements, and its runner.
 //! - `heartbeat`: the task that proves the runtime works.
+//! - `key_check`: the task that reports a wrong or missing root key.
 //! - `wakeup`: commit-time latch wake-ups for subsystems.
 //! - `status`: `warden.worker_status`.
 //! - `database_ddl`: steps the worker aside for DROP/CREATE/ALTER DATABASE.
@@ -15,6 +16,7 @@ mod catalog;
 mod database_ddl;
 mod fault;
 mod heartbeat;
+mod key_check;
 mod launcher;
 mod shmem;
 mod status;

@@ -17,12 +17,13 @@ use crate::guc;
 use super::catalog::extension_installed;
 use super::fault;
 use super::heartbeat::Heartbeat;
+use super::key_check::KeyCheck;
 use super::shmem::{my_latch, set_latch, SlotState, MAX_TASKS, SHARED};
 use super::task::{now, run_task, Task, TaskContext};
 
 /// The tasks every database worker runs. Later subsystems add theirs here.
 fn tasks() -> Vec<Box<dyn Task>> {
-    vec![Box::new(Heartbeat)]
+    vec![Box::new(Heartbeat), Box::new(KeyCheck)]
 }
 
 #[pg_guard]
@@ -38,7 +39,6 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         mark_absent(dboid);
         return; // exit 0: nothing to restart
     }
-    in_transaction(|| crate::crypto::startup_key_report(&crate::names::current_database_name()));
 
     let mut tasks = tasks();
     tasks.truncate(MAX_TASKS);
