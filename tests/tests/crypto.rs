@@ -286,6 +286,7 @@ fn no_key_material_reaches_logs_statement_statistics_or_activity() {
     run_script(&mut app);
     run_script(&mut cluster.connect_as("postgres", "app"));
     for stmt in [
+        "SELECT warden.tenant_token('acme', '1 minute')",
         "SELECT warden.rotate_data_key('acme')",
         "SELECT warden.rotate_master_key()",
         "SELECT * FROM warden.key_catalog",
@@ -295,6 +296,16 @@ fn no_key_material_reaches_logs_statement_statistics_or_activity() {
         let _ = ops.batch_execute(stmt);
     }
     let _ = app.batch_execute("SELECT * FROM warden.keys");
+    // tokens: a valid one and a forged one (token keys are looked for too)
+    let token: String = ops
+        .query_one("SELECT warden.tenant_token('globex', '1 minute')", &[])
+        .map(|r| r.get(0))
+        .unwrap_or_default();
+    for t in [token.clone(), format!("{token}x")] {
+        let mut tx = app.transaction().unwrap();
+        let _ = tx.query("SELECT warden.set_tenant_token($1)", &[&t]);
+        let _ = tx.rollback();
+    }
 
     // the secrets to look for: the root key and every data key, unwrapped
     let key_file = std::fs::read_to_string(cluster.key_file()).unwrap();
