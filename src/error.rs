@@ -51,6 +51,11 @@ impl WardenError {
         Self::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, message)
     }
 
+    /// Key or nonce generation failed: getrandom(2) returned an error.
+    pub fn random_source_failed() -> Self {
+        Self::prerequisite("the operating system's random source failed")
+    }
+
     /// The error every function that needs keys, workers or shared memory
     /// raises when the library was loaded by CREATE EXTENSION only.
     pub fn not_preloaded(what: &str) -> Self {

@@ -45,7 +45,7 @@ pub(super) fn encrypt_bytes(plaintext: &[u8], aad: &str) -> Vec<u8> {
     )
     .is_err()
     {
-        WardenError::prerequisite("the operating system's random source failed").raise();
+        WardenError::random_source_failed().raise();
     }
     out
 }

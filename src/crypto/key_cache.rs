@@ -167,6 +167,31 @@ fn keyring_damaged(key_id: u32) -> WardenError {
         .hint("Restore warden.keys from a backup.")
 }
 
+/// Unwraps a stored data key under its root key version. A missing
+/// version or a row that does not authenticate is an operator problem
+/// (55000 / XX001), not a decryption failure.
+pub(super) fn unwrap_raw(
+    key_id: u32,
+    tenant: &str,
+    purpose: Purpose,
+    root_version: i32,
+    wrapped: &[u8],
+) -> Result<Zeroizing<[u8; KEY_BYTES]>, WardenError> {
+    let root_key = root().get(root_version as u32).ok_or_else(|| {
+        WardenError::prerequisite(format!("root key version {root_version} is missing"))
+            .hint(format!(
+                "Add v{root_version} back to the key file and restart; drop a version only after warden.rotate_master_key() has rewrapped its keys."
+            ))
+    })?;
+    let ctx = WrapContext {
+        tenant,
+        purpose,
+        key_id,
+        root_version: root_version as u32,
+    };
+    unwrap_data_key(root_key, &ctx, wrapped).map_err(|_| keyring_damaged(key_id))
+}
+
 fn unwrap(
     key_id: u32,
     tenant: String,
@@ -174,18 +199,7 @@ fn unwrap(
     root_version: i32,
     wrapped: &[u8],
 ) -> Result<CachedKey, WardenError> {
-    let ring = root();
-    let root_key = ring.get(root_version as u32).ok_or_else(|| {
-        WardenError::prerequisite(format!("root key version {root_version} is missing"))
-            .hint("Add it back to the key file and restart.")
-    })?;
-    let ctx = WrapContext {
-        tenant: &tenant,
-        purpose,
-        key_id,
-        root_version: root_version as u32,
-    };
-    let raw = unwrap_data_key(root_key, &ctx, wrapped).map_err(|_| keyring_damaged(key_id))?;
+    let raw = unwrap_raw(key_id, &tenant, purpose, root_version, wrapped)?;
     let aead = DataKey::new(&raw);
     Ok(CachedKey {
         key_id,
@@ -268,7 +282,7 @@ fn create_active(tenant: &str, purpose: Purpose) -> CachedKey {
     let (root_version, root_key) = ring.active();
     let mut raw = Zeroizing::new([0u8; KEY_BYTES]);
     if fill_random(&mut raw[..]).is_err() {
-        WardenError::prerequisite("the operating system's random source failed").raise();
+        WardenError::random_source_failed().raise();
     }
     let inserted: Option<i32> = as_superuser(|| {
         let key_id = Spi::get_one::<i32>("SELECT pg_catalog.nextval('warden.keys_key_id_seq')::integer")?

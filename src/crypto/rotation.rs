@@ -6,24 +6,15 @@
 
 use pgrx::prelude::*;
 
-use warden_core::crypto::{check_value, unwrap_data_key, wrap_data_key, Purpose, WrapContext};
-use warden_core::tenancy::validate_tenant_id;
+use warden_core::crypto::{check_value, wrap_data_key, Purpose, WrapContext};
 
 use crate::error::WardenError;
 use crate::names::current_role_name;
 use crate::privileged::as_superuser;
+use crate::tenancy::validate_tenant_or_raise;
 
-use super::key_cache::{active_key, broadcast_invalidation, key_check};
+use super::key_cache::{active_key, broadcast_invalidation, key_check, unwrap_raw};
 use super::root_key::root;
-
-fn valid_tenant(tenant: &str) {
-    if let Err(e) = validate_tenant_id(tenant) {
-        WardenError::invalid_parameter("invalid tenant id")
-            .detail(format!("The {e}."))
-            .hint("A tenant id is 1 to 128 ASCII letters, digits and _ . : @ + -.")
-            .raise();
-    }
-}
 
 fn spi_failed(what: &str, e: pgrx::spi::Error) -> ! {
     WardenError::prerequisite(format!("cannot {what}: {e}")).raise()
@@ -65,32 +56,20 @@ fn rotate_master_key() -> i64 {
     let mut rewrapped = 0i64;
     for (key_id, tenant, purpose, version, wrapped) in rows {
         let purpose = Purpose::parse(&purpose).expect("checked by the table");
-        let old_root = ring.get(version as u32).unwrap_or_else(|| {
-            WardenError::prerequisite(format!("root key version {version} is missing"))
-                .hint("Keep every version in use in the key file until warden.rotate_master_key() has run.")
-                .raise()
-        });
+        let raw = unwrap_raw(key_id as u32, &tenant, purpose, version, &wrapped)
+            .unwrap_or_else(|e| e.raise());
         let old_ctx = WrapContext {
             tenant: &tenant,
             purpose,
             key_id: key_id as u32,
             root_version: version as u32,
         };
-        let raw = unwrap_data_key(old_root, &old_ctx, &wrapped).unwrap_or_else(|_| {
-            WardenError::new(
-                pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                format!("data key {key_id} cannot be unwrapped"),
-            )
-            .hint("Restore warden.keys from a backup.")
-            .raise()
-        });
         let new_ctx = WrapContext {
             root_version: active_version,
             ..old_ctx
         };
-        let new_wrapped = wrap_data_key(active_key_bytes, &new_ctx, &raw).unwrap_or_else(|_| {
-            WardenError::prerequisite("the operating system's random source failed").raise()
-        });
+        let new_wrapped = wrap_data_key(active_key_bytes, &new_ctx, &raw)
+            .unwrap_or_else(|_| WardenError::random_source_failed().raise());
         as_superuser(|| {
             Spi::run_with_args(
                 "UPDATE warden.keys SET root_version = $2, wrapped = $3 WHERE key_id OPERATOR(pg_catalog.=) $1",
@@ -126,7 +105,7 @@ fn rotate_master_key() -> i64 {
 /// Returns the new key id.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn rotate_data_key(tenant: &str, purpose: default!(&str, "'data'")) -> i32 {
-    valid_tenant(tenant);
+    validate_tenant_or_raise(tenant);
     let Some(purpose) = Purpose::parse(purpose) else {
         WardenError::invalid_parameter(format!("unknown key purpose \"{purpose}\""))
             .hint("Use 'data', 'blind_index', 'audit' or 'token'.")
@@ -155,7 +134,7 @@ fn rotate_data_key(tenant: &str, purpose: default!(&str, "'data'")) -> i32 {
 /// keys were shredded.
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn shred_tenant(tenant: &str) -> i64 {
-    valid_tenant(tenant);
+    validate_tenant_or_raise(tenant);
     let n = as_superuser(|| {
         Spi::get_one_with_args::<i64>(
             "WITH s AS (

@@ -27,12 +27,7 @@ fn set_tenant(tenant: Option<&str>) {
         .hint("Pass the tenant id as text, e.g. warden.set_tenant('acme').")
         .raise();
     };
-    if let Err(e) = validate_tenant_id(tenant) {
-        WardenError::invalid_parameter("invalid tenant id")
-            .detail(format!("The {e}."))
-            .hint("A tenant id is 1 to 128 ASCII letters, digits and _ . : @ + -.")
-            .raise();
-    }
+    validate_tenant_or_raise(tenant);
     if guc::require_tenant_token() && !is_warden_admin() {
         WardenError::privilege("warden.set_tenant() is disabled by warden.require_tenant_token")
             .detail("Only members of warden_admin may set a tenant without a token.")
@@ -41,6 +36,16 @@ fn set_tenant(tenant: Option<&str>) {
     }
     require_transaction_block("warden.set_tenant()");
     set_tenant_setting(tenant);
+}
+
+/// Raises 22023 with the reason when `tenant` is not a valid tenant id.
+pub fn validate_tenant_or_raise(tenant: &str) {
+    if let Err(e) = validate_tenant_id(tenant) {
+        WardenError::invalid_parameter("invalid tenant id")
+            .detail(format!("The {e}."))
+            .hint("A tenant id is 1 to 128 ASCII letters, digits and _ . : @ + -.")
+            .raise();
+    }
 }
 
 /// Refuses to run as a single autocommit statement, where a

@@ -7,4 +7,4 @@ mod policies;
 mod selftest;
 mod token;
 
-pub use context::tenant_or_raise;
+pub use context::{tenant_or_raise, validate_tenant_or_raise};

@@ -23,7 +23,7 @@ use warden_core::tenancy::{
 use crate::crypto::{active_key, existing_active_key};
 use crate::error::WardenError;
 
-use super::context::{require_transaction_block, set_tenant_setting};
+use super::context::{require_transaction_block, set_tenant_setting, validate_tenant_or_raise};
 
 /// Longest validity a token may be minted with.
 const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
@@ -47,11 +47,7 @@ fn invalid_token() -> ! {
 /// Mints a token for `tenant` valid for `ttl` (at most 30 days).
 #[pg_extern(volatile, strict, parallel_unsafe)]
 fn tenant_token(tenant: &str, ttl: Interval) -> String {
-    if let Err(e) = validate_tenant_id(tenant) {
-        WardenError::invalid_parameter("invalid tenant id")
-            .detail(format!("The {e}."))
-            .raise();
-    }
+    validate_tenant_or_raise(tenant);
     // months count as 30 days, as Postgres' interval comparisons do
     let ttl_seconds = ttl.as_micros() / 1_000_000;
     if ttl_seconds <= 0 || ttl_seconds > i128::from(MAX_TTL_SECONDS) {
