@@ -16,8 +16,11 @@ use warden_core::tenancy::validate_tenant_id;
 use crate::error::WardenError;
 use crate::guc;
 
-/// Sets the tenant for the rest of the current transaction.
-#[pg_extern(volatile, parallel_unsafe)]
+/// Sets the tenant for the rest of the current transaction. The SQL
+/// function is `fast_path::set_tenant_fast`, which calls this (through its
+/// pgrx wrapper) whenever the argument or the situation is not the plain
+/// valid case, so every refusal is raised here.
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn set_tenant(tenant: Option<&str>) {
     let Some(tenant) = tenant else {
         WardenError::new(
@@ -94,13 +97,6 @@ pub(crate) fn set_tenant_setting(tenant: &str) {
     }
 }
 
-/// The tenant of the current transaction, or NULL when none is set (also
-/// when the setting is empty), so RLS policies built on it fail closed.
-#[pg_extern(stable, parallel_safe)]
-fn current_tenant() -> Option<&'static str> {
-    guc::tenant()
-}
-
 /// The tenant of the current transaction; raises when none is set.
 #[pg_extern(stable, parallel_safe)]
 fn require_tenant() -> &'static str {
@@ -130,5 +126,5 @@ COMMENT ON FUNCTION warden.require_tenant() IS
   'Tenant of the current transaction; raises SQLSTATE 55000 when no tenant is set.';
 "#,
     name = "tenancy_context_comments",
-    requires = [set_tenant, current_tenant, require_tenant],
+    requires = ["tenancy_context_functions", require_tenant],
 );

@@ -2,6 +2,7 @@
 //! reads, the policies built on it, tenant tokens, the lint and the self-test.
 
 mod context;
+mod fast_path;
 mod lint;
 mod policies;
 mod selftest;

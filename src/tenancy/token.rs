@@ -16,9 +16,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use warden_core::crypto::Purpose;
-use warden_core::tenancy::{
-    claimed_tenant, mint_token, validate_tenant_id, verify_token, TokenError,
-};
+use warden_core::tenancy::{mint_token, parse_token, validate_tenant_id, TokenError};
 
 use crate::crypto::{active_key, existing_active_key};
 use crate::error::WardenError;
@@ -65,16 +63,19 @@ fn tenant_token(tenant: &str, ttl: Interval) -> String {
 fn set_tenant_token(token: &str) -> String {
     require_transaction_block("warden.set_tenant_token()");
     // the claimed tenant only picks the key; nothing is trusted yet
-    let Ok(tenant) = claimed_tenant(token) else {
+    let Ok(unverified) = parse_token(token) else {
         invalid_token()
     };
-    if validate_tenant_id(&tenant).is_err() {
+    let Some(tenant) = unverified.claimed_tenant() else {
+        invalid_token()
+    };
+    if validate_tenant_id(tenant).is_err() {
         invalid_token();
     }
-    let Some(key) = existing_active_key(&tenant, Purpose::Token) else {
+    let Some(key) = existing_active_key(tenant, Purpose::Token) else {
         invalid_token()
     };
-    match verify_token(&key.raw[..], token, now_seconds()) {
+    match unverified.verify(&key.raw[..], now_seconds()) {
         Ok(claims) => {
             set_tenant_setting(&claims.tenant);
             claims.tenant

@@ -3,7 +3,10 @@
 mod tenant_id;
 mod token;
 
-pub use tenant_id::{validate_tenant_id, TenantIdError, MAX_TENANT_ID_BYTES};
+pub use tenant_id::{
+    validate_tenant_id, validate_tenant_id_bytes, TenantIdError, MAX_TENANT_ID_BYTES,
+};
 pub use token::{
-    claimed_tenant, mint_token, verify_token, TenantClaims, TokenError, LEEWAY_SECONDS,
+    claimed_tenant, mint_token, parse_token, verify_token, TenantClaims, TokenError,
+    UnverifiedToken, LEEWAY_SECONDS,
 };

@@ -44,13 +44,19 @@ fn allowed(b: u8) -> bool {
 /// Accepts `id` as a tenant id or says why not. The error never echoes the
 /// offending character: it may be a control character meant for a log.
 pub fn validate_tenant_id(id: &str) -> Result<(), TenantIdError> {
+    validate_tenant_id_bytes(id.as_bytes())
+}
+
+/// [`validate_tenant_id`] on raw bytes, for callers that have not decoded
+/// UTF-8: the alphabet is ASCII, so a valid id is valid UTF-8 as well.
+pub fn validate_tenant_id_bytes(id: &[u8]) -> Result<(), TenantIdError> {
     if id.is_empty() {
         return Err(TenantIdError::Empty);
     }
     if id.len() > MAX_TENANT_ID_BYTES {
         return Err(TenantIdError::TooLong { len: id.len() });
     }
-    match id.bytes().position(|b| !allowed(b)) {
+    match id.iter().position(|&b| !allowed(b)) {
         Some(position) => Err(TenantIdError::BadCharacter { position }),
         None => Ok(()),
     }
@@ -113,6 +119,15 @@ mod tests {
         fn accepted_iff_every_byte_allowed(s in ".{0,140}") {
             let expected = !s.is_empty() && s.len() <= MAX_TENANT_ID_BYTES && s.bytes().all(allowed);
             prop_assert_eq!(validate_tenant_id(&s).is_ok(), expected);
+        }
+
+        #[test]
+        fn bytes_and_str_agree(s in any::<Vec<u8>>()) {
+            if let Ok(text) = std::str::from_utf8(&s) {
+                prop_assert_eq!(validate_tenant_id(text), validate_tenant_id_bytes(&s));
+            } else {
+                prop_assert!(validate_tenant_id_bytes(&s).is_err());
+            }
         }
 
         #[test]

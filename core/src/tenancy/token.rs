@@ -103,14 +103,81 @@ pub fn mint_token(key: &[u8], tenant: &str, now: i64, ttl_seconds: i64) -> Strin
     format!("{signing_input}.{}", b64url_encode(tag.as_ref()))
 }
 
-/// Reads the claimed tenant without verifying anything, to pick the key to
-/// verify with. Never trust it before `verify_token` succeeds.
+/// A token split and decoded, not yet verified: nothing in it may be
+/// trusted before [`UnverifiedToken::verify`] succeeds. Decoding once lets
+/// a caller pick the key by the claimed tenant without parsing twice.
+#[derive(Debug)]
+pub struct UnverifiedToken<'a> {
+    signing_input: &'a str,
+    signature: Vec<u8>,
+    claims: Value,
+}
+
+/// Splits and decodes `token`; refuses any algorithm but HS256 before
+/// anything else is looked at.
+pub fn parse_token(token: &str) -> Result<UnverifiedToken<'_>, TokenError> {
+    let (header_b64, payload_b64, signature_b64) = split(token)?;
+    // the header this module mints needs no parsing
+    if header_b64 != HEADER_B64 {
+        let header = parse_json(header_b64)?;
+        if header.get("alg").and_then(Value::as_str) != Some("HS256") {
+            return Err(TokenError::Algorithm);
+        }
+        if header.get("crit").is_some() {
+            return Err(TokenError::Malformed);
+        }
+    }
+    let signature = b64url_decode(signature_b64).ok_or(TokenError::Malformed)?;
+    let claims = parse_json(payload_b64)?;
+    Ok(UnverifiedToken {
+        signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
+        signature,
+        claims,
+    })
+}
+
+impl UnverifiedToken<'_> {
+    /// The tenant the token claims, to pick the key to verify with.
+    pub fn claimed_tenant(&self) -> Option<&str> {
+        self.claims.get("tid").and_then(Value::as_str)
+    }
+
+    /// Verifies the signature (constant time), then expiry and not-before.
+    pub fn verify(&self, key: &[u8], now: i64) -> Result<TenantClaims, TokenError> {
+        hmac::verify(
+            &hmac::Key::new(hmac::HMAC_SHA256, key),
+            self.signing_input.as_bytes(),
+            &self.signature,
+        )
+        .map_err(|_| TokenError::Signature)?;
+        let number = |name: &str| self.claims.get(name).and_then(Value::as_i64);
+        let tenant = self.claimed_tenant().ok_or(TokenError::Malformed)?;
+        validate_tenant_id(tenant).map_err(|_| TokenError::BadTenant)?;
+        let exp = number("exp").ok_or(TokenError::Malformed)?;
+        if now >= exp {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = number("nbf") {
+            if now + LEEWAY_SECONDS < nbf {
+                return Err(TokenError::NotYetValid);
+            }
+        }
+        let iat = number("iat").unwrap_or(0);
+        if now + LEEWAY_SECONDS < iat {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(TenantClaims {
+            tenant: tenant.to_string(),
+            issued_at: iat,
+            expires_at: exp,
+        })
+    }
+}
+
+/// Reads the claimed tenant without verifying anything.
 pub fn claimed_tenant(token: &str) -> Result<String, TokenError> {
-    let (_, payload, _) = split(token)?;
-    let claims = parse_json(payload)?;
-    claims
-        .get("tid")
-        .and_then(Value::as_str)
+    parse_token(token)?
+        .claimed_tenant()
         .map(str::to_string)
         .ok_or(TokenError::Malformed)
 }
@@ -134,48 +201,7 @@ fn parse_json(part: &str) -> Result<Value, TokenError> {
 
 /// Verifies algorithm, signature, expiry and not-before, in that order.
 pub fn verify_token(key: &[u8], token: &str, now: i64) -> Result<TenantClaims, TokenError> {
-    let (header_b64, payload_b64, signature_b64) = split(token)?;
-    let header = parse_json(header_b64)?;
-    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
-        return Err(TokenError::Algorithm);
-    }
-    if header.get("crit").is_some() {
-        return Err(TokenError::Malformed);
-    }
-    let signature = b64url_decode(signature_b64).ok_or(TokenError::Malformed)?;
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-    hmac::verify(
-        &hmac::Key::new(hmac::HMAC_SHA256, key),
-        signing_input.as_bytes(),
-        &signature,
-    )
-    .map_err(|_| TokenError::Signature)?;
-
-    let claims = parse_json(payload_b64)?;
-    let number = |name: &str| claims.get(name).and_then(Value::as_i64);
-    let tenant = claims
-        .get("tid")
-        .and_then(Value::as_str)
-        .ok_or(TokenError::Malformed)?;
-    validate_tenant_id(tenant).map_err(|_| TokenError::BadTenant)?;
-    let exp = number("exp").ok_or(TokenError::Malformed)?;
-    if now >= exp {
-        return Err(TokenError::Expired);
-    }
-    if let Some(nbf) = number("nbf") {
-        if now + LEEWAY_SECONDS < nbf {
-            return Err(TokenError::NotYetValid);
-        }
-    }
-    let iat = number("iat").unwrap_or(0);
-    if now + LEEWAY_SECONDS < iat {
-        return Err(TokenError::NotYetValid);
-    }
-    Ok(TenantClaims {
-        tenant: tenant.to_string(),
-        issued_at: iat,
-        expires_at: exp,
-    })
+    parse_token(token)?.verify(key, now)
 }
 
 #[cfg(test)]
