@@ -11,6 +11,7 @@ mod guc;
 mod names;
 mod preload;
 mod privileged;
+mod scd2;
 mod schema;
 mod tenancy;
 mod workers;

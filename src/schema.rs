@@ -55,6 +55,15 @@ TO warden_app, warden_admin;
 
 GRANT EXECUTE ON FUNCTION warden.set_tenant_token(text) TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
+  warden.hash_diff(record),
+  warden.hash_diff(record, text[]),
+  warden.dv2_hash(text[]),
+  warden.dv2_hash_diff(text[]),
+  warden.dv2_hash(text[], text, text),
+  warden.dv2_hash_diff(text[], text, text),
+  warden._dv2_digest(text[], text, text, boolean)
+TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION
   warden.enable_tenancy(regclass, name),
   warden.disable_tenancy(regclass),
   warden.lint(),

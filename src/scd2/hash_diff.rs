@@ -1,0 +1,119 @@
+//! `warden.hash_diff(record)` and `warden.hash_diff(record, cols text[])`.
+
+use pgrx::pg_sys::{self, Datum};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use warden_core::scd2::RowEncoder;
+
+use super::type_encoding::encode_composite;
+use crate::error::WardenError;
+
+fn bytea_datum(bytes: &[u8]) -> Datum {
+    Datum::from(pgrx::rust_byte_slice_to_bytea(bytes).into_pg())
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_hash_diff_record() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+/// `warden.hash_diff(record)`: every column in declared order.
+///
+/// # Safety
+/// Called by the function manager (STRICT) with a composite argument.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn hash_diff_record(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    let mut out = RowEncoder::row();
+    // SAFETY: STRICT, so argument 0 is a non-NULL composite.
+    unsafe { encode_composite(&mut out, pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0), None) };
+    bytea_datum(&out.finish().0)
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_hash_diff_columns() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+/// `warden.hash_diff(record, cols text[])`: the named columns in the
+/// given order.
+///
+/// # Safety
+/// Called by the function manager (STRICT) with a composite and a text[].
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn hash_diff_columns(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    // SAFETY: STRICT, so argument 1 is a non-NULL text[].
+    let cols = unsafe {
+        Vec::<Option<String>>::from_polymorphic_datum(
+            pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 1),
+            false,
+            pg_sys::TEXTARRAYOID,
+        )
+    }
+    .expect("non-NULL argument");
+    let columns = column_list(cols);
+    let mut out = RowEncoder::row();
+    // SAFETY: STRICT, so argument 0 is a non-NULL composite.
+    unsafe {
+        encode_composite(
+            &mut out,
+            pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0),
+            Some(&columns),
+        )
+    };
+    bytea_datum(&out.finish().0)
+}
+
+/// Checks a column list: not empty (a hash of no columns is a constant,
+/// the bug that freezes SCD2 history), no NULLs, no duplicates.
+pub fn column_list(cols: Vec<Option<String>>) -> Vec<String> {
+    if cols.is_empty() {
+        WardenError::invalid_parameter("warden.hash_diff needs at least one column")
+            .detail(
+                "A hash of no columns is the same for every row, so no change would ever be seen.",
+            )
+            .hint("Pass the columns whose changes matter, e.g. ARRAY['name', 'email'].")
+            .raise();
+    }
+    let mut out: Vec<String> = Vec::with_capacity(cols.len());
+    for c in cols {
+        let Some(c) = c else {
+            WardenError::new(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "column names must not be NULL",
+            )
+            .hint("Remove the NULL from the column list.")
+            .raise()
+        };
+        if out.contains(&c) {
+            WardenError::new(
+                PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN,
+                format!("column \"{c}\" is listed twice"),
+            )
+            .hint("Name each column once.")
+            .raise();
+        }
+        out.push(c);
+    }
+    out
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION warden.hash_diff(row_value record) RETURNS bytea
+  IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hash_diff_record';
+CREATE FUNCTION warden.hash_diff(row_value record, cols text[]) RETURNS bytea
+  IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hash_diff_columns';
+COMMENT ON FUNCTION warden.hash_diff(record) IS
+  'SHA-256 of the row''s canonical encoding v1 (binary send forms with type tags, length prefixes and NULL markers; trailing NULL columns ignored). Independent of DateStyle, TimeZone, IntervalStyle, extra_float_digits, lc_* and client_encoding. See the README for the specification.';
+COMMENT ON FUNCTION warden.hash_diff(record, text[]) IS
+  'hash_diff over the named columns, in the given order (case-sensitive names; at least one).';
+"#,
+    name = "scd2_hash_diff",
+);
