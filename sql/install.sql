@@ -15,6 +15,11 @@ SELECT p.oid::regprocedure AS function, p.provolatile AS volatility, p.proparall
   FROM pg_proc p WHERE p.pronamespace = 'warden'::regnamespace
  ORDER BY p.oid::regprocedure::text;
 
+-- SECURITY DEFINER only with search_path pinned to pg_catalog, pg_temp
+SELECT p.oid::regprocedure AS definer_without_fixed_search_path
+  FROM pg_proc p WHERE p.pronamespace = 'warden'::regnamespace AND p.prosecdef
+   AND NOT COALESCE(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false);
+
 -- every object in the schema has a comment
 SELECT p.oid::regprocedure::text AS uncommented
   FROM pg_proc p WHERE p.pronamespace = 'warden'::regnamespace

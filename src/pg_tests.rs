@@ -123,4 +123,33 @@ mod tests {
             "SELECT warden.decrypt_text(warden.encrypt('hello', 'row:1'), 'row:2')",
         );
     }
+
+    #[pg_test]
+    fn hash_diff_matches_the_documented_known_answer() {
+        let hex = sql_text(
+            "SELECT encode(warden.hash_diff(ROW('a'::text, NULL::text, ''::text)), 'hex')",
+        );
+        assert_eq!(
+            hex.as_deref(),
+            Some("3ee107a1af094a2ebc071f4036a8c6f1e3f5cc6d5f93040b41c8150cc76a5fba")
+        );
+    }
+
+    #[pg_test]
+    fn one_transaction_that_tracks_changes_and_deletes_a_row_leaves_no_history() {
+        // a #[pg_test] is one transaction: the loaded version is this
+        // transaction's own, so the change replaces it and the delete drops it
+        Spi::run(
+            "CREATE TABLE t (id int PRIMARY KEY, v text);
+             INSERT INTO t VALUES (1, 'a');
+             SELECT warden.scd2_track('t', ARRAY['id']);
+             UPDATE t SET v = 'b';",
+        )
+        .unwrap();
+        let after_update = sql_text("SELECT string_agg(op || ':' || v, ',') FROM t_history");
+        assert_eq!(after_update.as_deref(), Some("I:b"));
+        Spi::run("DELETE FROM t").unwrap();
+        let left = Spi::get_one::<i64>("SELECT count(*) FROM t_history").unwrap();
+        assert_eq!(left, Some(0));
+    }
 }

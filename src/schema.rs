@@ -57,6 +57,7 @@ GRANT EXECUTE ON FUNCTION warden.set_tenant_token(text) TO warden_app, warden_ad
 GRANT EXECUTE ON FUNCTION
   warden.hash_diff(record),
   warden.hash_diff(record, text[]),
+  warden._hash_diff_values("any"),
   warden.dv2_hash(text[]),
   warden.dv2_hash_diff(text[]),
   warden.dv2_hash(text[], text, text),
@@ -71,6 +72,18 @@ GRANT EXECUTE ON FUNCTION
   warden.tenant_token(text, interval)
 TO warden_admin;
 GRANT SELECT ON warden.tenant_tables TO warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.scd2_track(regclass, text[], text[]),
+  warden.scd2_untrack(regclass, boolean),
+  warden._scd2_register(oid, oid, text[], text[]),
+  warden._scd2_unregister(oid),
+  warden._scd2_equality(regtype),
+  warden._scd2_trigger(),
+  warden._scd2_refuse_truncate(),
+  warden.scd2_merge(regclass, regclass, timestamptz, boolean)
+TO warden_admin;
+GRANT EXECUTE ON FUNCTION warden.scd2_as_of(anyelement, timestamptz) TO warden_app, warden_admin;
+GRANT SELECT ON warden.scd2_tables, warden.scd2_registry TO warden_admin;
 
 GRANT EXECUTE ON FUNCTION
   warden.rotate_master_key(),

@@ -6,7 +6,7 @@ use pgrx::PgSqlErrorCode;
 
 use warden_core::scd2::RowEncoder;
 
-use super::type_encoding::encode_composite;
+use super::type_encoding::{encode_composite, encode_value};
 use crate::error::WardenError;
 
 fn bytea_datum(bytes: &[u8]) -> Datum {
@@ -70,6 +70,47 @@ pub unsafe extern "C-unwind" fn hash_diff_columns(fcinfo: pg_sys::FunctionCallIn
     bytea_datum(&out.finish().0)
 }
 
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_hash_diff_values() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+/// `warden._hash_diff_values(VARIADIC "any")`: the hash_diff of a row of
+/// these values, without building the row; `scd2_merge` passes the
+/// tracked columns of each staging row, equal to `hash_diff(s, tracked)`.
+///
+/// # Safety
+/// Called by the function manager.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn hash_diff_values(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    // SAFETY: fcinfo is valid; argument types come from the call's parse tree.
+    unsafe {
+        let flinfo = (*fcinfo).flinfo;
+        if pg_sys::get_fn_expr_variadic(flinfo) {
+            WardenError::invalid_parameter("warden._hash_diff_values takes values, not an array")
+                .hint("Pass each value as its own argument.")
+                .raise();
+        }
+        let mut out = RowEncoder::row();
+        for i in 0..(*fcinfo).nargs as usize {
+            if pgrx::fcinfo::pg_arg_is_null(fcinfo, i) {
+                out.null();
+            } else {
+                let typid = pg_sys::get_fn_expr_argtype(flinfo, i as i32);
+                encode_value(
+                    &mut out,
+                    typid,
+                    pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, i),
+                );
+            }
+        }
+        bytea_datum(&out.finish().0)
+    }
+}
+
 /// Checks a column list: not empty (a hash of no columns is a constant,
 /// the bug that freezes SCD2 history), no NULLs, no duplicates.
 pub fn column_list(cols: Vec<Option<String>>) -> Vec<String> {
@@ -110,6 +151,10 @@ CREATE FUNCTION warden.hash_diff(row_value record) RETURNS bytea
   IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hash_diff_record';
 CREATE FUNCTION warden.hash_diff(row_value record, cols text[]) RETURNS bytea
   IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hash_diff_columns';
+CREATE FUNCTION warden._hash_diff_values(VARIADIC "any") RETURNS bytea
+  IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hash_diff_values';
+COMMENT ON FUNCTION warden._hash_diff_values("any") IS
+  'Internal: hash_diff of a row of these values (scd2_merge passes each staging row''s tracked columns).';
 COMMENT ON FUNCTION warden.hash_diff(record) IS
   'SHA-256 of the row''s canonical encoding v1 (binary send forms with type tags, length prefixes and NULL markers; trailing NULL columns ignored). Independent of DateStyle, TimeZone, IntervalStyle, extra_float_digits, lc_* and client_encoding. See the README for the specification.';
 COMMENT ON FUNCTION warden.hash_diff(record, text[]) IS

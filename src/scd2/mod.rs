@@ -1,6 +1,10 @@
-//! SCD2: a canonical, type-stable hash_diff for change detection, and
-//! Data Vault 2.0 compatible hashes for existing warehouses.
+//! SCD2: a canonical, type-stable hash_diff for change detection, Data
+//! Vault 2.0 compatible hashes, and history tables kept by a trigger.
 
 mod dv2;
 mod hash_diff;
+mod merge;
+mod registry;
+mod track;
+mod trigger;
 mod type_encoding;

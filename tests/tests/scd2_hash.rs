@@ -60,35 +60,40 @@ fn row() -> impl Strategy<Value = Row> {
 /// A second row that is often equal to the first under another spelling
 /// (offsets, trailing zeros, -0, days as hours), sometimes different.
 fn pair() -> impl Strategy<Value = (Row, Row)> {
-    (row(), row(), proptest::array::uniform6(proptest::bool::weighted(0.85))).prop_map(|(a, other, keep)| {
-        let mut b = other;
-        if keep[0] {
-            b.i = a.i;
-        }
-        if keep[1] {
-            b.t = a.t.clone();
-        }
-        if keep[2] {
-            b.f = a.f.map(|f| if f == 0.0 { -f } else { f });
-        }
-        if keep[3] {
-            b.n = a.n.map(|(m, s, z)| (m, s, z + 1));
-        }
-        if keep[4] {
-            b.ts = a.ts.map(|(s, _)| (s, 120));
-        }
-        if keep[5] {
-            // a day as 24 hours
-            b.iv = a.iv.map(|(m, d, us)| {
-                if d > 0 {
-                    (m, d - 1, us + 86_400_000_000)
-                } else {
-                    (m, d, us)
-                }
-            });
-        }
-        (a, b)
-    })
+    (
+        row(),
+        row(),
+        proptest::array::uniform6(proptest::bool::weighted(0.85)),
+    )
+        .prop_map(|(a, other, keep)| {
+            let mut b = other;
+            if keep[0] {
+                b.i = a.i;
+            }
+            if keep[1] {
+                b.t = a.t.clone();
+            }
+            if keep[2] {
+                b.f = a.f.map(|f| if f == 0.0 { -f } else { f });
+            }
+            if keep[3] {
+                b.n = a.n.map(|(m, s, z)| (m, s, z + 1));
+            }
+            if keep[4] {
+                b.ts = a.ts.map(|(s, _)| (s, 120));
+            }
+            if keep[5] {
+                // a day as 24 hours
+                b.iv = a.iv.map(|(m, d, us)| {
+                    if d > 0 {
+                        (m, d - 1, us + 86_400_000_000)
+                    } else {
+                        (m, d, us)
+                    }
+                });
+            }
+            (a, b)
+        })
 }
 
 fn float_literal(f: f64) -> String {

@@ -32,8 +32,11 @@ pub struct RowEncoder {
 impl RowEncoder {
     /// An encoder for a top-level row (starts with the domain prefix).
     pub fn row() -> Self {
+        // room for a typical row without growing
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(HASH_DIFF_DOMAIN);
         RowEncoder {
-            out: HASH_DIFF_DOMAIN.to_vec(),
+            out,
             pending_nulls: 0,
         }
     }

@@ -1,0 +1,88 @@
+//! Writes to `warden.scd2_registry` and the initial load of a history,
+//! which need pg_warden's rights (the registry is not writable by users;
+//! the owner of a FORCE RLS source would load only one tenant's rows).
+//!
+//! Not SECURITY DEFINER on purpose: the caller is checked first, as who
+//! they really are, to own both tables; only then does the privileged
+//! part run (see `privileged.rs`).
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::error::WardenError;
+use crate::names::current_role_name;
+use crate::privileged::as_superuser;
+
+fn caller_owns(rel: pg_sys::Oid) -> bool {
+    // SAFETY: reads the current user id.
+    let me = unsafe { pg_sys::GetUserId() };
+    Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.pg_has_role($2, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+        &[rel.into(), me.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+fn require_owner(rel: pg_sys::Oid, what: &str) {
+    if !caller_owns(rel) {
+        WardenError::privilege(format!(
+            "must own the {what} table to change its SCD2 tracking"
+        ))
+        .hint("Run it as the table's owner (or a member of the owning role).")
+        .raise();
+    }
+}
+
+/// Records `src` as tracked into `hist` and loads its current rows.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _scd2_register(
+    src: pg_sys::Oid,
+    hist: pg_sys::Oid,
+    business_key: Vec<String>,
+    tracked: Vec<String>,
+) {
+    require_owner(src, "source");
+    require_owner(hist, "history");
+    let caller = current_role_name();
+    as_superuser(|| -> Result<(), pgrx::spi::Error> {
+        Spi::run_with_args(
+            "INSERT INTO warden.scd2_registry (source, history, business_key, tracked, tracked_by)
+             VALUES ($1::pg_catalog.regclass, $2::pg_catalog.regclass, $3::pg_catalog.name[], $4::pg_catalog.name[], $5::pg_catalog.name)",
+            &[src.into(), hist.into(), business_key.clone().into(), tracked.clone().into(), caller.as_str().into()],
+        )?;
+        let columns: Vec<String> = business_key.iter().chain(tracked.iter()).cloned().collect();
+        let load = Spi::get_one_with_args::<String>(
+            "SELECT warden._scd2_load_statement($1::pg_catalog.regclass, $2::pg_catalog.regclass, $3::pg_catalog.name[])",
+            &[src.into(), hist.into(), columns.into()],
+        )?
+        .expect("a statement");
+        Spi::run_with_args(&load, &[tracked.clone().into()])
+    })
+    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot register SCD2 tracking: {e}")).raise());
+}
+
+/// Forgets `src`; returns its history table.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _scd2_unregister(src: pg_sys::Oid) -> Option<pg_sys::Oid> {
+    require_owner(src, "source");
+    as_superuser(|| {
+        Spi::get_one_with_args::<pg_sys::Oid>(
+            "DELETE FROM warden.scd2_registry WHERE source OPERATOR(pg_catalog.=) $1::pg_catalog.regclass RETURNING history::pg_catalog.oid",
+            &[src.into()],
+        )
+    })
+    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot unregister SCD2 tracking: {e}")).raise())
+}
+
+extension_sql!(
+    r#"
+COMMENT ON FUNCTION warden._scd2_register(oid, oid, text[], text[]) IS
+  'Internal: records a tracked source and loads its current rows into the history; the caller must own both tables.';
+COMMENT ON FUNCTION warden._scd2_unregister(oid) IS
+  'Internal: forgets a tracked source; the caller must own it.';
+"#,
+    name = "scd2_registry_comments",
+    requires = [_scd2_register, _scd2_unregister, "scd2_track"],
+);

@@ -1,0 +1,384 @@
+//! The trigger behind `warden.scd2_track`: keeps `<source>_history`.
+//!
+//! An UPDATE whose tracked columns hash the same before and after writes
+//! nothing and runs no SQL. Real changes close the current version and open
+//! a new one; several changes of one key in one transaction keep a single
+//! version for that transaction (and a change that reverts within the
+//! transaction reopens the version it closed). DELETE closes the current
+//! version and writes a zero-length tombstone (op 'D').
+//!
+//! History writes run as the history table's owner, through statements
+//! built by `warden._scd2_statements` and prepared once per backend; the
+//! partial unique index on the business key (WHERE is_current) makes two
+//! current versions of one key impossible, whatever the concurrency.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_char;
+use std::rc::Rc;
+
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use warden_core::scd2::RowEncoder;
+
+use super::type_encoding::{column_positions, Fields};
+use crate::error::WardenError;
+use crate::privileged::as_superuser;
+
+/// Indexes into `Tracked::plans`, in the order `_scd2_statements` returns.
+mod stmt {
+    pub const CLOSE: usize = 0;
+    pub const OPEN: usize = 1;
+    pub const REPLACE: usize = 2;
+    pub const UNDO: usize = 3;
+    pub const DROP_OWN_VERSION: usize = 4;
+    pub const TOMBSTONE: usize = 5;
+    pub const OPEN_FIRST: usize = 6;
+    pub const COUNT: usize = 7;
+}
+
+struct Tracked {
+    history: Oid,
+    owner: Oid,
+    key: Vec<usize>,
+    tracked: Vec<usize>,
+    plans: [pg_sys::SPIPlanPtr; stmt::COUNT],
+}
+
+thread_local! {
+    static TRACKED: RefCell<HashMap<Oid, Rc<Tracked>>> = RefCell::new(HashMap::new());
+    static CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget(_arg: Datum, relid: Oid) {
+    // Kept plans of forgotten entries stay allocated (freeing them inside
+    // an invalidation callback is not safe); entries change only on DDL.
+    TRACKED.with(|t| {
+        let mut t = t.borrow_mut();
+        if relid == pg_sys::InvalidOid {
+            t.clear();
+        } else {
+            t.retain(|source, e| *source != relid && e.history != relid);
+        }
+    });
+}
+
+/// Runs `f` as `role` (the history owner), like a SECURITY DEFINER call
+/// without the search_path change: every statement it runs is fully
+/// schema-qualified. On error, the (sub)transaction abort restores the
+/// user.
+fn as_role<R>(role: Oid, f: impl FnOnce() -> R) -> R {
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0;
+    // SAFETY: standard user switching, undone below.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(
+            role,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let result = f();
+    // SAFETY: restores what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
+    result
+}
+
+/// Looks up (once per backend and DDL) how `source` is tracked and
+/// prepares its statements.
+unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
+    // SAFETY: the trigger's relation is open.
+    let source = unsafe { (*relation).rd_id };
+    if let Some(t) = TRACKED.with(|t| t.borrow().get(&source).cloned()) {
+        return t;
+    }
+    if !CALLBACK.with(|c| c.replace(true)) {
+        // SAFETY: registered once per backend; the callback only edits a map.
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget), Datum::from(0)) };
+    }
+    let row = as_superuser(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT r.history::pg_catalog.oid, c.relowner, r.business_key::pg_catalog.text[], r.tracked::pg_catalog.text[],
+                        warden._scd2_statements(r.source)
+                   FROM warden.scd2_registry r JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.history
+                  WHERE r.source OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+                None,
+                &[source.into()],
+            )?;
+            let Some(row) = rows.into_iter().next() else {
+                return Ok(None);
+            };
+            Ok::<_, pgrx::spi::Error>(Some((
+                row.get::<Oid>(1)?.expect("history"),
+                row.get::<Oid>(2)?.expect("owner"),
+                row.get::<Vec<String>>(3)?.expect("key"),
+                row.get::<Vec<String>>(4)?.expect("tracked"),
+                row.get::<Vec<String>>(5)?.expect("statements"),
+            )))
+        })
+    })
+    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot read warden.scd2_registry: {e}")).raise());
+    let Some((history, owner, key_names, tracked_names, statements)) = row else {
+        WardenError::prerequisite("this table has a warden_scd2 trigger but is not tracked")
+            .hint("DROP TRIGGER warden_scd2 on it, or call warden.scd2_track() again.")
+            .raise()
+    };
+    // SAFETY: the relation's descriptor is valid while it is open.
+    let tupdesc = unsafe { (*relation).rd_att };
+    let positions = |names: &[String]| {
+        // SAFETY: as above.
+        unsafe { column_positions(tupdesc, names) }.unwrap_or_else(|name| {
+            WardenError::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!("column \"{name}\" tracked by warden.scd2_track no longer exists"),
+            )
+            .hint("Call warden.scd2_untrack() and warden.scd2_track() again to track the table as it is now.")
+            .raise()
+        })
+    };
+    let key = positions(&key_names);
+    let tracked = positions(&tracked_names);
+    let mut types: Vec<Oid> = key
+        .iter()
+        .chain(tracked.iter())
+        // SAFETY: positions are below natts.
+        .map(|&i| unsafe { (*(*tupdesc).attrs.as_ptr().add(i)).atttypid })
+        .collect();
+    types.push(pg_sys::BYTEAOID);
+    types.push(pg_sys::TEXTOID);
+    types.push(pg_sys::TIMESTAMPTZOID);
+    let plans = as_role(owner, || {
+        // SAFETY: SPI use bracketed by connect/finish; kept plans outlive it.
+        unsafe {
+            pg_sys::SPI_connect();
+            let mut plans = [std::ptr::null_mut(); stmt::COUNT];
+            for (plan, sql) in plans.iter_mut().zip(&statements) {
+                let text = std::ffi::CString::new(sql.as_str()).expect("no NUL in generated SQL");
+                // generic plans: the statements are simple key lookups, and
+                // custom plans would be planned again on every row
+                let p = pg_sys::SPI_prepare_cursor(
+                    text.as_ptr(),
+                    types.len() as i32,
+                    types.as_mut_ptr(),
+                    pg_sys::CURSOR_OPT_GENERIC_PLAN as i32,
+                );
+                if p.is_null() {
+                    WardenError::new(
+                        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                        "cannot prepare an SCD2 history statement",
+                    )
+                    .raise();
+                }
+                pg_sys::SPI_keepplan(p);
+                *plan = p;
+            }
+            pg_sys::SPI_finish();
+            plans
+        }
+    });
+    let entry = Rc::new(Tracked {
+        history,
+        owner,
+        key,
+        tracked,
+        plans,
+    });
+    TRACKED.with(|t| t.borrow_mut().insert(source, entry.clone()));
+    entry
+}
+
+/// The parameters of every statement: key, tracked columns, hash, op, and
+/// the end of the version just closed (NULL until one is).
+struct Params {
+    values: Vec<Datum>,
+    nulls: Vec<c_char>,
+}
+
+impl Params {
+    fn new(t: &Tracked, fields: &Fields, hash: &[u8], op: &str) -> Params {
+        let mut values = Vec::with_capacity(t.key.len() + t.tracked.len() + 2);
+        let mut nulls = Vec::with_capacity(values.capacity());
+        for &i in t.key.iter().chain(t.tracked.iter()) {
+            values.push(fields.values[i]);
+            nulls.push(if fields.nulls[i] {
+                b'n' as c_char
+            } else {
+                b' ' as c_char
+            });
+        }
+        values.push(Datum::from(pgrx::rust_byte_slice_to_bytea(hash).into_pg()));
+        nulls.push(b' ' as c_char);
+        values.push(op.into_datum().expect("text"));
+        nulls.push(b' ' as c_char);
+        values.push(Datum::from(0));
+        nulls.push(b'n' as c_char);
+        Params { values, nulls }
+    }
+
+    fn set_closed_at(&mut self, closed_at: Datum) {
+        *self.values.last_mut().expect("parameters") = closed_at;
+        *self.nulls.last_mut().expect("parameters") = b' ' as c_char;
+    }
+}
+
+/// CLOSE: closes the current version if an earlier transaction opened it;
+/// returns when it now ends.
+fn close(t: &Tracked, params: &Params) -> Option<Datum> {
+    if run(t, stmt::CLOSE, params) != 1 {
+        return None;
+    }
+    // SAFETY: CLOSE returned one row of one timestamptz column; the value
+    // is by-value and outlives the tuple table.
+    unsafe {
+        let table = pg_sys::SPI_tuptable;
+        let mut isnull = false;
+        let value = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
+        Some(value)
+    }
+}
+
+/// Executes statement `which`; returns the rows it touched or returned.
+fn run(t: &Tracked, which: usize, params: &Params) -> u64 {
+    // SAFETY: a kept plan with as many parameters as `params` holds; called
+    // between SPI_connect and SPI_finish.
+    unsafe {
+        let rc = pg_sys::SPI_execute_plan(
+            t.plans[which],
+            params.values.as_ptr().cast_mut(),
+            params.nulls.as_ptr(),
+            false,
+            0,
+        );
+        if rc < 0 {
+            WardenError::new(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("SCD2 history statement failed ({rc})"),
+            )
+            .raise();
+        }
+        pg_sys::SPI_processed
+    }
+}
+
+fn hash_of(t: &Tracked, fields: &Fields) -> [u8; 32] {
+    let mut out = RowEncoder::row();
+    fields.encode(&mut out, &t.tracked);
+    out.finish().0
+}
+
+fn key_of(t: &Tracked, fields: &Fields) -> Vec<u8> {
+    let mut out = RowEncoder::nested();
+    fields.encode(&mut out, &t.key);
+    out.into_bytes()
+}
+
+fn on_insert(t: &Tracked, new: &Fields) {
+    run(
+        t,
+        stmt::OPEN_FIRST,
+        &Params::new(t, new, &hash_of(t, new), "I"),
+    );
+}
+
+fn on_delete(t: &Tracked, old: &Fields) {
+    let mut p = Params::new(t, old, &hash_of(t, old), "D");
+    if let Some(closed_at) = close(t, &p) {
+        p.set_closed_at(closed_at);
+        run(t, stmt::TOMBSTONE, &p);
+    } else if run(t, stmt::DROP_OWN_VERSION, &p) > 0 {
+        // the key existed before this transaction, which changed and then
+        // deleted it: the version it closed ends here
+        run(t, stmt::TOMBSTONE, &p);
+    }
+}
+
+fn on_update(t: &Tracked, old: &Fields, new: &Fields) {
+    if key_of(t, old) != key_of(t, new) {
+        on_delete(t, old);
+        on_insert(t, new);
+        return;
+    }
+    let hash = hash_of(t, new);
+    if hash == hash_of(t, old) {
+        return; // nothing tracked changed: no version, no SQL
+    }
+    let mut p = Params::new(t, new, &hash, "U");
+    if let Some(closed_at) = close(t, &p) {
+        p.set_closed_at(closed_at);
+        run(t, stmt::OPEN, &p);
+    } else if run(t, stmt::UNDO, &p) > 0 {
+        // changed back within this transaction: the closed version resumes
+    } else if run(t, stmt::REPLACE, &p) == 0 {
+        // no history for this key yet
+        run(t, stmt::OPEN_FIRST, &p);
+    }
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_scd2_trigger() -> &'static pg_sys::Pg_finfo_record {
+    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1_API
+}
+
+/// `warden._scd2_trigger()`: AFTER INSERT OR UPDATE OR DELETE, FOR EACH ROW.
+///
+/// # Safety
+/// Called by the trigger manager.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn scd2_trigger(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    // SAFETY: the trigger manager passes TriggerData as the context.
+    unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
+            WardenError::prerequisite("warden._scd2_trigger() must be called as a trigger")
+                .hint("warden.scd2_track() installs it.")
+                .raise();
+        }
+        let data = &*context.cast::<pg_sys::TriggerData>();
+        let event = data.tg_event;
+        if event & pg_sys::TRIGGER_EVENT_ROW == 0
+            || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_AFTER
+        {
+            WardenError::prerequisite("warden._scd2_trigger() must fire AFTER ... FOR EACH ROW")
+                .hint("warden.scd2_track() installs it that way.")
+                .raise();
+        }
+        let t = tracked(data.tg_relation);
+        let tupdesc = (*data.tg_relation).rd_att;
+        as_role(t.owner, || {
+            pg_sys::SPI_connect();
+            match event & pg_sys::TRIGGER_EVENT_OPMASK {
+                pg_sys::TRIGGER_EVENT_INSERT => {
+                    on_insert(&t, &Fields::deform(tupdesc, data.tg_trigtuple))
+                }
+                pg_sys::TRIGGER_EVENT_DELETE => {
+                    on_delete(&t, &Fields::deform(tupdesc, data.tg_trigtuple))
+                }
+                pg_sys::TRIGGER_EVENT_UPDATE => on_update(
+                    &t,
+                    &Fields::deform(tupdesc, data.tg_trigtuple),
+                    &Fields::deform(tupdesc, data.tg_newtuple),
+                ),
+                _ => {}
+            }
+            pg_sys::SPI_finish();
+        });
+        Datum::from(0)
+    }
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION warden._scd2_trigger() RETURNS trigger
+  LANGUAGE c AS 'MODULE_PATHNAME', 'scd2_trigger';
+COMMENT ON FUNCTION warden._scd2_trigger() IS
+  'Internal: the row trigger warden.scd2_track installs; writes versions to the history as its owner.';
+"#,
+    name = "scd2_trigger",
+);
