@@ -37,13 +37,14 @@ VACUUM ANALYZE merge_dim_history, merge_hand, merge_stage;
 CREATE TABLE IF NOT EXISTS merge_results (impl text, secs float8);
 TRUNCATE merge_results;
 SQL
-  for ((r = 1; r <= rounds; r++)); do
-    "${psql_cmd[@]}" -q -v r="$r" <<'SQL' >/dev/null
-UPDATE merge_stage SET balance = balance + 1, segment = 'moved ' || :r WHERE id % 100 = :r;
-VACUUM ANALYZE merge_stage;
+  local warden_sql hand_sql
+  warden_sql=$(cat <<'SQL'
 CHECKPOINT;
 INSERT INTO merge_results SELECT 'warden', bench_seconds(format(
   $q$SELECT * FROM warden.scd2_merge('merge_dim_history', 'merge_stage', %L)$q$, timestamptz '2026-01-01' + :r * interval '1 day'));
+SQL
+)
+  hand_sql=$(cat <<'SQL'
 CHECKPOINT;
 INSERT INTO merge_results SELECT 'hand', bench_seconds(format($q$
   DO $do$ BEGIN
@@ -59,6 +60,18 @@ INSERT INTO merge_results SELECT 'hand', bench_seconds(format($q$
   END $do$$q$,
   timestamptz '2026-01-01' + :r * interval '1 day'));
 SQL
+)
+  for ((r = 1; r <= rounds; r++)); do
+    "${psql_cmd[@]}" -q -v r="$r" -c "UPDATE merge_stage SET balance = balance + 1, segment = 'moved ' || $r WHERE id % 100 = $r" \
+      -c "VACUUM ANALYZE merge_stage" >/dev/null
+    # alternate which merge goes first, so caches favour neither
+    if ((r % 2)); then
+      "${psql_cmd[@]}" -q -v r="$r" <<<"$warden_sql" >/dev/null
+      "${psql_cmd[@]}" -q -v r="$r" <<<"$hand_sql" >/dev/null
+    else
+      "${psql_cmd[@]}" -q -v r="$r" <<<"$hand_sql" >/dev/null
+      "${psql_cmd[@]}" -q -v r="$r" <<<"$warden_sql" >/dev/null
+    fi
   done
   "${psql_cmd[@]}" -A -F '|' -t -c "SELECT impl, round(percentile_disc(0.5) WITHIN GROUP (ORDER BY secs)::numeric, 3) FROM merge_results GROUP BY impl ORDER BY impl" \
     -c "SELECT 'check', (SELECT count(*) FROM merge_dim_history WHERE is_current), (SELECT count(*) FROM merge_hand WHERE is_current), (SELECT count(*) FROM merge_dim_history), (SELECT count(*) FROM merge_hand)"
