@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 mod crypto;
 mod error;
+mod fmgr;
 mod guc;
 mod names;
 mod preload;

@@ -13,12 +13,7 @@ fn bytea_datum(bytes: &[u8]) -> Datum {
     Datum::from(pgrx::rust_byte_slice_to_bytea(bytes).into_pg())
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_hash_diff_record() -> &'static pg_sys::Pg_finfo_record {
-    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1_API
-}
+crate::fmgr::function_info_v1!(pg_finfo_hash_diff_record);
 
 /// `warden.hash_diff(record)`: every column in declared order.
 ///
@@ -33,12 +28,7 @@ pub unsafe extern "C-unwind" fn hash_diff_record(fcinfo: pg_sys::FunctionCallInf
     bytea_datum(&out.finish().0)
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_hash_diff_columns() -> &'static pg_sys::Pg_finfo_record {
-    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1_API
-}
+crate::fmgr::function_info_v1!(pg_finfo_hash_diff_columns);
 
 /// `warden.hash_diff(record, cols text[])`: the named columns in the
 /// given order.
@@ -70,12 +60,7 @@ pub unsafe extern "C-unwind" fn hash_diff_columns(fcinfo: pg_sys::FunctionCallIn
     bytea_datum(&out.finish().0)
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_hash_diff_values() -> &'static pg_sys::Pg_finfo_record {
-    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1_API
-}
+crate::fmgr::function_info_v1!(pg_finfo_hash_diff_values);
 
 /// `warden._hash_diff_values(VARIADIC "any")`: the hash_diff of a row of
 /// these values, without building the row; `scd2_merge` passes the

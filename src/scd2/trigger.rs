@@ -25,7 +25,7 @@ use warden_core::scd2::RowEncoder;
 
 use super::type_encoding::{column_positions, Fields};
 use crate::error::WardenError;
-use crate::privileged::as_superuser;
+use crate::privileged::{as_role, as_superuser};
 
 /// Indexes into `Tracked::plans`, in the order `_scd2_statements` returns.
 mod stmt {
@@ -64,27 +64,6 @@ unsafe extern "C-unwind" fn forget(_arg: Datum, relid: Oid) {
             t.retain(|source, e| *source != relid && e.history != relid);
         }
     });
-}
-
-/// Runs `f` as `role` (the history owner), like a SECURITY DEFINER call
-/// without the search_path change: every statement it runs is fully
-/// schema-qualified. On error, the (sub)transaction abort restores the
-/// user.
-fn as_role<R>(role: Oid, f: impl FnOnce() -> R) -> R {
-    let mut saved_user = pg_sys::InvalidOid;
-    let mut saved_context = 0;
-    // SAFETY: standard user switching, undone below.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(
-            role,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        );
-    }
-    let result = f();
-    // SAFETY: restores what was saved above.
-    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
-    result
 }
 
 /// Looks up (once per backend and DDL) how `source` is tracked and
@@ -318,12 +297,7 @@ fn on_update(t: &Tracked, old: &Fields, new: &Fields) {
     }
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_scd2_trigger() -> &'static pg_sys::Pg_finfo_record {
-    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1_API
-}
+crate::fmgr::function_info_v1!(pg_finfo_scd2_trigger);
 
 /// `warden._scd2_trigger()`: AFTER INSERT OR UPDATE OR DELETE, FOR EACH ROW.
 ///

@@ -50,12 +50,7 @@ unsafe extern "C-unwind" {
     fn set_tenant_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_current_tenant_fast() -> &'static pg_sys::Pg_finfo_record {
-    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1_API
-}
+crate::fmgr::function_info_v1!(pg_finfo_current_tenant_fast);
 
 /// `warden.current_tenant()`: the tenant of the transaction, NULL when
 /// unset or empty.
@@ -80,12 +75,7 @@ pub unsafe extern "C-unwind" fn current_tenant_fast(
     }
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_set_tenant_fast() -> &'static pg_sys::Pg_finfo_record {
-    const V1_API: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1_API
-}
+crate::fmgr::function_info_v1!(pg_finfo_set_tenant_fast);
 
 /// `warden.set_tenant(text)`: sets the tenant for the rest of the
 /// transaction.
