@@ -325,11 +325,7 @@ pub fn encode_value(out: &mut RowEncoder, typid: Oid, value: Datum) {
             }
             Kind::Interval => {
                 let i = &*value.cast_mut_ptr::<pg_sys::Interval>();
-                let mut send = [0u8; 16];
-                send[0..8].copy_from_slice(&i.time.to_be_bytes());
-                send[8..12].copy_from_slice(&i.day.to_be_bytes());
-                send[12..16].copy_from_slice(&i.month.to_be_bytes());
-                out.value(tag::INTERVAL, &interval_linear(&send).expect("16 bytes"));
+                out.value(tag::INTERVAL, &interval_linear(i.time, i.day, i.month));
             }
             Kind::Numeric(f) => {
                 let send = pg_sys::SendFunctionCall(std::ptr::from_ref(&**f).cast_mut(), value);
