@@ -3,11 +3,3 @@
 -- pgcrypto's encrypt_iv (AES-256-CBC, unauthenticated, key passed in SQL)
 -- and pgp_sym_encrypt (default s2k and s2k-mode=1).
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
-CREATE OR REPLACE FUNCTION public.bench_seconds(q text) RETURNS double precision
-LANGUAGE plpgsql AS $$
-DECLARE t0 timestamptz;
-BEGIN
-  t0 := clock_timestamp();
-  EXECUTE q;
-  RETURN extract(epoch FROM clock_timestamp() - t0);
-END $$;

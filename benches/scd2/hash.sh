@@ -5,14 +5,6 @@
 scd2_hash_group() {
   local psql_cmd=("$@")
   "${psql_cmd[@]}" -q <<'SQL' >/dev/null
-CREATE OR REPLACE FUNCTION public.bench_seconds(q text) RETURNS double precision
-LANGUAGE plpgsql AS $$
-DECLARE t0 timestamptz;
-BEGIN
-  t0 := clock_timestamp();
-  EXECUTE q;
-  RETURN extract(epoch FROM clock_timestamp() - t0);
-END $$;
 DROP TABLE IF EXISTS bench_dim;
 CREATE TABLE bench_dim AS
   SELECT i AS id, 'customer ' || i AS name, 'c' || i || '@example.com' AS email,

@@ -6,14 +6,6 @@ scd2_merge_group() {
   local psql_cmd=("$@")
   local rows=${BENCH_MERGE_ROWS:-1000000} rounds=${BENCH_ROUNDS:-3} r
   "${psql_cmd[@]}" -q -v rows="$rows" <<'SQL' >/dev/null
-CREATE OR REPLACE FUNCTION public.bench_seconds(q text) RETURNS double precision
-LANGUAGE plpgsql AS $$
-DECLARE t0 timestamptz;
-BEGIN
-  t0 := clock_timestamp();
-  EXECUTE q;
-  RETURN extract(epoch FROM clock_timestamp() - t0);
-END $$;
 DROP TABLE IF EXISTS merge_dim_history, merge_hand, merge_stage;
 SELECT warden.scd2_untrack(source, true) FROM warden.scd2_tables WHERE source = to_regclass('merge_dim');
 DROP TABLE IF EXISTS merge_dim;
