@@ -20,6 +20,17 @@ SELECT warden.scd2_track('public.customers', ARRAY['name']);
 SELECT warden.scd2_track('public.customers', ARRAY['id'], ARRAY['email', 'email']);
 SELECT warden.scd2_track('public.customers', ARRAY['id'], ARRAY[]::text[]);
 SELECT to_regclass('public.customers_history') IS NULL AS nothing_created;
+-- a partitioned table is refused (a TRUNCATE of one partition would bypass
+-- its history); a partition can be tracked on its own
+CREATE TABLE public.events (id int, day date, kind text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+CREATE TABLE public.events_2026 PARTITION OF public.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+SELECT warden.scd2_track('public.events', ARRAY['id', 'day']);
+SELECT warden.scd2_track('public.events_2026', ARRAY['id', 'day']);
+INSERT INTO public.events VALUES (1, '2026-05-01', 'open');
+UPDATE public.events SET kind = 'closed' WHERE id = 1;
+SELECT id, day, kind, op, is_current FROM public.events_2026_history ORDER BY valid_from, is_current;
+SELECT warden.scd2_untrack('public.events_2026', drop_history => true);
+DROP TABLE public.events;
 
 -- track: the history starts with the current rows
 SELECT warden.scd2_track('public.customers', ARRAY['id']);
@@ -120,6 +131,13 @@ SELECT sku, price FROM warden.scd2_as_of(NULL::public.products_history, '2026-01
 INSERT INTO public.products_stage VALUES ('D-4', 'Dish', 1, '2026-03-01'), ('D-4', 'Dish', 2, '2026-03-01');
 SELECT * FROM warden.scd2_merge('public.products_history', 'public.products_stage', '2026-03-01');
 DELETE FROM public.products_stage WHERE sku = 'D-4';
+-- a duplicate is refused even when one of its rows equals the current version
+INSERT INTO public.products_stage SELECT sku, title, price + 1, loaded_at FROM public.products_stage WHERE sku = 'A-1';
+SELECT * FROM warden.scd2_merge('public.products_history', 'public.products_stage', '2026-03-01');
+DELETE FROM public.products_stage WHERE sku = 'A-1' AND price = 11;
+INSERT INTO public.products_stage VALUES (NULL, 'Nameless', 1, '2026-03-01'), (NULL, 'Nameless too', 2, '2026-03-01');
+SELECT * FROM warden.scd2_merge('public.products_history', 'public.products_stage', '2026-03-01');
+DELETE FROM public.products_stage WHERE sku IS NULL;
 UPDATE public.products_stage SET price = 7 WHERE sku = 'B-2';
 SELECT * FROM warden.scd2_merge('public.products_history', 'public.products_stage', '2025-12-01');
 SELECT * FROM warden.scd2_merge('public.products_history', 'public.customers', '2026-03-01');
@@ -128,7 +146,7 @@ SELECT count(*) AS versions_unchanged FROM public.products_history;
 -- columns whose equality is not byte-exact (jsonb here) are compared by hash
 CREATE TABLE public.docs (id int PRIMARY KEY, body jsonb);
 SELECT warden.scd2_track('public.docs', ARRAY['id']);
-CREATE TABLE public.docs_stage (id int, body jsonb);
+CREATE TABLE public.docs_stage (id int PRIMARY KEY, body jsonb);
 INSERT INTO public.docs_stage VALUES (1, '{"a": 1}'), (2, '{"b": [1, 2]}');
 SELECT * FROM warden.scd2_merge('public.docs_history', 'public.docs_stage', '2026-01-01');
 SELECT * FROM warden.scd2_merge('public.docs_history', 'public.docs_stage', '2026-01-02');

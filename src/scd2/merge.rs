@@ -1,12 +1,13 @@
 //! `warden.scd2_merge`: a set-based, idempotent batch load of a history
 //! from a staging table; `warden.scd2_as_of`: point-in-time reads.
 //!
-//! The merge is three statements over the whole batch (close changed
-//! versions, open new ones, optionally close missing keys), comparing the
-//! stored hash_diff with `warden.hash_diff` of each staging row, so a
-//! re-run of the same batch finds every key unchanged and writes nothing.
-//! It runs with the caller's rights: on a tenant-isolated history it sees
-//! and closes only the current tenant's rows.
+//! The merge joins the batch with the current versions once, in key order,
+//! keeping only new keys and changed ones (by column comparison where the
+//! types allow it, by hash_diff otherwise); it then closes the changed
+//! versions by their row ids and opens the new versions, all in one
+//! statement, so a re-run of the same batch finds every key unchanged and
+//! writes nothing. It runs with the caller's rights: on a tenant-isolated
+//! history it sees and closes only the current tenant's rows.
 
 use pgrx::prelude::*;
 
@@ -14,10 +15,16 @@ extension_sql!(
     r#"
 CREATE FUNCTION warden.scd2_merge(history regclass, staging regclass, as_of timestamptz DEFAULT now(), close_missing boolean DEFAULT false)
 RETURNS TABLE (inserted bigint, closed bigint, unchanged bigint)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+-- The planner expects every staged row to change, so its estimates cross
+-- the JIT thresholds (compiling took 0.46 s of a 1.5 s merge of a million
+-- rows) and favour a hash join of batch and history that spills to disk
+-- (1.6 s against 0.8 s for a merge join along the key indexes).
+SET jit = off SET enable_hashjoin = off AS $fn$
 DECLARE
     r warden.scd2_registry;
     key_match text;
+    prior_match text;
     cols text;
     staged_cols text;
     staged_hash text;
@@ -25,6 +32,7 @@ DECLARE
     too_early boolean;
     missing text;
     staged bigint;
+    most_per_key bigint;
     changed bigint := 0;
     vanished bigint := 0;
 BEGIN
@@ -38,18 +46,21 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'as_of must be a finite timestamp';
     END IF;
-    SELECT pg_catalog.string_agg(pg_catalog.format('%I', u.c), ', ') INTO missing
-      FROM pg_catalog.unnest(r.business_key || r.tracked) u(c)
+    SELECT pg_catalog.string_agg(pg_catalog.format('%I', u.c), ', ' ORDER BY u.n) INTO missing
+      FROM pg_catalog.unnest(r.business_key || r.tracked) WITH ORDINALITY u(c, n)
      WHERE NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = staging AND a.attname = u.c AND a.attnum > 0 AND NOT a.attisdropped);
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'undefined_column',
             MESSAGE = pg_catalog.format('staging table %s lacks column(s) %s', staging, missing),
             HINT = 'Staging needs the business key and every tracked column of the history, with the same names.';
     END IF;
-    SELECT pg_catalog.string_agg(pg_catalog.format('h.%I %s s.%I', u.c, warden._scd2_equality(a.atttypid), u.c), ' AND ')
-      INTO key_match
-      FROM pg_catalog.unnest(r.business_key) u(c)
-      JOIN pg_attribute a ON a.attrelid = history AND a.attname = u.c;
+    -- staging row s and history row h (current) or p (any) have one key
+    SELECT pg_catalog.string_agg(pg_catalog.format('h.%I %s s.%I', u.c, e.op, u.c), ' AND ' ORDER BY u.n),
+           pg_catalog.string_agg(pg_catalog.format('p.%I %s s.%I', u.c, e.op, u.c), ' AND ' ORDER BY u.n)
+      INTO key_match, prior_match
+      FROM pg_catalog.unnest(r.business_key) WITH ORDINALITY u(c, n)
+      JOIN pg_attribute a ON a.attrelid = history AND a.attname = u.c
+      CROSS JOIN LATERAL (SELECT warden._scd2_equality(a.atttypid) AS op) e;
     SELECT pg_catalog.string_agg(pg_catalog.format('%I', u.c), ', ' ORDER BY u.n),
            pg_catalog.string_agg(pg_catalog.format('s.%I', u.c), ', ' ORDER BY u.n)
       INTO cols, staged_cols
@@ -87,33 +98,64 @@ BEGIN
     -- one batch at a time; the trigger's writes wait too
     EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', history);
 
-    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', staging) INTO staged;
+    -- Duplicate keys would open two versions of one key (or, when one of
+    -- them equals the current version, silently pick one): refuse them.
+    -- A unique index on the key makes them impossible and the check free.
+    IF EXISTS (SELECT FROM pg_index i
+                WHERE i.indrelid = staging AND i.indisunique AND i.indisvalid
+                  AND i.indpred IS NULL AND i.indexprs IS NULL
+                  AND (SELECT pg_catalog.bool_and(a.attname OPERATOR(pg_catalog.=) ANY (r.business_key))
+                         FROM pg_catalog.unnest(i.indkey::int2[]) k(n)
+                         JOIN pg_attribute a ON a.attrelid = staging AND a.attnum = k.n)) THEN
+        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', staging) INTO staged;
+    ELSE
+        EXECUTE pg_catalog.format(
+            'SELECT COALESCE(pg_catalog.sum(g.n), 0), COALESCE(pg_catalog.max(g.n) FILTER (WHERE g.keyed), 0) '
+            'FROM (SELECT pg_catalog.count(*) AS n, %s AS keyed FROM %s s GROUP BY %s) g',
+            (SELECT pg_catalog.string_agg(pg_catalog.format('s.%I IS NOT NULL', u.c), ' AND ') FROM pg_catalog.unnest(r.business_key) u(c)),
+            staging,
+            (SELECT pg_catalog.string_agg(pg_catalog.format('s.%I', u.c), ', ') FROM pg_catalog.unnest(r.business_key) u(c)))
+          INTO staged, most_per_key;
+        IF most_per_key > 1 THEN
+            RAISE EXCEPTION USING ERRCODE = 'cardinality_violation',
+                MESSAGE = pg_catalog.format('staging table %s has more than one row for a business key', staging),
+                HINT = 'Deduplicate first, e.g. SELECT DISTINCT ON (<key>) ... ORDER BY <key>, <loaded_at> DESC.';
+        END IF;
+    END IF;
 
     BEGIN
-        -- 1. close the current version of every key whose values changed
+        -- One pass over the batch finds the new and the changed keys (the
+        -- hand-written merge makes two: UPDATE ... FROM, then INSERT ...
+        -- WHERE NOT EXISTS). Their current versions are closed and the new
+        -- versions opened in the same statement; a version is opened only
+        -- after the UPDATE has returned its key, so the old version is
+        -- already closed when the unique index checks the new one.
         EXECUTE pg_catalog.format(
-            'WITH closed AS (UPDATE %s h SET valid_to = $1, is_current = false FROM %s s '
-            'WHERE %s AND h.is_current AND %s RETURNING h.valid_from OPERATOR(pg_catalog.>) $1 AS too_early) '
-            'SELECT pg_catalog.count(*), COALESCE(pg_catalog.bool_or(too_early), false) FROM closed',
-            history, staging, key_match, changed_expr)
-          INTO changed, too_early
+            'WITH diff AS MATERIALIZED ('
+            '  SELECT %1$s, h.ctid AS old_version, '
+            '         CASE WHEN h.ctid IS NOT NULL OR EXISTS (SELECT FROM %2$s p WHERE %6$s) THEN ''U'' ELSE ''I'' END AS op '
+            '    FROM %3$s s LEFT JOIN %2$s h ON %4$s AND h.is_current '
+            '   WHERE h.ctid IS NULL OR %5$s), '
+            'closed AS ('
+            '  UPDATE %2$s h SET valid_to = $1, is_current = false '
+            '   WHERE h.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT d.old_version FROM diff d WHERE d.old_version IS NOT NULL)) '
+            '  RETURNING h.valid_from OPERATOR(pg_catalog.>) $1 AS too_early), '
+            'closed_count AS (SELECT pg_catalog.count(*) AS n, COALESCE(pg_catalog.bool_or(c.too_early), false) AS too_early FROM closed c), '
+            'opened AS ('
+            '  INSERT INTO %2$s (%7$s, hash_diff, valid_from, valid_to, is_current, op, txid) '
+            '  SELECT %8$s, %9$s, $1, ''infinity''::pg_catalog.timestamptz, true, s.op, pg_catalog.pg_current_xact_id() '
+            '    FROM diff s WHERE (SELECT c.n FROM closed_count c) IS NOT NULL '
+            '  RETURNING 1) '
+            'SELECT (SELECT c.n FROM closed_count c), (SELECT pg_catalog.count(*) FROM opened), (SELECT c.too_early FROM closed_count c)',
+            staged_cols, history, staging, key_match, changed_expr, prior_match, cols, staged_cols, staged_hash)
+          INTO changed, inserted, too_early
           USING as_of;
         IF too_early THEN
             RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
                 MESSAGE = pg_catalog.format('as_of %s is earlier than the current version of a changed key', as_of),
                 HINT = 'Load batches in time order; as_of must not precede the versions it closes.';
         END IF;
-        -- 2. open a version for every key without a current one (new keys
-        --    and the ones just closed)
-        EXECUTE pg_catalog.format(
-            'INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) '
-            'SELECT %s, %s, $1, ''infinity''::pg_catalog.timestamptz, true, '
-            'CASE WHEN EXISTS (SELECT FROM %s h WHERE %s) THEN ''U'' ELSE ''I'' END, pg_catalog.pg_current_xact_id() '
-            'FROM %s s WHERE NOT EXISTS (SELECT FROM %s h WHERE %s AND h.is_current)',
-            history, cols, staged_cols, staged_hash, history, key_match, staging, history, key_match)
-          USING as_of;
-        GET DIAGNOSTICS inserted = ROW_COUNT;
-        -- 3. tombstone the keys the batch no longer has
+        -- tombstone the keys the batch no longer has
         IF close_missing THEN
             EXECUTE pg_catalog.format(
                 'WITH gone AS (UPDATE %s h SET valid_to = $1, is_current = false '

@@ -57,7 +57,7 @@ $fn$;
 
 -- The statements the trigger runs for a tracked source, all parameters
 -- alike: $1..$k the business key, then the tracked columns, then the
--- hash_diff, the op, and the end of the version just closed (or NULL).
+-- hash_diff and the op.
 CREATE FUNCTION warden._scd2_statements(src regclass) RETURNS text[]
 STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -72,7 +72,7 @@ DECLARE
     op text;
     last_end text;
     closed_by_us text;
-    nb text;
+    close_current text;
     now_ text := 'pg_catalog.now()';
     xid text := 'pg_catalog.pg_current_xact_id()';
 BEGIN
@@ -98,23 +98,32 @@ BEGIN
     -- on one key commit in lock order, not start order: a version is never
     -- closed before it began, nor opened before the key's last version
     -- ended, so the versions of a key never overlap.
-    -- $nb: the end of the version just closed, when the caller knows it;
-    -- otherwise the key's latest end is looked up (inserts after deletes)
-    nb := pg_catalog.format('$%s', k + m + 3);
+    -- a new key's first version starts after the key's last version
+    -- ended (when it was deleted before)
     last_end := pg_catalog.format(
-        'COALESCE(%s, (SELECT pg_catalog.max(p.valid_to) FROM %s p WHERE %s AND NOT p.is_current), ''-infinity''::pg_catalog.timestamptz)',
-        nb, r.history, warden._scd2_key_match(r.history, r.business_key, 'p'));
+        'COALESCE((SELECT pg_catalog.max(p.valid_to) FROM %s p WHERE %s AND NOT p.is_current), ''-infinity''::pg_catalog.timestamptz)',
+        r.history, warden._scd2_key_match(r.history, r.business_key, 'p'));
+    -- close the current version if an earlier transaction opened it; the
+    -- statements that use it open the next version (or a tombstone) where
+    -- it ends, in the same statement, after the close (so the unique index
+    -- never sees two current versions)
+    close_current := pg_catalog.format(
+        'WITH c AS (UPDATE %s h SET valid_to = GREATEST(%s, h.valid_from), is_current = false '
+        'WHERE %s AND h.is_current AND h.txid OPERATOR(pg_catalog.<>) %s RETURNING h.valid_to) ',
+        r.history, now_, warden._scd2_key_match(r.history, r.business_key, 'h'), xid);
     -- a version this transaction closed: the UPDATE that closed it made
     -- the row's xmin ours (own versions are replaced, never closed)
     closed_by_us := 'NOT c.is_current AND c.op OPERATOR(pg_catalog.<>) ''D'' '
                     'AND c.xmin OPERATOR(pg_catalog.=) pg_catalog.xid(pg_catalog.pg_current_xact_id())';
     RETURN ARRAY[
-      -- 0 close the current version opened by an earlier transaction
-      pg_catalog.format('UPDATE %s h SET valid_to = GREATEST(%s, h.valid_from), is_current = false WHERE %s AND h.is_current AND h.txid OPERATOR(pg_catalog.<>) %s RETURNING h.valid_to',
-                        r.history, now_, warden._scd2_key_match(r.history, r.business_key, 'h'), xid),
-      -- 1 open a version after the one just closed ($nb is its end)
-      pg_catalog.format('INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) VALUES (%s, %s, GREATEST(%s, %s), ''infinity''::pg_catalog.timestamptz, true, %s, %s)',
-                        r.history, cols, params, h, now_, nb, op, xid),
+      -- 0 close the current version and open the next one
+      pg_catalog.format('%s INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) '
+                        'SELECT %s, %s, c.valid_to, ''infinity''::pg_catalog.timestamptz, true, %s, %s FROM c',
+                        close_current, r.history, cols, params, h, op, xid),
+      -- 1 close the current version and write a tombstone where it ends
+      pg_catalog.format('%s INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) '
+                        'SELECT %s, %s, c.valid_to, c.valid_to, false, ''D'', %s FROM c',
+                        close_current, r.history, cols, params, h, xid),
       -- 2 replace the version this transaction opened
       pg_catalog.format('UPDATE %s h SET (%s, hash_diff) = ROW(%s, %s) WHERE %s AND h.is_current AND h.txid OPERATOR(pg_catalog.=) %s',
                         r.history, tracked_cols, tracked_params, h, warden._scd2_key_match(r.history, r.business_key, 'h'), xid),
@@ -134,7 +143,8 @@ BEGIN
                         'SELECT 1 FROM %s c WHERE %s AND %s AND EXISTS (SELECT FROM own)',
                         r.history, warden._scd2_key_match(r.history, r.business_key, 'o'), xid,
                         r.history, warden._scd2_key_match(r.history, r.business_key, 'c'), closed_by_us),
-      -- 5 tombstone, at the end of the version just closed
+      -- 5 tombstone after the key's last version (one this transaction
+      --   closed and then dropped)
       pg_catalog.format('INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) '
                         'SELECT %s, %s, t, t, false, ''D'', %s FROM (SELECT GREATEST(%s, %s) AS t) e',
                         r.history, cols, params, h, xid, now_, last_end),
@@ -179,6 +189,14 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'wrong_object_type',
             MESSAGE = pg_catalog.format('%s is not a table', source),
             HINT = 'SCD2 tracking needs a table with row triggers.';
+    END IF;
+    -- Row triggers of a partitioned table fire on its partitions, but its
+    -- TRUNCATE trigger does not fire for a TRUNCATE of one partition, so a
+    -- partition could be emptied behind the history's back.
+    IF kind = 'p' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('%s is a partitioned table, which warden.scd2_track does not support yet', source),
+            HINT = 'Track each partition on its own (each gets its own history).';
     END IF;
     IF NOT pg_catalog.pg_has_role(current_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = source), 'USAGE') THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',

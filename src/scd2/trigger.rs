@@ -29,8 +29,8 @@ use crate::privileged::{as_role, as_superuser};
 
 /// Indexes into `Tracked::plans`, in the order `_scd2_statements` returns.
 mod stmt {
-    pub const CLOSE: usize = 0;
-    pub const OPEN: usize = 1;
+    pub const CLOSE_THEN_OPEN: usize = 0;
+    pub const CLOSE_THEN_TOMBSTONE: usize = 1;
     pub const REPLACE: usize = 2;
     pub const UNDO: usize = 3;
     pub const DROP_OWN_VERSION: usize = 4;
@@ -129,7 +129,6 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
         .collect();
     types.push(pg_sys::BYTEAOID);
     types.push(pg_sys::TEXTOID);
-    types.push(pg_sys::TIMESTAMPTZOID);
     let plans = as_role(owner, || {
         // SAFETY: SPI use bracketed by connect/finish; kept plans outlive it.
         unsafe {
@@ -170,8 +169,7 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
     entry
 }
 
-/// The parameters of every statement: key, tracked columns, hash, op, and
-/// the end of the version just closed (NULL until one is).
+/// The parameters of every statement: key, tracked columns, hash, op.
 struct Params {
     values: Vec<Datum>,
     nulls: Vec<c_char>,
@@ -193,30 +191,7 @@ impl Params {
         nulls.push(b' ' as c_char);
         values.push(op.into_datum().expect("text"));
         nulls.push(b' ' as c_char);
-        values.push(Datum::from(0));
-        nulls.push(b'n' as c_char);
         Params { values, nulls }
-    }
-
-    fn set_closed_at(&mut self, closed_at: Datum) {
-        *self.values.last_mut().expect("parameters") = closed_at;
-        *self.nulls.last_mut().expect("parameters") = b' ' as c_char;
-    }
-}
-
-/// CLOSE: closes the current version if an earlier transaction opened it;
-/// returns when it now ends.
-fn close(t: &Tracked, params: &Params) -> Option<Datum> {
-    if run(t, stmt::CLOSE, params) != 1 {
-        return None;
-    }
-    // SAFETY: CLOSE returned one row of one timestamptz column; the value
-    // is by-value and outlives the tuple table.
-    unsafe {
-        let table = pg_sys::SPI_tuptable;
-        let mut isnull = false;
-        let value = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut isnull);
-        Some(value)
     }
 }
 
@@ -264,10 +239,9 @@ fn on_insert(t: &Tracked, new: &Fields) {
 }
 
 fn on_delete(t: &Tracked, old: &Fields) {
-    let mut p = Params::new(t, old, &hash_of(t, old), "D");
-    if let Some(closed_at) = close(t, &p) {
-        p.set_closed_at(closed_at);
-        run(t, stmt::TOMBSTONE, &p);
+    let p = Params::new(t, old, &hash_of(t, old), "D");
+    if run(t, stmt::CLOSE_THEN_TOMBSTONE, &p) > 0 {
+        // closed a version from an earlier transaction
     } else if run(t, stmt::DROP_OWN_VERSION, &p) > 0 {
         // the key existed before this transaction, which changed and then
         // deleted it: the version it closed ends here
@@ -285,10 +259,9 @@ fn on_update(t: &Tracked, old: &Fields, new: &Fields) {
     if hash == hash_of(t, old) {
         return; // nothing tracked changed: no version, no SQL
     }
-    let mut p = Params::new(t, new, &hash, "U");
-    if let Some(closed_at) = close(t, &p) {
-        p.set_closed_at(closed_at);
-        run(t, stmt::OPEN, &p);
+    let p = Params::new(t, new, &hash, "U");
+    if run(t, stmt::CLOSE_THEN_OPEN, &p) > 0 {
+        // the usual case: a version from an earlier transaction replaced
     } else if run(t, stmt::UNDO, &p) > 0 {
         // changed back within this transaction: the closed version resumes
     } else if run(t, stmt::REPLACE, &p) == 0 {
