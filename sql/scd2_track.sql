@@ -110,6 +110,31 @@ SELECT warden.set_tenant('tenant_a');
 SELECT id, tenant, status, is_current FROM public.orders_history ORDER BY id, valid_from;
 COMMIT;
 RESET ROLE;
+-- a batch merged into a tenant-isolated history sees only the current
+-- tenant's versions (close_missing leaves tenant_b's order alone), and a
+-- staging row of another tenant is refused by the policy, nothing written
+SET ROLE regress_scd2_owner;
+CREATE TABLE public.orders_stage (id int PRIMARY KEY, tenant text, status text);
+INSERT INTO public.orders_stage VALUES (1, 'tenant_a', 'shipped');
+BEGIN;
+SELECT warden.set_tenant('tenant_a');
+SELECT * FROM warden.scd2_merge('public.orders_history', 'public.orders_stage', '2030-01-01', close_missing => true);
+COMMIT;
+INSERT INTO public.orders_stage VALUES (2, 'tenant_b', 'forged');
+BEGIN;
+SELECT warden.set_tenant('tenant_a');
+SELECT * FROM warden.scd2_merge('public.orders_history', 'public.orders_stage', '2030-01-02');
+ROLLBACK;
+BEGIN;
+SELECT warden.set_tenant('tenant_b');
+SELECT id, tenant, status, is_current FROM public.orders_history ORDER BY id, valid_from;
+COMMIT;
+BEGIN;
+SELECT warden.set_tenant('tenant_a');
+SELECT id, tenant, status, is_current FROM public.orders_history ORDER BY id, valid_from;
+COMMIT;
+DROP TABLE public.orders_stage;
+RESET ROLE;
 
 -- batch loads: an empty dimension table tracked, fed from staging
 SET ROLE regress_scd2_owner;
