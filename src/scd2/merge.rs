@@ -25,6 +25,8 @@ DECLARE
     r warden.scd2_registry;
     key_match text;
     prior_match text;
+    staged_key text;
+    key_present text;
     cols text;
     staged_cols text;
     staged_hash text;
@@ -54,10 +56,13 @@ BEGIN
             MESSAGE = pg_catalog.format('staging table %s lacks column(s) %s', staging, missing),
             HINT = 'Staging needs the business key and every tracked column of the history, with the same names.';
     END IF;
-    -- staging row s and history row h (current) or p (any) have one key
+    -- staging row s and history row h (current) or p (any) have one key;
+    -- the staging key columns, and whether a staging row has its key
     SELECT pg_catalog.string_agg(pg_catalog.format('h.%I %s s.%I', u.c, e.op, u.c), ' AND ' ORDER BY u.n),
-           pg_catalog.string_agg(pg_catalog.format('p.%I %s s.%I', u.c, e.op, u.c), ' AND ' ORDER BY u.n)
-      INTO key_match, prior_match
+           pg_catalog.string_agg(pg_catalog.format('p.%I %s s.%I', u.c, e.op, u.c), ' AND ' ORDER BY u.n),
+           pg_catalog.string_agg(pg_catalog.format('s.%I', u.c), ', ' ORDER BY u.n),
+           pg_catalog.string_agg(pg_catalog.format('s.%I IS NOT NULL', u.c), ' AND ' ORDER BY u.n)
+      INTO key_match, prior_match, staged_key, key_present
       FROM pg_catalog.unnest(r.business_key) WITH ORDINALITY u(c, n)
       JOIN pg_attribute a ON a.attrelid = history AND a.attname = u.c
       CROSS JOIN LATERAL (SELECT warden._scd2_equality(a.atttypid) AS op) e;
@@ -98,32 +103,30 @@ BEGIN
     -- one batch at a time; the trigger's writes wait too
     EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', history);
 
-    -- Duplicate keys would open two versions of one key (or, when one of
-    -- them equals the current version, silently pick one): refuse them.
-    -- A unique index on the key makes them impossible and the check free.
-    IF EXISTS (SELECT FROM pg_index i
-                WHERE i.indrelid = staging AND i.indisunique AND i.indisvalid
-                  AND i.indpred IS NULL AND i.indexprs IS NULL
-                  AND (SELECT pg_catalog.bool_and(a.attname OPERATOR(pg_catalog.=) ANY (r.business_key))
-                         FROM pg_catalog.unnest(i.indkey::int2[]) k(n)
-                         JOIN pg_attribute a ON a.attrelid = staging AND a.attnum = k.n)) THEN
-        EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', staging) INTO staged;
-    ELSE
-        EXECUTE pg_catalog.format(
-            'SELECT COALESCE(pg_catalog.sum(g.n), 0), COALESCE(pg_catalog.max(g.n) FILTER (WHERE g.keyed), 0) '
-            'FROM (SELECT pg_catalog.count(*) AS n, %s AS keyed FROM %s s GROUP BY %s) g',
-            (SELECT pg_catalog.string_agg(pg_catalog.format('s.%I IS NOT NULL', u.c), ' AND ') FROM pg_catalog.unnest(r.business_key) u(c)),
-            staging,
-            (SELECT pg_catalog.string_agg(pg_catalog.format('s.%I', u.c), ', ') FROM pg_catalog.unnest(r.business_key) u(c)))
-          INTO staged, most_per_key;
-        IF most_per_key > 1 THEN
-            RAISE EXCEPTION USING ERRCODE = 'cardinality_violation',
-                MESSAGE = pg_catalog.format('staging table %s has more than one row for a business key', staging),
-                HINT = 'Deduplicate first, e.g. SELECT DISTINCT ON (<key>) ... ORDER BY <key>, <loaded_at> DESC.';
-        END IF;
-    END IF;
-
     BEGIN
+        -- Duplicate keys would open two versions of one key (or, when one
+        -- of them equals the current version, silently pick one): refuse
+        -- them, as the unique index refuses the ones this check cannot see.
+        -- A unique index on the staging key makes them impossible and the
+        -- check free.
+        IF EXISTS (SELECT FROM pg_index i
+                    WHERE i.indrelid = staging AND i.indisunique AND i.indisvalid
+                      AND i.indpred IS NULL AND i.indexprs IS NULL
+                      AND (SELECT pg_catalog.bool_and(a.attname OPERATOR(pg_catalog.=) ANY (r.business_key))
+                             FROM pg_catalog.unnest(i.indkey::int2[]) k(n)
+                             JOIN pg_attribute a ON a.attrelid = staging AND a.attnum = k.n)) THEN
+            EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', staging) INTO staged;
+        ELSE
+            EXECUTE pg_catalog.format(
+                'SELECT COALESCE(pg_catalog.sum(g.n), 0), COALESCE(pg_catalog.max(g.n) FILTER (WHERE g.keyed), 0) '
+                'FROM (SELECT pg_catalog.count(*) AS n, %s AS keyed FROM %s s GROUP BY %s) g',
+                key_present, staging, staged_key)
+              INTO staged, most_per_key;
+            IF most_per_key > 1 THEN
+                RAISE EXCEPTION USING ERRCODE = 'unique_violation';
+            END IF;
+        END IF;
+
         -- One pass over the batch finds the new and the changed keys (the
         -- hand-written merge makes two: UPDATE ... FROM, then INSERT ...
         -- WHERE NOT EXISTS). Their current versions are closed and the new
