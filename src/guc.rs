@@ -25,6 +25,7 @@ static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::n
 static WORKER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static LAUNCHER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static HEARTBEAT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static SCD2_APPLY_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static ENABLE_FAULT_INJECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
 static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static KEY_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -93,6 +94,16 @@ pub fn init(preloading: bool) {
         c"",
         &HEARTBEAT_INTERVAL_MS,
         100,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"warden.scd2_apply_interval",
+        c"How often a database worker applies the queued changes of sources tracked with deferred => true.",
+        c"Their histories lag commits by up to this much (plus the apply itself); warden.scd2_flush() applies at once.",
+        &SCD2_APPLY_INTERVAL_MS,
+        10,
         3_600_000,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
@@ -183,6 +194,10 @@ pub fn launcher_naptime() -> Duration {
 
 pub fn heartbeat_interval() -> Duration {
     Duration::from_millis(HEARTBEAT_INTERVAL_MS.get() as u64)
+}
+
+pub fn scd2_apply_interval() -> Duration {
+    Duration::from_millis(SCD2_APPLY_INTERVAL_MS.get() as u64)
 }
 
 pub fn key_file() -> Option<String> {

@@ -66,6 +66,7 @@ GRANT EXECUTE ON FUNCTION
 TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
   warden.enable_tenancy(regclass, name),
+  warden._enable_tenancy(regclass, name, boolean),
   warden.disable_tenancy(regclass),
   warden.lint(),
   warden.tenant_isolation_selftest(regclass, name),
@@ -73,9 +74,11 @@ GRANT EXECUTE ON FUNCTION
 TO warden_admin;
 GRANT SELECT ON warden.tenant_tables TO warden_admin;
 GRANT EXECUTE ON FUNCTION
-  warden.scd2_track(regclass, text[], text[]),
+  warden.scd2_track(regclass, text[], text[], boolean),
   warden.scd2_untrack(regclass, boolean),
-  warden._scd2_register(oid, oid, text[], text[]),
+  warden.scd2_flush(regclass),
+  warden._scd2_apply(regclass),
+  warden._scd2_register(oid, oid, text[], text[], oid),
   warden._scd2_unregister(oid),
   warden._scd2_equality(regtype),
   warden._scd2_trigger(),

@@ -102,6 +102,10 @@ BEGIN
 
     -- one batch at a time; the trigger's writes wait too
     EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', history);
+    -- changes a deferred source queued come first
+    IF r.queue IS NOT NULL THEN
+        PERFORM warden.scd2_flush(r.source);
+    END IF;
 
     BEGIN
         -- Duplicate keys would open two versions of one key (or, when one

@@ -25,7 +25,7 @@ fn caller_owns(rel: pg_sys::Oid) -> bool {
     .unwrap_or(false)
 }
 
-fn require_owner(rel: pg_sys::Oid, what: &str) {
+pub(super) fn require_owner(rel: pg_sys::Oid, what: &str) {
     if !caller_owns(rel) {
         WardenError::privilege(format!(
             "must own the {what} table to change its SCD2 tracking"
@@ -35,22 +35,33 @@ fn require_owner(rel: pg_sys::Oid, what: &str) {
     }
 }
 
-/// Records `src` as tracked into `hist` and loads its current rows.
+/// Records `src` as tracked into `hist` (through `queue` when deferred)
+/// and loads its current rows.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _scd2_register(
     src: pg_sys::Oid,
     hist: pg_sys::Oid,
     business_key: Vec<String>,
     tracked: Vec<String>,
+    queue: default!(Option<pg_sys::Oid>, "NULL"),
 ) {
     require_owner(src, "source");
     require_owner(hist, "history");
+    if let Some(queue) = queue {
+        require_owner(queue, "queue");
+        if !crate::preload::is_preloaded() {
+            pgrx::warning!(
+                "pg_warden is not in shared_preload_libraries, so no worker applies the changes queued for this table; call warden.scd2_flush() yourself or preload it"
+            );
+        }
+    }
     let caller = current_role_name();
     as_superuser(|| -> Result<(), pgrx::spi::Error> {
         Spi::run_with_args(
-            "INSERT INTO warden.scd2_registry (source, history, business_key, tracked, tracked_by)
-             VALUES ($1::pg_catalog.regclass, $2::pg_catalog.regclass, $3::pg_catalog.name[], $4::pg_catalog.name[], $5::pg_catalog.name)",
-            &[src.into(), hist.into(), business_key.clone().into(), tracked.clone().into(), caller.as_str().into()],
+            "INSERT INTO warden.scd2_registry (source, history, business_key, tracked, tracked_by, queue)
+             VALUES ($1::pg_catalog.regclass, $2::pg_catalog.regclass, $3::pg_catalog.name[], $4::pg_catalog.name[], $5::pg_catalog.name,
+                     $6::pg_catalog.regclass)",
+            &[src.into(), hist.into(), business_key.clone().into(), tracked.clone().into(), caller.as_str().into(), queue.into()],
         )?;
         let columns: Vec<String> = business_key.iter().chain(tracked.iter()).cloned().collect();
         let load = Spi::get_one_with_args::<String>(
@@ -78,8 +89,8 @@ fn _scd2_unregister(src: pg_sys::Oid) -> Option<pg_sys::Oid> {
 
 extension_sql!(
     r#"
-COMMENT ON FUNCTION warden._scd2_register(oid, oid, text[], text[]) IS
-  'Internal: records a tracked source and loads its current rows into the history; the caller must own both tables.';
+COMMENT ON FUNCTION warden._scd2_register(oid, oid, text[], text[], oid) IS
+  'Internal: records a tracked source (with its queue when deferred) and loads its current rows into the history; the caller must own the tables.';
 COMMENT ON FUNCTION warden._scd2_unregister(oid) IS
   'Internal: forgets a tracked source; the caller must own it.';
 "#,

@@ -18,14 +18,17 @@ CREATE TABLE warden.scd2_registry (
     history regclass NOT NULL UNIQUE,
     business_key name[] NOT NULL,
     tracked name[] NOT NULL,
+    -- deferred tracking: the table the trigger appends changes to
+    queue regclass UNIQUE,
     tracked_by name NOT NULL DEFAULT CURRENT_USER,
     tracked_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 SELECT pg_catalog.pg_extension_config_dump('warden.scd2_registry', '');
 COMMENT ON INDEX warden.scd2_registry_pkey IS 'One registration per tracked source.';
 COMMENT ON INDEX warden.scd2_registry_history_key IS 'A history belongs to one source.';
+COMMENT ON INDEX warden.scd2_registry_queue_key IS 'A queue belongs to one source.';
 COMMENT ON TABLE warden.scd2_registry IS
-  'Tables tracked by warden.scd2_track: source, history, business key and tracked columns. Written only by scd2_track/scd2_untrack.';
+  'Tables tracked by warden.scd2_track: source, history, business key, tracked columns and, for deferred tracking, the queue. Written only by scd2_track/scd2_untrack.';
 
 -- The default btree equality operator of a type, schema-qualified, for
 -- comparisons that must not depend on the caller's search_path.
@@ -57,7 +60,8 @@ $fn$;
 
 -- The statements the trigger runs for a tracked source, all parameters
 -- alike: $1..$k the business key, then the tracked columns, then the
--- hash_diff and the op.
+-- hash_diff and the op. (A deferred source runs none: its trigger
+-- appends to the queue directly.)
 CREATE FUNCTION warden._scd2_statements(src regclass) RETURNS text[]
 STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -72,6 +76,7 @@ DECLARE
     op text;
     last_end text;
     closed_by_us text;
+    closed_cols text;
     close_current text;
     now_ text := 'pg_catalog.now()';
     xid text := 'pg_catalog.pg_current_xact_id()';
@@ -109,21 +114,31 @@ BEGIN
     -- never sees two current versions)
     close_current := pg_catalog.format(
         'WITH c AS (UPDATE %s h SET valid_to = GREATEST(%s, h.valid_from), is_current = false '
-        'WHERE %s AND h.is_current AND h.txid OPERATOR(pg_catalog.<>) %s RETURNING h.valid_to) ',
+        'WHERE %s AND h.is_current AND h.txid OPERATOR(pg_catalog.<>) %s RETURNING %%s) ',
         r.history, now_, warden._scd2_key_match(r.history, r.business_key, 'h'), xid);
+    -- a tombstone repeats the version it ends (what was last committed,
+    -- not what the deleting transaction changed it to first)
+    SELECT pg_catalog.string_agg(pg_catalog.format('c.%I', c), ', ' ORDER BY n) INTO closed_cols
+      FROM pg_catalog.unnest(r.business_key || r.tracked) WITH ORDINALITY u(c, n);
     -- a version this transaction closed: the UPDATE that closed it made
-    -- the row's xmin ours (own versions are replaced, never closed)
-    closed_by_us := 'NOT c.is_current AND c.op OPERATOR(pg_catalog.<>) ''D'' '
-                    'AND c.xmin OPERATOR(pg_catalog.=) pg_catalog.xid(pg_catalog.pg_current_xact_id())';
+    -- the row's xmin ours (own versions are replaced, never closed); once
+    -- the transaction has deleted the key (written its tombstone), what it
+    -- inserts later is a new version, never the closed one reopened, and
+    -- a second delete needs no second tombstone
+    closed_by_us := pg_catalog.format(
+        'NOT c.is_current AND c.op OPERATOR(pg_catalog.<>) ''D'' '
+        'AND c.xmin OPERATOR(pg_catalog.=) pg_catalog.xid(pg_catalog.pg_current_xact_id()) '
+        'AND NOT EXISTS (SELECT FROM %s t WHERE %s AND t.op OPERATOR(pg_catalog.=) ''D'' AND t.txid OPERATOR(pg_catalog.=) %s)',
+        r.history, warden._scd2_key_match(r.history, r.business_key, 't'), xid);
     RETURN ARRAY[
       -- 0 close the current version and open the next one
       pg_catalog.format('%s INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) '
                         'SELECT %s, %s, c.valid_to, ''infinity''::pg_catalog.timestamptz, true, %s, %s FROM c',
-                        close_current, r.history, cols, params, h, op, xid),
+                        pg_catalog.format(close_current, 'h.valid_to'), r.history, cols, params, h, op, xid),
       -- 1 close the current version and write a tombstone where it ends
       pg_catalog.format('%s INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) '
-                        'SELECT %s, %s, c.valid_to, c.valid_to, false, ''D'', %s FROM c',
-                        close_current, r.history, cols, params, h, xid),
+                        'SELECT %s, c.hash_diff, c.valid_to, c.valid_to, false, ''D'', %s FROM c',
+                        pg_catalog.format(close_current, 'h.*'), r.history, cols, closed_cols, xid),
       -- 2 replace the version this transaction opened
       pg_catalog.format('UPDATE %s h SET (%s, hash_diff) = ROW(%s, %s) WHERE %s AND h.is_current AND h.txid OPERATOR(pg_catalog.=) %s',
                         r.history, tracked_cols, tracked_params, h, warden._scd2_key_match(r.history, r.business_key, 'h'), xid),
@@ -143,11 +158,12 @@ BEGIN
                         'SELECT 1 FROM %s c WHERE %s AND %s AND EXISTS (SELECT FROM own)',
                         r.history, warden._scd2_key_match(r.history, r.business_key, 'o'), xid,
                         r.history, warden._scd2_key_match(r.history, r.business_key, 'c'), closed_by_us),
-      -- 5 tombstone after the key's last version (one this transaction
-      --   closed and then dropped)
+      -- 5 tombstone of the version this transaction closed (and then
+      --   dropped the version that replaced it)
       pg_catalog.format('INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) '
-                        'SELECT %s, %s, t, t, false, ''D'', %s FROM (SELECT GREATEST(%s, %s) AS t) e',
-                        r.history, cols, params, h, xid, now_, last_end),
+                        'SELECT %s, c.hash_diff, e.t, e.t, false, ''D'', %s FROM %s c, (SELECT GREATEST(%s, %s) AS t) e WHERE %s AND %s',
+                        r.history, cols, closed_cols, xid, r.history, now_, last_end,
+                        warden._scd2_key_match(r.history, r.business_key, 'c'), closed_by_us),
       -- 6 open a version, not before the key's last version ended
       pg_catalog.format('INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) VALUES (%s, %s, GREATEST(%s, %s), ''infinity''::pg_catalog.timestamptz, true, %s, %s)',
                         r.history, cols, params, h, now_, last_end, op, xid)
@@ -168,7 +184,7 @@ STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
     src)
 $fn$;
 
-CREATE FUNCTION warden.scd2_track(source regclass, business_key text[], tracked text[] DEFAULT NULL) RETURNS regclass
+CREATE FUNCTION warden.scd2_track(source regclass, business_key text[], tracked text[] DEFAULT NULL, deferred boolean DEFAULT false) RETURNS regclass
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     kind "char";
@@ -176,6 +192,8 @@ DECLARE
     rel name;
     hist_name text;
     hist regclass;
+    queue_name text;
+    queue regclass;
     existing warden.scd2_registry;
     col text;
     bad text;
@@ -265,12 +283,13 @@ BEGIN
 
     SELECT * INTO existing FROM warden.scd2_registry r WHERE r.source = scd2_track.source;
     IF FOUND THEN
-        IF existing.business_key::text[] = business_key AND existing.tracked::text[] = tracked THEN
+        IF existing.business_key::text[] = business_key AND existing.tracked::text[] = tracked
+           AND (existing.queue IS NOT NULL) = deferred THEN
             RAISE NOTICE '% is already tracked into %', source, existing.history;
             RETURN existing.history;
         END IF;
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('%s is already tracked into %s with other columns', source, existing.history),
+            MESSAGE = pg_catalog.format('%s is already tracked into %s with other columns or mode', source, existing.history),
             HINT = pg_catalog.format('SELECT warden.scd2_untrack(%L) first.', source::text);
     END IF;
 
@@ -291,6 +310,19 @@ BEGIN
             MESSAGE = pg_catalog.format('relation %I.%I already exists', nsp, hist_name),
             HINT = 'Rename or drop it; warden.scd2_track creates the history table itself.';
     END IF;
+    IF deferred THEN
+        queue_name := rel || '_history_queue';
+        IF pg_catalog.octet_length(queue_name) > 63 THEN
+            RAISE EXCEPTION USING ERRCODE = 'name_too_long',
+                MESSAGE = pg_catalog.format('queue table name %I would be longer than 63 bytes', queue_name),
+                HINT = 'Rename the table to something shorter, or track it without deferred.';
+        END IF;
+        IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', nsp, queue_name)) IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'duplicate_table',
+                MESSAGE = pg_catalog.format('relation %I.%I already exists', nsp, queue_name),
+                HINT = 'Rename or drop it; warden.scd2_track creates the queue table itself.';
+        END IF;
+    END IF;
     SELECT pg_catalog.string_agg(pg_catalog.format('%I %s%s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
                                                    CASE WHEN u.n <= pg_catalog.cardinality(business_key) THEN ' NOT NULL' ELSE '' END),
                                  ', ' ORDER BY u.n)
@@ -308,13 +340,26 @@ BEGIN
     EXECUTE pg_catalog.format('CREATE INDEX ON %s (%s, valid_from)', hist, key_list);
     EXECUTE pg_catalog.format('COMMENT ON TABLE %s IS %L', hist,
         pg_catalog.format('SCD2 history of %s kept by warden.scd2_track (business key %s).', source, key_list));
-    PERFORM warden._scd2_register(source, hist, business_key, tracked);
+    IF deferred THEN
+        -- no index, no constraint but NOT NULL: one heap insert per change
+        EXECUTE pg_catalog.format(
+            'CREATE TABLE %I.%I (%s, hash_diff bytea NOT NULL, op text NOT NULL, txid xid8 NOT NULL, '
+            'changed_at timestamptz NOT NULL, change_lsn pg_lsn NOT NULL)',
+            nsp, queue_name, col_defs);
+        queue := pg_catalog.format('%I.%I', nsp, queue_name)::regclass;
+        EXECUTE pg_catalog.format('COMMENT ON TABLE %s IS %L', queue,
+            pg_catalog.format('Changes of %s waiting for the pg_warden worker to apply them to %s (warden.scd2_track deferred). Written by its trigger only.', source, hist));
+    END IF;
+    PERFORM warden._scd2_register(source, hist, business_key, tracked, queue);
     EXECUTE pg_catalog.format(
         'CREATE TRIGGER warden_scd2 AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION warden._scd2_trigger()', source);
     EXECUTE pg_catalog.format(
         'CREATE TRIGGER warden_scd2_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION warden._scd2_refuse_truncate()', source);
     IF tenant_col IS NOT NULL THEN
         PERFORM warden.enable_tenancy(hist, tenant_col);
+        IF queue IS NOT NULL THEN
+            PERFORM warden._enable_tenancy(queue, tenant_col, false);
+        END IF;
     END IF;
     RETURN hist;
 END
@@ -324,15 +369,25 @@ CREATE FUNCTION warden.scd2_untrack(source regclass, drop_history boolean DEFAUL
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     hist regclass;
+    queue regclass;
 BEGIN
     IF NOT EXISTS (SELECT FROM warden.scd2_registry r WHERE r.source = scd2_untrack.source) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('%s is not tracked by warden.scd2_track', source),
             HINT = 'See warden.scd2_tables.';
     END IF;
+    -- dropping the trigger waits for the source's writers; their queued
+    -- changes are then applied before the queue goes
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS warden_scd2 ON %s', source);
     EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS warden_scd2_truncate ON %s', source);
+    SELECT r.queue INTO queue FROM warden.scd2_registry r WHERE r.source = scd2_untrack.source;
+    IF queue IS NOT NULL THEN
+        PERFORM warden.scd2_flush(source);
+    END IF;
     hist := warden._scd2_unregister(source);
+    IF queue IS NOT NULL THEN
+        EXECUTE pg_catalog.format('DROP TABLE %s', queue);
+    END IF;
     IF drop_history THEN
         EXECUTE pg_catalog.format('DROP TABLE %s', hist);
     END IF;
@@ -348,25 +403,39 @@ BEGIN
 END
 $fn$;
 
--- Dropping a source ends its tracking (the history stays as an archive);
--- dropping a history that is still written to is refused.
+-- Dropping a source ends its tracking (the history stays as an archive,
+-- its queued changes applied first); dropping a history or queue that is
+-- still written to is refused.
 CREATE FUNCTION warden._scd2_on_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT g.source::oid AS source, g.history::oid AS history, o.objid
-               FROM pg_catalog.pg_event_trigger_dropped_objects() o
-               JOIN warden.scd2_registry g ON o.objid IN (g.source::oid, g.history::oid)
-              WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0 LOOP
-        IF r.objid = r.history AND NOT EXISTS (
-            SELECT FROM pg_catalog.pg_event_trigger_dropped_objects() d
-             WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = r.source AND d.objsubid = 0) THEN
+    FOR r IN WITH dropped AS (
+                 SELECT o.objid FROM pg_catalog.pg_event_trigger_dropped_objects() o
+                  WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0)
+             SELECT g.source::oid AS source, g.queue,
+                    g.source::oid IN (SELECT d.objid FROM dropped d) AS source_dropped,
+                    g.history::oid IN (SELECT d.objid FROM dropped d) AS history_dropped,
+                    COALESCE(g.queue::oid IN (SELECT d.objid FROM dropped d), false) AS queue_dropped
+               FROM warden.scd2_registry g
+              WHERE g.source::oid IN (SELECT d.objid FROM dropped d)
+                 OR g.history::oid IN (SELECT d.objid FROM dropped d)
+                 OR g.queue::oid IN (SELECT d.objid FROM dropped d) LOOP
+        IF NOT r.source_dropped THEN
             RAISE EXCEPTION USING ERRCODE = 'dependent_objects_still_exist',
-                MESSAGE = 'cannot drop an SCD2 history table while its source is tracked',
+                MESSAGE = 'cannot drop an SCD2 history or queue table while its source is tracked',
                 HINT = 'Call warden.scd2_untrack(<source>, drop_history => true) instead.';
         END IF;
+        IF r.queue IS NOT NULL AND NOT r.queue_dropped AND NOT r.history_dropped THEN
+            PERFORM warden._scd2_apply(r.source::regclass);
+        END IF;
+        -- forgotten before the queue goes, so this trigger, firing for
+        -- that DROP too, finds nothing to refuse
         DELETE FROM warden.scd2_registry g WHERE g.source::oid = r.source;
+        IF r.queue IS NOT NULL AND NOT r.queue_dropped THEN
+            EXECUTE pg_catalog.format('DROP TABLE %s', r.queue);
+        END IF;
     END LOOP;
 END
 $fn$;
@@ -374,6 +443,7 @@ CREATE EVENT TRIGGER warden_scd2_on_drop ON sql_drop EXECUTE FUNCTION warden._sc
 
 CREATE VIEW warden.scd2_tables AS
 SELECT r.source, r.history, r.business_key, r.tracked,
+       r.queue IS NOT NULL AS deferred, r.queue,
        EXISTS (SELECT FROM pg_catalog.pg_trigger t
                 WHERE t.tgrelid = r.source AND t.tgname = 'warden_scd2' AND t.tgenabled <> 'D') AS trigger_enabled,
        t.tenant_column,
@@ -385,13 +455,13 @@ COMMENT ON FUNCTION warden._scd2_equality(regtype) IS 'Internal: the default btr
 COMMENT ON FUNCTION warden._scd2_key_match(regclass, name[], text) IS 'Internal: the business key comparison in the SCD2 trigger''s statements.';
 COMMENT ON FUNCTION warden._scd2_statements(regclass) IS 'Internal: the statements the SCD2 trigger runs for a source, built from the catalog.';
 COMMENT ON FUNCTION warden._scd2_load_statement(regclass, regclass, name[]) IS 'Internal: the statement that loads a source''s current rows into its new history.';
-COMMENT ON FUNCTION warden.scd2_track(regclass, text[], text[]) IS
-  'Creates <source>_history (business key, tracked columns, hash_diff, valid_from, valid_to, is_current, op, txid), loads the current rows and keeps it by trigger: a version per real change, none for no-op updates, deletes closed with a tombstone. Caller must own the source.';
+COMMENT ON FUNCTION warden.scd2_track(regclass, text[], text[], boolean) IS
+  'Creates <source>_history (business key, tracked columns, hash_diff, valid_from, valid_to, is_current, op, txid), loads the current rows and keeps it by trigger: a version per real change, none for no-op updates, deletes closed with a tombstone. deferred => true: the trigger only queues the change in <source>_history_queue and the pg_warden worker writes the versions (same versions, a naptime later). Caller must own the source.';
 COMMENT ON FUNCTION warden.scd2_untrack(regclass, boolean) IS
   'Stops SCD2 tracking of a source; keeps the history unless drop_history.';
 COMMENT ON FUNCTION warden._scd2_refuse_truncate() IS 'Internal: refuses TRUNCATE of a tracked source.';
-COMMENT ON FUNCTION warden._scd2_on_drop() IS 'Internal: ends tracking when a source is dropped; refuses dropping a history in use.';
-COMMENT ON VIEW warden.scd2_tables IS 'Tables tracked by warden.scd2_track, with their history, key, tracked columns and trigger state.';
+COMMENT ON FUNCTION warden._scd2_on_drop() IS 'Internal: ends tracking when a source is dropped (applying and dropping its queue); refuses dropping a history or queue in use.';
+COMMENT ON VIEW warden.scd2_tables IS 'Tables tracked by warden.scd2_track, with their history, key, tracked columns, mode (deferred, queue) and trigger state.';
 "#,
     name = "scd2_track",
     requires = ["scd2_hash_diff", "tenancy_policies", "scd2_trigger"],

@@ -7,6 +7,11 @@
 //! transaction reopens the version it closed). DELETE closes the current
 //! version and writes a zero-length tombstone (op 'D').
 //!
+//! A source tracked with `deferred => true` runs no SQL: the change (key,
+//! tracked values, hash, op, transaction, time, WAL position) is appended
+//! to its queue by a direct heap insert, which the worker applies with the
+//! same rules (`deferred.rs`).
+//!
 //! History writes run as the history table's owner, through statements
 //! built by `warden._scd2_statements` and prepared once per backend; the
 //! partial unique index on the business key (WHERE is_current) makes two
@@ -36,7 +41,6 @@ mod stmt {
     pub const DROP_OWN_VERSION: usize = 4;
     pub const TOMBSTONE: usize = 5;
     pub const OPEN_FIRST: usize = 6;
-    pub const COUNT: usize = 7;
 }
 
 struct Tracked {
@@ -44,7 +48,9 @@ struct Tracked {
     owner: Oid,
     key: Vec<usize>,
     tracked: Vec<usize>,
-    plans: [pg_sys::SPIPlanPtr; stmt::COUNT],
+    /// The queue of a deferred source (then `plans` is empty).
+    queue: Option<Oid>,
+    plans: Vec<pg_sys::SPIPlanPtr>,
 }
 
 thread_local! {
@@ -82,7 +88,8 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
         Spi::connect(|client| {
             let rows = client.select(
                 "SELECT r.history::pg_catalog.oid, c.relowner, r.business_key::pg_catalog.text[], r.tracked::pg_catalog.text[],
-                        warden._scd2_statements(r.source)
+                        CASE WHEN r.queue IS NULL THEN warden._scd2_statements(r.source) ELSE '{}' END,
+                        r.queue::pg_catalog.oid
                    FROM warden.scd2_registry r JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.history
                   WHERE r.source OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
                 None,
@@ -97,11 +104,12 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
                 row.get::<Vec<String>>(3)?.expect("key"),
                 row.get::<Vec<String>>(4)?.expect("tracked"),
                 row.get::<Vec<String>>(5)?.expect("statements"),
+                row.get::<Oid>(6)?,
             )))
         })
     })
     .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot read warden.scd2_registry: {e}")).raise());
-    let Some((history, owner, key_names, tracked_names, statements)) = row else {
+    let Some((history, owner, key_names, tracked_names, statements, queue)) = row else {
         WardenError::prerequisite("this table has a warden_scd2 trigger but is not tracked")
             .hint("DROP TRIGGER warden_scd2 on it, or call warden.scd2_track() again.")
             .raise()
@@ -133,7 +141,7 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
         // SAFETY: SPI use bracketed by connect/finish; kept plans outlive it.
         unsafe {
             pg_sys::SPI_connect();
-            let mut plans = [std::ptr::null_mut(); stmt::COUNT];
+            let mut plans = vec![std::ptr::null_mut(); statements.len()];
             for (plan, sql) in plans.iter_mut().zip(&statements) {
                 let text = std::ffi::CString::new(sql.as_str()).expect("no NUL in generated SQL");
                 // generic plans: the statements are simple key lookups, and
@@ -163,6 +171,7 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
         owner,
         key,
         tracked,
+        queue,
         plans,
     });
     TRACKED.with(|t| t.borrow_mut().insert(source, entry.clone()));
@@ -196,17 +205,38 @@ impl Params {
 }
 
 /// Executes statement `which`; returns the rows it touched or returned.
+///
+/// Under REPEATABLE READ and SERIALIZABLE the statements read the latest
+/// committed history, not the transaction's snapshot, and any history row
+/// they would change that the snapshot cannot see raises a serialization
+/// failure: what foreign-key checks do. With the snapshot alone, a key
+/// deleted and inserted again by transactions that committed after it was
+/// taken would get a version starting before their tombstone.
 fn run(t: &Tracked, which: usize, params: &Params) -> u64 {
     // SAFETY: a kept plan with as many parameters as `params` holds; called
     // between SPI_connect and SPI_finish.
     unsafe {
-        let rc = pg_sys::SPI_execute_plan(
-            t.plans[which],
-            params.values.as_ptr().cast_mut(),
-            params.nulls.as_ptr(),
-            false,
-            0,
-        );
+        let rc = if pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32 {
+            pg_sys::CommandCounterIncrement(); // our own earlier writes too
+            pg_sys::SPI_execute_snapshot(
+                t.plans[which],
+                params.values.as_ptr().cast_mut(),
+                params.nulls.as_ptr(),
+                pg_sys::GetLatestSnapshot(),
+                pg_sys::GetTransactionSnapshot(),
+                false,
+                false,
+                0,
+            )
+        } else {
+            pg_sys::SPI_execute_plan(
+                t.plans[which],
+                params.values.as_ptr().cast_mut(),
+                params.nulls.as_ptr(),
+                false,
+                0,
+            )
+        };
         if rc < 0 {
             WardenError::new(
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -230,7 +260,59 @@ fn key_of(t: &Tracked, fields: &Fields) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Appends a change to the queue of a deferred source: one heap insert,
+/// no executor, no SQL. The queue has no index, constraint, trigger or
+/// rule to maintain (an index would be left behind, so one is refused);
+/// its row-level security is for readers: the row comes from the source
+/// row, which the source's own policies have already checked.
+///
+/// The WAL insert position orders a key's changes: a transaction can change
+/// a key only after the previous one's commit record, and within a
+/// transaction each queued row advances it.
+fn queue(t: &Tracked, queue: Oid, fields: &Fields, hash: &[u8], op: &str) {
+    // SAFETY: the queue is opened and closed here, the tuple formed from
+    // datums that outlive the call, and freed after the insert copied it.
+    unsafe {
+        let rel = pg_sys::table_open(queue, pg_sys::RowExclusiveLock as i32);
+        let desc = (*rel).rd_att;
+        let columns = t.key.len() + t.tracked.len();
+        if (*(*rel).rd_rel).relhasindex
+            || (*(*rel).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID
+            || (*desc).natts as usize != columns + 5
+        {
+            WardenError::prerequisite(format!(
+                "SCD2 queue \"{}\" is not as warden.scd2_track made it",
+                pgrx::name_data_to_str(&(*(*rel).rd_rel).relname)
+            ))
+            .detail(
+                "A queue must stay an unindexed heap table with the columns it was created with.",
+            )
+            .hint("Drop the indexes or columns added to it, or untrack and track the table again.")
+            .raise();
+        }
+        let mut values = Vec::with_capacity(columns + 5);
+        let mut nulls = Vec::with_capacity(columns + 5);
+        for &i in t.key.iter().chain(t.tracked.iter()) {
+            values.push(fields.values[i]);
+            nulls.push(fields.nulls[i]);
+        }
+        values.push(Datum::from(pgrx::rust_byte_slice_to_bytea(hash).into_pg()));
+        values.push(op.into_datum().expect("text"));
+        values.push(Datum::from(pg_sys::GetTopFullTransactionId().value));
+        values.push(Datum::from(pg_sys::GetCurrentTransactionStartTimestamp()));
+        values.push(Datum::from(pg_sys::GetXLogInsertRecPtr()));
+        nulls.extend([false; 5]);
+        let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::simple_heap_insert(rel, tuple);
+        pg_sys::heap_freetuple(tuple);
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+    }
+}
+
 fn on_insert(t: &Tracked, new: &Fields) {
+    if let Some(q) = t.queue {
+        return queue(t, q, new, &hash_of(t, new), "I");
+    }
     run(
         t,
         stmt::OPEN_FIRST,
@@ -239,6 +321,9 @@ fn on_insert(t: &Tracked, new: &Fields) {
 }
 
 fn on_delete(t: &Tracked, old: &Fields) {
+    if let Some(q) = t.queue {
+        return queue(t, q, old, &hash_of(t, old), "D");
+    }
     let p = Params::new(t, old, &hash_of(t, old), "D");
     if run(t, stmt::CLOSE_THEN_TOMBSTONE, &p) > 0 {
         // closed a version from an earlier transaction
@@ -258,6 +343,9 @@ fn on_update(t: &Tracked, old: &Fields, new: &Fields) {
     let hash = hash_of(t, new);
     if hash == hash_of(t, old) {
         return; // nothing tracked changed: no version, no SQL
+    }
+    if let Some(q) = t.queue {
+        return queue(t, q, new, &hash, "U");
     }
     let p = Params::new(t, new, &hash, "U");
     if run(t, stmt::CLOSE_THEN_OPEN, &p) > 0 {
@@ -298,24 +386,29 @@ pub unsafe extern "C-unwind" fn scd2_trigger(fcinfo: pg_sys::FunctionCallInfo) -
         }
         let t = tracked(data.tg_relation);
         let tupdesc = (*data.tg_relation).rd_att;
-        as_role(t.owner, || {
-            pg_sys::SPI_connect();
-            match event & pg_sys::TRIGGER_EVENT_OPMASK {
-                pg_sys::TRIGGER_EVENT_INSERT => {
-                    on_insert(&t, &Fields::deform(tupdesc, data.tg_trigtuple))
-                }
-                pg_sys::TRIGGER_EVENT_DELETE => {
-                    on_delete(&t, &Fields::deform(tupdesc, data.tg_trigtuple))
-                }
-                pg_sys::TRIGGER_EVENT_UPDATE => on_update(
-                    &t,
-                    &Fields::deform(tupdesc, data.tg_trigtuple),
-                    &Fields::deform(tupdesc, data.tg_newtuple),
-                ),
-                _ => {}
+        let fire = || match event & pg_sys::TRIGGER_EVENT_OPMASK {
+            pg_sys::TRIGGER_EVENT_INSERT => {
+                on_insert(&t, &Fields::deform(tupdesc, data.tg_trigtuple))
             }
-            pg_sys::SPI_finish();
-        });
+            pg_sys::TRIGGER_EVENT_DELETE => {
+                on_delete(&t, &Fields::deform(tupdesc, data.tg_trigtuple))
+            }
+            pg_sys::TRIGGER_EVENT_UPDATE => on_update(
+                &t,
+                &Fields::deform(tupdesc, data.tg_trigtuple),
+                &Fields::deform(tupdesc, data.tg_newtuple),
+            ),
+            _ => {}
+        };
+        if t.queue.is_some() {
+            fire(); // a heap insert: no SQL to run as the owner
+        } else {
+            as_role(t.owner, || {
+                pg_sys::SPI_connect();
+                fire();
+                pg_sys::SPI_finish();
+            });
+        }
         Datum::from(0)
     }
 }

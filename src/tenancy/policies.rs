@@ -15,7 +15,9 @@ use pgrx::prelude::*;
 
 extension_sql!(
     r#"
-CREATE FUNCTION warden.enable_tenancy(tbl regclass, tenant_column name DEFAULT 'tenant') RETURNS void
+-- enable_tenancy's body; SCD2 queues take the policies without the
+-- column default and the index (a queue stays unindexed).
+CREATE FUNCTION warden._enable_tenancy(tbl regclass, tenant_column name, default_and_index boolean) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -74,11 +76,21 @@ BEGIN
         EXECUTE format('DROP POLICY warden_tenant_base ON %s', tbl);
     END IF;
     EXECUTE format('CREATE POLICY warden_tenant_base ON %s AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)', tbl);
+    IF NOT default_and_index THEN
+        RETURN;
+    END IF;
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', tbl, tenant_column, default_expr);
     IF NOT EXISTS (SELECT FROM pg_index i WHERE i.indrelid = tbl AND i.indkey[0] = col_num) THEN
         EXECUTE format('CREATE INDEX ON %s (%I)', tbl, tenant_column);
     END IF;
 END
+$fn$;
+
+CREATE FUNCTION warden.enable_tenancy(tbl regclass, tenant_column name DEFAULT 'tenant') RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+  SELECT warden._enable_tenancy(tbl, tenant_column, true)
 $fn$;
 
 CREATE FUNCTION warden.disable_tenancy(tbl regclass) RETURNS void
@@ -133,6 +145,8 @@ SELECT c.oid::regclass AS table_name,
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = col.attnum
  WHERE p.polname = 'warden_tenant_isolation';
 
+COMMENT ON FUNCTION warden._enable_tenancy(regclass, name, boolean) IS
+  'Internal: the body of enable_tenancy; without the column default and index for SCD2 queues.';
 COMMENT ON FUNCTION warden.enable_tenancy(regclass, name) IS
   'Makes a table tenant-isolated: ENABLE and FORCE RLS, a RESTRICTIVE policy on the tenant column for all commands, a permissive base policy, a column default from the tenant context, and an index led by the tenant column. Idempotent; the caller must own the table.';
 COMMENT ON FUNCTION warden.disable_tenancy(regclass) IS

@@ -7,6 +7,7 @@
 //! - `task`: the trait every background job implements, and its runner.
 //! - `heartbeat`: the task that proves the runtime works.
 //! - `key_check`: the task that reports a wrong or missing root key.
+//! - `scd2_apply`: the task that applies deferred SCD2 queues.
 //! - `wakeup`: commit-time latch wake-ups for subsystems.
 //! - `status`: `warden.worker_status`.
 //! - `database_ddl`: steps the worker aside for DROP/CREATE/ALTER DATABASE.
@@ -18,6 +19,7 @@ mod fault;
 mod heartbeat;
 mod key_check;
 mod launcher;
+mod scd2_apply;
 mod shmem;
 mod status;
 mod task;

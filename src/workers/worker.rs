@@ -18,12 +18,13 @@ use super::catalog::extension_installed;
 use super::fault;
 use super::heartbeat::Heartbeat;
 use super::key_check::KeyCheck;
+use super::scd2_apply::Scd2Apply;
 use super::shmem::{my_latch, set_latch, SlotState, MAX_TASKS, SHARED};
 use super::task::{now, run_task, Task, TaskContext};
 
 /// The tasks every database worker runs. Later subsystems add theirs here.
 fn tasks() -> Vec<Box<dyn Task>> {
-    vec![Box::new(Heartbeat), Box::new(KeyCheck)]
+    vec![Box::new(Heartbeat), Box::new(KeyCheck), Box::new(Scd2Apply)]
 }
 
 #[pg_guard]

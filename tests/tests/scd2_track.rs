@@ -1,9 +1,15 @@
 //! SCD2 history under concurrency and crashes: 8 application sessions
 //! insert, update (real and no-op changes, changes undone in the same
-//! transaction), delete and roll back over 40 overlapping keys; the
-//! postmaster is killed (immediate stop) in the middle. After each phase
-//! the history must agree with the table, key by key, with no overlapping
-//! or spurious versions.
+//! transaction), delete and roll back over 40 overlapping keys. Every
+//! statement is made to a twin tracked with `deferred => true` in the same
+//! transaction. Phase 1: REPEATABLE READ, sessions holding advisory locks on
+//! their keys (so both twins always see the same rows: transactions still
+//! interleave across keys, and the worker applies the queue meanwhile), the
+//! postmaster killed (immediate stop) in the middle; phase 2: READ
+//! COMMITTED, free-for-all on the same keys. After each phase the history
+//! must agree with the table, key by key, with no overlapping or spurious
+//! versions; once the worker has applied its queue, so must the deferred
+//! twin's, and after phase 1 the two histories must be equal row for row.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,7 +37,15 @@ impl Lcg {
 /// One session's workload until `stop`; errors (deadlocks, unique
 /// conflicts on concurrent inserts, the crash) end the transaction, and a
 /// lost connection ends the session.
-fn writer(cluster_conn: String, seed: u64, stop: Arc<AtomicBool>, commits: Arc<AtomicU64>) {
+fn writer(
+    cluster_conn: String,
+    seed: u64,
+    isolation: &str,
+    twins: bool,
+    stop: Arc<AtomicBool>,
+    counts: Arc<(AtomicU64, AtomicU64)>,
+) {
+    let (commits, diverged) = (&counts.0, &counts.1);
     let Ok(mut client) = Client::connect(&cluster_conn, NoTls) else {
         return;
     };
@@ -40,26 +54,58 @@ fn writer(cluster_conn: String, seed: u64, stop: Arc<AtomicBool>, commits: Arc<A
         if client.is_closed() {
             return;
         }
-        let mut sql = String::from("BEGIN;");
+        // statement by statement, so that the twins' row counts can be
+        // compared
+        let mut statements = Vec::new();
+        let mut keys = Vec::new();
         for _ in 0..1 + rng.next(3) {
             let k = 1 + rng.next(KEYS as u64);
+            keys.push(k);
             let v = rng.next(5);
-            sql.push_str(&match rng.next(7) {
-                0 => format!("INSERT INTO accounts VALUES ({k}, {v}, 'n{v}') ON CONFLICT DO NOTHING;"),
-                1 => format!("DELETE FROM accounts WHERE id = {k};"),
-                2 => format!("UPDATE accounts SET note = note WHERE id = {k};"),
-                3 => format!(
-                    "UPDATE accounts SET balance = balance + 1 WHERE id = {k}; UPDATE accounts SET balance = balance - 1 WHERE id = {k};"
-                ),
-                _ => format!("UPDATE accounts SET balance = {v}, note = 'n{}' WHERE id = {k};", rng.next(3)),
+            let n = rng.next(3);
+            statements.extend(match rng.next(7) {
+                0 => vec![format!(
+                    "INSERT INTO $t VALUES ({k}, {v}, 'n{v}') ON CONFLICT DO NOTHING"
+                )],
+                1 => vec![format!("DELETE FROM $t WHERE id = {k}")],
+                2 => vec![format!("UPDATE $t SET note = note WHERE id = {k}")],
+                3 => vec![
+                    format!("UPDATE $t SET balance = balance + 1 WHERE id = {k}"),
+                    format!("UPDATE $t SET balance = balance - 1 WHERE id = {k}"),
+                ],
+                _ => vec![format!(
+                    "UPDATE $t SET balance = {v}, note = 'n{n}' WHERE id = {k}"
+                )],
             });
         }
-        sql.push_str(if rng.next(8) == 0 {
-            "ROLLBACK;"
-        } else {
-            "COMMIT;"
-        });
-        match client.batch_execute(&sql) {
+        let commit = rng.next(8) != 0;
+        keys.sort_unstable();
+        keys.dedup();
+        let outcome = (|| -> Result<(), postgres::Error> {
+            if twins {
+                // The keys' previous transactions have committed before this
+                // one's snapshot is taken, so both twins see the same rows.
+                // (Without it, REPEATABLE READ transactions racing on a key
+                // could leave the twins apart: an insert skipped as a
+                // conflict in one table went through in the other.)
+                for k in &keys {
+                    client.execute("SELECT pg_advisory_lock($1)", &[&(*k as i64)])?;
+                }
+            }
+            client.batch_execute(&format!("BEGIN ISOLATION LEVEL {isolation}"))?;
+            for s in &statements {
+                let a = client.execute(s.replace("$t", "accounts").as_str(), &[])?;
+                let d = client.execute(s.replace("$t", "accounts_deferred").as_str(), &[])?;
+                if a != d {
+                    diverged.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            client.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" })
+        })();
+        if twins {
+            let _ = client.batch_execute("SELECT pg_advisory_unlock_all()");
+        }
+        match outcome {
             Ok(()) => {
                 commits.fetch_add(1, Ordering::Relaxed);
             }
@@ -70,14 +116,21 @@ fn writer(cluster_conn: String, seed: u64, stop: Arc<AtomicBool>, commits: Arc<A
     }
 }
 
-fn run_writers(cluster: &Cluster, seconds: u64, seed: u64, crash_after: Option<Duration>) -> u64 {
+fn run_writers(
+    cluster: &Cluster,
+    seconds: u64,
+    seed: u64,
+    isolation: &'static str,
+    twins: bool,
+    crash_after: Option<Duration>,
+) -> u64 {
     let stop = Arc::new(AtomicBool::new(false));
-    let commits = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let handles: Vec<_> = (0..8)
         .map(|i| {
             let conn = cluster.conn_str("postgres", "app");
-            let (stop, commits) = (stop.clone(), commits.clone());
-            thread::spawn(move || writer(conn, seed * 100 + i, stop, commits))
+            let (stop, counts) = (stop.clone(), counts.clone());
+            thread::spawn(move || writer(conn, seed * 100 + i, isolation, twins, stop, counts))
         })
         .collect();
     let start = Instant::now();
@@ -92,7 +145,12 @@ fn run_writers(cluster: &Cluster, seconds: u64, seed: u64, crash_after: Option<D
     for h in handles {
         h.join().unwrap();
     }
-    commits.load(Ordering::Relaxed)
+    let diverged = counts.1.load(Ordering::Relaxed);
+    assert!(
+        !twins || diverged == 0,
+        "{diverged} statements changed one twin and not the other"
+    );
+    counts.0.load(Ordering::Relaxed)
 }
 
 /// Every invariant of the history, checked against the table. Versions can
@@ -101,7 +159,8 @@ fn run_writers(cluster: &Cluster, seconds: u64, seed: u64, crash_after: Option<D
 /// one), so the order of versions is followed through who closed them: a
 /// closed version's closer (its xmin) opened the next version at the same
 /// instant, with other values, or wrote the tombstone.
-fn check(client: &mut Client) {
+fn check(client: &mut Client, twins: bool) {
+    check_deferred(client, twins);
     let one: i64 = client
         .query_one(
             "SELECT count(*) FROM (SELECT id FROM accounts_history WHERE is_current GROUP BY id HAVING count(*) > 1) d",
@@ -165,6 +224,97 @@ fn check(client: &mut Client) {
     }
 }
 
+/// The worker empties the deferred twin's queue (nothing calls
+/// scd2_flush); its history then agrees with its table and has no
+/// overlapping versions. After the `twins` phase, where every transaction
+/// made the same changes to both tables (checked statement by statement),
+/// it is the synchronous history row for row.
+fn check_deferred(client: &mut Client, twins: bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let queued: i64 = client
+            .query_one("SELECT count(*) FROM accounts_deferred_history_queue", &[])
+            .unwrap()
+            .get(0);
+        if queued == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker left {queued} changes queued for 60 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let mismatched: i64 = client
+        .query_one(
+            "SELECT count(*) FROM accounts_deferred a FULL JOIN (SELECT * FROM accounts_deferred_history WHERE is_current) h USING (id)
+              WHERE a.id IS NULL OR h.id IS NULL OR (a.balance, a.note) IS DISTINCT FROM (h.balance, h.note)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let tables_differ: i64 = client
+        .query_one(
+            "SELECT count(*) FROM accounts a FULL JOIN accounts_deferred d USING (id)
+              WHERE (a.balance, a.note) IS DISTINCT FROM (d.balance, d.note)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        mismatched, 0,
+        "the deferred history disagrees with its table"
+    );
+    let overlapping: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (
+               SELECT valid_to, lead(valid_from) OVER (PARTITION BY id ORDER BY valid_from, valid_to) AS next_from
+                 FROM accounts_deferred_history WHERE op <> 'D') v
+              WHERE next_from < valid_to",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(overlapping, 0, "overlapping deferred versions");
+    if !twins {
+        return;
+    }
+    assert_eq!(tables_differ, 0, "the twin tables differ");
+    let differing: Vec<String> = client
+        .query(
+            "SELECT format('%s: %s', side, h) FROM (
+               SELECT 'only synchronous' AS side, d.* FROM (SELECT * FROM accounts_history EXCEPT ALL SELECT * FROM accounts_deferred_history) d
+               UNION ALL
+               SELECT 'only deferred', d.* FROM (SELECT * FROM accounts_deferred_history EXCEPT ALL SELECT * FROM accounts_history) d) h",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if let Some(first) = differing.first() {
+        // both histories of the first key that differs, with their writers
+        let key: i32 = first.split(',').nth(1).unwrap().parse().unwrap();
+        let rows: Vec<String> = client
+            .query(
+                "SELECT format('%s %s %s %s [%s, %s) txid %s xmin %s', t, op, balance, note, valid_from, valid_to, txid, x)
+                   FROM (SELECT 'sync' AS t, h.*, h.xmin AS x FROM accounts_history h WHERE id = $1
+                         UNION ALL SELECT 'deferred', d.*, d.xmin FROM accounts_deferred_history d WHERE id = $1) v
+                  ORDER BY t, valid_from, valid_to",
+                &[&key],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        panic!(
+            "deferred and synchronous histories differ:\n{}\nkey {key}:\n{}",
+            differing.join("\n"),
+            rows.join("\n")
+        );
+    }
+}
+
 #[test]
 fn eight_writers_and_a_crash_keep_the_history_consistent() {
     let cluster = Cluster::start("scd2-track", &[]);
@@ -175,8 +325,13 @@ fn eight_writers_and_a_crash_keep_the_history_consistent() {
              CREATE ROLE app LOGIN; GRANT warden_app TO app;
              CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL, note text);
              INSERT INTO accounts SELECT i, 0, 'n0' FROM generate_series(1, 20) i;
+             CREATE TABLE accounts_deferred (LIKE accounts INCLUDING ALL);
+             INSERT INTO accounts_deferred SELECT * FROM accounts;
+             BEGIN;
              SELECT warden.scd2_track('accounts', ARRAY['id']);
-             GRANT SELECT, INSERT, UPDATE, DELETE ON accounts TO app;",
+             SELECT warden.scd2_track('accounts_deferred', ARRAY['id'], deferred => true);
+             COMMIT;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON accounts, accounts_deferred TO app;",
         )
         .unwrap();
     // the application role cannot write the history itself
@@ -185,14 +340,26 @@ fn eight_writers_and_a_crash_keep_the_history_consistent() {
         .batch_execute("DELETE FROM accounts_history")
         .unwrap_err();
     assert_eq!(denied.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    // nor the deferred twin's queue
+    let denied = app
+        .batch_execute("DELETE FROM accounts_deferred_history_queue")
+        .unwrap_err();
+    assert_eq!(denied.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
     drop(app);
 
-    let phase1 = run_writers(&cluster, 10, 1, Some(Duration::from_secs(6)));
+    let phase1 = run_writers(
+        &cluster,
+        10,
+        1,
+        "REPEATABLE READ",
+        true,
+        Some(Duration::from_secs(6)),
+    );
     cluster.pg_ctl_start();
     let mut admin = cluster.connect("postgres");
-    check(&mut admin);
-    let phase2 = run_writers(&cluster, 10, 2, None);
-    check(&mut admin);
+    check(&mut admin, true);
+    let phase2 = run_writers(&cluster, 10, 2, "READ COMMITTED", false, None);
+    check(&mut admin, false);
 
     let (versions, tombstones): (i64, i64) = {
         let row = admin
@@ -212,6 +379,74 @@ fn eight_writers_and_a_crash_keep_the_history_consistent() {
         versions > 200 && tombstones > 10,
         "too little history: {versions}, {tombstones}"
     );
+}
+
+/// Under REPEATABLE READ, a key inserted and deleted by transactions that
+/// committed after this transaction's snapshot, then inserted here: the
+/// new version starts where their tombstone is, in both modes (read from
+/// the transaction snapshot alone, the trigger opened it before).
+#[test]
+fn repeatable_read_insert_after_an_unseen_delete_does_not_overlap() {
+    let cluster = Cluster::start("scd2-rr", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             CREATE TABLE sync_t (id int PRIMARY KEY, v text);
+             CREATE TABLE deferred_t (LIKE sync_t INCLUDING ALL);
+             SELECT warden.scd2_track('sync_t', ARRAY['id']);
+             SELECT warden.scd2_track('deferred_t', ARRAY['id'], deferred => true);",
+        )
+        .unwrap();
+    let mut late = cluster.connect("postgres");
+    late.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .unwrap();
+    for table in ["sync_t", "deferred_t"] {
+        // two transactions (one simple query would be one)
+        admin
+            .execute(&format!("INSERT INTO {table} VALUES (1, 'first')"), &[])
+            .unwrap();
+        admin
+            .execute(&format!("DELETE FROM {table} WHERE id = 1"), &[])
+            .unwrap();
+    }
+    late.batch_execute(
+        "INSERT INTO sync_t VALUES (1, 'second'); INSERT INTO deferred_t VALUES (1, 'second'); COMMIT",
+    )
+    .unwrap();
+    admin
+        .batch_execute("SELECT warden.scd2_flush('deferred_t')")
+        .unwrap();
+    for history in ["sync_t_history", "deferred_t_history"] {
+        let versions: Vec<String> = admin
+            .query(
+                &format!(
+                    "SELECT format('%s %s %s', v, op, CASE WHEN is_current THEN 'current' WHEN valid_from = valid_to THEN 'tombstone' ELSE 'closed' END)
+                       FROM {history} WHERE id = 1 ORDER BY valid_from, valid_to"
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            versions,
+            ["first I closed", "first D tombstone", "second I current"],
+            "{history}"
+        );
+        let overlap: i64 = admin
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {history} a JOIN {history} b ON a.id = b.id AND a.ctid <> b.ctid
+                      WHERE a.op <> 'D' AND b.op <> 'D' AND a.valid_from < b.valid_to AND b.valid_from < a.valid_to"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(overlap, 0, "{history}: overlapping versions");
+    }
 }
 
 /// A million-row dimension loaded by scd2_merge, 1% changed, merged again,
