@@ -449,6 +449,105 @@ fn repeatable_read_insert_after_an_unseen_delete_does_not_overlap() {
     }
 }
 
+/// Tracked tables behind PgBouncer in transaction mode: two clients of
+/// two tenants share one server backend, whose trigger keeps per-backend
+/// prepared statements; tracking is dropped and created again midway (a
+/// new history table), which the shared backend must notice. Every
+/// version lands in the right history with the right tenant.
+#[test]
+fn tracked_tables_behind_pgbouncer_transaction_pooling() {
+    let cluster = Cluster::start("scd2-pgbouncer", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             CREATE ROLE app LOGIN; GRANT warden_app TO app;
+             CREATE TABLE orders (id int PRIMARY KEY, tenant text NOT NULL, status text NOT NULL);
+             CREATE TABLE orders_d (LIKE orders INCLUDING ALL);
+             SELECT warden.enable_tenancy('orders'); SELECT warden.enable_tenancy('orders_d');
+             SELECT warden.scd2_track('orders', ARRAY['id']);
+             SELECT warden.scd2_track('orders_d', ARRAY['id'], deferred => true);
+             GRANT SELECT, INSERT, UPDATE ON orders, orders_d TO app;
+             GRANT SELECT ON orders_history, orders_d_history TO app;",
+        )
+        .unwrap();
+    let bouncer = PgBouncer::start(&cluster, &["app"]);
+    let mut a = bouncer.connect_as("postgres", "app");
+    let mut b = bouncer.connect_as("postgres", "app");
+    let pid =
+        |c: &mut Client| -> i32 { c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0) };
+    assert_eq!(
+        pid(&mut a),
+        pid(&mut b),
+        "both clients must share one backend"
+    );
+    let write = |c: &mut Client, tenant: &str, id: i32, status: &str| {
+        c.batch_execute(&format!(
+            "BEGIN; SELECT warden.set_tenant('{tenant}');
+             INSERT INTO orders (id, status) VALUES ({id}, '{status}') ON CONFLICT (id) DO UPDATE SET status = excluded.status;
+             INSERT INTO orders_d (id, status) VALUES ({id}, '{status}') ON CONFLICT (id) DO UPDATE SET status = excluded.status;
+             COMMIT;"
+        ))
+        .unwrap();
+    };
+    for round in 0..40 {
+        if round == 20 {
+            // a new history under the shared backend's cached statements
+            admin
+                .batch_execute(
+                    "SELECT warden.scd2_untrack('orders', drop_history => true);
+                     SELECT warden.scd2_track('orders', ARRAY['id']);
+                     GRANT SELECT ON orders_history TO app;",
+                )
+                .unwrap();
+        }
+        for id in 1..=3 {
+            write(&mut a, "tenant_a", id, &format!("a{round}"));
+            write(&mut b, "tenant_b", 100 + id, &format!("b{round}"));
+        }
+    }
+    admin
+        .batch_execute("SELECT warden.scd2_flush('orders_d')")
+        .unwrap();
+    // the re-created history: the 6 rows as of round 20 loaded, then a
+    // version per id and later round; the deferred one: one per id and round
+    for (history, versions) in [("orders_history", 6 * 21), ("orders_d_history", 6 * 40)] {
+        let row = admin
+            .query_one(
+                &format!(
+                    "SELECT count(*),
+                            count(*) FILTER (WHERE tenant <> CASE WHEN id < 100 THEN 'tenant_a' ELSE 'tenant_b' END),
+                            count(*) FILTER (WHERE is_current AND status <> CASE WHEN id < 100 THEN 'a39' ELSE 'b39' END),
+                            count(*) FILTER (WHERE is_current)
+                       FROM {history}"
+                ),
+                &[],
+            )
+            .unwrap();
+        let (n, wrong_tenant, stale, current): (i64, i64, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!((wrong_tenant, stale, current), (0, 0, 6), "{history}");
+        assert_eq!(n, versions as i64, "{history}: versions");
+    }
+    // through the bouncer, each tenant reads only its own history
+    a.batch_execute("BEGIN").unwrap();
+    a.execute("SELECT warden.set_tenant('tenant_a')", &[])
+        .unwrap();
+    let others: i64 = a
+        .query_one(
+            "SELECT count(*) FROM orders_d_history WHERE tenant <> 'tenant_a'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let own: i64 = a
+        .query_one("SELECT count(*) FROM orders_d_history", &[])
+        .unwrap()
+        .get(0);
+    a.batch_execute("COMMIT").unwrap();
+    assert_eq!((others, own), (0, 3 * 40));
+}
+
 /// A million-row dimension loaded by scd2_merge, 1% changed, merged again,
 /// then the same batch once more: counts are exact, the re-run writes
 /// nothing, and the current versions are exactly the staging rows.
