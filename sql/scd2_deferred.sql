@@ -28,6 +28,21 @@ SELECT warden.scd2_track('public.plans', ARRAY['id']);
 SELECT warden.scd2_flush('public.plans_history');
 DROP TABLE public.plans_history_queue;
 DROP TABLE public.plans_history;
+-- the tables scd2_track would create: names too long or taken, nothing created
+CREATE TABLE public.plans_with_a_name_that_leaves_no_room_for_the_suffixes_aaaa (id int PRIMARY KEY, name text);
+SELECT warden.scd2_track('public.plans_with_a_name_that_leaves_no_room_for_the_suffixes_aaaa', ARRAY['id']);
+CREATE TABLE public.plans_with_room_for_history_but_not_for_queue_aaaa (id int PRIMARY KEY, name text);
+SELECT warden.scd2_track('public.plans_with_room_for_history_but_not_for_queue_aaaa', ARRAY['id'], deferred => true);
+CREATE TABLE public.addons (id int PRIMARY KEY, name text);
+CREATE TABLE public.addons_history (id int);
+SELECT warden.scd2_track('public.addons', ARRAY['id']);
+DROP TABLE public.addons_history;
+CREATE TABLE public.addons_history_queue (id int);
+SELECT warden.scd2_track('public.addons', ARRAY['id'], deferred => true);
+SELECT count(*) AS nothing_created FROM pg_class
+ WHERE relname IN ('plans_with_a_name_that_leaves_no_room_for_the_suffixes_aaaa_history', 'plans_with_room_for_history_but_not_for_queue_aaaa_history', 'plans_with_room_for_history_but_not_for_queue_aaaa_history_queue', 'addons_history');
+SELECT count(*) AS nothing_tracked FROM warden.scd2_tables WHERE source::text NOT LIKE 'plans%';
+DROP TABLE public.plans_with_a_name_that_leaves_no_room_for_the_suffixes_aaaa, public.plans_with_room_for_history_but_not_for_queue_aaaa, public.addons, public.addons_history_queue;
 
 -- runs a statement (%I = the table) on both tables
 CREATE FUNCTION public.on_both(stmt text) RETURNS void LANGUAGE plpgsql AS $$

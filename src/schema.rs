@@ -81,6 +81,7 @@ GRANT EXECUTE ON FUNCTION
   warden._scd2_register(oid, oid, text[], text[], oid),
   warden._scd2_unregister(oid),
   warden._scd2_equality(regtype),
+  warden._scd2_table_name(name, text, text, text),
   warden._scd2_trigger(),
   warden._scd2_refuse_truncate(),
   warden.scd2_merge(regclass, regclass, timestamptz, boolean)

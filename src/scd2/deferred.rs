@@ -139,9 +139,8 @@ opened AS (
              SELECT %10$s, x._h, x._t, CASE WHEN x._last THEN 'infinity'::timestamptz ELSE x._t_next END, x._last,
                     CASE WHEN x._deleted THEN 'I' WHEN x._p_exists THEN 'U' ELSE x._first_op END, x._txid
               WHERE x._op <> 'D') w
-     WHERE (SELECT c.n FROM closed_count c) IS NOT NULL
-    RETURNING 1)
-SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM opened)
+     WHERE (SELECT c.n FROM closed_count c) IS NOT NULL)
+SELECT count(*) FROM taken
 $sql$, r.queue, r.history, take, keys, cur_vals, cur_match, prior_match, cols, key_out, val_out, tomb_out, tomb_vals, prev_vals);
 END
 $fn$;
@@ -158,7 +157,6 @@ SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off AS $fn$
 DECLARE
     r warden.scd2_registry;
     taken bigint;
-    written bigint;
 BEGIN
     SELECT * INTO r FROM warden.scd2_registry g WHERE g.source = src;
     IF NOT FOUND OR r.queue IS NULL THEN
@@ -166,7 +164,7 @@ BEGIN
     END IF;
     -- one applier at a time (the worker, scd2_flush, scd2_merge)
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', r.history);
-    EXECUTE warden._scd2_apply_statement(src) INTO taken, written;
+    EXECUTE warden._scd2_apply_statement(src) INTO taken;
     RETURN taken;
 END
 $fn$;

@@ -184,6 +184,25 @@ STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
     src)
 $fn$;
 
+-- The name of a table scd2_track is about to create next to its source
+-- (the history, the queue): refused if too long or taken.
+CREATE FUNCTION warden._scd2_table_name(nsp name, candidate text, what text, too_long_hint text) RETURNS text
+STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    IF pg_catalog.octet_length(candidate) > 63 THEN
+        RAISE EXCEPTION USING ERRCODE = 'name_too_long',
+            MESSAGE = pg_catalog.format('%s table name %I would be longer than 63 bytes', what, candidate),
+            HINT = too_long_hint;
+    END IF;
+    IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', nsp, candidate)) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'duplicate_table',
+            MESSAGE = pg_catalog.format('relation %I.%I already exists', nsp, candidate),
+            HINT = pg_catalog.format('Rename or drop it; warden.scd2_track creates the %s table itself.', what);
+    END IF;
+    RETURN candidate;
+END
+$fn$;
+
 CREATE FUNCTION warden.scd2_track(source regclass, business_key text[], tracked text[] DEFAULT NULL, deferred boolean DEFAULT false) RETURNS regclass
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
@@ -299,29 +318,10 @@ BEGIN
         tracked := tracked || tenant_col::text;
     END IF;
 
-    hist_name := rel || '_history';
-    IF pg_catalog.octet_length(hist_name) > 63 THEN
-        RAISE EXCEPTION USING ERRCODE = 'name_too_long',
-            MESSAGE = pg_catalog.format('history table name %I would be longer than 63 bytes', hist_name),
-            HINT = 'Rename the table to something shorter.';
-    END IF;
-    IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', nsp, hist_name)) IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'duplicate_table',
-            MESSAGE = pg_catalog.format('relation %I.%I already exists', nsp, hist_name),
-            HINT = 'Rename or drop it; warden.scd2_track creates the history table itself.';
-    END IF;
+    hist_name := warden._scd2_table_name(nsp, rel || '_history', 'history', 'Rename the table to something shorter.');
     IF deferred THEN
-        queue_name := rel || '_history_queue';
-        IF pg_catalog.octet_length(queue_name) > 63 THEN
-            RAISE EXCEPTION USING ERRCODE = 'name_too_long',
-                MESSAGE = pg_catalog.format('queue table name %I would be longer than 63 bytes', queue_name),
-                HINT = 'Rename the table to something shorter, or track it without deferred.';
-        END IF;
-        IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', nsp, queue_name)) IS NOT NULL THEN
-            RAISE EXCEPTION USING ERRCODE = 'duplicate_table',
-                MESSAGE = pg_catalog.format('relation %I.%I already exists', nsp, queue_name),
-                HINT = 'Rename or drop it; warden.scd2_track creates the queue table itself.';
-        END IF;
+        queue_name := warden._scd2_table_name(nsp, rel || '_history_queue', 'queue',
+                                              'Rename the table to something shorter, or track it without deferred.');
     END IF;
     SELECT pg_catalog.string_agg(pg_catalog.format('%I %s%s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
                                                    CASE WHEN u.n <= pg_catalog.cardinality(business_key) THEN ' NOT NULL' ELSE '' END),
@@ -454,6 +454,7 @@ SELECT r.source, r.history, r.business_key, r.tracked,
 COMMENT ON FUNCTION warden._scd2_equality(regtype) IS 'Internal: the default btree equality operator of a type, schema-qualified.';
 COMMENT ON FUNCTION warden._scd2_key_match(regclass, name[], text) IS 'Internal: the business key comparison in the SCD2 trigger''s statements.';
 COMMENT ON FUNCTION warden._scd2_statements(regclass) IS 'Internal: the statements the SCD2 trigger runs for a source, built from the catalog.';
+COMMENT ON FUNCTION warden._scd2_table_name(name, text, text, text) IS 'Internal: checks the name of a table scd2_track creates next to its source (length, not taken).';
 COMMENT ON FUNCTION warden._scd2_load_statement(regclass, regclass, name[]) IS 'Internal: the statement that loads a source''s current rows into its new history.';
 COMMENT ON FUNCTION warden.scd2_track(regclass, text[], text[], boolean) IS
   'Creates <source>_history (business key, tracked columns, hash_diff, valid_from, valid_to, is_current, op, txid), loads the current rows and keeps it by trigger: a version per real change, none for no-op updates, deletes closed with a tombstone. deferred => true: the trigger only queues the change in <source>_history_queue and the pg_warden worker writes the versions (same versions, a naptime later). Caller must own the source.';

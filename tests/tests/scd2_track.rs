@@ -169,17 +169,11 @@ fn check(client: &mut Client, twins: bool) {
         .unwrap()
         .get(0);
     assert_eq!(one, 0, "a key with two current versions");
-    // the current versions are exactly the table's rows, value for value
-    let mismatched: i64 = client
-        .query_one(
-            "SELECT count(*) FROM accounts a FULL JOIN (SELECT * FROM accounts_history WHERE is_current) h USING (id)
-              WHERE a.id IS NULL OR h.id IS NULL OR (a.balance, a.note) IS DISTINCT FROM (h.balance, h.note)
-                 OR h.hash_diff <> warden.hash_diff(a, ARRAY['balance', 'note'])",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(mismatched, 0, "history disagrees with the table");
+    assert_eq!(
+        current_mismatches(client, "accounts"),
+        0,
+        "history disagrees with the table"
+    );
     // versions of a key do not overlap; a closed version ends where the
     // next begins or where a tombstone says it was deleted
     let broken: Vec<String> = client
@@ -224,6 +218,22 @@ fn check(client: &mut Client, twins: bool) {
     }
 }
 
+/// Keys whose current version is not the table's row, value for value
+/// and hash for hash.
+fn current_mismatches(client: &mut Client, table: &str) -> i64 {
+    client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {table} a FULL JOIN (SELECT * FROM {table}_history WHERE is_current) h USING (id)
+                  WHERE a.id IS NULL OR h.id IS NULL OR (a.balance, a.note) IS DISTINCT FROM (h.balance, h.note)
+                     OR h.hash_diff <> warden.hash_diff(a, ARRAY['balance', 'note'])"
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
 /// The worker empties the deferred twin's queue (nothing calls
 /// scd2_flush); its history then agrees with its table and has no
 /// overlapping versions. After the `twins` phase, where every transaction
@@ -245,24 +255,9 @@ fn check_deferred(client: &mut Client, twins: bool) {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    let mismatched: i64 = client
-        .query_one(
-            "SELECT count(*) FROM accounts_deferred a FULL JOIN (SELECT * FROM accounts_deferred_history WHERE is_current) h USING (id)
-              WHERE a.id IS NULL OR h.id IS NULL OR (a.balance, a.note) IS DISTINCT FROM (h.balance, h.note)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    let tables_differ: i64 = client
-        .query_one(
-            "SELECT count(*) FROM accounts a FULL JOIN accounts_deferred d USING (id)
-              WHERE (a.balance, a.note) IS DISTINCT FROM (d.balance, d.note)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
     assert_eq!(
-        mismatched, 0,
+        current_mismatches(client, "accounts_deferred"),
+        0,
         "the deferred history disagrees with its table"
     );
     let overlapping: i64 = client
@@ -279,6 +274,14 @@ fn check_deferred(client: &mut Client, twins: bool) {
     if !twins {
         return;
     }
+    let tables_differ: i64 = client
+        .query_one(
+            "SELECT count(*) FROM accounts a FULL JOIN accounts_deferred d USING (id)
+              WHERE (a.balance, a.note) IS DISTINCT FROM (d.balance, d.note)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert_eq!(tables_differ, 0, "the twin tables differ");
     let differing: Vec<String> = client
         .query(
