@@ -185,6 +185,11 @@ SELECT warden.scd2_untrack('public.seats', drop_history => true);
 DROP TABLE public.seats;
 DROP FUNCTION public.on_both(text);
 RESET ROLE;
+-- the worker cannot reach a temporary table: deferred tracking refuses one
+CREATE TEMP TABLE scratch (id int PRIMARY KEY, v text);
+SELECT warden.scd2_track('scratch', ARRAY['id'], deferred => true);
+SELECT count(*) AS registered FROM warden.scd2_registry WHERE source = 'scratch'::regclass;
+DROP TABLE scratch;
 REVOKE CREATE ON SCHEMA public FROM regress_dfr_owner;
 DROP ROLE regress_dfr_writer;
 DROP ROLE regress_dfr_owner;

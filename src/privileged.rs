@@ -1,35 +1,56 @@
-//! Running pg_warden's own catalog SQL with the privileges of the
-//! bootstrap superuser and a fixed `search_path`, from functions that
-//! application roles call (they have no rights on pg_warden's tables).
+//! The two ways pg_warden changes whose rights it runs with
+//! (docs/security.md, rule 1):
 //!
-//! This is what `SECURITY DEFINER ... SET search_path` does, but only on
-//! the cold path (cache misses, rotation), so the hot path of functions
-//! like `warden.encrypt` pays nothing for it. The SQL run here must still
-//! schema-qualify every table and operator.
+//! - `as_superuser`: pg_warden's own tables (`warden.*`), with constant,
+//!   schema-qualified SQL and bound parameters only, from functions that
+//!   application roles call (they have no rights on those tables). This is
+//!   what `SECURITY DEFINER ... SET search_path` does, but only on the cold
+//!   path (cache misses, rotation), so the hot path of functions like
+//!   `warden.encrypt` pays nothing for it. Never for a relation a user
+//!   owns: its triggers, rules, defaults, constraints, index expressions
+//!   and column types would run as superuser.
+//! - `as_owner`: a relation a user owns, as that user, the way Postgres'
+//!   own maintenance commands (VACUUM, CREATE INDEX, REFRESH MATERIALIZED
+//!   VIEW) do it: `SECURITY_RESTRICTED_OPERATION` and a fixed
+//!   `search_path`, so whatever code the owner attached runs with the
+//!   owner's rights and cannot change the session it runs in.
 
 use pgrx::pg_sys;
 
 pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
     as_role(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID), || {
-        // SAFETY: a GUC nest level of our own, undone below.
-        let nest = unsafe { pg_sys::NewGUCNestLevel() };
-        unsafe {
-            pg_sys::set_config_option(
-                c"search_path".as_ptr(),
-                c"pg_catalog, pg_temp".as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
-        let result = f();
-        // SAFETY: undoes the setting above.
-        unsafe { pg_sys::AtEOXact_GUC(true, nest) };
-        result
+        with_fixed_search_path(f)
     })
+}
+
+/// Runs `f` as `owner` with `SECURITY_RESTRICTED_OPERATION` and
+/// `search_path = pg_catalog, pg_temp`, for SQL on relations `owner`
+/// owns. Settings `f` changes (say, the tenant) are undone on return.
+pub fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    with_fixed_search_path(|| switch_user(owner, pg_sys::SECURITY_RESTRICTED_OPERATION as i32, f))
+}
+
+/// Runs `f` in a GUC nest level of its own with a fixed `search_path`.
+fn with_fixed_search_path<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: a GUC nest level of our own, undone below (on error, by the
+    // abort of the (sub)transaction).
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
+    unsafe {
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+    let result = f();
+    // SAFETY: undoes the settings made since NewGUCNestLevel.
+    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
+    result
 }
 
 /// Runs `f` with `role`'s privileges, as a SECURITY DEFINER function
@@ -37,6 +58,10 @@ pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
 /// only fully schema-qualified SQL (the SCD2 trigger writing a history as
 /// its owner) or pin it themselves (`as_superuser`).
 pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    switch_user(role, 0, f)
+}
+
+fn switch_user<R>(role: pg_sys::Oid, extra_context: i32, f: impl FnOnce() -> R) -> R {
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_context = 0;
     // SAFETY: standard user-switching calls, restored below on success and
@@ -45,7 +70,7 @@ pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
         pg_sys::SetUserIdAndSecContext(
             role,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | extra_context,
         );
     }
     // As in fmgr_security_definer: on error nothing is restored here; the

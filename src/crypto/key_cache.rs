@@ -3,7 +3,10 @@
 //! and cached unwrapped for the life of the backend. The cache is dropped
 //! when `warden.keys` changes (rotation and shredding broadcast a relcache
 //! invalidation, applied by every backend at its next transaction) and
-//! when a transaction that created a key aborts.
+//! when a transaction or subtransaction that wrote `warden.keys` rolls
+//! back or is prepared (its outcome is then decided elsewhere): a key
+//! cached from a write that did not last would encrypt data nobody else
+//! can ever decrypt.
 //!
 //! Before the first key is used, the root key is compared with the key
 //! check values stored in `warden.keyring_check`, so a wrong or missing
@@ -13,7 +16,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use pgrx::callbacks::{register_xact_callback, PgXactCallbackEvent};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use zeroize::Zeroizing;
@@ -45,6 +47,9 @@ struct Cache {
     key_check_passed: bool,
     keys_relid: Option<pg_sys::Oid>,
     callback_registered: bool,
+    /// This transaction wrote `warden.keys` (created, rotated or shredded
+    /// a key): the cache may hold what a rollback undoes.
+    wrote_keys: bool,
 }
 
 thread_local! {
@@ -69,14 +74,60 @@ unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys
     }
 }
 
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_callback(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
+            if CACHE.with(|c| c.borrow().wrote_keys) {
+                clear();
+            }
+            CACHE.with(|c| c.borrow_mut().wrote_keys = false);
+        }
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            CACHE.with(|c| c.borrow_mut().wrote_keys = false);
+        }
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subxact_callback(
+    event: pg_sys::SubXactEvent::Type,
+    _my_subid: pg_sys::SubTransactionId,
+    _parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    // Which subtransaction wrote is not tracked: after any rollback of a
+    // subtransaction of a transaction that wrote keys, reload (the keys
+    // that survived are found again in the same transaction).
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB
+        && CACHE.with(|c| c.borrow().wrote_keys)
+    {
+        clear();
+    }
+}
+
+/// Records that this transaction wrote `warden.keys`, so that the cache
+/// is dropped if the write is rolled back (rule 5 of docs/security.md).
+pub fn note_keys_written() {
+    ensure_callback();
+    CACHE.with(|c| c.borrow_mut().wrote_keys = true);
+}
+
 fn ensure_callback() {
     let registered =
         CACHE.with(|c| std::mem::replace(&mut c.borrow_mut().callback_registered, true));
     if !registered {
-        // SAFETY: registers a process-lifetime callback once.
+        // SAFETY: registers process-lifetime callbacks once.
         unsafe {
-            pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0))
-        };
+            pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0));
+            pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+        }
     }
     if CACHE.with(|c| c.borrow().keys_relid.is_none()) {
         // SAFETY: catalog lookups in the current transaction.
@@ -96,7 +147,7 @@ fn ensure_callback() {
 
 /// Tells every backend (at its next transaction) that `warden.keys` changed.
 pub fn broadcast_invalidation() {
-    ensure_callback();
+    note_keys_written();
     if let Some(relid) = CACHE.with(|c| c.borrow().keys_relid) {
         // SAFETY: queues a relcache invalidation, sent at commit.
         unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
@@ -308,8 +359,9 @@ fn create_active(tenant: &str, purpose: Purpose) -> CachedKey {
     .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot create a data key: {e}")).raise());
     match inserted {
         Some(key_id) => {
-            // a key made in a transaction that rolls back must not outlive it
-            register_xact_callback(PgXactCallbackEvent::Abort, clear);
+            // a key made in a (sub)transaction that rolls back must not
+            // outlive it
+            note_keys_written();
             let aead = DataKey::new(&raw);
             CachedKey {
                 key_id: key_id as u32,

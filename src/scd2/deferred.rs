@@ -16,9 +16,15 @@
 //! and version times are transaction times clamped so that a key's
 //! versions never overlap.
 
+use std::ffi::CString;
+
+use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
+use warden_core::tenancy::validate_tenant_id;
+
 use crate::error::WardenError;
+use crate::privileged::{as_owner, as_superuser};
 
 /// Applies the queues of every deferred source in this database; returns
 /// the changes still queued for sources whose apply failed.
@@ -26,6 +32,169 @@ pub fn apply_all() -> Result<i64, WardenError> {
     Spi::get_one::<i64>("SELECT warden._scd2_apply_all()")
         .map(|left| left.unwrap_or(0))
         .map_err(|e| WardenError::prerequisite(format!("cannot apply SCD2 queues: {e}")))
+}
+
+/// What applying one deferred source needs, from pg_warden's registry.
+struct Registration {
+    history: Oid,
+    queue: Oid,
+    owner: Oid,
+    tenant_column: Option<String>,
+    statement: String,
+}
+
+fn registration(src: Oid) -> Option<Registration> {
+    // pg_warden's registry and the catalogs only: no user code runs here
+    as_superuser(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT r.history::pg_catalog.oid, r.queue::pg_catalog.oid, c.relowner,
+                        t.tenant_column::pg_catalog.text, warden._scd2_apply_statement(r.source)
+                   FROM warden.scd2_registry r
+                   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.history
+                   LEFT JOIN warden.tenant_tables t ON t.table_name OPERATOR(pg_catalog.=) r.history
+                  WHERE r.source OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND r.queue IS NOT NULL",
+                None,
+                &[src.into()],
+            )?;
+            let Some(row) = rows.into_iter().next() else {
+                return Ok(None);
+            };
+            Ok::<_, pgrx::spi::Error>(Some(Registration {
+                history: row.get::<Oid>(1)?.expect("history"),
+                queue: row.get::<Oid>(2)?.expect("queue"),
+                owner: row.get::<Oid>(3)?.expect("owner"),
+                tenant_column: row.get::<String>(4)?,
+                statement: row.get::<String>(5)?.expect("statement"),
+            }))
+        })
+    })
+    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot read warden.scd2_registry: {e}")).raise())
+}
+
+/// Runs `query` (a single-value query built from `sql`, which gets the
+/// queue as `$1` and `column` as `$2`) over `queue` with pg_warden's
+/// rights, but only when that reads nothing but stored values: a plain
+/// table of this session's kind (not another session's temporary table),
+/// locked first so it cannot turn into a view, read with ONLY, and (when
+/// given) a column of a built-in tenant type. Superuser bypasses the
+/// queue's row security, and no other user code can run in such a read.
+/// `None` when the queue is not such a table.
+fn read_queue<T: IntoDatum + FromDatum>(
+    queue: Oid,
+    column: Option<&str>,
+    sql: &str,
+) -> Option<Vec<T>> {
+    // SAFETY: catalog lookups by OID; the lock is held to transaction end.
+    unsafe {
+        pg_sys::LockRelationOid(queue, pg_sys::AccessShareLock as i32);
+        if pg_sys::get_rel_relkind(queue) != pg_sys::RELKIND_RELATION as std::ffi::c_char
+            || pg_sys::get_rel_persistence(queue) == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
+        {
+            return None;
+        }
+        if let Some(column) = column {
+            let name = CString::new(column).ok()?;
+            let attnum = pg_sys::get_attnum(queue, name.as_ptr());
+            let typ = pg_sys::get_atttype(queue, attnum);
+            if ![
+                pg_sys::TEXTOID,
+                pg_sys::VARCHAROID,
+                pg_sys::UUIDOID,
+                pg_sys::INT4OID,
+                pg_sys::INT8OID,
+            ]
+            .contains(&typ)
+            {
+                return None;
+            }
+        }
+    }
+    let values = as_superuser(|| {
+        Spi::connect(|client| {
+            let query = client
+                .select(sql, None, &[queue.into(), column.unwrap_or("").into()])?
+                .first()
+                .get_one::<String>()?
+                .expect("a query");
+            client
+                .select(&query, None, &[])?
+                .map(|row| row.get::<T>(1).map(|v| v.expect("no NULL")))
+                .collect::<Result<Vec<T>, _>>()
+        })
+    })
+    .unwrap_or_else(|e| {
+        WardenError::prerequisite(format!("cannot read an SCD2 queue: {e}")).raise()
+    });
+    Some(values)
+}
+
+/// Applies the queued changes of a deferred source as its history's
+/// owner (docs/security.md, rule 1): the history and queue are the
+/// owner's tables, so their triggers, rules, constraints and index
+/// expressions run with the owner's rights only. A tenant-isolated
+/// history (FORCE RLS) is applied one tenant at a time, with that tenant
+/// set. Returns how many queued changes it took.
+fn apply_source(src: Oid) -> i64 {
+    let Some(r) = registration(src) else {
+        return 0;
+    };
+    // one applier at a time (the worker, scd2_flush, scd2_merge)
+    // SAFETY: takes a lock to transaction end; runs no code.
+    unsafe { pg_sys::LockRelationOid(r.history, pg_sys::ShareRowExclusiveLock as i32) };
+    let run = || {
+        Spi::get_one::<i64>(&r.statement)
+            .map(|n| n.unwrap_or(0))
+            .unwrap_or_else(|e| {
+                WardenError::prerequisite(format!("cannot apply SCD2 changes: {e}")).raise()
+            })
+    };
+    let Some(column) = &r.tenant_column else {
+        return as_owner(r.owner, run);
+    };
+    let tenants: Vec<String> = read_queue(
+        r.queue,
+        Some(column),
+        "SELECT pg_catalog.format('SELECT DISTINCT q.%I::pg_catalog.text FROM ONLY %s q WHERE q.%I IS NOT NULL',
+                                 $2, $1::pg_catalog.regclass, $2)",
+    )
+    .unwrap_or_else(|| {
+        WardenError::prerequisite("an SCD2 queue is not a plain table with a tenant column of a tenant type")
+            .hint("Call warden.scd2_untrack() and warden.scd2_track() again.")
+            .raise()
+    });
+    let mut taken = 0;
+    for tenant in tenants {
+        if validate_tenant_id(&tenant).is_err() {
+            pgrx::warning!("pg_warden: SCD2 changes queued for an invalid tenant id stay queued");
+            continue;
+        }
+        taken += as_owner(r.owner, || {
+            crate::tenancy::set_tenant_setting(&tenant);
+            run()
+        });
+    }
+    taken
+}
+
+/// `warden._scd2_apply(regclass)`.
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn _scd2_apply(src: Oid) -> i64 {
+    apply_source(src)
+}
+
+/// `warden._scd2_queue_length(regclass)`: the changes queued for a
+/// deferred source, NULL when its queue cannot be read safely.
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn _scd2_queue_length(src: Oid) -> Option<i64> {
+    let r = registration(src)?;
+    read_queue::<i64>(
+        r.queue,
+        None,
+        "SELECT pg_catalog.format('SELECT pg_catalog.count(*) FROM ONLY %s', $1::pg_catalog.regclass) WHERE $2 IS NOT NULL",
+    )?
+    .first()
+    .copied()
 }
 
 extension_sql!(
@@ -145,44 +314,37 @@ $sql$, r.queue, r.history, take, keys, cur_vals, cur_match, prior_match, cols, k
 END
 $fn$;
 
--- Superuser rights: the worker has them anyway, and a tenant-isolated
--- history (FORCE RLS) would show its owner one tenant only. Applying is
--- what the worker does on its own, so callers gain nothing else by it.
+-- Runs as the history's owner (see apply_source); not SECURITY DEFINER.
 CREATE FUNCTION warden._scd2_apply(src regclass) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE c VOLATILE PARALLEL UNSAFE
 -- Queue estimates are meaningless (the table is emptied every apply):
 -- never JIT-compile, and look each key up in the current-version index
 -- rather than hash or sort the whole history.
-SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off AS $fn$
-DECLARE
-    r warden.scd2_registry;
-    taken bigint;
-BEGIN
-    SELECT * INTO r FROM warden.scd2_registry g WHERE g.source = src;
-    IF NOT FOUND OR r.queue IS NULL THEN
-        RETURN 0;
-    END IF;
-    -- one applier at a time (the worker, scd2_flush, scd2_merge)
-    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', r.history);
-    EXECUTE warden._scd2_apply_statement(src) INTO taken;
-    RETURN taken;
-END
-$fn$;
+SET jit = off SET enable_hashjoin = off SET enable_mergejoin = off
+AS 'MODULE_PATHNAME', '_scd2_apply_wrapper';
 
+CREATE FUNCTION warden._scd2_queue_length(src regclass) RETURNS bigint
+LANGUAGE c VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', '_scd2_queue_length_wrapper';
+
+-- The worker's task. A lock held on a history or queue makes that source
+-- wait for the next round instead of stalling every other one.
 CREATE FUNCTION warden._scd2_apply_all() RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET lock_timeout = '1s' AS $fn$
 DECLARE
     r record;
     waiting bigint;
     left_over bigint := 0;
 BEGIN
-    FOR r IN SELECT g.source, g.queue FROM warden.scd2_registry g WHERE g.queue IS NOT NULL ORDER BY g.source::oid LOOP
+    -- another session's temporary tables are out of reach
+    FOR r IN SELECT g.source, g.queue FROM warden.scd2_registry g JOIN pg_class c ON c.oid = g.queue
+              WHERE c.relpersistence <> 't' ORDER BY g.source::oid LOOP
         -- one failing source (say, a column dropped under it) must not
         -- hold up the others
         BEGIN
             PERFORM warden._scd2_apply(r.source);
         EXCEPTION WHEN OTHERS THEN
-            EXECUTE format('SELECT count(*) FROM %s', r.queue) INTO waiting;
+            waiting := COALESCE(warden._scd2_queue_length(r.source), 0);
             left_over := left_over + waiting;
             RAISE WARNING 'pg_warden: cannot apply the % queued SCD2 changes of %: %', waiting, r.source, SQLERRM;
         END;
@@ -214,7 +376,9 @@ $fn$;
 COMMENT ON FUNCTION warden._scd2_apply_statement(regclass) IS
   'Internal: the statement that applies the queue of a deferred SCD2 source to its history.';
 COMMENT ON FUNCTION warden._scd2_apply(regclass) IS
-  'Internal: applies the queued changes of a deferred SCD2 source; returns how many it took.';
+  'Internal: applies the queued changes of a deferred SCD2 source as its history''s owner (security-restricted, one tenant at a time when isolated); returns how many it took.';
+COMMENT ON FUNCTION warden._scd2_queue_length(regclass) IS
+  'Internal: the changes queued for a deferred SCD2 source (NULL when its queue is not a plain table of this session).';
 COMMENT ON FUNCTION warden._scd2_apply_all() IS
   'Internal: the worker''s task; applies every deferred SCD2 queue of the database, returns the changes left in queues that failed.';
 COMMENT ON FUNCTION warden.scd2_flush(regclass) IS

@@ -1,10 +1,12 @@
-//! Writes to `warden.scd2_registry` and the initial load of a history,
-//! which need pg_warden's rights (the registry is not writable by users;
-//! the owner of a FORCE RLS source would load only one tenant's rows).
+//! Writes to `warden.scd2_registry`, which need pg_warden's rights (the
+//! registry is not writable by users).
 //!
 //! Not SECURITY DEFINER on purpose: the caller is checked first, as who
-//! they really are, to own both tables; only then does the privileged
-//! part run (see `privileged.rs`).
+//! they really are, to own the tables; only then is the registry row
+//! written, and nothing else runs with pg_warden's rights (the initial
+//! load of the history runs in `scd2_track` as the caller: a history is
+//! the caller's table, and its triggers, rules, defaults, constraints,
+//! index expressions and column types are the caller's code).
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -35,8 +37,7 @@ pub(super) fn require_owner(rel: pg_sys::Oid, what: &str) {
     }
 }
 
-/// Records `src` as tracked into `hist` (through `queue` when deferred)
-/// and loads its current rows.
+/// Records `src` as tracked into `hist` (through `queue` when deferred).
 #[pg_extern(volatile, parallel_unsafe)]
 fn _scd2_register(
     src: pg_sys::Oid,
@@ -55,21 +56,29 @@ fn _scd2_register(
             );
         }
     }
+    for (rel, what) in [
+        (Some(src), "source"),
+        (Some(hist), "history"),
+        (queue, "queue"),
+    ] {
+        // SAFETY: a syscache lookup by OID.
+        let kind = rel.map(|r| unsafe { pg_sys::get_rel_relkind(r) } as u8);
+        if kind.is_some_and(|k| k != pg_sys::RELKIND_RELATION) {
+            WardenError::new(
+                pgrx::PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("the SCD2 {what} must be a table"),
+            )
+            .raise();
+        }
+    }
     let caller = current_role_name();
-    as_superuser(|| -> Result<(), pgrx::spi::Error> {
+    as_superuser(|| {
         Spi::run_with_args(
             "INSERT INTO warden.scd2_registry (source, history, business_key, tracked, tracked_by, queue)
              VALUES ($1::pg_catalog.regclass, $2::pg_catalog.regclass, $3::pg_catalog.name[], $4::pg_catalog.name[], $5::pg_catalog.name,
                      $6::pg_catalog.regclass)",
-            &[src.into(), hist.into(), business_key.clone().into(), tracked.clone().into(), caller.as_str().into(), queue.into()],
-        )?;
-        let columns: Vec<String> = business_key.iter().chain(tracked.iter()).cloned().collect();
-        let load = Spi::get_one_with_args::<String>(
-            "SELECT warden._scd2_load_statement($1::pg_catalog.regclass, $2::pg_catalog.regclass, $3::pg_catalog.name[])",
-            &[src.into(), hist.into(), columns.into()],
-        )?
-        .expect("a statement");
-        Spi::run_with_args(&load, &[tracked.clone().into()])
+            &[src.into(), hist.into(), business_key.into(), tracked.into(), caller.as_str().into(), queue.into()],
+        )
     })
     .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot register SCD2 tracking: {e}")).raise());
 }
@@ -90,7 +99,7 @@ fn _scd2_unregister(src: pg_sys::Oid) -> Option<pg_sys::Oid> {
 extension_sql!(
     r#"
 COMMENT ON FUNCTION warden._scd2_register(oid, oid, text[], text[], oid) IS
-  'Internal: records a tracked source (with its queue when deferred) and loads its current rows into the history; the caller must own the tables.';
+  'Internal: records a tracked source (with its queue when deferred); the caller must own the tables.';
 COMMENT ON FUNCTION warden._scd2_unregister(oid) IS
   'Internal: forgets a tracked source; the caller must own it.';
 "#,

@@ -171,19 +171,6 @@ BEGIN
 END
 $fn$;
 
--- The statement that loads the current rows of a source into its new
--- history ($1: the tracked columns, for hash_diff).
-CREATE FUNCTION warden._scd2_load_statement(src regclass, hist regclass, columns name[]) RETURNS text
-STABLE LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $fn$
-  SELECT pg_catalog.format(
-    'INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) '
-    'SELECT %s, warden.hash_diff(s, $1), pg_catalog.now(), ''infinity''::pg_catalog.timestamptz, true, ''I'', pg_catalog.pg_current_xact_id() FROM %s s',
-    hist,
-    (SELECT pg_catalog.string_agg(pg_catalog.format('%I', c), ', ' ORDER BY n) FROM pg_catalog.unnest(columns) WITH ORDINALITY u(c, n)),
-    (SELECT pg_catalog.string_agg(pg_catalog.format('s.%I', c), ', ' ORDER BY n) FROM pg_catalog.unnest(columns) WITH ORDINALITY u(c, n)),
-    src)
-$fn$;
-
 -- The name of a table scd2_track is about to create next to its source
 -- (the history, the queue): refused if too long or taken.
 CREATE FUNCTION warden._scd2_table_name(nsp name, candidate text, what text, too_long_hint text) RETURNS text
@@ -217,6 +204,7 @@ DECLARE
     col text;
     bad text;
     tenant_col name;
+    forced boolean;
     col_defs text;
     key_list text;
 BEGIN
@@ -240,6 +228,14 @@ BEGIN
             MESSAGE = pg_catalog.format('must be owner of table %s', source),
             HINT = 'Run warden.scd2_track() as the table''s owner.';
     END IF;
+    -- the worker cannot reach another session's temporary table
+    IF deferred AND (SELECT c.relpersistence FROM pg_class c WHERE c.oid = source) = 't' THEN
+        RAISE EXCEPTION USING ERRCODE = 'feature_not_supported',
+            MESSAGE = pg_catalog.format('%s is a temporary table, which deferred tracking does not support', source),
+            HINT = 'Track it without deferred => true.';
+    END IF;
+    -- no write may fall between the initial load and the trigger
+    EXECUTE pg_catalog.format('LOCK TABLE ONLY %s IN SHARE ROW EXCLUSIVE MODE', source);
     IF business_key IS NULL OR pg_catalog.cardinality(business_key) = 0 OR pg_catalog.array_position(business_key, NULL) IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'invalid_parameter_value',
             MESSAGE = 'business_key must name at least one column and no NULLs',
@@ -351,6 +347,24 @@ BEGIN
             pg_catalog.format('Changes of %s waiting for the pg_warden worker to apply them to %s (warden.scd2_track deferred). Written by its trigger only.', source, hist));
     END IF;
     PERFORM warden._scd2_register(source, hist, business_key, tracked, queue);
+    -- The current rows, loaded as the caller (the owner): every row, so a
+    -- FORCE ROW LEVEL SECURITY source is read without FORCE, which the
+    -- lock taken here keeps any other session from seeing.
+    forced := (SELECT c.relforcerowsecurity FROM pg_class c WHERE c.oid = source);
+    IF forced THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', source);
+    END IF;
+    EXECUTE pg_catalog.format(
+        'INSERT INTO %s (%s, hash_diff, valid_from, valid_to, is_current, op, txid) '
+        'SELECT %s, warden.hash_diff(s, $1), pg_catalog.now(), ''infinity''::pg_catalog.timestamptz, true, ''I'', pg_catalog.pg_current_xact_id() '
+        'FROM ONLY %s s',
+        hist,
+        (SELECT pg_catalog.string_agg(pg_catalog.format('%I', c), ', ' ORDER BY n) FROM pg_catalog.unnest(business_key || tracked) WITH ORDINALITY u(c, n)),
+        (SELECT pg_catalog.string_agg(pg_catalog.format('s.%I', c), ', ' ORDER BY n) FROM pg_catalog.unnest(business_key || tracked) WITH ORDINALITY u(c, n)),
+        source) USING tracked;
+    IF forced THEN
+        EXECUTE pg_catalog.format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', source);
+    END IF;
     EXECUTE pg_catalog.format(
         'CREATE TRIGGER warden_scd2 AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION warden._scd2_trigger()', source);
     EXECUTE pg_catalog.format(
@@ -455,7 +469,6 @@ COMMENT ON FUNCTION warden._scd2_equality(regtype) IS 'Internal: the default btr
 COMMENT ON FUNCTION warden._scd2_key_match(regclass, name[], text) IS 'Internal: the business key comparison in the SCD2 trigger''s statements.';
 COMMENT ON FUNCTION warden._scd2_statements(regclass) IS 'Internal: the statements the SCD2 trigger runs for a source, built from the catalog.';
 COMMENT ON FUNCTION warden._scd2_table_name(name, text, text, text) IS 'Internal: checks the name of a table scd2_track creates next to its source (length, not taken).';
-COMMENT ON FUNCTION warden._scd2_load_statement(regclass, regclass, name[]) IS 'Internal: the statement that loads a source''s current rows into its new history.';
 COMMENT ON FUNCTION warden.scd2_track(regclass, text[], text[], boolean) IS
   'Creates <source>_history (business key, tracked columns, hash_diff, valid_from, valid_to, is_current, op, txid), loads the current rows and keeps it by trigger: a version per real change, none for no-op updates, deletes closed with a tombstone. deferred => true: the trigger only queues the change in <source>_history_queue and the pg_warden worker writes the versions (same versions, a naptime later). Caller must own the source.';
 COMMENT ON FUNCTION warden.scd2_untrack(regclass, boolean) IS

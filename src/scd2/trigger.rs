@@ -28,7 +28,7 @@ use pgrx::PgSqlErrorCode;
 
 use warden_core::scd2::RowEncoder;
 
-use super::type_encoding::{column_positions, Fields};
+use super::type_encoding::{attribute, column_positions, Fields};
 use crate::error::WardenError;
 use crate::privileged::{as_role, as_superuser};
 
@@ -260,6 +260,94 @@ fn key_of(t: &Tracked, fields: &Fields) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The queue columns after the key and tracked columns, as
+/// `scd2_track` creates them.
+const QUEUE_TAIL: [(&str, Oid); 5] = [
+    ("hash_diff", pg_sys::BYTEAOID),
+    ("op", pg_sys::TEXTOID),
+    ("txid", pg_sys::XID8OID),
+    ("changed_at", pg_sys::TIMESTAMPTZOID),
+    ("change_lsn", pg_sys::PG_LSNOID),
+];
+
+/// Refuses a queue whose descriptor is not exactly what the tuple formed
+/// from the source's columns needs (rule 3 of docs/security.md): the same
+/// type, length, by-value, alignment and type modifier in every column,
+/// no dropped or extra column, a plain heap without indexes. Anything
+/// else (the source altered by a migration, the queue altered by its
+/// owner) would make `heap_form_tuple` read or write the wrong bytes.
+///
+/// # Safety
+/// `rel` is the open queue, `source` the trigger's open relation.
+unsafe fn check_queue(t: &Tracked, rel: pg_sys::Relation, source: pg_sys::TupleDesc) {
+    // SAFETY: both relations are open; positions are below their natts.
+    unsafe {
+        let desc = (*rel).rd_att;
+        let name =
+            |r: pg_sys::Relation| pgrx::name_data_to_str(&(*(*r).rd_rel).relname).to_string();
+        let refuse = |detail: String| -> ! {
+            WardenError::prerequisite(format!(
+                "SCD2 queue \"{}\" does not match its source",
+                name(rel)
+            ))
+            .detail(detail)
+            .hint("Apply the same column change to the queue and the history (ALTER TABLE ... ALTER COLUMN ... TYPE), or call warden.scd2_untrack() and warden.scd2_track() again.")
+            .raise()
+        };
+        let columns = t.key.len() + t.tracked.len();
+        if (*(*rel).rd_rel).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
+            || (*(*rel).rd_rel).relhasindex
+            || (*(*rel).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID
+        {
+            refuse("A queue must stay an unindexed heap table.".into());
+        }
+        if (*desc).natts as usize != columns + QUEUE_TAIL.len() {
+            refuse(format!(
+                "The queue has {} columns (dropped ones included); it needs exactly {}.",
+                (*desc).natts,
+                columns + QUEUE_TAIL.len()
+            ));
+        }
+        let wanted = t
+            .key
+            .iter()
+            .chain(t.tracked.iter())
+            .map(|&i| {
+                let a = attribute(source, i);
+                (a.atttypid, a.atttypmod)
+            })
+            .chain(QUEUE_TAIL.iter().map(|&(_, typ)| (typ, -1)));
+        for (i, (typid, typmod)) in wanted.enumerate() {
+            let a = attribute(desc, i);
+            let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
+            pg_sys::get_typlenbyvalalign(typid, &mut len, &mut byval, &mut align);
+            if a.attisdropped
+                || a.atttypid != typid
+                || a.atttypmod != typmod
+                || a.attlen != len
+                || a.attbyval != byval
+                || a.attalign != align
+            {
+                let column = pgrx::name_data_to_str(&a.attname).to_string();
+                let typ = |oid: Oid, m: i32| {
+                    std::ffi::CStr::from_ptr(pg_sys::format_type_with_typemod(oid, m))
+                        .to_string_lossy()
+                        .into_owned()
+                };
+                refuse(if a.attisdropped {
+                    format!("Column {} of the queue was dropped.", i + 1)
+                } else {
+                    format!(
+                        "Column \"{column}\" is {} in the queue but the change to write is {}.",
+                        typ(a.atttypid, a.atttypmod),
+                        typ(typid, typmod)
+                    )
+                });
+            }
+        }
+    }
+}
+
 /// Appends a change to the queue of a deferred source: one heap insert,
 /// no executor, no SQL. The queue has no index, constraint, trigger or
 /// rule to maintain (an index would be left behind, so one is refused);
@@ -269,27 +357,22 @@ fn key_of(t: &Tracked, fields: &Fields) -> Vec<u8> {
 /// The WAL insert position orders a key's changes: a transaction can change
 /// a key only after the previous one's commit record, and within a
 /// transaction each queued row advances it.
-fn queue(t: &Tracked, queue: Oid, fields: &Fields, hash: &[u8], op: &str) {
-    // SAFETY: the queue is opened and closed here, the tuple formed from
-    // datums that outlive the call, and freed after the insert copied it.
+fn queue(
+    t: &Tracked,
+    queue: Oid,
+    source: pg_sys::TupleDesc,
+    fields: &Fields,
+    hash: &[u8],
+    op: &str,
+) {
+    // SAFETY: the queue is opened and closed here and checked against the
+    // values before the tuple is formed from datums that outlive the call;
+    // the tuple is freed after the insert copied it.
     unsafe {
         let rel = pg_sys::table_open(queue, pg_sys::RowExclusiveLock as i32);
+        check_queue(t, rel, source);
         let desc = (*rel).rd_att;
         let columns = t.key.len() + t.tracked.len();
-        if (*(*rel).rd_rel).relhasindex
-            || (*(*rel).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID
-            || (*desc).natts as usize != columns + 5
-        {
-            WardenError::prerequisite(format!(
-                "SCD2 queue \"{}\" is not as warden.scd2_track made it",
-                pgrx::name_data_to_str(&(*(*rel).rd_rel).relname)
-            ))
-            .detail(
-                "A queue must stay an unindexed heap table with the columns it was created with.",
-            )
-            .hint("Drop the indexes or columns added to it, or untrack and track the table again.")
-            .raise();
-        }
         let mut values = Vec::with_capacity(columns + 5);
         let mut nulls = Vec::with_capacity(columns + 5);
         for &i in t.key.iter().chain(t.tracked.iter()) {
@@ -309,9 +392,9 @@ fn queue(t: &Tracked, queue: Oid, fields: &Fields, hash: &[u8], op: &str) {
     }
 }
 
-fn on_insert(t: &Tracked, new: &Fields) {
+fn on_insert(t: &Tracked, src: pg_sys::TupleDesc, new: &Fields) {
     if let Some(q) = t.queue {
-        return queue(t, q, new, &hash_of(t, new), "I");
+        return queue(t, q, src, new, &hash_of(t, new), "I");
     }
     run(
         t,
@@ -320,9 +403,9 @@ fn on_insert(t: &Tracked, new: &Fields) {
     );
 }
 
-fn on_delete(t: &Tracked, old: &Fields) {
+fn on_delete(t: &Tracked, src: pg_sys::TupleDesc, old: &Fields) {
     if let Some(q) = t.queue {
-        return queue(t, q, old, &hash_of(t, old), "D");
+        return queue(t, q, src, old, &hash_of(t, old), "D");
     }
     let p = Params::new(t, old, &hash_of(t, old), "D");
     if run(t, stmt::CLOSE_THEN_TOMBSTONE, &p) > 0 {
@@ -334,10 +417,10 @@ fn on_delete(t: &Tracked, old: &Fields) {
     }
 }
 
-fn on_update(t: &Tracked, old: &Fields, new: &Fields) {
+fn on_update(t: &Tracked, src: pg_sys::TupleDesc, old: &Fields, new: &Fields) {
     if key_of(t, old) != key_of(t, new) {
-        on_delete(t, old);
-        on_insert(t, new);
+        on_delete(t, src, old);
+        on_insert(t, src, new);
         return;
     }
     let hash = hash_of(t, new);
@@ -345,7 +428,7 @@ fn on_update(t: &Tracked, old: &Fields, new: &Fields) {
         return; // nothing tracked changed: no version, no SQL
     }
     if let Some(q) = t.queue {
-        return queue(t, q, new, &hash, "U");
+        return queue(t, q, src, new, &hash, "U");
     }
     let p = Params::new(t, new, &hash, "U");
     if run(t, stmt::CLOSE_THEN_OPEN, &p) > 0 {
@@ -388,13 +471,14 @@ pub unsafe extern "C-unwind" fn scd2_trigger(fcinfo: pg_sys::FunctionCallInfo) -
         let tupdesc = (*data.tg_relation).rd_att;
         let fire = || match event & pg_sys::TRIGGER_EVENT_OPMASK {
             pg_sys::TRIGGER_EVENT_INSERT => {
-                on_insert(&t, &Fields::deform(tupdesc, data.tg_trigtuple))
+                on_insert(&t, tupdesc, &Fields::deform(tupdesc, data.tg_trigtuple))
             }
             pg_sys::TRIGGER_EVENT_DELETE => {
-                on_delete(&t, &Fields::deform(tupdesc, data.tg_trigtuple))
+                on_delete(&t, tupdesc, &Fields::deform(tupdesc, data.tg_trigtuple))
             }
             pg_sys::TRIGGER_EVENT_UPDATE => on_update(
                 &t,
+                tupdesc,
                 &Fields::deform(tupdesc, data.tg_trigtuple),
                 &Fields::deform(tupdesc, data.tg_newtuple),
             ),

@@ -430,6 +430,8 @@ unsafe fn encode_array(
     // SAFETY: `value` is an array of `elem`; deconstruct_array fills the
     // out-parameters with palloc'd arrays of `n` entries.
     unsafe {
+        // an array of records of arrays ... recurses: 54001, not SIGSEGV
+        pg_sys::check_stack_depth();
         let arr = pg_sys::pg_detoast_datum(value.cast_mut_ptr()) as *mut pg_sys::ArrayType;
         let ndim = (*arr).ndim;
         let dims = arr
@@ -475,6 +477,8 @@ pub unsafe fn encode_composite(out: &mut RowEncoder, value: Datum, columns: Opti
     // SAFETY: per the contract; the descriptor is reference-counted and
     // released below (on error, resource-owner cleanup releases it).
     unsafe {
+        // records nest without limit (r := ROW(r)): 54001, not SIGSEGV
+        pg_sys::check_stack_depth();
         let header = pg_sys::pg_detoast_datum(value.cast_mut_ptr()) as pg_sys::HeapTupleHeader;
         let typid = (*header).t_choice.t_datum.datum_typeid;
         let typmod = (*header).t_choice.t_datum.datum_typmod;
@@ -519,7 +523,10 @@ pub unsafe fn encode_tuple(
 
 /// # Safety
 /// `i` must be below `tupdesc`'s attribute count.
-unsafe fn attribute<'a>(tupdesc: pg_sys::TupleDesc, i: usize) -> &'a pg_sys::FormData_pg_attribute {
+pub(super) unsafe fn attribute<'a>(
+    tupdesc: pg_sys::TupleDesc,
+    i: usize,
+) -> &'a pg_sys::FormData_pg_attribute {
     // SAFETY: per the contract.
     unsafe { &*(*tupdesc).attrs.as_ptr().add(i) }
 }

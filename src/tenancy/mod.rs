@@ -8,4 +8,5 @@ mod policies;
 mod selftest;
 mod token;
 
+pub(crate) use context::set_tenant_setting;
 pub use context::{tenant_or_raise, validate_tenant_or_raise};

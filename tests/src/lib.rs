@@ -260,6 +260,29 @@ impl Cluster {
         fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// Asserts the server neither crashed nor restarted since `pid` was
+    /// its postmaster: same postmaster, no backend killed by a signal in
+    /// the log, no crash recovery, and it still answers.
+    pub fn assert_survived(&self, pid: i32) {
+        let log = self.log();
+        for crash in [
+            "terminated by signal",
+            "was terminated by exception",
+            "terminating any other active server processes",
+            "database system was interrupted",
+            "all server processes terminated; reinitializing",
+        ] {
+            assert!(!log.contains(crash), "the server crashed ({crash}):\n{log}");
+        }
+        assert_eq!(self.postmaster_pid(), pid, "the postmaster restarted");
+        let one: i32 = self
+            .connect("postgres")
+            .query_one("SELECT 1", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(one, 1);
+    }
+
     /// The postmaster's pid, from postmaster.pid.
     pub fn postmaster_pid(&self) -> i32 {
         let s = fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap();

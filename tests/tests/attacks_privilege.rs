@@ -1,0 +1,294 @@
+//! Attack tier: a `warden_admin` member or a table owner tries to make
+//! pg_warden run their code with more privilege than they have (findings 1
+//! and 2 of the hardening review). The attacker's payload, planted in every
+//! place Postgres runs user code during a write (row and statement
+//! triggers, rules, CHECK constraints, domains, defaults, index
+//! expressions, a view as source), records the role it ran as and tries
+//! `ALTER ROLE ... SUPERUSER`. Every test asserts the attacker is still not
+//! a superuser and the payload never ran as one.
+
+use std::time::{Duration, Instant};
+
+use pg_warden_integration::*;
+
+/// The attacker `mallory` (a warden_admin member owning schema `m`) and
+/// the payload: `m.note()` logs who it runs as in `m.seen` and tries to
+/// become superuser; `m.imm(int)` wraps it for index expressions.
+fn setup(cluster: &Cluster) -> (Client, Client) {
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             CREATE ROLE mallory LOGIN; GRANT warden_admin TO mallory;
+             CREATE SCHEMA m AUTHORIZATION mallory;",
+        )
+        .unwrap();
+    let mut mallory = cluster.connect_as("postgres", "mallory");
+    mallory
+        .batch_execute(
+            "SET search_path = m;
+             CREATE TABLE m.seen (who text, superuser text);
+             GRANT INSERT ON m.seen TO PUBLIC;
+             CREATE FUNCTION m.note() RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN
+               INSERT INTO m.seen SELECT current_user, r.rolsuper::text FROM pg_catalog.pg_roles r WHERE r.rolname = current_user;
+               BEGIN
+                 ALTER ROLE mallory SUPERUSER;
+               EXCEPTION WHEN OTHERS THEN NULL;
+               END;
+               RETURN true;
+             END $$;
+             CREATE FUNCTION m.imm(int) RETURNS int IMMUTABLE LANGUAGE sql
+               AS 'SELECT CASE WHEN m.note() THEN $1 END';
+             CREATE FUNCTION m.trg() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM m.note(); RETURN NULL; END $$;
+             CREATE FUNCTION m.before_trg() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM m.note(); RETURN NEW; END $$;
+             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA m TO PUBLIC;
+             GRANT USAGE ON SCHEMA m TO PUBLIC;",
+        )
+        .unwrap();
+    (admin, mallory)
+}
+
+/// Asserts mallory gained nothing: not a superuser, and the payload never
+/// ran with superuser rights. Returns how often it ran at all.
+fn assert_no_escalation(admin: &mut Client, what: &str) -> i64 {
+    let su: bool = admin
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!su, "{what}: mallory became superuser");
+    let row = admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE superuser = 'true'), count(*),
+                    string_agg(DISTINCT who, ',')
+               FROM m.seen",
+            &[],
+        )
+        .unwrap();
+    let as_su: i64 = row.get(0);
+    let who: Option<String> = row.get(2);
+    assert_eq!(as_su, 0, "{what}: the payload ran as superuser ({who:?})");
+    admin.batch_execute("TRUNCATE m.seen").unwrap();
+    row.get(1)
+}
+
+/// Finding 1: `warden._scd2_register` loaded the caller's own "history"
+/// as the bootstrap superuser. Each variant plants the payload in the
+/// history (or makes the source a view) and calls it directly.
+#[test]
+fn scd2_register_never_runs_a_history_owners_code_as_superuser() {
+    let cluster = Cluster::start("attack_register", &[]);
+    let pid = cluster.postmaster_pid();
+    let (mut admin, mut mallory) = setup(&cluster);
+    let history = |extra_cols: &str| {
+        format!(
+            "CREATE TABLE m.h (id int NOT NULL, v text, hash_diff bytea, valid_from timestamptz,
+                               valid_to timestamptz, is_current boolean, op text, txid xid8{extra_cols});"
+        )
+    };
+    let variants: Vec<(&str, String)> = vec![
+        (
+            "BEFORE INSERT row trigger",
+            history("") + "CREATE TRIGGER t BEFORE INSERT ON m.h FOR EACH ROW EXECUTE FUNCTION m.before_trg();",
+        ),
+        (
+            "AFTER INSERT statement trigger",
+            history("") + "CREATE TRIGGER t AFTER INSERT ON m.h FOR EACH STATEMENT EXECUTE FUNCTION m.trg();",
+        ),
+        (
+            "rule",
+            history("") + "CREATE RULE r AS ON INSERT TO m.h DO ALSO SELECT m.note();",
+        ),
+        ("CHECK constraint", history(", CHECK (m.note())")),
+        (
+            "column default",
+            history(", extra int DEFAULT CASE WHEN m.note() THEN 1 END"),
+        ),
+        (
+            "index expression",
+            history("") + "CREATE INDEX ON m.h (m.imm(id));",
+        ),
+        (
+            "domain CHECK",
+            "CREATE DOMAIN m.d AS text CHECK (m.note());".to_string()
+                + &history("").replace("v text", "v m.d"),
+        ),
+    ];
+    for (what, ddl) in variants {
+        mallory
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS m.h; DROP TABLE IF EXISTS m.s CASCADE; DROP VIEW IF EXISTS m.s;
+                 DROP DOMAIN IF EXISTS m.d CASCADE;
+                 CREATE TABLE m.s (id int PRIMARY KEY, v text);
+                 INSERT INTO m.s VALUES (1, 'a'), (2, 'b');
+                 {ddl}"
+            ))
+            .unwrap();
+        let _ = mallory.batch_execute(
+            "SELECT warden._scd2_register('m.s'::regclass, 'm.h'::regclass, ARRAY['id'], ARRAY['v'], NULL)",
+        );
+        assert_no_escalation(&mut admin, what);
+        let _ = mallory.batch_execute("SELECT warden._scd2_unregister('m.s'::regclass)");
+    }
+    // a view as the "source": its functions would run as the reader
+    mallory
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS m.h; DROP TABLE IF EXISTS m.s CASCADE; {}
+             CREATE VIEW m.s AS SELECT 1 AS id, 'a'::text AS v WHERE m.note();",
+            history("")
+        ))
+        .unwrap();
+    let _ = mallory.batch_execute(
+        "SELECT warden._scd2_register('m.s'::regclass, 'm.h'::regclass, ARRAY['id'], ARRAY['v'], NULL)",
+    );
+    assert_no_escalation(&mut admin, "view as source");
+    cluster.assert_survived(pid);
+}
+
+/// Gives the worker (every 200 ms) time to apply `queue`: until it is
+/// empty, or 3 s for a plant that makes the apply fail (a DO ALSO rule
+/// is refused in the apply's WITH), which is a safe outcome too.
+fn wait_applied(client: &mut Client, queue: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let n: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {queue}"), &[])
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Finding 2: the deferred apply (worker, scd2_flush, scd2_merge,
+/// scd2_untrack, the drop event trigger) wrote the owner's history and
+/// queue as superuser.
+#[test]
+fn the_deferred_apply_runs_a_table_owners_code_with_the_owners_rights_only() {
+    let cluster = Cluster::start("attack_apply", &["warden.scd2_apply_interval = '200ms'"]);
+    let pid = cluster.postmaster_pid();
+    let (mut admin, mut mallory) = setup(&cluster);
+    let plants = [
+        (
+            "AFTER DELETE statement trigger on the queue",
+            "CREATE TRIGGER t AFTER DELETE ON m.src_history_queue FOR EACH STATEMENT EXECUTE FUNCTION m.trg()",
+        ),
+        (
+            "BEFORE INSERT row trigger on the history",
+            "CREATE TRIGGER t BEFORE INSERT ON m.src_history FOR EACH ROW EXECUTE FUNCTION m.before_trg()",
+        ),
+        (
+            "AFTER UPDATE statement trigger on the history",
+            "CREATE TRIGGER t AFTER UPDATE ON m.src_history FOR EACH STATEMENT EXECUTE FUNCTION m.trg()",
+        ),
+        (
+            "rule on the history",
+            "CREATE RULE r AS ON INSERT TO m.src_history DO ALSO SELECT m.note()",
+        ),
+        (
+            "CHECK constraint on the history",
+            "ALTER TABLE m.src_history ADD CHECK (m.note()) NOT VALID",
+        ),
+        (
+            "index expression on the history",
+            "CREATE INDEX ON m.src_history (m.imm(id))",
+        ),
+    ];
+    // how the apply is reached: the worker, or one of the functions that
+    // apply the queue first
+    let reach = [
+        ("worker", ""),
+        ("scd2_flush", "SELECT warden.scd2_flush('m.src')"),
+        (
+            "scd2_merge",
+            "CREATE TABLE m.stage (id int, v text); INSERT INTO m.stage VALUES (7, 'x');
+             SELECT warden.scd2_merge('m.src_history', 'm.stage')",
+        ),
+        ("scd2_untrack", "SELECT warden.scd2_untrack('m.src')"),
+        ("DROP TABLE (event trigger)", "DROP TABLE m.src"),
+    ];
+    let mut n = 0;
+    for (plant_what, plant) in plants {
+        for (how, call) in reach {
+            // a table per case: a plant that breaks the apply (a DO ALSO
+            // rule) stays in place
+            n += 1;
+            let name = |sql: &str| {
+                sql.replace("m.src", &format!("m.src{n}"))
+                    .replace("m.stage", &format!("m.stage{n}"))
+            };
+            let what = format!("{plant_what}, applied by {how}");
+            mallory
+                .batch_execute(&name(
+                    "CREATE TABLE m.src (id int PRIMARY KEY, v text);
+                     SELECT warden.scd2_track('m.src', ARRAY['id'], deferred => true);",
+                ))
+                .unwrap();
+            mallory.batch_execute(&name(plant)).unwrap();
+            mallory
+                .batch_execute(&name(
+                    "INSERT INTO m.src VALUES (1, 'a'), (2, 'b'); UPDATE m.src SET v = 'c' WHERE id = 1;",
+                ))
+                .unwrap();
+            if call.is_empty() {
+                wait_applied(&mut mallory, &name("m.src_history_queue"));
+            } else {
+                // an error is a fine answer; privilege is not
+                let _ = mallory.batch_execute(&name(call));
+            }
+            let ran = assert_no_escalation(&mut admin, &what);
+            // the plants that leave the apply working did run, as mallory
+            if how == "worker" && !plant_what.starts_with("rule") {
+                assert!(ran > 0, "{what}: the payload never ran");
+            }
+        }
+    }
+    // whatever is left queued, the worker keeps trying as the owner
+    std::thread::sleep(Duration::from_millis(600));
+    assert_no_escalation(&mut admin, "later worker rounds");
+    cluster.assert_survived(pid);
+}
+
+/// The synchronous trigger writes the history as its owner: an
+/// application role that writes the source never runs the owner's code
+/// with its own rights, and the owner's code never runs as superuser.
+#[test]
+fn the_synchronous_trigger_writes_as_the_history_owner() {
+    let cluster = Cluster::start("attack_sync", &[]);
+    let pid = cluster.postmaster_pid();
+    let (mut admin, mut mallory) = setup(&cluster);
+    admin
+        .batch_execute("CREATE ROLE app LOGIN; GRANT warden_app TO app;")
+        .unwrap();
+    mallory
+        .batch_execute(
+            "CREATE TABLE m.src (id int PRIMARY KEY, v text);
+             SELECT warden.scd2_track('m.src', ARRAY['id']);
+             GRANT SELECT, INSERT, UPDATE, DELETE ON m.src TO app;
+             CREATE TRIGGER t BEFORE INSERT ON m.src_history FOR EACH ROW EXECUTE FUNCTION m.before_trg();",
+        )
+        .unwrap();
+    // superuser writes the source: the history's trigger runs as mallory
+    admin
+        .batch_execute("INSERT INTO m.src VALUES (1, 'a'); UPDATE m.src SET v = 'b';")
+        .unwrap();
+    let mut app = cluster.connect_as("postgres", "app");
+    app.batch_execute("INSERT INTO m.src VALUES (2, 'a')")
+        .unwrap();
+    let who: Vec<String> = admin
+        .query("SELECT DISTINCT who FROM m.seen", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(who, vec!["mallory".to_string()]);
+    assert!(assert_no_escalation(&mut admin, "sync trigger") > 0);
+    cluster.assert_survived(pid);
+}
