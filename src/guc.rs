@@ -26,6 +26,7 @@ static WORKER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static LAUNCHER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static HEARTBEAT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static SCD2_APPLY_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+static SCD2_APPLY_BATCH: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static ENABLE_FAULT_INJECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
 static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static KEY_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -34,6 +35,11 @@ static LINT_TENANT_COLUMNS: GucSetting<Option<CString>> = GucSetting::<Option<CS
     c"tenant,tenant_id,org_id,organization_id,account_id,workspace_id,customer_id",
 ));
 static MAX_PLAINTEXT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
+/// Tokens are bearer credentials that show up in logs and
+/// `pg_stat_activity` when passed as literals: keep them short-lived.
+static TENANT_TOKEN_MAX_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(900);
+/// The longest `warden.tenant_token_max_ttl` may be set to.
+pub const TENANT_TOKEN_TTL_LIMIT_S: i32 = 30 * 24 * 3600;
 
 /// Largest plaintext `warden.max_plaintext_bytes` may allow: a bytea must
 /// still hold the envelope.
@@ -108,6 +114,16 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"warden.scd2_apply_batch",
+        c"Most source transactions one SCD2 apply statement takes from a queue.",
+        c"A large backlog is applied in statements of this many transactions each (oldest first), so no single statement grows without bound.",
+        &SCD2_APPLY_BATCH,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"warden.require_tenant_token",
         c"Refuse warden.set_tenant() for roles that are not warden_admin.",
@@ -115,6 +131,16 @@ pub fn init(preloading: bool) {
         &REQUIRE_TENANT_TOKEN,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"warden.tenant_token_max_ttl",
+        c"Longest lifetime of a tenant token, at minting and at verification.",
+        c"warden.tenant_token() refuses a longer ttl, and warden.set_tenant_token() refuses a token minted for longer (say, before this was lowered).",
+        &TENANT_TOKEN_MAX_TTL_S,
+        1,
+        TENANT_TOKEN_TTL_LIMIT_S,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_string_guc(
         c"warden.lint_tenant_columns",
@@ -196,6 +222,10 @@ pub fn heartbeat_interval() -> Duration {
     Duration::from_millis(HEARTBEAT_INTERVAL_MS.get() as u64)
 }
 
+pub fn scd2_apply_batch() -> i64 {
+    i64::from(SCD2_APPLY_BATCH.get())
+}
+
 pub fn scd2_apply_interval() -> Duration {
     Duration::from_millis(SCD2_APPLY_INTERVAL_MS.get() as u64)
 }
@@ -212,6 +242,10 @@ pub fn key_command() -> Option<String> {
         .get()
         .and_then(|s| s.into_string().ok())
         .filter(|s| !s.is_empty())
+}
+
+pub fn tenant_token_max_ttl_seconds() -> i64 {
+    i64::from(TENANT_TOKEN_MAX_TTL_S.get())
 }
 
 pub fn require_tenant_token() -> bool {

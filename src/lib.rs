@@ -12,6 +12,7 @@ mod guc;
 mod names;
 mod preload;
 mod privileged;
+mod redaction;
 mod scd2;
 mod schema;
 mod tenancy;
@@ -24,6 +25,7 @@ mod workers;
 pub extern "C-unwind" fn _PG_init() {
     let preloading = preload::record_load();
     guc::init(preloading);
+    redaction::init();
     crypto::init(preloading);
     if preloading {
         workers::init();

@@ -39,6 +39,9 @@ GRANT USAGE ON SCHEMA warden TO warden_admin, warden_app;
 GRANT EXECUTE ON FUNCTION
   warden.set_tenant(text),
   warden.current_tenant(),
+  warden.current_tenant_bigint(),
+  warden.current_tenant_integer(),
+  warden.current_tenant_uuid(),
   warden.require_tenant()
 TO warden_app, warden_admin;
 
@@ -67,6 +70,8 @@ TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
   warden.enable_tenancy(regclass, name),
   warden._enable_tenancy(regclass, name, boolean),
+  warden._tenancy_lock_partitions(regclass),
+  warden._tenancy_probe(oid, text, text, text, text, text),
   warden.disable_tenancy(regclass),
   warden.lint(),
   warden.tenant_isolation_selftest(regclass, name),

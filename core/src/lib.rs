@@ -6,6 +6,7 @@
 //! One folder per subsystem, mirroring the extension's `src/`.
 
 pub mod crypto;
+pub mod redact;
 pub mod scd2;
 pub mod tenancy;
 pub mod text;

@@ -65,28 +65,45 @@ pub(super) fn decrypt_bytes(ciphertext: &[u8], aad: &str) -> Vec<u8> {
     out
 }
 
+/// A NULL value stays NULL (a NULL column encrypts to NULL), but a NULL
+/// aad is a mistake, not "no context": refused instead of answering NULL.
+fn aad_or_raise(aad: Option<&str>) -> &str {
+    aad.unwrap_or_else(|| {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "aad must not be NULL",
+        )
+        .hint("Pass '' for no context, or the same context string used to encrypt.")
+        .raise()
+    })
+}
+
 /// Encrypts bytes for the current tenant; `aad` binds the ciphertext to a
 /// context (e.g. 'users.email:42') that decryption must repeat.
-#[pg_extern(volatile, strict, parallel_unsafe, name = "encrypt")]
-fn encrypt_bytea(plaintext: &[u8], aad: default!(&str, "''")) -> Vec<u8> {
-    encrypt_bytes(plaintext, aad)
+#[pg_extern(volatile, parallel_unsafe, name = "encrypt")]
+fn encrypt_bytea(plaintext: Option<&[u8]>, aad: default!(Option<&str>, "''")) -> Option<Vec<u8>> {
+    let aad = aad_or_raise(aad);
+    plaintext.map(|p| encrypt_bytes(p, aad))
 }
 
-#[pg_extern(volatile, strict, parallel_unsafe, name = "encrypt")]
-fn encrypt_text(plaintext: &str, aad: default!(&str, "''")) -> Vec<u8> {
-    encrypt_bytes(plaintext.as_bytes(), aad)
+#[pg_extern(volatile, parallel_unsafe, name = "encrypt")]
+fn encrypt_text(plaintext: Option<&str>, aad: default!(Option<&str>, "''")) -> Option<Vec<u8>> {
+    let aad = aad_or_raise(aad);
+    plaintext.map(|p| encrypt_bytes(p.as_bytes(), aad))
 }
 
-#[pg_extern(stable, strict, parallel_restricted)]
-fn decrypt(ciphertext: &[u8], aad: default!(&str, "''")) -> Vec<u8> {
-    decrypt_bytes(ciphertext, aad)
+#[pg_extern(stable, parallel_restricted)]
+fn decrypt(ciphertext: Option<&[u8]>, aad: default!(Option<&str>, "''")) -> Option<Vec<u8>> {
+    let aad = aad_or_raise(aad);
+    ciphertext.map(|c| decrypt_bytes(c, aad))
 }
 
-#[pg_extern(stable, strict, parallel_restricted)]
-fn decrypt_text(ciphertext: &[u8], aad: default!(&str, "''")) -> String {
-    let bytes = decrypt_bytes(ciphertext, aad);
+#[pg_extern(stable, parallel_restricted)]
+fn decrypt_text(ciphertext: Option<&[u8]>, aad: default!(Option<&str>, "''")) -> Option<String> {
+    let aad = aad_or_raise(aad);
+    let bytes = decrypt_bytes(ciphertext?, aad);
     match String::from_utf8(bytes) {
-        Ok(s) if !s.contains('\0') => s,
+        Ok(s) if !s.contains('\0') => Some(s),
         _ => WardenError::new(
             PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
             "the decrypted value is not text",
@@ -98,20 +115,21 @@ fn decrypt_text(ciphertext: &[u8], aad: default!(&str, "''")) -> String {
 
 /// Decrypts and encrypts again under the tenant's active data key (after
 /// `warden.rotate_data_key`), keeping the aad.
-#[pg_extern(volatile, strict, parallel_unsafe)]
-fn reencrypt(ciphertext: &[u8], aad: default!(&str, "''")) -> Vec<u8> {
-    let plaintext = zeroize::Zeroizing::new(decrypt_bytes(ciphertext, aad));
-    encrypt_bytes(&plaintext, aad)
+#[pg_extern(volatile, parallel_unsafe)]
+fn reencrypt(ciphertext: Option<&[u8]>, aad: default!(Option<&str>, "''")) -> Option<Vec<u8>> {
+    let aad = aad_or_raise(aad);
+    let plaintext = zeroize::Zeroizing::new(decrypt_bytes(ciphertext?, aad));
+    Some(encrypt_bytes(&plaintext, aad))
 }
 
 extension_sql!(
     r#"
 CREATE FUNCTION warden.encrypt(plaintext jsonb, aad text DEFAULT '') RETURNS bytea
-LANGUAGE sql VOLATILE STRICT PARALLEL UNSAFE
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
 RETURN warden.encrypt(plaintext::pg_catalog.text, aad);
 
 CREATE FUNCTION warden.decrypt_jsonb(ciphertext bytea, aad text DEFAULT '') RETURNS jsonb
-LANGUAGE sql STABLE STRICT PARALLEL RESTRICTED
+LANGUAGE sql STABLE PARALLEL RESTRICTED
 RETURN warden.decrypt_text(ciphertext, aad)::pg_catalog.jsonb;
 
 COMMENT ON FUNCTION warden.encrypt(bytea, text) IS

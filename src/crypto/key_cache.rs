@@ -263,6 +263,7 @@ fn unwrap(
 
 fn remember(key: CachedKey, active: bool) -> Rc<CachedKey> {
     let key = Rc::new(key);
+    super::key_memory::protect(key.raw.as_ptr(), key.raw.len());
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if active {
@@ -419,6 +420,11 @@ pub fn key_by_id(key_id: u32, tenant: &str, purpose: Purpose) -> Option<Rc<Cache
                 return None; // shredded: no key material left
             };
             let p = Purpose::parse(&p)?;
+            // another tenant's or purpose's key is never unwrapped here: the
+            // caller answers with the one generic decryption error
+            if t != tenant || p != purpose {
+                return None;
+            }
             remember(
                 unwrap(key_id, t, p, v, &wrapped).unwrap_or_else(|e| e.raise()),
                 false,

@@ -8,10 +8,12 @@
 //!   `decrypt_jsonb` / `reencrypt`.
 //! - `blind_index`: `warden.blind_index`.
 //! - `rotation`: `warden.rotate_master_key`, `rotate_data_key`, `shred_tenant`.
+//! - `key_memory`: pages holding key bytes kept out of core dumps and swap.
 
 mod blind_index;
 mod envelope_sql;
 mod key_cache;
+mod key_memory;
 mod keys_table;
 mod root_key;
 mod rotation;

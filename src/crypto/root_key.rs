@@ -29,6 +29,11 @@ pub fn load() {
         Err(why) => pgrx::warning!("pg_warden: root key not loaded: {why}"),
     }
     let _ = ROOT.set(result);
+    if let Some(Ok(ring)) = ROOT.get() {
+        for (ptr, len) in ring.key_regions() {
+            super::key_memory::protect(ptr, len);
+        }
+    }
 }
 
 fn read_root_keys() -> Result<RootKeyring, String> {
@@ -76,9 +81,16 @@ pub fn root() -> &'static RootKeyring {
     preload::require("encryption");
     match ROOT.get() {
         Some(Ok(ring)) => ring,
-        Some(Err(why)) => WardenError::prerequisite("the pg_warden root key is not loaded")
-            .detail(why.clone())
-            .hint("Fix the key configuration and restart the server; the server log says the same.")
+        // the reason names the key file and the OS error: for superusers
+        // only, everyone else is told where to look
+        Some(Err(why)) if unsafe { pgrx::pg_sys::superuser() } => WardenError::prerequisite(
+            "the pg_warden root key is not loaded",
+        )
+        .detail(why.clone())
+        .hint("Fix the key configuration and restart the server; the server log says the same.")
+        .raise(),
+        Some(Err(_)) => WardenError::prerequisite("the pg_warden root key is not loaded")
+            .hint("Ask the database administrator: the server log says why.")
             .raise(),
         None => WardenError::prerequisite("the pg_warden root key is not loaded")
             .hint("Set warden.key_file in postgresql.conf and restart the server.")

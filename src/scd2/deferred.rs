@@ -87,7 +87,11 @@ fn read_queue<T: IntoDatum + FromDatum>(
 ) -> Option<Vec<T>> {
     // SAFETY: catalog lookups by OID; the lock is held to transaction end.
     unsafe {
-        pg_sys::LockRelationOid(queue, pg_sys::AccessShareLock as i32);
+        // not while someone holds the queue: the caller (the worker's
+        // error handler, the tenant list) must never wait on a user's lock
+        if !pg_sys::ConditionalLockRelationOid(queue, pg_sys::AccessShareLock as i32) {
+            return None;
+        }
         if pg_sys::get_rel_relkind(queue) != pg_sys::RELKIND_RELATION as std::ffi::c_char
             || pg_sys::get_rel_persistence(queue) == pg_sys::RELPERSISTENCE_TEMP as std::ffi::c_char
         {
@@ -142,16 +146,30 @@ fn apply_source(src: Oid) -> i64 {
     // one applier at a time (the worker, scd2_flush, scd2_merge)
     // SAFETY: takes a lock to transaction end; runs no code.
     unsafe { pg_sys::LockRelationOid(r.history, pg_sys::ShareRowExclusiveLock as i32) };
+    // batches of whole transactions until one comes back short
+    let batch = crate::guc::scd2_apply_batch();
     let run = || {
-        Spi::get_one::<i64>(&r.statement)
-            .map(|n| n.unwrap_or(0))
-            .unwrap_or_else(|e| {
-                WardenError::prerequisite(format!("cannot apply SCD2 changes: {e}")).raise()
-            })
+        let mut taken = 0;
+        loop {
+            let (rows, transactions) =
+                Spi::get_two_with_args::<i64, i64>(&r.statement, &[batch.into()]).unwrap_or_else(
+                    |e| {
+                        WardenError::prerequisite(format!("cannot apply SCD2 changes: {e}")).raise()
+                    },
+                );
+            taken += rows.unwrap_or(0);
+            if transactions.unwrap_or(0) < batch {
+                return taken;
+            }
+        }
     };
     let Some(column) = &r.tenant_column else {
         return as_owner(r.owner, run);
     };
+    // wait (within lock_timeout) for the queue here, where the apply
+    // would wait anyway, not inside the tenant listing
+    // SAFETY: takes a lock to transaction end; runs no code.
+    unsafe { pg_sys::LockRelationOid(r.queue, pg_sys::RowExclusiveLock as i32) };
     let tenants: Vec<String> = read_queue(
         r.queue,
         Some(column),
@@ -240,7 +258,11 @@ BEGIN
       FROM unnest(r.business_key || r.tracked) WITH ORDINALITY u(c, n);
     RETURN format($sql$
 WITH taken AS MATERIALIZED (
+    -- at most $1 source transactions, those that ended first: a key's
+    -- later transaction always ends after its earlier one, so a batch
+    -- never takes a key's change without the ones before it
     DELETE FROM %1$s q
+     WHERE q.txid = ANY (ARRAY(SELECT b.txid FROM %1$s b GROUP BY b.txid ORDER BY max(b.change_lsn) LIMIT $1))
     RETURNING %3$s, q.hash_diff AS _h, q.op AS _op, q.txid AS _txid, q.changed_at AS _at, q.change_lsn AS _lsn, q.ctid AS _ctid),
 -- per transaction and key, in change order: the number of changes,
 -- whether the transaction deleted the key, its first change
@@ -309,7 +331,7 @@ opened AS (
                     CASE WHEN x._deleted THEN 'I' WHEN x._p_exists THEN 'U' ELSE x._first_op END, x._txid
               WHERE x._op <> 'D') w
      WHERE (SELECT c.n FROM closed_count c) IS NOT NULL)
-SELECT count(*) FROM taken
+SELECT count(*), count(DISTINCT _txid) FROM taken
 $sql$, r.queue, r.history, take, keys, cur_vals, cur_match, prior_match, cols, key_out, val_out, tomb_out, tomb_vals, prev_vals);
 END
 $fn$;

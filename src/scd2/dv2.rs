@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 extension_sql!(
     r#"
 CREATE FUNCTION warden._dv2_digest(cols text[], algorithm text, null_as text, is_key boolean)
-RETURNS bytea IMMUTABLE PARALLEL SAFE LANGUAGE plpgsql AS $fn$
+RETURNS bytea IMMUTABLE PARALLEL SAFE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
   joined text;
   present bigint;
@@ -25,8 +25,8 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'null_as must not be NULL',
       HINT = 'Pass '''' (Data Vault 2.0) or ''^^'' (AutomateDV''s default).';
   END IF;
-  SELECT pg_catalog.string_agg(COALESCE(NULLIF(pg_catalog.upper(pg_catalog.btrim(c)), ''), null_as), '||' ORDER BY n),
-         pg_catalog.count(NULLIF(pg_catalog.btrim(c), ''))
+  SELECT pg_catalog.string_agg(COALESCE(CASE WHEN pg_catalog.btrim(c) OPERATOR(pg_catalog.=) '' THEN NULL ELSE pg_catalog.upper(pg_catalog.btrim(c)) END, null_as), '||' ORDER BY n),
+         pg_catalog.count(CASE WHEN pg_catalog.btrim(c) OPERATOR(pg_catalog.=) '' THEN NULL ELSE c END)
     INTO joined, present
     FROM pg_catalog.unnest(cols) WITH ORDINALITY AS u(c, n);
   IF joined IS NULL OR (is_key AND present OPERATOR(pg_catalog.=) 0) THEN
@@ -41,16 +41,16 @@ $fn$;
 
 CREATE FUNCTION warden.dv2_hash(VARIADIC cols text[]) RETURNS bytea
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $fn$
-  SELECT CASE WHEN pg_catalog.count(NULLIF(pg_catalog.btrim(c), '')) OPERATOR(pg_catalog.=) 0 THEN NULL
+  SELECT CASE WHEN pg_catalog.count(CASE WHEN pg_catalog.btrim(c) OPERATOR(pg_catalog.=) '' THEN NULL ELSE c END) OPERATOR(pg_catalog.=) 0 THEN NULL
               ELSE pg_catalog.decode(pg_catalog.md5(pg_catalog.string_agg(
-                     COALESCE(NULLIF(pg_catalog.upper(pg_catalog.btrim(c)), ''), ''), '||' ORDER BY n)), 'hex') END
+                     pg_catalog.upper(pg_catalog.btrim(COALESCE(c, ''))), '||' ORDER BY n)), 'hex') END
     FROM pg_catalog.unnest(cols) WITH ORDINALITY AS u(c, n)
 $fn$;
 
 CREATE FUNCTION warden.dv2_hash_diff(VARIADIC cols text[]) RETURNS bytea
 IMMUTABLE PARALLEL SAFE LANGUAGE sql AS $fn$
   SELECT pg_catalog.decode(pg_catalog.md5(pg_catalog.string_agg(
-           COALESCE(NULLIF(pg_catalog.upper(pg_catalog.btrim(c)), ''), ''), '||' ORDER BY n)), 'hex')
+           pg_catalog.upper(pg_catalog.btrim(COALESCE(c, ''))), '||' ORDER BY n)), 'hex')
     FROM pg_catalog.unnest(cols) WITH ORDINALITY AS u(c, n)
 $fn$;
 

@@ -284,14 +284,17 @@ BEGIN
     -- the key must identify one row, or versions of two rows would mix
     IF NOT EXISTS (
         SELECT FROM pg_index i
-         WHERE i.indrelid = source AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+         -- valid and checked per row: a DEFERRABLE key can be duplicated
+         -- mid-transaction, which the history's trigger would see
+         WHERE i.indrelid = source AND i.indisunique AND i.indisvalid AND i.indimmediate
+           AND i.indpred IS NULL AND i.indexprs IS NULL
            AND i.indnkeyatts = pg_catalog.cardinality(business_key)
            AND (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname)
                   FROM pg_attribute a WHERE a.attrelid = source AND a.attnum = ANY (i.indkey::int2[]))
                = (SELECT pg_catalog.array_agg(c ORDER BY c) FROM pg_catalog.unnest(business_key) c)) THEN
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('the business key of %s is not unique', source),
-            DETAIL = 'A primary key or unique constraint on exactly the business key columns is required.',
+            DETAIL = 'A valid, not deferrable primary key or unique constraint on exactly the business key columns is required.',
             HINT = pg_catalog.format('ALTER TABLE %s ADD UNIQUE (%s)', source,
                                      (SELECT pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') FROM pg_catalog.unnest(business_key) c));
     END IF;
@@ -333,7 +336,11 @@ BEGIN
         nsp, hist_name, col_defs);
     hist := pg_catalog.format('%I.%I', nsp, hist_name)::regclass;
     EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (%s) WHERE is_current', hist, key_list);
-    EXECUTE pg_catalog.format('CREATE INDEX ON %s (%s, valid_from)', hist, key_list);
+    -- A key's versions in time order, and the primary key: a transaction
+    -- writes at most one version and one tombstone of a key (its own
+    -- version is replaced, never repeated), so (key, valid_from, txid, op)
+    -- is unique without a surrogate column to maintain.
+    EXECUTE pg_catalog.format('ALTER TABLE %s ADD PRIMARY KEY (%s, valid_from, txid, op)', hist, key_list);
     EXECUTE pg_catalog.format('COMMENT ON TABLE %s IS %L', hist,
         pg_catalog.format('SCD2 history of %s kept by warden.scd2_track (business key %s).', source, key_list));
     IF deferred THEN

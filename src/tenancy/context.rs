@@ -11,7 +11,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use warden_core::tenancy::validate_tenant_id;
+use warden_core::tenancy::{canonical_int, canonical_uuid, validate_tenant_id};
 
 use crate::error::WardenError;
 use crate::guc;
@@ -31,6 +31,7 @@ fn set_tenant(tenant: Option<&str>) {
         .raise();
     };
     validate_tenant_or_raise(tenant);
+    refuse_if_pinned_elsewhere(tenant);
     if guc::require_tenant_token() && !is_warden_admin() {
         WardenError::privilege("warden.set_tenant() is disabled by warden.require_tenant_token")
             .detail("Only members of warden_admin may set a tenant without a token.")
@@ -39,6 +40,31 @@ fn set_tenant(tenant: Option<&str>) {
     }
     require_transaction_block("warden.set_tenant()");
     set_tenant_setting(tenant);
+}
+
+/// Whether the session is pinned to a tenant other than `tenant`: a login
+/// role given a tenant with `ALTER ROLE ... SET warden.tenant` (or a
+/// database with `ALTER DATABASE`) makes that the setting's reset value,
+/// and then no function may switch it to another tenant.
+pub(crate) fn pinned_elsewhere(tenant: &[u8]) -> bool {
+    // SAFETY: our own setting exists; the string is owned by the GUC code.
+    let reset = unsafe { pg_sys::GetConfigOptionResetString(guc::TENANT_GUC.as_ptr()) };
+    if reset.is_null() {
+        return false;
+    }
+    // SAFETY: a NUL-terminated string.
+    let pinned = unsafe { std::ffi::CStr::from_ptr(reset) }.to_bytes();
+    !pinned.is_empty() && pinned != tenant
+}
+
+/// Raises 42501 when the session is pinned to another tenant.
+pub(crate) fn refuse_if_pinned_elsewhere(tenant: &str) {
+    if pinned_elsewhere(tenant.as_bytes()) {
+        WardenError::privilege("this session is pinned to another tenant")
+            .detail("warden.tenant is set for this role or database (ALTER ROLE ... SET warden.tenant), so it cannot switch tenants.")
+            .hint("Connect as a role that is not pinned to switch tenants.")
+            .raise();
+    }
 }
 
 /// Raises 22023 with the reason when `tenant` is not a valid tenant id.
@@ -80,6 +106,16 @@ fn is_warden_admin() -> bool {
 /// Writes `warden.tenant` transaction-locally with superuser context, the
 /// one path by which non-superusers change it.
 pub(crate) fn set_tenant_setting(tenant: &str) {
+    write_tenant_setting(tenant);
+}
+
+/// Clears `warden.tenant` for the rest of the transaction (or of the GUC
+/// nest level the caller opened): no tenant.
+pub(crate) fn reset_tenant_setting() {
+    write_tenant_setting("");
+}
+
+fn write_tenant_setting(tenant: &str) {
     let value = std::ffi::CString::new(tenant).expect("validated tenant ids have no NUL");
     // SAFETY: both strings are valid C strings; elevel ERROR makes a
     // refusal raise instead of returning silently.
@@ -95,6 +131,31 @@ pub(crate) fn set_tenant_setting(tenant: &str) {
             false,
         );
     }
+}
+
+/// The current tenant as a bigint, for the policies of tables whose tenant
+/// column is bigint: NULL when unset or not the canonical text of a
+/// bigint (`042` and `+42` are not `42`; keys and tokens bind the text).
+#[pg_extern(stable, parallel_safe)]
+fn current_tenant_bigint() -> Option<i64> {
+    guc::tenant().and_then(|t| canonical_int(t, 64))
+}
+
+/// As `current_tenant_bigint`, for integer tenant columns.
+#[pg_extern(stable, parallel_safe)]
+fn current_tenant_integer() -> Option<i32> {
+    guc::tenant()
+        .and_then(|t| canonical_int(t, 32))
+        .map(|n| n as i32)
+}
+
+/// As `current_tenant_bigint`, for uuid tenant columns: lower-case,
+/// hyphenated, as Postgres prints a uuid.
+#[pg_extern(stable, parallel_safe)]
+fn current_tenant_uuid() -> Option<pgrx::Uuid> {
+    guc::tenant()
+        .and_then(canonical_uuid)
+        .map(pgrx::Uuid::from_bytes)
 }
 
 /// The tenant of the current transaction; raises when none is set.
@@ -122,9 +183,21 @@ COMMENT ON FUNCTION warden.set_tenant(text) IS
   'Sets the tenant for the rest of the current transaction (transaction block only; validated; reverts at COMMIT/ROLLBACK).';
 COMMENT ON FUNCTION warden.current_tenant() IS
   'Tenant of the current transaction, or NULL when unset or empty; use as (select warden.current_tenant()) in RLS policies.';
+COMMENT ON FUNCTION warden.current_tenant_bigint() IS
+  'Tenant of the current transaction as bigint, for bigint tenant columns; NULL when unset or not written canonically (no sign, no leading zeros).';
+COMMENT ON FUNCTION warden.current_tenant_integer() IS
+  'Tenant of the current transaction as integer, for integer tenant columns; NULL when unset or not written canonically.';
+COMMENT ON FUNCTION warden.current_tenant_uuid() IS
+  'Tenant of the current transaction as uuid, for uuid tenant columns; NULL when unset or not lower-case hyphenated.';
 COMMENT ON FUNCTION warden.require_tenant() IS
   'Tenant of the current transaction; raises SQLSTATE 55000 when no tenant is set.';
 "#,
     name = "tenancy_context_comments",
-    requires = ["tenancy_context_functions", require_tenant],
+    requires = [
+        "tenancy_context_functions",
+        require_tenant,
+        current_tenant_bigint,
+        current_tenant_integer,
+        current_tenant_uuid
+    ],
 );

@@ -31,6 +31,8 @@ unsafe extern "C-unwind" {
     fn pg_is_transaction_block() -> bool;
     #[link_name = "IsSubTransaction"]
     fn pg_is_sub_transaction() -> bool;
+    #[link_name = "GetConfigOptionResetString"]
+    fn pg_get_config_option_reset_string(name: *const c_char) -> *const c_char;
     #[link_name = "set_config_option"]
     fn pg_set_config_option(
         name: *const c_char,
@@ -89,7 +91,8 @@ pub unsafe extern "C-unwind" fn set_tenant_fast(fcinfo: pg_sys::FunctionCallInfo
     // SAFETY: fcinfo is valid; a non-null text argument is a varlena.
     let ready = unsafe { copy_valid_tenant(fcinfo, &mut value) }
         && !guc::require_tenant_token()
-        && unsafe { pg_is_transaction_block() || pg_is_sub_transaction() };
+        && unsafe { pg_is_transaction_block() || pg_is_sub_transaction() }
+        && !pinned_elsewhere(&value);
     if !ready {
         // SAFETY: same fcinfo; the guarded function raises the error.
         return unsafe { set_tenant_wrapper(fcinfo) };
@@ -108,6 +111,21 @@ pub unsafe extern "C-unwind" fn set_tenant_fast(fcinfo: pg_sys::FunctionCallInfo
         );
     }
     pg_sys::Datum::from(0)
+}
+
+/// `context::pinned_elsewhere` without the guard: true when the session
+/// is pinned (a non-empty reset value) to another tenant than `value`
+/// (NUL-terminated), which the guarded function then refuses.
+fn pinned_elsewhere(value: &[u8]) -> bool {
+    // SAFETY: our own setting exists; the string is owned by the GUC code.
+    let reset = unsafe { pg_get_config_option_reset_string(guc::TENANT_GUC.as_ptr()) };
+    if reset.is_null() {
+        return false;
+    }
+    // SAFETY: both NUL-terminated.
+    let pinned = unsafe { std::ffi::CStr::from_ptr(reset) }.to_bytes();
+    let wanted = &value[..value.iter().position(|&b| b == 0).unwrap_or(value.len())];
+    !pinned.is_empty() && pinned != wanted
 }
 
 /// Copies argument 0 into `out` NUL-terminated when it is a valid tenant

@@ -69,6 +69,9 @@ findings AS (
            ARRAY['SECURITY']
       FROM user_tables t
      WHERE t.relrowsecurity AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t.oid)
+       -- partitions of a tenant-isolated table are closed this way on purpose
+       AND NOT EXISTS (SELECT FROM pg_class c JOIN pg_policy p ON p.polrelid = pg_partition_root(c.oid)
+                        WHERE c.oid = t.oid AND c.relispartition AND p.polname = 'warden_tenant_isolation')
     UNION ALL
     -- 4. permissive policies that fail open when the setting is missing or ''
     SELECT 'policy_fails_open', 'Policy fails open', 'ERROR',
@@ -117,9 +120,22 @@ findings AS (
            format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC; or make it SECURITY INVOKER.', p.oid::regprocedure),
            ARRAY['SECURITY']
       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-      JOIN tenant_tables t ON p.prosrc ~* ('\m' || t.relname || '\M')
+      -- the table name as a literal in the pattern (every character that
+      -- is not a letter, digit or _ escaped), not inside a longer name
+      JOIN tenant_tables t ON p.prosrc ~* ('(^|[^[:alnum:]_])' || regexp_replace(t.relname, '([^[:alnum:]_])', '\\\1', 'g') || '($|[^[:alnum:]_])')
      WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
        AND has_function_privilege('public', p.oid, 'EXECUTE')
+    UNION ALL
+    -- 10. a permissive tenant policy beside another permissive policy: the
+    --     other one widens every tenant's view (the event trigger prevents
+    --     this; a policy created while it was disabled does not)
+    SELECT 'tenant_policy_widened', 'Tenant isolation widened by a permissive policy', 'ERROR',
+           format('%s policy %I', w.polrelid::regclass, o.polname),
+           format('Policy %I on %s is permissive next to the permissive warden_tenant_isolation policy, so rows it allows are visible to every tenant.', o.polname, w.polrelid::regclass),
+           format('SELECT warden.enable_tenancy(%L); -- makes the isolation policy restrictive', w.polrelid::regclass::text),
+           ARRAY['SECURITY']
+      FROM pg_policy w JOIN pg_policy o ON o.polrelid = w.polrelid AND o.oid <> w.oid AND o.polpermissive
+     WHERE w.polname = 'warden_tenant_isolation' AND w.polpermissive
     UNION ALL
     -- 8. secret-like plaintext columns
     SELECT 'secret_plaintext_column', 'Secret-like column stored in plaintext', 'WARN',
@@ -157,6 +173,7 @@ SELECT f.name, f.title, f.level, 'EXTERNAL' AS facing, f.categories,
          WHEN 'public_definer_reads_tenant_table' THEN 'Detects SECURITY DEFINER functions callable by PUBLIC that read tenant tables.'
          WHEN 'secret_plaintext_column' THEN 'Detects secret-like columns that are not encrypted.'
          WHEN 'audit_log_writable' THEN 'Detects roles that can change the audit log.'
+         WHEN 'tenant_policy_widened' THEN 'Detects permissive policies that widen tenant isolation.'
        END AS description,
        f.detail, f.remediation,
        jsonb_build_object('object', f.object) AS metadata,

@@ -5,8 +5,23 @@
 //! taken from the catalog and quoted (`regclass` output, `format('%I')`),
 //! and it runs with the caller's rights (only a table's owner can change
 //! its row security). The policies compare the tenant column with
-//! `(SELECT warden.current_tenant())`, an InitPlan evaluated once per
-//! query, so an index on the tenant column is used.
+//! `(SELECT warden.current_tenant())` (or the typed `current_tenant_bigint`,
+//! `_integer`, `_uuid`, which accept only the canonical spelling), an
+//! InitPlan evaluated once per query, so an index on the tenant column is
+//! used.
+//!
+//! The isolation policy is PERMISSIVE while it is the table's only
+//! permissive policy (then it alone decides what is visible, and no
+//! `USING (true)` companion is needed) and RESTRICTIVE when the owner has
+//! permissive policies of their own, which it then narrows to the tenant
+//! instead of voiding them. An event trigger keeps that true when the
+//! owner adds a permissive policy later.
+//!
+//! A partitioned table is isolated through its parent, which is where
+//! Postgres applies policies to queries on the parent; every partition,
+//! existing or attached or created later, gets row security enabled and
+//! forced without a policy, so a query or write that names a partition
+//! directly sees and changes nothing.
 //!
 //! `warden.tenant_tables` is derived from the catalogs alone: the tenant
 //! column is the one the `warden_tenant_isolation` policy depends on.
@@ -47,13 +62,13 @@ BEGIN
             tenant_expr := '(SELECT warden.current_tenant())';
             default_expr := 'warden.require_tenant()';
         WHEN 'uuid'::regtype THEN
-            tenant_expr := '(SELECT warden.current_tenant()::pg_catalog.uuid)';
+            tenant_expr := '(SELECT warden.current_tenant_uuid())';
             default_expr := 'warden.require_tenant()::pg_catalog.uuid';
         WHEN 'bigint'::regtype THEN
-            tenant_expr := '(SELECT warden.current_tenant()::pg_catalog.int8)';
+            tenant_expr := '(SELECT warden.current_tenant_bigint())';
             default_expr := 'warden.require_tenant()::pg_catalog.int8';
         WHEN 'integer'::regtype THEN
-            tenant_expr := '(SELECT warden.current_tenant()::pg_catalog.int4)';
+            tenant_expr := '(SELECT warden.current_tenant_integer())';
             default_expr := 'warden.require_tenant()::pg_catalog.int4';
         ELSE
             RAISE EXCEPTION USING ERRCODE = 'datatype_mismatch',
@@ -62,20 +77,22 @@ BEGIN
     END CASE;
 
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
-    -- Restrictive: no other policy can widen it. Fails closed: with no
-    -- tenant the comparison is NULL, so no row qualifies.
     IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'warden_tenant_isolation') THEN
         EXECUTE format('DROP POLICY warden_tenant_isolation ON %s', tbl);
     END IF;
+    -- Fails closed: with no tenant the comparison is NULL, so no row
+    -- qualifies. Alone, permissive; next to the owner's permissive
+    -- policies, restrictive, so they keep meaning what they say within
+    -- the tenant and none of them can widen it.
     EXECUTE format(
-        'CREATE POLICY warden_tenant_isolation ON %s AS RESTRICTIVE FOR ALL TO PUBLIC USING (%I = %s) WITH CHECK (%I = %s)',
-        tbl, tenant_column, tenant_expr, tenant_column, tenant_expr);
-    -- Restrictive policies only narrow permissive ones; this one makes the
-    -- table usable for roles with table privileges.
-    IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'warden_tenant_base') THEN
-        EXECUTE format('DROP POLICY warden_tenant_base ON %s', tbl);
+        'CREATE POLICY warden_tenant_isolation ON %s AS %s FOR ALL TO PUBLIC USING (%I = %s) WITH CHECK (%I = %s)',
+        tbl,
+        CASE WHEN EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polpermissive) THEN 'RESTRICTIVE' ELSE 'PERMISSIVE' END,
+        tenant_column, tenant_expr, tenant_column, tenant_expr);
+    -- partitions are reached through the parent's policy only
+    IF kind = 'p' THEN
+        PERFORM warden._tenancy_lock_partitions(tbl);
     END IF;
-    EXECUTE format('CREATE POLICY warden_tenant_base ON %s AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)', tbl);
     IF NOT default_and_index THEN
         RETURN;
     END IF;
@@ -85,6 +102,62 @@ BEGIN
     END IF;
 END
 $fn$;
+
+-- Row security on, forced, no policy, for every partition below a
+-- tenant-isolated table that lacks it: direct access sees nothing.
+CREATE FUNCTION warden._tenancy_lock_partitions(tbl regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    part regclass;
+BEGIN
+    FOR part IN SELECT t.relid FROM pg_catalog.pg_partition_tree(tbl) t
+                  JOIN pg_class c ON c.oid = t.relid
+                 WHERE t.relid <> tbl AND NOT (c.relrowsecurity AND c.relforcerowsecurity) LOOP
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', part);
+    END LOOP;
+END
+$fn$;
+
+-- Keeps tenant isolation whole after the owner's DDL: partitions created
+-- or attached under a tenant-isolated table are locked like the others,
+-- and a permissive policy added next to a permissive isolation policy
+-- turns it restrictive (otherwise the new policy would widen every
+-- tenant's view). Runs only ALTER TABLE ... ROW LEVEL SECURITY and
+-- CREATE/DROP POLICY, which evaluate no user code, so the definer's
+-- rights give the caller nothing.
+CREATE FUNCTION warden._tenancy_on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT pg_catalog.pg_partition_root(d.objid)::regclass AS root
+               FROM pg_catalog.pg_event_trigger_ddl_commands() d
+               JOIN pg_class c ON c.oid = d.objid
+              WHERE d.classid = 'pg_catalog.pg_class'::regclass AND c.relkind IN ('r', 'p')
+                AND (c.relispartition OR c.relkind = 'p') LOOP
+        IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = r.root AND p.polname = 'warden_tenant_isolation') THEN
+            PERFORM warden._tenancy_lock_partitions(r.root);
+        END IF;
+    END LOOP;
+    FOR r IN SELECT DISTINCT p.polrelid::regclass AS tbl, t.tenant_column
+               FROM pg_catalog.pg_event_trigger_ddl_commands() d
+               JOIN pg_policy p ON p.oid = d.objid
+               JOIN warden.tenant_tables t ON t.table_name = p.polrelid
+              WHERE d.classid = 'pg_catalog.pg_policy'::regclass
+                AND p.polpermissive AND p.polname <> 'warden_tenant_isolation'
+                AND EXISTS (SELECT FROM pg_policy w WHERE w.polrelid = p.polrelid
+                               AND w.polname = 'warden_tenant_isolation' AND w.polpermissive) LOOP
+        PERFORM warden._enable_tenancy(r.tbl, r.tenant_column, false);
+    END LOOP;
+END
+$fn$;
+CREATE EVENT TRIGGER warden_tenancy_on_ddl ON ddl_command_end
+  WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE', 'CREATE POLICY', 'ALTER POLICY')
+  EXECUTE FUNCTION warden._tenancy_on_ddl();
 
 CREATE FUNCTION warden.enable_tenancy(tbl regclass, tenant_column name DEFAULT 'tenant') RETURNS void
 LANGUAGE sql
@@ -107,7 +180,6 @@ BEGIN
             HINT = 'See warden.tenant_tables for the tables warden.enable_tenancy() set up.';
     END IF;
     EXECUTE format('DROP POLICY IF EXISTS warden_tenant_isolation ON %s', tbl);
-    EXECUTE format('DROP POLICY IF EXISTS warden_tenant_base ON %s', tbl);
     IF EXISTS (SELECT FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
                 WHERE d.adrelid = tbl AND a.attname = col
                   AND pg_get_expr(d.adbin, d.adrelid) LIKE '%warden.require_tenant()%') THEN
@@ -126,9 +198,11 @@ SELECT c.oid::regclass AS table_name,
        a.attname AS tenant_column,
        c.relrowsecurity AS rls_enabled,
        c.relforcerowsecurity AS rls_forced,
-       (NOT p.polpermissive AND p.polcmd = '*'
-        AND EXISTS (SELECT FROM pg_catalog.pg_policy b
-                     WHERE b.polrelid = c.oid AND b.polname = 'warden_tenant_base')) AS policies_present,
+       -- for all commands; restrictive whenever another permissive policy exists
+       (p.polcmd = '*'
+        AND (NOT p.polpermissive
+             OR NOT EXISTS (SELECT FROM pg_catalog.pg_policy o
+                             WHERE o.polrelid = c.oid AND o.polpermissive AND o.oid <> p.oid))) AS policies_present,
        EXISTS (SELECT FROM pg_catalog.pg_index i
                 WHERE i.indrelid = c.oid AND i.indkey[0] = a.attnum) AS index_present,
        EXISTS (SELECT FROM pg_catalog.pg_attrdef d
@@ -147,8 +221,12 @@ SELECT c.oid::regclass AS table_name,
 
 COMMENT ON FUNCTION warden._enable_tenancy(regclass, name, boolean) IS
   'Internal: the body of enable_tenancy; without the column default and index for SCD2 queues.';
+COMMENT ON FUNCTION warden._tenancy_lock_partitions(regclass) IS
+  'Internal: enables and forces row security (no policy) on every partition below a tenant-isolated table.';
+COMMENT ON FUNCTION warden._tenancy_on_ddl() IS
+  'Internal: event trigger; locks new partitions of tenant-isolated tables and makes the isolation policy restrictive when a permissive policy is added beside it.';
 COMMENT ON FUNCTION warden.enable_tenancy(regclass, name) IS
-  'Makes a table tenant-isolated: ENABLE and FORCE RLS, a RESTRICTIVE policy on the tenant column for all commands, a permissive base policy, a column default from the tenant context, and an index led by the tenant column. Idempotent; the caller must own the table.';
+  'Makes a table tenant-isolated: ENABLE and FORCE RLS, a policy on the tenant column for all commands (permissive when alone, restrictive beside the owner''s permissive policies), a column default from the tenant context, and an index led by the tenant column; a partitioned table''s partitions are closed to direct access. Idempotent; the caller must own the table.';
 COMMENT ON FUNCTION warden.disable_tenancy(regclass) IS
   'Removes what warden.enable_tenancy set up (policies, default, FORCE; RLS too when no other policy remains). The index stays.';
 COMMENT ON VIEW warden.tenant_tables IS

@@ -3,8 +3,103 @@
 //! isolates: each sees only its own rows and cannot insert, update, move
 //! or delete the other's, and with no tenant nothing is visible. Runs in a
 //! subtransaction that is always rolled back: it leaves no rows behind.
+//!
+//! Each probe runs through `warden._tenancy_probe` as the application role
+//! the way a SECURITY DEFINER function owned by it would (the user id
+//! switched with SECURITY_LOCAL_USERID_CHANGE and
+//! SECURITY_RESTRICTED_OPERATION), not under `SET ROLE`: the table owner's
+//! policies, defaults and triggers it fires cannot `RESET ROLE` back to
+//! the operator running the self-test (docs/security.md, rule 1).
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
+
+use crate::error::WardenError;
+
+/// The statements a probe may run, `$1` the tenant it names, `$2` another.
+fn probe_sql(probe: &str) -> Option<&'static str> {
+    Some(match probe {
+        "count" => "SELECT pg_catalog.count(*) FROM %1$s",
+        "count_not" => "SELECT pg_catalog.count(*) FROM %1$s t WHERE t.%2$I::pg_catalog.text IS DISTINCT FROM $1",
+        "count_is" => "SELECT pg_catalog.count(*) FROM %1$s t WHERE t.%2$I::pg_catalog.text OPERATOR(pg_catalog.=) $1",
+        "insert_default" => "WITH i AS (INSERT INTO %1$s DEFAULT VALUES RETURNING 1) SELECT pg_catalog.count(*) FROM i",
+        "insert_for" => "WITH i AS (INSERT INTO %1$s (%2$I) VALUES ($1::%3$s) RETURNING 1) SELECT pg_catalog.count(*) FROM i",
+        "update_of" => "WITH u AS (UPDATE %1$s t SET %2$I = t.%2$I WHERE t.%2$I::pg_catalog.text OPERATOR(pg_catalog.=) $1 RETURNING 1) SELECT pg_catalog.count(*) FROM u",
+        "delete_of" => "WITH d AS (DELETE FROM %1$s t WHERE t.%2$I::pg_catalog.text OPERATOR(pg_catalog.=) $1 RETURNING 1) SELECT pg_catalog.count(*) FROM d",
+        "move_to" => "WITH u AS (UPDATE %1$s t SET %2$I = $1::%3$s WHERE t.%2$I::pg_catalog.text OPERATOR(pg_catalog.=) $2 RETURNING 1) SELECT pg_catalog.count(*) FROM u",
+        _ => return None,
+    })
+}
+
+/// `warden._tenancy_probe(tbl, app_role, tenant, probe, arg, other)`: runs
+/// one of the self-test's fixed statements on `tbl` as `app_role` with
+/// `tenant` set (none when NULL); returns the rows it counted or changed.
+/// The caller must be a member of `app_role` (it could `SET ROLE` to it).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _tenancy_probe(
+    tbl: pg_sys::Oid,
+    app_role: &str,
+    tenant: Option<&str>,
+    probe: &str,
+    arg: Option<&str>,
+    other: Option<&str>,
+) -> i64 {
+    let template = probe_sql(probe).unwrap_or_else(|| {
+        WardenError::invalid_parameter(format!("unknown self-test probe \"{probe}\"")).raise()
+    });
+    let role_name = std::ffi::CString::new(app_role).unwrap_or_default();
+    // SAFETY: catalog lookups; missing_ok so an unknown role is reported here.
+    let (role, member) = unsafe {
+        let role = pg_sys::get_role_oid(role_name.as_ptr(), true);
+        (
+            role,
+            role != pg_sys::InvalidOid && pg_sys::is_member_of_role(pg_sys::GetUserId(), role),
+        )
+    };
+    if !member {
+        WardenError::privilege(format!(
+            "must be a member of role \"{app_role}\" to test as it"
+        ))
+        .hint(format!(
+            "GRANT \"{app_role}\" TO the role running the self-test."
+        ))
+        .raise();
+    }
+    // the statement, from the catalog: the table (schema-qualified, as the
+    // probe runs with a fixed search_path), its tenant column and type
+    // SAFETY: catalog lookups by OID.
+    let table = unsafe {
+        let name = pg_sys::get_rel_name(tbl);
+        if name.is_null() {
+            WardenError::invalid_parameter("no such table").raise();
+        }
+        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(tbl));
+        std::ffi::CStr::from_ptr(pg_sys::quote_qualified_identifier(nsp, name))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let sql = Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.format($3, $2, t.tenant_column, pg_catalog.format_type(a.atttypid, a.atttypmod))
+           FROM warden.tenant_tables t
+           JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) t.table_name AND a.attname OPERATOR(pg_catalog.=) t.tenant_column
+          WHERE t.table_name OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+        &[tbl.into(), table.into(), template.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| WardenError::prerequisite("the table is not set up by warden.enable_tenancy()").raise());
+    crate::privileged::as_owner(role, || {
+        match tenant {
+            Some(t) => super::context::set_tenant_setting(t),
+            None => super::context::reset_tenant_setting(),
+        }
+        Spi::get_one_with_args::<i64>(&sql, &[arg.into(), other.into()])
+            .map(|n| n.unwrap_or(0))
+            .unwrap_or_else(|e| {
+                WardenError::prerequisite(format!("self-test probe failed: {e}")).raise()
+            })
+    })
+}
 
 extension_sql!(
     r#"
@@ -32,7 +127,7 @@ BEGIN
     IF NOT pg_has_role(current_user, app_role, 'MEMBER') THEN
         RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
             MESSAGE = format('must be a member of role %I to test as it', app_role),
-            HINT = format('GRANT %I TO %I; (the self-test runs SET ROLE)', app_role, current_user);
+            HINT = format('GRANT %I TO %I; (the self-test acts as that role)', app_role, current_user);
     END IF;
     SELECT a.atttypid INTO col_type FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col;
     -- two tenants no real data uses
@@ -48,22 +143,18 @@ BEGIN
 
     BEGIN
         -- no tenant: fail closed
-        EXECUTE format('SET LOCAL ROLE %I', app_role);
         BEGIN
-            EXECUTE format('SELECT count(*) FROM %s', tbl) INTO n;
+            n := warden._tenancy_probe(tbl, app_role, NULL, 'count', NULL, NULL);
             check_name := 'no_tenant_sees_nothing'; passed := n = 0;
             detail := format('%s rows visible with no tenant set', n);
         EXCEPTION WHEN OTHERS THEN
             check_name := 'no_tenant_sees_nothing'; passed := false; detail := SQLERRM;
         END;
         RETURN NEXT;
-        RESET ROLE;
 
         -- each tenant inserts a row of its own (tenant from the column default)
-        PERFORM warden.set_tenant(ta);
-        EXECUTE format('SET LOCAL ROLE %I', app_role);
         BEGIN
-            EXECUTE format('INSERT INTO %s DEFAULT VALUES', tbl);
+            PERFORM warden._tenancy_probe(tbl, app_role, ta, 'insert_default', NULL, NULL);
             inserted_a := true;
             check_name := 'a_inserts_own_row'; passed := true; detail := 'ok';
         EXCEPTION WHEN OTHERS THEN
@@ -71,11 +162,8 @@ BEGIN
             detail := SQLERRM || ' (the self-test inserts DEFAULT VALUES; give other NOT NULL columns defaults to test reads and writes)';
         END;
         RETURN NEXT;
-        RESET ROLE;
-        PERFORM warden.set_tenant(tb);
-        EXECUTE format('SET LOCAL ROLE %I', app_role);
         BEGIN
-            EXECUTE format('INSERT INTO %s DEFAULT VALUES', tbl);
+            PERFORM warden._tenancy_probe(tbl, app_role, tb, 'insert_default', NULL, NULL);
             inserted_b := true;
         EXCEPTION WHEN OTHERS THEN
             NULL;
@@ -83,30 +171,28 @@ BEGIN
 
         -- as B
         BEGIN
-            EXECUTE format('SELECT count(*) FROM %s WHERE %I::text IS DISTINCT FROM %L', tbl, col, tb) INTO n;
+            n := warden._tenancy_probe(tbl, app_role, tb, 'count_not', tb, NULL);
             check_name := 'b_sees_only_own_rows'; passed := n = 0; detail := format('%s rows of other tenants visible', n);
         EXCEPTION WHEN OTHERS THEN
             check_name := 'b_sees_only_own_rows'; passed := false; detail := SQLERRM;
         END;
         RETURN NEXT;
         BEGIN
-            EXECUTE format('UPDATE %s SET %I = %I WHERE %I::text = %L', tbl, col, col, col, ta);
-            GET DIAGNOSTICS n = ROW_COUNT;
+            n := warden._tenancy_probe(tbl, app_role, tb, 'update_of', ta, NULL);
             check_name := 'b_cannot_update_a'; passed := n = 0; detail := format('%s rows of tenant A updated', n);
         EXCEPTION WHEN OTHERS THEN
             check_name := 'b_cannot_update_a'; passed := true; detail := SQLERRM;
         END;
         RETURN NEXT;
         BEGIN
-            EXECUTE format('DELETE FROM %s WHERE %I::text = %L', tbl, col, ta);
-            GET DIAGNOSTICS n = ROW_COUNT;
+            n := warden._tenancy_probe(tbl, app_role, tb, 'delete_of', ta, NULL);
             check_name := 'b_cannot_delete_a'; passed := n = 0; detail := format('%s rows of tenant A deleted', n);
         EXCEPTION WHEN OTHERS THEN
             check_name := 'b_cannot_delete_a'; passed := true; detail := SQLERRM;
         END;
         RETURN NEXT;
         BEGIN
-            EXECUTE format('INSERT INTO %s (%I) VALUES (%L)', tbl, col, ta);
+            PERFORM warden._tenancy_probe(tbl, app_role, tb, 'insert_for', ta, NULL);
             check_name := 'b_cannot_insert_for_a'; passed := false; detail := 'a row for tenant A was inserted';
         EXCEPTION WHEN OTHERS THEN
             check_name := 'b_cannot_insert_for_a'; passed := SQLSTATE = '42501'; detail := SQLERRM;
@@ -114,32 +200,33 @@ BEGIN
         RETURN NEXT;
         IF inserted_b THEN
             BEGIN
-                EXECUTE format('UPDATE %s SET %I = %L WHERE %I::text = %L', tbl, col, ta, col, tb);
-                GET DIAGNOSTICS n = ROW_COUNT;
+                n := warden._tenancy_probe(tbl, app_role, tb, 'move_to', ta, tb);
                 check_name := 'b_cannot_move_row_to_a'; passed := n = 0; detail := format('%s rows moved to tenant A', n);
             EXCEPTION WHEN OTHERS THEN
                 check_name := 'b_cannot_move_row_to_a'; passed := SQLSTATE = '42501'; detail := SQLERRM;
             END;
             RETURN NEXT;
         END IF;
-        RESET ROLE;
 
         -- and as A, B's row is invisible
-        PERFORM warden.set_tenant(ta);
-        EXECUTE format('SET LOCAL ROLE %I', app_role);
         BEGIN
-            EXECUTE format('SELECT count(*) FROM %s WHERE %I::text = %L', tbl, col, tb) INTO n;
+            n := warden._tenancy_probe(tbl, app_role, ta, 'count_is', tb, NULL);
             check_name := 'a_cannot_read_b'; passed := n = 0; detail := format('%s rows of tenant B visible', n);
         EXCEPTION WHEN OTHERS THEN
             check_name := 'a_cannot_read_b'; passed := false; detail := SQLERRM;
         END;
         RETURN NEXT;
         IF inserted_a THEN
-            EXECUTE format('SELECT count(*) FROM %s WHERE %I::text = %L', tbl, col, ta) INTO n;
+            n := warden._tenancy_probe(tbl, app_role, ta, 'count_is', ta, NULL);
             check_name := 'a_reads_own_row'; passed := n = 1; detail := format('%s own rows visible', n);
             RETURN NEXT;
         END IF;
-        RESET ROLE;
+        -- reads and writes of the other tenant's rows prove nothing when
+        -- neither tenant could write a row to try them on
+        check_name := 'checked_with_rows'; passed := inserted_a AND inserted_b;
+        detail := CASE WHEN passed THEN 'both tenants wrote a row, so the checks above had rows to find'
+                       ELSE 'a tenant could not insert a row: the read, update, delete and move checks had nothing to find' END;
+        RETURN NEXT;
         RAISE EXCEPTION 'warden_selftest_rollback';
     EXCEPTION WHEN raise_exception THEN
         IF SQLERRM <> 'warden_selftest_rollback' THEN
@@ -149,9 +236,11 @@ BEGIN
 END
 $fn$;
 
+COMMENT ON FUNCTION warden._tenancy_probe(oid, text, text, text, text, text) IS
+  'Internal: one fixed statement of the tenant isolation self-test, run as the application role (security-restricted, no SET ROLE) with a tenant set.';
 COMMENT ON FUNCTION warden.tenant_isolation_selftest(regclass, name) IS
   'Tests, as app_role with two synthetic tenants in a rolled-back subtransaction, that the table isolates tenants: no tenant sees nothing; each sees only its own rows and cannot insert, update, move or delete the other''s. Returns one row per check.';
 "#,
     name = "tenancy_selftest",
-    requires = ["tenancy_policies"],
+    requires = ["tenancy_policies", _tenancy_probe],
 );

@@ -20,11 +20,9 @@ use warden_core::tenancy::{mint_token, parse_token, validate_tenant_id, TokenErr
 
 use crate::crypto::{active_key, existing_active_key};
 use crate::error::WardenError;
+use crate::guc;
 
 use super::context::{require_transaction_block, set_tenant_setting, validate_tenant_or_raise};
-
-/// Longest validity a token may be minted with.
-const MAX_TTL_SECONDS: i64 = 30 * 24 * 3600;
 
 fn now_seconds() -> i64 {
     SystemTime::now()
@@ -42,16 +40,28 @@ fn invalid_token() -> ! {
     .raise()
 }
 
-/// Mints a token for `tenant` valid for `ttl` (at most 30 days).
-#[pg_extern(volatile, strict, parallel_unsafe)]
-fn tenant_token(tenant: &str, ttl: Interval) -> String {
+/// Mints a token for `tenant` valid for `ttl` (at most
+/// `warden.tenant_token_max_ttl`).
+#[pg_extern(volatile, parallel_unsafe)]
+fn tenant_token(tenant: Option<&str>, ttl: Option<Interval>) -> String {
+    let (Some(tenant), Some(ttl)) = (tenant, ttl) else {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenant and ttl must not be NULL",
+        )
+        .hint("Pass the tenant id and a lifetime such as '5 minutes'.")
+        .raise()
+    };
     validate_tenant_or_raise(tenant);
     // months count as 30 days, as Postgres' interval comparisons do
     let ttl_seconds = ttl.as_micros() / 1_000_000;
-    if ttl_seconds <= 0 || ttl_seconds > i128::from(MAX_TTL_SECONDS) {
-        WardenError::invalid_parameter("token lifetime must be between 1 second and 30 days")
-            .hint("Pass an interval such as '15 minutes'.")
-            .raise();
+    let max = guc::tenant_token_max_ttl_seconds();
+    if ttl_seconds <= 0 || ttl_seconds > i128::from(max) {
+        WardenError::invalid_parameter(format!(
+            "token lifetime must be between 1 second and warden.tenant_token_max_ttl ({max} s)"
+        ))
+        .hint("Pass a shorter interval such as '5 minutes', or raise warden.tenant_token_max_ttl (superuser).")
+        .raise();
     }
     let key = active_key(tenant, Purpose::Token);
     mint_token(&key.raw[..], tenant, now_seconds(), ttl_seconds as i64)
@@ -59,8 +69,10 @@ fn tenant_token(tenant: &str, ttl: Interval) -> String {
 
 /// Verifies `token` and sets its tenant for the rest of the transaction;
 /// returns the tenant.
-#[pg_extern(volatile, strict, parallel_unsafe)]
-fn set_tenant_token(token: &str) -> String {
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_tenant_token(token: Option<&str>) -> String {
+    // NULL is refused like any other invalid token, not a silent no-op
+    let Some(token) = token else { invalid_token() };
     require_transaction_block("warden.set_tenant_token()");
     // the claimed tenant only picks the key; nothing is trusted yet
     let Ok(unverified) = parse_token(token) else {
@@ -76,7 +88,19 @@ fn set_tenant_token(token: &str) -> String {
         invalid_token()
     };
     match unverified.verify(&key.raw[..], now_seconds()) {
+        // minted for longer than is allowed now: refused like an expired one
+        Ok(claims)
+            if claims.expires_at - claims.issued_at > guc::tenant_token_max_ttl_seconds() =>
+        {
+            WardenError::new(
+                PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                "tenant token lives longer than warden.tenant_token_max_ttl allows",
+            )
+            .hint("Mint a new token with warden.tenant_token().")
+            .raise()
+        }
         Ok(claims) => {
+            super::context::refuse_if_pinned_elsewhere(&claims.tenant);
             set_tenant_setting(&claims.tenant);
             claims.tenant
         }
@@ -99,7 +123,7 @@ fn set_tenant_token(token: &str) -> String {
 extension_sql!(
     r#"
 COMMENT ON FUNCTION warden.tenant_token(text, interval) IS
-  'Mints an HS256 JWT (claims tid, iat, nbf, exp) for the tenant under its token key, valid for ttl (at most 30 days). Admin only: call it from your auth service.';
+  'Mints an HS256 JWT (claims tid, iat, nbf, exp) for the tenant under its token key, valid for ttl (at most warden.tenant_token_max_ttl, default 15 minutes). Admin only: call it from your auth service.';
 COMMENT ON FUNCTION warden.set_tenant_token(text) IS
   'Verifies a token from warden.tenant_token (HS256 only, constant-time, expiry and not-before) and sets its tenant for the rest of the transaction; returns the tenant. SQLSTATE 28000 when invalid.';
 "#,

@@ -103,14 +103,20 @@ extension_sql!(
 CREATE VIEW warden.worker_status AS
 SELECT s.datid, d.datname, s.state, s.pid, s.started_at, s.starts, s.wake_requests,
        s.task, s.runs, s.failures, s.last_run_at, s.last_success_at,
-       s.last_error_at, s.last_error, s.backlog, s.next_run_at
+       s.last_error_at,
+       -- another database's errors name its tables and data: superusers only
+       CASE WHEN s.datid OPERATOR(pg_catalog.=) (SELECT d2.oid FROM pg_catalog.pg_database d2
+                                                 WHERE d2.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+                 OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
+            THEN s.last_error END AS last_error,
+       s.backlog, s.next_run_at
   FROM warden._worker_status() s
   LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.datid;
 
 COMMENT ON FUNCTION warden._worker_status() IS
   'Internal: the rows of warden.worker_status, read from shared memory.';
 COMMENT ON VIEW warden.worker_status IS
-  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed), pid, starts, commit-time wake-ups, runs, failures, last run, last error, backlog.';
+  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';
 "#,
     name = "worker_status_view",
     requires = [_worker_status],

@@ -4,6 +4,8 @@
 //! `DROP DATABASE` at all, so a role with no privileges could keep every
 //! worker down by looping a failing statement.
 
+use std::time::Duration;
+
 use pg_warden_integration::*;
 
 #[test]
@@ -48,5 +50,86 @@ fn a_role_without_privileges_cannot_stop_a_worker_with_failing_database_ddl() {
     assert_eq!(after.state, "running", "{after:?}");
     assert_eq!(after.pid, before.pid, "the worker was stopped: {after:?}");
     assert_eq!(after.starts, before.starts, "the worker was restarted");
+    cluster.assert_survived(pid);
+}
+
+/// Finding 13: one user's object could stall the SCD2 apply of every
+/// table in the database: a lock held on a queue blocked the worker
+/// forever, and a huge backlog went into one statement.
+#[test]
+fn a_locked_queue_does_not_stall_other_tables_and_backlogs_apply_in_batches() {
+    let cluster = Cluster::start(
+        "attack_stall",
+        &[
+            "warden.scd2_apply_interval = '200ms'",
+            "warden.scd2_apply_batch = 7",
+        ],
+    );
+    let pid = cluster.postmaster_pid();
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             CREATE ROLE owner_role LOGIN; GRANT warden_admin TO owner_role;
+             CREATE SCHEMA s AUTHORIZATION owner_role;",
+        )
+        .unwrap();
+    let mut owner = cluster.connect_as("postgres", "owner_role");
+    owner
+        .batch_execute(
+            "CREATE TABLE s.stuck (id int PRIMARY KEY, v int);
+             CREATE TABLE s.busy (id int PRIMARY KEY, v int);
+             SELECT warden.scd2_track('s.stuck', ARRAY['id'], deferred => true);
+             SELECT warden.scd2_track('s.busy', ARRAY['id'], deferred => true);
+             INSERT INTO s.stuck VALUES (1, 0);",
+        )
+        .unwrap();
+    // the owner holds a lock on one queue and never lets go
+    let mut holder = cluster.connect_as("postgres", "owner_role");
+    holder
+        .batch_execute("BEGIN; LOCK TABLE s.stuck_history_queue IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    // 50 transactions on the other table: more than 7 batches' worth
+    for i in 0..50 {
+        owner
+            .batch_execute(&format!(
+                "INSERT INTO s.busy VALUES ({i}, 0) ON CONFLICT (id) DO UPDATE SET v = s.busy.v + 1"
+            ))
+            .unwrap();
+        owner
+            .batch_execute(&format!("UPDATE s.busy SET v = v + 1 WHERE id = {}", i / 2))
+            .unwrap();
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the other table's queue to be applied",
+        || {
+            let n: i64 = admin
+                .query_one("SELECT count(*) FROM s.busy_history_queue", &[])
+                .unwrap()
+                .get(0);
+            (n == 0).then_some(())
+        },
+    );
+    // every version of the busy table, in order: one per transaction
+    // that changed a row (50 inserts + 50 updates), current = the table
+    let row = admin
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE is_current),
+                    (SELECT count(*) FROM s.busy b JOIN s.busy_history h
+                        ON h.id = b.id AND h.is_current AND h.v = b.v)
+               FROM s.busy_history",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (100, 50, 50)
+    );
+    holder.batch_execute("ROLLBACK").unwrap();
     cluster.assert_survived(pid);
 }

@@ -46,6 +46,15 @@ impl RootKeyring {
     pub fn versions(&self) -> Vec<u32> {
         self.keys.keys().copied().collect()
     }
+
+    /// Where each key's bytes live, so the caller can keep those pages out
+    /// of core dumps and swap.
+    pub fn key_regions(&self) -> Vec<(*const u8, usize)> {
+        self.keys
+            .values()
+            .map(|k| (k.as_ptr(), KEY_BYTES))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

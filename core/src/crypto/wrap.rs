@@ -4,7 +4,7 @@
 //! wrapped key copied to another row does not unwrap.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::encoding::put_field;
 use super::envelope::DecryptError;
@@ -53,7 +53,11 @@ pub fn wrap_data_key(
             Aad::from(aad(ctx)),
             &mut out[12..],
         )
-        .map_err(|_| SealError)?;
+        .map_err(|_| {
+            // still the data key in the clear
+            out.zeroize();
+            SealError
+        })?;
     out.extend_from_slice(tag.as_ref());
     Ok(out)
 }
