@@ -195,13 +195,26 @@ fn worker_status_shows_other_databases_errors_to_superusers_only() {
     );
 }
 
-/// The `VmFlags` lines of `pid`'s memory map that carry `dd` (do not dump).
+/// How many writable areas of `pid`'s memory map carry `dd` (do not
+/// dump). The kernel's own `[vvar]` pages always do and are not counted.
 fn dont_dump_areas(pid: i32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "dd"))
-        .count()
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut header = "";
+    let mut n = 0;
+    for line in smaps.lines() {
+        if line.split_whitespace().next().is_some_and(|f| {
+            f.contains('-') && f.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        }) {
+            header = line;
+        } else if line.starts_with("VmFlags:")
+            && line.split_whitespace().any(|f| f == "dd")
+            && line.split_whitespace().any(|f| f == "wr")
+            && !header.contains("[vvar")
+        {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Finding 17: the root keyring (inherited by every backend) and the data
