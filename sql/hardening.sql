@@ -40,8 +40,8 @@ SELECT warden.set_tenant('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11');
 SELECT warden.current_tenant_uuid() AS canonical_uuid;
 COMMIT;
 
--- a partitioned table: queries through the parent are isolated, a
--- partition named directly shows nothing, and so does one added later
+-- a partitioned table: queries through the parent are isolated, and so
+-- are queries that name a partition, also one created or attached later
 CREATE TABLE h.events (tenant text NOT NULL, id int NOT NULL, body text) PARTITION BY LIST (tenant);
 CREATE TABLE h.events_acme PARTITION OF h.events FOR VALUES IN ('acme');
 CREATE TABLE h.events_rest PARTITION OF h.events DEFAULT;
@@ -64,6 +64,8 @@ INSERT INTO h.events (id, body) VALUES (3, 'g');
 SELECT tenant, id FROM h.events ORDER BY id;
 SELECT count(*) AS acme_rows_via_partition FROM h.events_acme;
 INSERT INTO h.events_globex VALUES ('globex', 4, 'direct');
+SELECT tenant, id FROM h.events_globex ORDER BY id;
+INSERT INTO h.events_acme VALUES ('acme', 5, 'planted by globex');
 ROLLBACK;
 SET ROLE regress_hown;
 

@@ -70,7 +70,7 @@ TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
   warden.enable_tenancy(regclass, name),
   warden._enable_tenancy(regclass, name, boolean),
-  warden._tenancy_lock_partitions(regclass),
+  warden._tenancy_cover_partitions(regclass, name),
   warden._tenancy_probe(oid, text, text, text, text, text),
   warden.disable_tenancy(regclass),
   warden.lint(),

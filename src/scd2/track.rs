@@ -344,10 +344,11 @@ BEGIN
     EXECUTE pg_catalog.format('COMMENT ON TABLE %s IS %L', hist,
         pg_catalog.format('SCD2 history of %s kept by warden.scd2_track (business key %s).', source, key_list));
     IF deferred THEN
-        -- no index, no constraint but NOT NULL: one heap insert per change
+        -- no constraint but NOT NULL and the primary key: a heap insert and
+        -- one index insert per change (the trigger maintains both)
         EXECUTE pg_catalog.format(
             'CREATE TABLE %I.%I (%s, hash_diff bytea NOT NULL, op text NOT NULL, txid xid8 NOT NULL, '
-            'changed_at timestamptz NOT NULL, change_lsn pg_lsn NOT NULL)',
+            'changed_at timestamptz NOT NULL, change_lsn pg_lsn NOT NULL, PRIMARY KEY (txid, change_lsn))',
             nsp, queue_name, col_defs);
         queue := pg_catalog.format('%I.%I', nsp, queue_name)::regclass;
         EXECUTE pg_catalog.format('COMMENT ON TABLE %s IS %L', queue,

@@ -296,10 +296,9 @@ unsafe fn check_queue(t: &Tracked, rel: pg_sys::Relation, source: pg_sys::TupleD
         };
         let columns = t.key.len() + t.tracked.len();
         if (*(*rel).rd_rel).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
-            || (*(*rel).rd_rel).relhasindex
             || (*(*rel).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID
         {
-            refuse("A queue must stay an unindexed heap table.".into());
+            refuse("A queue must stay a heap table.".into());
         }
         if (*desc).natts as usize != columns + QUEUE_TAIL.len() {
             refuse(format!(
@@ -348,11 +347,53 @@ unsafe fn check_queue(t: &Tracked, rel: pg_sys::Relation, source: pg_sys::TupleD
     }
 }
 
-/// Appends a change to the queue of a deferred source: one heap insert,
-/// no executor, no SQL. The queue has no index, constraint, trigger or
-/// rule to maintain (an index would be left behind, so one is refused);
-/// its row-level security is for readers: the row comes from the source
-/// row, which the source's own policies have already checked.
+/// The queue's only index: its primary key `(txid, change_lsn)`, a plain
+/// valid btree on exactly those two columns. Anything else (another
+/// index, an expression, a predicate) would not be maintained by the
+/// direct insert, so it is refused.
+///
+/// # Safety
+/// `rel` is the open queue; `natts` its checked column count.
+unsafe fn queue_primary_key(rel: pg_sys::Relation, natts: usize) -> pg_sys::Oid {
+    // SAFETY: the relation is open; the index list is the relcache's.
+    unsafe {
+        let refuse = || -> ! {
+            WardenError::prerequisite(format!(
+                "SCD2 queue \"{}\" does not match its source",
+                pgrx::name_data_to_str(&(*(*rel).rd_rel).relname)
+            ))
+            .detail("A queue's only index must be its primary key (txid, change_lsn).")
+            .hint("Drop the indexes added to it, or call warden.scd2_untrack() and warden.scd2_track() again.")
+            .raise()
+        };
+        let list = pg_sys::RelationGetIndexList(rel);
+        if list.is_null() || (*list).length != 1 || (*rel).rd_pkindex == pg_sys::InvalidOid {
+            refuse();
+        }
+        let idx = pg_sys::index_open((*rel).rd_pkindex, pg_sys::RowExclusiveLock as i32);
+        let form = &*(*idx).rd_index;
+        let keys = std::slice::from_raw_parts(form.indkey.values.as_ptr(), form.indnatts as usize);
+        let ok = (*(*idx).rd_rel).relam == pg_sys::BTREE_AM_OID
+            && form.indisvalid
+            && form.indisready
+            && form.indnatts == 2
+            && keys == [natts as i16 - 2, natts as i16]
+            && pg_sys::RelationGetIndexExpressions(idx).is_null()
+            && pg_sys::RelationGetIndexPredicate(idx).is_null();
+        let oid = (*idx).rd_id;
+        pg_sys::index_close(idx, pg_sys::NoLock as i32);
+        if !ok {
+            refuse();
+        }
+        oid
+    }
+}
+
+/// Appends a change to the queue of a deferred source: one heap insert
+/// and one insert into its primary key, no executor, no SQL. The queue
+/// has no other index, and no constraint, trigger or rule runs; its
+/// row-level security is for readers: the row comes from the source row,
+/// which the source's own policies have already checked.
 ///
 /// The WAL insert position orders a key's changes: a transaction can change
 /// a key only after the previous one's commit record, and within a
@@ -385,8 +426,26 @@ fn queue(
         values.push(Datum::from(pg_sys::GetCurrentTransactionStartTimestamp()));
         values.push(Datum::from(pg_sys::GetXLogInsertRecPtr()));
         nulls.extend([false; 5]);
+        let pk = queue_primary_key(rel, (*desc).natts as usize);
         let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::simple_heap_insert(rel, tuple);
+        // (txid, change_lsn): unique by construction (the WAL insert
+        // position advances with every insert of a transaction), checked
+        // anyway
+        let index = pg_sys::index_open(pk, pg_sys::RowExclusiveLock as i32);
+        let mut key = [values[columns + 2], values[columns + 4]];
+        let mut key_nulls = [false, false];
+        pg_sys::index_insert(
+            index,
+            key.as_mut_ptr(),
+            key_nulls.as_mut_ptr(),
+            &mut (*tuple).t_self,
+            rel,
+            pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
+            false,
+            pg_sys::BuildIndexInfo(index),
+        );
+        pg_sys::index_close(index, pg_sys::NoLock as i32);
         pg_sys::heap_freetuple(tuple);
         pg_sys::table_close(rel, pg_sys::NoLock as i32);
     }

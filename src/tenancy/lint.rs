@@ -69,9 +69,6 @@ findings AS (
            ARRAY['SECURITY']
       FROM user_tables t
      WHERE t.relrowsecurity AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t.oid)
-       -- partitions of a tenant-isolated table are closed this way on purpose
-       AND NOT EXISTS (SELECT FROM pg_class c JOIN pg_policy p ON p.polrelid = pg_partition_root(c.oid)
-                        WHERE c.oid = t.oid AND c.relispartition AND p.polname = 'warden_tenant_isolation')
     UNION ALL
     -- 4. permissive policies that fail open when the setting is missing or ''
     SELECT 'policy_fails_open', 'Policy fails open', 'ERROR',

@@ -17,11 +17,10 @@
 //! instead of voiding them. An event trigger keeps that true when the
 //! owner adds a permissive policy later.
 //!
-//! A partitioned table is isolated through its parent, which is where
-//! Postgres applies policies to queries on the parent; every partition,
-//! existing or attached or created later, gets row security enabled and
-//! forced without a policy, so a query or write that names a partition
-//! directly sees and changes nothing.
+//! A partitioned table's policies apply to queries on it, and each
+//! partition's own to queries that name the partition: every partition,
+//! existing or attached or created later, gets the same forced row
+//! security and isolation policy (an event trigger covers the later ones).
 //!
 //! `warden.tenant_tables` is derived from the catalogs alone: the tenant
 //! column is the one the `warden_tenant_isolation` policy depends on.
@@ -76,7 +75,6 @@ BEGIN
                 HINT = 'The tenant column must be text, varchar, uuid, integer or bigint.';
     END CASE;
 
-    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
     IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'warden_tenant_isolation') THEN
         EXECUTE format('DROP POLICY warden_tenant_isolation ON %s', tbl);
     END IF;
@@ -89,9 +87,13 @@ BEGIN
         tbl,
         CASE WHEN EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polpermissive) THEN 'RESTRICTIVE' ELSE 'PERMISSIVE' END,
         tenant_column, tenant_expr, tenant_column, tenant_expr);
-    -- partitions are reached through the parent's policy only
+    -- after the policy exists, so the event trigger this ALTER fires finds
+    -- the table isolated already
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
+    -- Postgres applies a partitioned table's policies to queries on it,
+    -- and each partition's own to queries that name the partition
     IF kind = 'p' THEN
-        PERFORM warden._tenancy_lock_partitions(tbl);
+        PERFORM warden._tenancy_cover_partitions(tbl, tenant_column);
     END IF;
     IF NOT default_and_index THEN
         RETURN;
@@ -103,9 +105,10 @@ BEGIN
 END
 $fn$;
 
--- Row security on, forced, no policy, for every partition below a
--- tenant-isolated table that lacks it: direct access sees nothing.
-CREATE FUNCTION warden._tenancy_lock_partitions(tbl regclass) RETURNS void
+-- The same isolation (RLS forced, the tenant policy) for every partition
+-- below a tenant-isolated table that lacks it: a query that names a
+-- partition directly sees and writes its own tenant's rows only.
+CREATE FUNCTION warden._tenancy_cover_partitions(tbl regclass, tenant_column name) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -113,9 +116,11 @@ DECLARE
     part regclass;
 BEGIN
     FOR part IN SELECT t.relid FROM pg_catalog.pg_partition_tree(tbl) t
-                  JOIN pg_class c ON c.oid = t.relid
-                 WHERE t.relid <> tbl AND NOT (c.relrowsecurity AND c.relforcerowsecurity) LOOP
-        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', part);
+                 WHERE t.relid <> tbl
+                   AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t.relid
+                                      AND p.polname = 'warden_tenant_isolation')
+                 ORDER BY t.level LOOP
+        PERFORM warden._enable_tenancy(part, tenant_column, false);
     END LOOP;
 END
 $fn$;
@@ -134,14 +139,16 @@ AS $fn$
 DECLARE
     r record;
 BEGIN
-    FOR r IN SELECT DISTINCT pg_catalog.pg_partition_root(d.objid)::regclass AS root
+    -- (a restore creates and attaches partitions before it creates any
+    -- policy, so it finds no tenant-isolated root here and its own
+    -- CREATE POLICY statements do the rest)
+    FOR r IN SELECT DISTINCT t.table_name AS root, t.tenant_column
                FROM pg_catalog.pg_event_trigger_ddl_commands() d
                JOIN pg_class c ON c.oid = d.objid
+               JOIN warden.tenant_tables t ON t.table_name = pg_catalog.pg_partition_root(d.objid)
               WHERE d.classid = 'pg_catalog.pg_class'::regclass AND c.relkind IN ('r', 'p')
                 AND (c.relispartition OR c.relkind = 'p') LOOP
-        IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = r.root AND p.polname = 'warden_tenant_isolation') THEN
-            PERFORM warden._tenancy_lock_partitions(r.root);
-        END IF;
+        PERFORM warden._tenancy_cover_partitions(r.root, r.tenant_column);
     END LOOP;
     FOR r IN SELECT DISTINCT p.polrelid::regclass AS tbl, t.tenant_column
                FROM pg_catalog.pg_event_trigger_ddl_commands() d
@@ -221,12 +228,12 @@ SELECT c.oid::regclass AS table_name,
 
 COMMENT ON FUNCTION warden._enable_tenancy(regclass, name, boolean) IS
   'Internal: the body of enable_tenancy; without the column default and index for SCD2 queues.';
-COMMENT ON FUNCTION warden._tenancy_lock_partitions(regclass) IS
-  'Internal: enables and forces row security (no policy) on every partition below a tenant-isolated table.';
+COMMENT ON FUNCTION warden._tenancy_cover_partitions(regclass, name) IS
+  'Internal: gives every partition below a tenant-isolated table the same forced row security and tenant policy.';
 COMMENT ON FUNCTION warden._tenancy_on_ddl() IS
-  'Internal: event trigger; locks new partitions of tenant-isolated tables and makes the isolation policy restrictive when a permissive policy is added beside it.';
+  'Internal: event trigger; isolates new partitions of tenant-isolated tables and makes the isolation policy restrictive when a permissive policy is added beside it.';
 COMMENT ON FUNCTION warden.enable_tenancy(regclass, name) IS
-  'Makes a table tenant-isolated: ENABLE and FORCE RLS, a policy on the tenant column for all commands (permissive when alone, restrictive beside the owner''s permissive policies), a column default from the tenant context, and an index led by the tenant column; a partitioned table''s partitions are closed to direct access. Idempotent; the caller must own the table.';
+  'Makes a table tenant-isolated: ENABLE and FORCE RLS, a policy on the tenant column for all commands (permissive when alone, restrictive beside the owner''s permissive policies), a column default from the tenant context, and an index led by the tenant column; a partitioned table''s partitions, now and later, get the same. Idempotent; the caller must own the table.';
 COMMENT ON FUNCTION warden.disable_tenancy(regclass) IS
   'Removes what warden.enable_tenancy set up (policies, default, FORCE; RLS too when no other policy remains). The index stays.';
 COMMENT ON VIEW warden.tenant_tables IS

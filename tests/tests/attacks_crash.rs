@@ -60,6 +60,24 @@ fn a_queue_whose_types_no_longer_match_refuses_writes_instead_of_crashing() {
             "UPDATE s.t SET amount = 44",
         ),
         (
+            "queue gets a second index (the direct insert would not maintain it)",
+            "CREATE INDEX ON s.t_history_queue (amount)",
+            "UPDATE s.t SET amount = 45",
+        ),
+        (
+            "queue primary key dropped",
+            "DO $$ BEGIN EXECUTE format('ALTER TABLE s.t_history_queue DROP CONSTRAINT %I',
+               (SELECT conname FROM pg_constraint WHERE conrelid = 's.t_history_queue'::regclass AND contype = 'p')); END $$",
+            "UPDATE s.t SET amount = 46",
+        ),
+        (
+            "queue primary key replaced by one on other columns",
+            "DO $$ BEGIN EXECUTE format('ALTER TABLE s.t_history_queue DROP CONSTRAINT %I',
+               (SELECT conname FROM pg_constraint WHERE conrelid = 's.t_history_queue'::regclass AND contype = 'p'));
+               ALTER TABLE s.t_history_queue ADD PRIMARY KEY (change_lsn, txid); END $$",
+            "UPDATE s.t SET amount = 47",
+        ),
+        (
             "queue key int -> int8",
             "ALTER TABLE s.t_history_queue ALTER COLUMN id TYPE int8",
             "DELETE FROM s.t",

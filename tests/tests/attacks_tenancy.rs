@@ -1,6 +1,7 @@
 //! Attack tier: tenant isolation holes of the hardening review (findings
 //! 7 to 11), each attempted as an application role (or the table owner)
-//! across two tenants: a partition named directly, an owner's permissive
+//! across two tenants: a partition named directly (one attached or
+//! created after enable_tenancy too), an owner's permissive
 //! policy voided or widening isolation, owner code escaping the self-test,
 //! a pinned login role switching tenants, tenant ids that alias under the
 //! policy's cast.
@@ -80,11 +81,17 @@ fn partitions_named_directly_never_cross_tenants() {
         "ev_hooli_0",
     ] {
         for tenant in ["acme", "globex", "hooli", "umbrella"] {
-            let n = count_as(&mut app, tenant, &format!("SELECT count(*) FROM s.{part}")).unwrap();
-            assert_eq!(n, 0, "{tenant} reads s.{part} directly");
+            // a partition named directly shows the tenant's own rows only
+            let n = count_as(
+                &mut app,
+                tenant,
+                &format!("SELECT count(*) FROM s.{part} WHERE tenant <> '{tenant}'"),
+            )
+            .unwrap();
+            assert_eq!(n, 0, "{tenant} reads other tenants' rows in s.{part}");
             for write in [
-                format!("UPDATE s.{part} SET body = 'pwned'"),
-                format!("DELETE FROM s.{part}"),
+                format!("UPDATE s.{part} SET body = 'pwned' WHERE tenant <> '{tenant}'"),
+                format!("DELETE FROM s.{part} WHERE tenant <> '{tenant}'"),
             ] {
                 assert_eq!(
                     exec_as(&mut app, tenant, &write).unwrap(),
