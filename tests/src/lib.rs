@@ -283,6 +283,40 @@ impl Cluster {
         assert_eq!(one, 1);
     }
 
+    /// Runs a client program of the cluster's installation (`pg_dump`,
+    /// `pg_restore`, ...) as the cluster user against this cluster, as
+    /// `postgres`, with `args` after the connection options.
+    pub fn run_tool(&self, tool: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+        pg_command(bindir().join(tool))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {tool}: {e}"))
+    }
+
+    /// `CREATE EXTENSION pg_warden` in `postgres`, a login role
+    /// `owner_role` in `warden_admin` and a schema `s` it owns; returns a
+    /// superuser connection and one as `owner_role`.
+    pub fn with_owner_schema(&self) -> (Client, Client) {
+        let mut admin = self.connect("postgres");
+        admin
+            .batch_execute(
+                "CREATE EXTENSION pg_warden;
+                 CREATE ROLE owner_role LOGIN; GRANT warden_admin TO owner_role;
+                 CREATE SCHEMA s AUTHORIZATION owner_role;",
+            )
+            .unwrap();
+        let owner = self.connect_as("postgres", "owner_role");
+        (admin, owner)
+    }
+
     /// The postmaster's pid, from postmaster.pid.
     pub fn postmaster_pid(&self) -> i32 {
         let s = fs::read_to_string(self.dir.join("data/postmaster.pid")).unwrap();

@@ -18,15 +18,7 @@ fn sqlstate(e: &postgres::Error) -> String {
 fn a_queue_whose_types_no_longer_match_refuses_writes_instead_of_crashing() {
     let cluster = Cluster::start("attack_queue_types", &[]);
     let pid = cluster.postmaster_pid();
-    let mut admin = cluster.connect("postgres");
-    admin
-        .batch_execute(
-            "CREATE EXTENSION pg_warden;
-             CREATE ROLE owner_role LOGIN; GRANT warden_admin TO owner_role;
-             CREATE SCHEMA s AUTHORIZATION owner_role;",
-        )
-        .unwrap();
-    let mut owner = cluster.connect_as("postgres", "owner_role");
+    let (_admin, mut owner) = cluster.with_owner_schema();
     // (what, the migration, the write after it)
     let cases = [
         (

@@ -66,15 +66,7 @@ fn a_locked_queue_does_not_stall_other_tables_and_backlogs_apply_in_batches() {
         ],
     );
     let pid = cluster.postmaster_pid();
-    let mut admin = cluster.connect("postgres");
-    admin
-        .batch_execute(
-            "CREATE EXTENSION pg_warden;
-             CREATE ROLE owner_role LOGIN; GRANT warden_admin TO owner_role;
-             CREATE SCHEMA s AUTHORIZATION owner_role;",
-        )
-        .unwrap();
-    let mut owner = cluster.connect_as("postgres", "owner_role");
+    let (mut admin, mut owner) = cluster.with_owner_schema();
     owner
         .batch_execute(
             "CREATE TABLE s.stuck (id int PRIMARY KEY, v int);

@@ -47,40 +47,24 @@ fn a_dump_of_tenant_and_scd2_tables_restores_without_errors() {
     admin.batch_execute("CREATE DATABASE restored").unwrap();
     let before = policies(&mut admin);
     let dump = cluster.dir.join("db.dump");
-    let out = pg_command(bindir().join("pg_dump"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-            "-Fc",
-            "-f",
-        ])
-        .arg(&dump)
-        .arg("postgres")
-        .output()
-        .unwrap();
+    let out = cluster.run_tool(
+        "pg_dump",
+        &[
+            "-Fc".as_ref(),
+            "-f".as_ref(),
+            dump.as_os_str(),
+            "postgres".as_ref(),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = pg_command(bindir().join("pg_restore"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "restored",
-        ])
-        .arg(&dump)
-        .output()
-        .unwrap();
+    let out = cluster.run_tool(
+        "pg_restore",
+        &["-d".as_ref(), "restored".as_ref(), dump.as_os_str()],
+    );
     assert!(
         out.status.success(),
         "pg_restore failed:\n{}",

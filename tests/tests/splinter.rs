@@ -15,7 +15,18 @@ fn splinter_dir() -> PathBuf {
 
 #[test]
 fn splinter_finds_nothing_pg_warden_created() {
-    let dir = splinter_dir();
+    let dir = std::env::var("WARDEN_SPLINTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| splinter_dir());
+    if !dir.join("splinter.sql").exists() && std::env::var_os("CI").is_none() {
+        // a checkout without the project's shared/ folder beside it: CI
+        // always has it (CI=true), so only a local run can skip
+        eprintln!(
+            "SKIPPED: no splinter at {} (set WARDEN_SPLINTER_DIR to a copy of supabase/splinter)",
+            dir.display()
+        );
+        return;
+    }
     let fixtures = std::fs::read_to_string(dir.join("fixtures.sql")).unwrap_or_else(|e| {
         panic!(
             "{}: {e} (shared/ must sit beside the repository)",
