@@ -26,7 +26,7 @@ static WORKER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 static LAUNCHER_NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static HEARTBEAT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 static SCD2_APPLY_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
-static SCD2_APPLY_BATCH: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+static SCD2_APPLY_BATCH: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 static ENABLE_FAULT_INJECTION: GucSetting<bool> = GucSetting::<bool>::new(false);
 static KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static KEY_COMMAND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -117,7 +117,7 @@ pub fn init(preloading: bool) {
     GucRegistry::define_int_guc(
         c"warden.scd2_apply_batch",
         c"Most source transactions one SCD2 apply statement takes from a queue.",
-        c"A large backlog is applied in statements of this many transactions each (oldest first), so no single statement grows without bound.",
+        c"A queue holding more changes than this is applied in statements of this many source transactions each (those that ended first), so no single statement grows without bound; a smaller queue is applied in one.",
         &SCD2_APPLY_BATCH,
         1,
         i32::MAX,

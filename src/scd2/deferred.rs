@@ -40,7 +40,12 @@ struct Registration {
     queue: Oid,
     owner: Oid,
     tenant_column: Option<String>,
+    /// takes the whole queue
     statement: String,
+    /// takes at most `$1` source transactions
+    batched: String,
+    /// whether the queue holds more than `$1` changes
+    over_batch: String,
 }
 
 fn registration(src: Oid) -> Option<Registration> {
@@ -49,7 +54,9 @@ fn registration(src: Oid) -> Option<Registration> {
         Spi::connect(|client| {
             let rows = client.select(
                 "SELECT r.history::pg_catalog.oid, r.queue::pg_catalog.oid, c.relowner,
-                        t.tenant_column::pg_catalog.text, warden._scd2_apply_statement(r.source)
+                        t.tenant_column::pg_catalog.text, warden._scd2_apply_statement(r.source, false),
+                        warden._scd2_apply_statement(r.source, true),
+                        pg_catalog.format('SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) $1 FROM (SELECT FROM ONLY %s LIMIT $1 OPERATOR(pg_catalog.+) 1) x', r.queue)
                    FROM warden.scd2_registry r
                    JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.history
                    LEFT JOIN warden.tenant_tables t ON t.table_name OPERATOR(pg_catalog.=) r.history
@@ -66,6 +73,8 @@ fn registration(src: Oid) -> Option<Registration> {
                 owner: row.get::<Oid>(3)?.expect("owner"),
                 tenant_column: row.get::<String>(4)?,
                 statement: row.get::<String>(5)?.expect("statement"),
+                batched: row.get::<String>(6)?.expect("statement"),
+                over_batch: row.get::<String>(7)?.expect("statement"),
             }))
         })
     })
@@ -146,22 +155,27 @@ fn apply_source(src: Oid) -> i64 {
     // one applier at a time (the worker, scd2_flush, scd2_merge)
     // SAFETY: takes a lock to transaction end; runs no code.
     unsafe { pg_sys::LockRelationOid(r.history, pg_sys::ShareRowExclusiveLock as i32) };
-    // batches of whole transactions until one comes back short
+    // The whole queue in one statement when it holds at most a batch (the
+    // usual case, and no more work than before batches existed);
+    // otherwise batches of whole transactions until what is left fits.
     let batch = crate::guc::scd2_apply_batch();
+    let failed = |e: pgrx::spi::Error| -> ! {
+        WardenError::prerequisite(format!("cannot apply SCD2 changes: {e}")).raise()
+    };
     let run = || {
         let mut taken = 0;
-        loop {
-            let (rows, transactions) =
-                Spi::get_two_with_args::<i64, i64>(&r.statement, &[batch.into()]).unwrap_or_else(
-                    |e| {
-                        WardenError::prerequisite(format!("cannot apply SCD2 changes: {e}")).raise()
-                    },
-                );
-            taken += rows.unwrap_or(0);
-            if transactions.unwrap_or(0) < batch {
-                return taken;
-            }
+        while Spi::get_one_with_args::<bool>(&r.over_batch, &[batch.into()])
+            .unwrap_or_else(|e| failed(e))
+            .unwrap_or(false)
+        {
+            taken += Spi::get_one_with_args::<i64>(&r.batched, &[batch.into()])
+                .unwrap_or_else(|e| failed(e))
+                .unwrap_or(0);
         }
+        taken
+            + Spi::get_one::<i64>(&r.statement)
+                .unwrap_or_else(|e| failed(e))
+                .unwrap_or(0)
     };
     let Some(column) = &r.tenant_column else {
         return as_owner(r.owner, run);
@@ -220,7 +234,7 @@ extension_sql!(
 -- The apply statement of a deferred source. Queue columns are renamed to
 -- _k<n> (business key) and _v<n> (tracked) so that no user column name can
 -- clash with the statement's own.
-CREATE FUNCTION warden._scd2_apply_statement(src regclass) RETURNS text
+CREATE FUNCTION warden._scd2_apply_statement(src regclass, batched boolean) RETURNS text
 STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     r warden.scd2_registry;
@@ -258,11 +272,7 @@ BEGIN
       FROM unnest(r.business_key || r.tracked) WITH ORDINALITY u(c, n);
     RETURN format($sql$
 WITH taken AS MATERIALIZED (
-    -- at most $1 source transactions, those that ended first: a key's
-    -- later transaction always ends after its earlier one, so a batch
-    -- never takes a key's change without the ones before it
-    DELETE FROM %1$s q
-     WHERE q.txid = ANY (ARRAY(SELECT b.txid FROM %1$s b GROUP BY b.txid ORDER BY max(b.change_lsn) LIMIT $1))
+    DELETE FROM %1$s q %14$s
     RETURNING %3$s, q.hash_diff AS _h, q.op AS _op, q.txid AS _txid, q.changed_at AS _at, q.change_lsn AS _lsn, q.ctid AS _ctid),
 -- per transaction and key, in change order: the number of changes,
 -- whether the transaction deleted the key, its first change
@@ -331,8 +341,14 @@ opened AS (
                     CASE WHEN x._deleted THEN 'I' WHEN x._p_exists THEN 'U' ELSE x._first_op END, x._txid
               WHERE x._op <> 'D') w
      WHERE (SELECT c.n FROM closed_count c) IS NOT NULL)
-SELECT count(*), count(DISTINCT _txid) FROM taken
-$sql$, r.queue, r.history, take, keys, cur_vals, cur_match, prior_match, cols, key_out, val_out, tomb_out, tomb_vals, prev_vals);
+SELECT count(*) FROM taken
+$sql$, r.queue, r.history, take, keys, cur_vals, cur_match, prior_match, cols, key_out, val_out, tomb_out, tomb_vals, prev_vals,
+    -- batched: at most $1 source transactions, those that ended first (a
+    -- key's later transaction always ends after its earlier one, so a
+    -- batch never takes a key's change without the ones before it)
+    CASE WHEN batched THEN format(
+        'USING (SELECT b.txid FROM %s b GROUP BY b.txid ORDER BY max(b.change_lsn) LIMIT $1) t WHERE q.txid = t.txid',
+        r.queue) ELSE '' END);
 END
 $fn$;
 
@@ -395,7 +411,7 @@ BEGIN
 END
 $fn$;
 
-COMMENT ON FUNCTION warden._scd2_apply_statement(regclass) IS
+COMMENT ON FUNCTION warden._scd2_apply_statement(regclass, boolean) IS
   'Internal: the statement that applies the queue of a deferred SCD2 source to its history.';
 COMMENT ON FUNCTION warden._scd2_apply(regclass) IS
   'Internal: applies the queued changes of a deferred SCD2 source as its history''s owner (security-restricted, one tenant at a time when isolated); returns how many it took.';
