@@ -51,15 +51,25 @@ struct Tracked {
     /// The queue of a deferred source (then `plans` is empty).
     queue: Option<Oid>,
     plans: Vec<pg_sys::SPIPlanPtr>,
+    /// The queue as last checked (rule 3 of docs/security.md): the
+    /// relcache generation it was checked at, its primary key and that
+    /// key's IndexInfo (kept in TopMemoryContext). Checked again after any
+    /// relcache invalidation, which every DDL on the source or the queue
+    /// sends, instead of on every row.
+    queue_checked: std::cell::Cell<Option<(u64, Oid, *mut pg_sys::IndexInfo)>>,
 }
 
 thread_local! {
     static TRACKED: RefCell<HashMap<Oid, Rc<Tracked>>> = RefCell::new(HashMap::new());
     static CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Counts relcache invalidations of any relation: a queue check made
+    /// at an older count is made again.
+    static RELCACHE_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn forget(_arg: Datum, relid: Oid) {
+    RELCACHE_GENERATION.with(|g| g.set(g.get() + 1));
     // Kept plans of forgotten entries stay allocated (freeing them inside
     // an invalidation callback is not safe); entries change only on DDL.
     TRACKED.with(|t| {
@@ -67,7 +77,7 @@ unsafe extern "C-unwind" fn forget(_arg: Datum, relid: Oid) {
         if relid == pg_sys::InvalidOid {
             t.clear();
         } else {
-            t.retain(|source, e| *source != relid && e.history != relid);
+            t.retain(|source, e| *source != relid && e.history != relid && e.queue != Some(relid));
         }
     });
 }
@@ -173,6 +183,7 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
         tracked,
         queue,
         plans,
+        queue_checked: std::cell::Cell::new(None),
     });
     TRACKED.with(|t| t.borrow_mut().insert(source, entry.clone()));
     entry
@@ -410,9 +421,25 @@ fn queue(
     // values before the tuple is formed from datums that outlive the call;
     // the tuple is freed after the insert copied it.
     unsafe {
+        // opening takes the lock, which applies pending invalidations: the
+        // generation read after it is current
         let rel = pg_sys::table_open(queue, pg_sys::RowExclusiveLock as i32);
-        check_queue(t, rel, source);
         let desc = (*rel).rd_att;
+        let generation = RELCACHE_GENERATION.with(|g| g.get());
+        let (pk, index_info) = match t.queue_checked.get() {
+            Some((checked, pk, info)) if checked == generation => (pk, info),
+            _ => {
+                check_queue(t, rel, source);
+                let pk = queue_primary_key(rel, (*desc).natts as usize);
+                let index = pg_sys::index_open(pk, pg_sys::RowExclusiveLock as i32);
+                let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+                let info = pg_sys::BuildIndexInfo(index);
+                pg_sys::MemoryContextSwitchTo(old);
+                pg_sys::index_close(index, pg_sys::NoLock as i32);
+                t.queue_checked.set(Some((generation, pk, info)));
+                (pk, info)
+            }
+        };
         let columns = t.key.len() + t.tracked.len();
         let mut values = Vec::with_capacity(columns + 5);
         let mut nulls = Vec::with_capacity(columns + 5);
@@ -426,7 +453,6 @@ fn queue(
         values.push(Datum::from(pg_sys::GetCurrentTransactionStartTimestamp()));
         values.push(Datum::from(pg_sys::GetXLogInsertRecPtr()));
         nulls.extend([false; 5]);
-        let pk = queue_primary_key(rel, (*desc).natts as usize);
         let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
         pg_sys::simple_heap_insert(rel, tuple);
         // (txid, change_lsn): unique by construction (the WAL insert
@@ -443,7 +469,7 @@ fn queue(
             rel,
             pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES,
             false,
-            pg_sys::BuildIndexInfo(index),
+            index_info,
         );
         pg_sys::index_close(index, pg_sys::NoLock as i32);
         pg_sys::heap_freetuple(tuple);

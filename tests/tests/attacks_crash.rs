@@ -70,6 +70,13 @@ fn a_queue_whose_types_no_longer_match_refuses_writes_instead_of_crashing() {
             "UPDATE s.t SET amount = 47",
         ),
         (
+            "source altered inside the transaction that already wrote through the queue",
+            "UPDATE s.t SET amount = 11; UPDATE s.t SET amount = 10",
+            "BEGIN; UPDATE s.t SET amount = 12;
+             ALTER TABLE s.t ALTER COLUMN amount TYPE bigint;
+             UPDATE s.t SET amount = 13; COMMIT",
+        ),
+        (
             "queue key int -> int8",
             "ALTER TABLE s.t_history_queue ALTER COLUMN id TYPE int8",
             "DELETE FROM s.t",
@@ -91,6 +98,7 @@ fn a_queue_whose_types_no_longer_match_refuses_writes_instead_of_crashing() {
         let err = owner
             .batch_execute(&name(write))
             .expect_err(&format!("{what}: the write must be refused"));
+        let _ = owner.batch_execute("ROLLBACK");
         assert_eq!(sqlstate(&err), "55000", "{what}: {err:?}");
         let msg = format!("{err:?}");
         assert!(
