@@ -25,9 +25,32 @@ pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
 
 /// Runs `f` as `owner` with `SECURITY_RESTRICTED_OPERATION` and
 /// `search_path = pg_catalog, pg_temp`, for SQL on relations `owner`
-/// owns. Settings `f` changes (say, the tenant) are undone on return.
+/// owns. The tenant `f` (or the owner's code) sets is undone on return:
+/// a transaction-local setting made inside a GUC nest level survives it
+/// unless the level saved that setting first, which this does.
 pub fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
-    with_fixed_search_path(|| switch_user(owner, pg_sys::SECURITY_RESTRICTED_OPERATION as i32, f))
+    with_fixed_search_path(|| {
+        // SAFETY: our own setting; its current value is saved at the nest
+        // level with_fixed_search_path opened and restored when it ends.
+        unsafe {
+            let tenant = pg_sys::GetConfigOption(crate::guc::TENANT_GUC.as_ptr(), true, false);
+            pg_sys::set_config_option(
+                crate::guc::TENANT_GUC.as_ptr(),
+                if tenant.is_null() {
+                    c"".as_ptr()
+                } else {
+                    tenant
+                },
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        switch_user(owner, pg_sys::SECURITY_RESTRICTED_OPERATION as i32, f)
+    })
 }
 
 /// Runs `f` in a GUC nest level of its own with a fixed `search_path`.

@@ -14,7 +14,10 @@ use std::ffi::{c_char, CStr, CString};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use warden_core::redact::{calls_value_function, redact_literals, redact_literals_in_text};
+use warden_core::redact::{
+    calls_value_function, redact_literals, redact_literals_in_text, redact_literals_nonstandard,
+    redact_quoted,
+};
 
 static mut PREV_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
 
@@ -41,17 +44,44 @@ fn palloc_text(s: &str) -> *mut c_char {
     unsafe { pg_sys::pstrdup(c.as_ptr()) }
 }
 
-/// Redacts a field that calls a value-taking function itself, or that
-/// lists bound parameters of a statement that does; other text (say, an
-/// error message with an apostrophe) is left as it is.
-fn redact_field(field: &mut *mut c_char, statement_calls: bool) {
-    if let Some(text) = text_of(*field) {
-        if calls_value_function(text) || (statement_calls && text.contains("parameters: $")) {
-            let redacted = redact_literals_in_text(text);
-            if redacted != text {
-                *field = palloc_text(&redacted);
-            }
-        }
+/// What a log field becomes: literals redacted when the field itself
+/// calls a value-taking function (a logged statement, a context quoting
+/// one) or lists bound parameters of a statement that does; every quoted
+/// span redacted in an error raised by someone else's code (an input
+/// function quoting its input) while such a statement ran. pg_warden's
+/// own messages never carry values and are left readable.
+fn redact_field(
+    field: &mut *mut c_char,
+    statement_calls: bool,
+    foreign_error: bool,
+    standard: bool,
+) {
+    let Some(text) = text_of(*field) else {
+        return;
+    };
+    let redacted = if calls_value_function(text)
+        || (statement_calls && text.to_ascii_lowercase().contains("parameter"))
+    {
+        redact_literals_in_text(text, standard)
+    } else if statement_calls && foreign_error {
+        redact_quoted(text, standard)
+    } else {
+        return;
+    };
+    if redacted != text {
+        *field = palloc_text(&redacted);
+    }
+}
+
+/// A detail or context of an error raised by someone else's code (an
+/// input function) while a statement passed values to pg_warden: they
+/// quote the input without quotes (`JSON data, line 1: {"ssn": 12...`),
+/// so they are replaced whole.
+fn redact_whole(field: &mut *mut c_char) {
+    if text_of(*field).is_some() {
+        *field = palloc_text(
+            "(redacted by pg_warden: the statement passes values to pg_warden's functions)",
+        );
     }
 }
 
@@ -64,6 +94,14 @@ unsafe extern "C-unwind" fn redact_log(edata: *mut pg_sys::ErrorData) {
         if e.output_to_server {
             let statement = text_of(pg_sys::debug_query_string);
             let statement_calls = statement.is_some_and(calls_value_function);
+            let standard = pg_sys::standard_conforming_strings;
+            let foreign_error =
+                e.elevel >= pg_sys::WARNING as i32 && text_of(e.funcname) != Some("pg_warden");
+            if statement_calls && foreign_error {
+                redact_whole(&mut e.detail);
+                redact_whole(&mut e.detail_log);
+                redact_whole(&mut e.context);
+            }
             for field in [
                 &mut e.message,
                 &mut e.detail,
@@ -71,7 +109,7 @@ unsafe extern "C-unwind" fn redact_log(edata: *mut pg_sys::ErrorData) {
                 &mut e.context,
                 &mut e.internalquery,
             ] {
-                redact_field(field, statement_calls);
+                redact_field(field, statement_calls, foreign_error, standard);
             }
             if let (true, false, Some(statement)) = (statement_calls, e.hide_stmt, statement) {
                 // the STATEMENT line would print the original text
@@ -80,7 +118,11 @@ unsafe extern "C-unwind" fn redact_log(edata: *mut pg_sys::ErrorData) {
                 let shown = text_of(e.detail_log).or(text_of(e.detail));
                 let copy = format!(
                     "statement (values redacted by pg_warden): {}",
-                    redact_literals(statement)
+                    if standard {
+                        redact_literals(statement)
+                    } else {
+                        redact_literals_nonstandard(statement)
+                    }
                 );
                 e.detail_log = palloc_text(&match shown {
                     Some(d) => format!("{d}\n{copy}"),

@@ -21,9 +21,14 @@ pub const VALUE_TAKING_FUNCTIONS: &[&str] = &[
 pub const REDACTED: &str = "'<redacted>'";
 
 /// Whether `text` calls one of `VALUE_TAKING_FUNCTIONS`: the name (any
-/// case, not part of a longer identifier), optional white space, `(`.
+/// case, quoted or not, not part of a longer identifier), optional white
+/// space or comments, `(`. `EXECUTE` of a prepared statement counts too:
+/// what it runs is not in its text.
 pub fn calls_value_function(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
+    let lower = without_comments_and_quotes(&text.to_ascii_lowercase());
+    if executes_with_arguments(&lower) {
+        return true;
+    }
     let b = lower.as_bytes();
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
     VALUE_TAKING_FUNCTIONS.iter().any(|name| {
@@ -36,23 +41,85 @@ pub fn calls_value_function(text: &str) -> bool {
     })
 }
 
+/// `EXECUTE name(` somewhere in `lower`: the SQL command that runs a
+/// prepared statement with arguments (not the `execute <name>: ...` of
+/// extended-protocol log lines).
+fn executes_with_arguments(lower: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$';
+    lower.match_indices("execute").any(|(at, word)| {
+        let before = lower[..at].chars().next_back();
+        if before.is_some_and(ident) {
+            return false;
+        }
+        let rest = &lower[at + word.len()..];
+        let after_space = rest.trim_start();
+        if after_space.len() == rest.len() {
+            return false; // "executed", "execute(" ...
+        }
+        let name_len = after_space
+            .find(|c: char| !ident(c))
+            .unwrap_or(after_space.len());
+        name_len > 0 && after_space[name_len..].trim_start().starts_with('(')
+    })
+}
+
+/// `text` without `/* ... */` comments and double quotes, so that
+/// `warden."encrypt"/**/(` reads as `warden.encrypt(`.
+fn without_comments_and_quotes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("/*") {
+        out.push_str(&rest[..start]);
+        rest = rest[start + 2..]
+            .find("*/")
+            .map_or("", |end| &rest[start + 2 + end + 2..]);
+    }
+    out.push_str(rest);
+    out.replace('"', "")
+}
+
 /// `sql` with every string literal (`'...'` with `''` escapes, `E'...'`
 /// with backslash escapes, `U&'...'`, `B'...'`, `X'...'`, and dollar
 /// quotes `$tag$...$tag$`) replaced by `'<redacted>'`. Quoted identifiers
 /// and comments are kept; an unterminated literal is redacted to the end.
 pub fn redact_literals(sql: &str) -> String {
-    redact(sql, true)
+    redact(sql, Quoting::Sql, true)
+}
+
+/// As `redact_literals` with `standard_conforming_strings = off`, where a
+/// backslash escapes the next character in every string literal.
+pub fn redact_literals_nonstandard(sql: &str) -> String {
+    redact(sql, Quoting::Sql, false)
 }
 
 /// As `redact_literals`, for log text that quotes SQL in double quotes
 /// (`SQL statement "SELECT ..."`): a double quote starts nothing, so a
 /// literal inside the quoted statement is found (an apostrophe inside a
 /// quoted identifier then redacts more than needed, never less).
-pub fn redact_literals_in_text(text: &str) -> String {
-    redact(text, false)
+pub fn redact_literals_in_text(text: &str, standard_strings: bool) -> String {
+    redact(text, Quoting::Text, standard_strings)
 }
 
-fn redact(sql: &str, sql_identifiers: bool) -> String {
+/// As `redact_literals_in_text`, and every double-quoted span too: for
+/// messages of errors raised while a value-taking function ran, which
+/// quote the offending input (`invalid input syntax for type uuid:
+/// "..."`, `Token "..." is invalid`).
+pub fn redact_quoted(text: &str, standard_strings: bool) -> String {
+    redact(text, Quoting::Everything, standard_strings)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Quoting {
+    /// SQL: double quotes delimit identifiers, kept
+    Sql,
+    /// log text quoting SQL: double quotes start nothing
+    Text,
+    /// double-quoted spans are values too
+    Everything,
+}
+
+fn redact(sql: &str, quoting: Quoting, standard_strings: bool) -> String {
+    let sql_identifiers = quoting == Quoting::Sql;
     let b = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
     let mut i = 0;
@@ -67,6 +134,16 @@ fn redact(sql: &str, sql_identifiers: bool) -> String {
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 i = find(b, i + 2, b"*/").map_or(b.len(), |p| p + 2);
+            }
+            b'"' if quoting == Quoting::Everything => {
+                let end = b[i + 1..]
+                    .iter()
+                    .position(|&c| c == b'"')
+                    .map_or(b.len(), |p| i + 1 + p + 1);
+                out.push_str(&sql[copied..i]);
+                out.push_str("\"<redacted>\"");
+                copied = end;
+                i = end;
             }
             b'"' if sql_identifiers => {
                 // quoted identifier, "" escapes
@@ -86,7 +163,7 @@ fn redact(sql: &str, sql_identifiers: bool) -> String {
             b'\'' => {
                 // a prefix letter (E, B, X, N, U&) belongs to the literal
                 let mut start = i;
-                let mut backslashes = false;
+                let mut backslashes = !standard_strings;
                 if start >= 1
                     && matches!(
                         b[start - 1],
@@ -229,6 +306,49 @@ mod tests {
     }
 
     #[test]
+    fn quoted_names_comments_and_execute_count_as_calls() {
+        assert!(calls_value_function("SELECT warden.\"encrypt\"('x')"));
+        assert!(calls_value_function("SELECT warden.encrypt/**/('x')"));
+        assert!(calls_value_function("SELECT warden.encrypt /* a */ ('x')"));
+        assert!(calls_value_function("EXECUTE p('secret')"));
+        assert!(calls_value_function("execute\tp('secret')"));
+        assert!(calls_value_function("statement: EXECUTE p ('secret')"));
+        assert!(!calls_value_function("SELECT executed FROM t"));
+        assert!(!calls_value_function("execute <unnamed>: SELECT f('x')"));
+        assert!(!calls_value_function("execute S_1: SELECT f('x')"));
+    }
+
+    #[test]
+    fn backslashes_escape_quotes_only_where_strings_are_not_standard() {
+        // standard_conforming_strings = on: '\' is one backslash
+        assert_eq!(
+            redact_literals("SELECT f('\\', 'secret')"),
+            "SELECT f('<redacted>', '<redacted>')"
+        );
+        // off: '\' SECRET ' is one literal
+        assert_eq!(
+            redact_literals_nonstandard("SELECT f('\\' SECRET ')"),
+            "SELECT f('<redacted>')"
+        );
+        assert_eq!(
+            redact_literals_in_text("SQL statement \"SELECT f('a\\'b')\"", false),
+            "SQL statement \"SELECT f('<redacted>')\""
+        );
+    }
+
+    #[test]
+    fn messages_quoting_input_lose_it() {
+        assert_eq!(
+            redact_quoted("invalid input syntax for type uuid: \"secret\"", true),
+            "invalid input syntax for type uuid: \"<redacted>\""
+        );
+        assert_eq!(
+            redact_quoted("Token \"12-3\" is invalid.", true),
+            "Token \"<redacted>\" is invalid."
+        );
+    }
+
+    #[test]
     fn log_text_quoting_a_statement_is_redacted_inside_the_quotes() {
         for (text, want) in [
             (
@@ -241,7 +361,7 @@ mod tests {
             ),
             ("unnamed portal with parameters: $1 = 'v'", "unnamed portal with parameters: $1 = '<redacted>'"),
         ] {
-            assert_eq!(redact_literals_in_text(text), want, "{text}");
+            assert_eq!(redact_literals_in_text(text, true), want, "{text}");
         }
     }
 

@@ -81,23 +81,28 @@ fn registration(src: Oid) -> Option<Registration> {
     .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot read warden.scd2_registry: {e}")).raise())
 }
 
-/// Runs `query` (a single-value query built from `sql`, which gets the
-/// queue as `$1` and `column` as `$2`) over `queue` with pg_warden's
-/// rights, but only when that reads nothing but stored values: a plain
-/// table of this session's kind (not another session's temporary table),
-/// locked first so it cannot turn into a view, read with ONLY, and (when
-/// given) a column of a built-in tenant type. Superuser bypasses the
-/// queue's row security, and no other user code can run in such a read.
-/// `None` when the queue is not such a table.
-fn read_queue<T: IntoDatum + FromDatum>(
-    queue: Oid,
-    column: Option<&str>,
-    sql: &str,
-) -> Option<Vec<T>> {
-    // SAFETY: catalog lookups by OID; the lock is held to transaction end.
+/// What `scan_queue` reads: how many rows, and the distinct values of
+/// one column as text.
+struct QueueScan {
+    rows: i64,
+    values: std::collections::BTreeSet<String>,
+}
+
+/// Reads a queue with pg_warden's rights (a FORCE RLS queue hides other
+/// tenants from its owner) by a heap scan: no planner and no executor, so
+/// nothing the owner attached to the queue (index predicates and
+/// expressions, statistics, constraints, rules, policies) is evaluated,
+/// and no user code runs. Only a plain heap table of this session's kind
+/// is read (another session's temporary table is out of reach), under a
+/// lock taken without waiting, and only a column of a built-in tenant
+/// type, printed by that type's built-in output function. `None` when the
+/// queue is locked by someone else or is not such a table.
+fn scan_queue(queue: Oid, column: Option<&str>) -> Option<QueueScan> {
+    // SAFETY: the relation is locked before it is opened and closed at the
+    // end; tuples come from a heap scan of it under the active snapshot.
     unsafe {
-        // not while someone holds the queue: the caller (the worker's
-        // error handler, the tenant list) must never wait on a user's lock
+        // the caller (the worker's error handler, the tenant list) must
+        // never wait on a user's lock
         if !pg_sys::ConditionalLockRelationOid(queue, pg_sys::AccessShareLock as i32) {
             return None;
         }
@@ -106,40 +111,67 @@ fn read_queue<T: IntoDatum + FromDatum>(
         {
             return None;
         }
+        let rel = pg_sys::table_open(queue, pg_sys::NoLock as i32);
+        if (*(*rel).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID {
+            pg_sys::table_close(rel, pg_sys::NoLock as i32);
+            return None;
+        }
+        let desc = (*rel).rd_att;
+        let mut read = None;
         if let Some(column) = column {
             let name = CString::new(column).ok()?;
             let attnum = pg_sys::get_attnum(queue, name.as_ptr());
             let typ = pg_sys::get_atttype(queue, attnum);
-            if ![
+            let tenant_type = [
                 pg_sys::TEXTOID,
                 pg_sys::VARCHAROID,
                 pg_sys::UUIDOID,
                 pg_sys::INT4OID,
                 pg_sys::INT8OID,
             ]
-            .contains(&typ)
-            {
+            .contains(&typ);
+            if attnum <= 0 || !tenant_type {
+                pg_sys::table_close(rel, pg_sys::NoLock as i32);
                 return None;
             }
+            let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+            pg_sys::getTypeOutputInfo(typ, &mut output, &mut varlena);
+            read = Some((attnum as i32, output));
         }
+        let snapshot = if pg_sys::ActiveSnapshotSet() {
+            pg_sys::GetActiveSnapshot()
+        } else {
+            pg_sys::GetTransactionSnapshot()
+        };
+        let scan = pg_sys::table_beginscan(rel, snapshot, 0, std::ptr::null_mut());
+        let mut result = QueueScan {
+            rows: 0,
+            values: Default::default(),
+        };
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            result.rows += 1;
+            if let Some((attnum, output)) = read {
+                let mut isnull = false;
+                let value = pg_sys::heap_getattr(tuple, attnum, desc, &mut isnull);
+                if !isnull {
+                    let text = pg_sys::OidOutputFunctionCall(output, value);
+                    result.values.insert(
+                        std::ffi::CStr::from_ptr(text)
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                    pg_sys::pfree(text.cast());
+                }
+            }
+        }
+        pg_sys::heap_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        Some(result)
     }
-    let values = as_superuser(|| {
-        Spi::connect(|client| {
-            let query = client
-                .select(sql, None, &[queue.into(), column.unwrap_or("").into()])?
-                .first()
-                .get_one::<String>()?
-                .expect("a query");
-            client
-                .select(&query, None, &[])?
-                .map(|row| row.get::<T>(1).map(|v| v.expect("no NULL")))
-                .collect::<Result<Vec<T>, _>>()
-        })
-    })
-    .unwrap_or_else(|e| {
-        WardenError::prerequisite(format!("cannot read an SCD2 queue: {e}")).raise()
-    });
-    Some(values)
 }
 
 /// Applies the queued changes of a deferred source as its history's
@@ -152,6 +184,26 @@ fn apply_source(src: Oid) -> i64 {
     let Some(r) = registration(src) else {
         return 0;
     };
+    // SAFETY: a syscache lookup by OID, released before use.
+    let queue_owner = unsafe {
+        let tuple =
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, r.queue.into());
+        if tuple.is_null() {
+            pg_sys::InvalidOid
+        } else {
+            let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
+            pg_sys::ReleaseSysCache(tuple);
+            owner
+        }
+    };
+    // the apply runs the queue's triggers and rules as the history's
+    // owner: a queue handed to another role would run that role's code
+    // with the history owner's rights
+    if queue_owner != r.owner {
+        WardenError::privilege("an SCD2 queue and its history must have the same owner")
+            .hint("ALTER TABLE the queue OWNER TO the history's owner, or untrack and track the table again.")
+            .raise();
+    }
     // one applier at a time (the worker, scd2_flush, scd2_merge)
     // SAFETY: takes a lock to transaction end; runs no code.
     unsafe { pg_sys::LockRelationOid(r.history, pg_sys::ShareRowExclusiveLock as i32) };
@@ -184,17 +236,15 @@ fn apply_source(src: Oid) -> i64 {
     // would wait anyway, not inside the tenant listing
     // SAFETY: takes a lock to transaction end; runs no code.
     unsafe { pg_sys::LockRelationOid(r.queue, pg_sys::RowExclusiveLock as i32) };
-    let tenants: Vec<String> = read_queue(
-        r.queue,
-        Some(column),
-        "SELECT pg_catalog.format('SELECT DISTINCT q.%I::pg_catalog.text FROM ONLY %s q WHERE q.%I IS NOT NULL',
-                                 $2, $1::pg_catalog.regclass, $2)",
-    )
-    .unwrap_or_else(|| {
-        WardenError::prerequisite("an SCD2 queue is not a plain table with a tenant column of a tenant type")
+    let tenants = scan_queue(r.queue, Some(column))
+        .unwrap_or_else(|| {
+            WardenError::prerequisite(
+                "an SCD2 queue is not a plain table with a tenant column of a tenant type",
+            )
             .hint("Call warden.scd2_untrack() and warden.scd2_track() again.")
             .raise()
-    });
+        })
+        .values;
     let mut taken = 0;
     for tenant in tenants {
         if validate_tenant_id(&tenant).is_err() {
@@ -209,9 +259,14 @@ fn apply_source(src: Oid) -> i64 {
     taken
 }
 
-/// `warden._scd2_apply(regclass)`.
+/// `warden._scd2_apply(regclass)`: for the worker and the drop event
+/// trigger (superuser) and the owner's own functions (`scd2_flush`).
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn _scd2_apply(src: Oid) -> i64 {
+    // SAFETY: reads the current user.
+    if !unsafe { pg_sys::superuser() } {
+        super::registry::require_owner(src, "source");
+    }
     apply_source(src)
 }
 
@@ -220,13 +275,7 @@ fn _scd2_apply(src: Oid) -> i64 {
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn _scd2_queue_length(src: Oid) -> Option<i64> {
     let r = registration(src)?;
-    read_queue::<i64>(
-        r.queue,
-        None,
-        "SELECT pg_catalog.format('SELECT pg_catalog.count(*) FROM ONLY %s', $1::pg_catalog.regclass) WHERE $2 IS NOT NULL",
-    )?
-    .first()
-    .copied()
+    scan_queue(r.queue, None).map(|scan| scan.rows)
 }
 
 extension_sql!(

@@ -30,7 +30,7 @@ use warden_core::scd2::RowEncoder;
 
 use super::type_encoding::{attribute, column_positions, Fields};
 use crate::error::WardenError;
-use crate::privileged::{as_role, as_superuser};
+use crate::privileged::{as_owner, as_superuser};
 
 /// Indexes into `Tracked::plans`, in the order `_scd2_statements` returns.
 mod stmt {
@@ -69,17 +69,36 @@ thread_local! {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn forget(_arg: Datum, relid: Oid) {
-    RELCACHE_GENERATION.with(|g| g.set(g.get() + 1));
     // Kept plans of forgotten entries stay allocated (freeing them inside
     // an invalidation callback is not safe); entries change only on DDL.
     TRACKED.with(|t| {
         let mut t = t.borrow_mut();
+        let ours = relid == pg_sys::InvalidOid
+            || t.iter().any(|(source, e)| {
+                *source == relid || e.history == relid || e.queue == Some(relid)
+            });
+        if ours {
+            // only invalidations of a tracked source, history or queue
+            // count: any role can cause others at will
+            RELCACHE_GENERATION.with(|g| g.set(g.get() + 1));
+        }
         if relid == pg_sys::InvalidOid {
             t.clear();
         } else {
             t.retain(|source, e| *source != relid && e.history != relid && e.queue != Some(relid));
         }
     });
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some((_, _, info)) = self.queue_checked.get() {
+            // SAFETY: built by BuildIndexInfo in TopMemoryContext for this
+            // entry only; a plain palloc'd node with no other allocation
+            // for a key of two plain columns.
+            unsafe { pg_sys::pfree(info.cast()) };
+        }
+    }
 }
 
 /// Looks up (once per backend and DDL) how `source` is tracked and
@@ -147,7 +166,7 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
         .collect();
     types.push(pg_sys::BYTEAOID);
     types.push(pg_sys::TEXTOID);
-    let plans = as_role(owner, || {
+    let plans = as_owner(owner, || {
         // SAFETY: SPI use bracketed by connect/finish; kept plans outlive it.
         unsafe {
             pg_sys::SPI_connect();
@@ -388,6 +407,7 @@ unsafe fn queue_primary_key(rel: pg_sys::Relation, natts: usize) -> pg_sys::Oid 
             && form.indisvalid
             && form.indisready
             && form.indnatts == 2
+            && form.indnkeyatts == 2
             && keys == [natts as i16 - 2, natts as i16]
             && pg_sys::RelationGetIndexExpressions(idx).is_null()
             && pg_sys::RelationGetIndexPredicate(idx).is_null();
@@ -436,7 +456,9 @@ fn queue(
                 let info = pg_sys::BuildIndexInfo(index);
                 pg_sys::MemoryContextSwitchTo(old);
                 pg_sys::index_close(index, pg_sys::NoLock as i32);
-                t.queue_checked.set(Some((generation, pk, info)));
+                if let Some((_, _, stale)) = t.queue_checked.replace(Some((generation, pk, info))) {
+                    pg_sys::pfree(stale.cast());
+                }
                 (pk, info)
             }
         };
@@ -572,7 +594,10 @@ pub unsafe extern "C-unwind" fn scd2_trigger(fcinfo: pg_sys::FunctionCallInfo) -
         if t.queue.is_some() {
             fire(); // a heap insert: no SQL to run as the owner
         } else {
-            as_role(t.owner, || {
+            // security-restricted, fixed search_path: the owner's code on
+            // the history runs with the owner's rights and none of the
+            // writer's settings (rule 1)
+            as_owner(t.owner, || {
                 pg_sys::SPI_connect();
                 fire();
                 pg_sys::SPI_finish();

@@ -31,6 +31,18 @@ fn probe_sql(probe: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether the current user could `SET ROLE role` itself (on PG16 and
+/// later a membership granted `WITH SET FALSE` does not allow it).
+fn may_set_role(role: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups for the current user.
+    unsafe {
+        #[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
+        return pg_sys::member_can_set_role(pg_sys::GetUserId(), role);
+        #[cfg(not(any(feature = "pg16", feature = "pg17", feature = "pg18")))]
+        return pg_sys::is_member_of_role(pg_sys::GetUserId(), role);
+    }
+}
+
 /// `warden._tenancy_probe(tbl, app_role, tenant, probe, arg, other)`: runs
 /// one of the self-test's fixed statements on `tbl` as `app_role` with
 /// `tenant` set (none when NULL); returns the rows it counted or changed.
@@ -51,10 +63,7 @@ fn _tenancy_probe(
     // SAFETY: catalog lookups; missing_ok so an unknown role is reported here.
     let (role, member) = unsafe {
         let role = pg_sys::get_role_oid(role_name.as_ptr(), true);
-        (
-            role,
-            role != pg_sys::InvalidOid && pg_sys::is_member_of_role(pg_sys::GetUserId(), role),
-        )
+        (role, role != pg_sys::InvalidOid && may_set_role(role))
     };
     if !member {
         WardenError::privilege(format!(
@@ -88,6 +97,9 @@ fn _tenancy_probe(
     .ok()
     .flatten()
     .unwrap_or_else(|| WardenError::prerequisite("the table is not set up by warden.enable_tenancy()").raise());
+    if let Some(t) = tenant {
+        super::context::validate_tenant_or_raise(t);
+    }
     crate::privileged::as_owner(role, || {
         match tenant {
             Some(t) => super::context::set_tenant_setting(t),

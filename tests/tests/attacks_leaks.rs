@@ -72,6 +72,33 @@ fn values_passed_to_pg_wardens_functions_never_reach_the_server_log() {
         canary(5)
     ));
 
+    // a quoted function name and a comment before the parenthesis
+    let _ = app.batch_execute(&format!(
+        "BEGIN; SELECT warden.set_tenant('acme'); SELECT warden.\"encrypt\"/**/('{}'); COMMIT",
+        canary(6)
+    ));
+    // a prepared statement executed with the value
+    let _ = app.batch_execute(&format!(
+        "PREPARE p(text) AS SELECT warden.encrypt($1); BEGIN; SELECT warden.set_tenant('acme'); EXECUTE p('{}'); COMMIT",
+        canary(7)
+    ));
+    // an input function that quotes the value in its error
+    let _ = app.batch_execute(&format!(
+        "BEGIN; SELECT warden.set_tenant('acme'); SELECT warden.encrypt('{{\"ssn\": {}}}'::jsonb)",
+        canary(8)
+    ));
+    let _ = app.batch_execute("ROLLBACK");
+    // standard_conforming_strings = off (set before the statement is
+    // parsed): a backslash escapes the quote
+    app.batch_execute("SET standard_conforming_strings = off")
+        .unwrap();
+    let _ = app.batch_execute(&format!(
+        "BEGIN; SELECT warden.set_tenant('acme'); SELECT warden.encrypt('\\' {} '); COMMIT",
+        canary(9)
+    ));
+    app.batch_execute("RESET standard_conforming_strings")
+        .unwrap();
+
     std::thread::sleep(Duration::from_millis(300));
     let log = cluster.log();
     assert!(
@@ -84,12 +111,17 @@ fn values_passed_to_pg_wardens_functions_never_reach_the_server_log() {
         !log.contains(signature),
         "the token reached the log:\n{log}"
     );
-    for n in 1..=5 {
+    for n in 1..=9 {
         assert!(
             !log.contains(&canary(n)),
             "plaintext {n} reached the log:\n{log}"
         );
     }
+    // not even a prefix of one (an input function's context cuts values)
+    assert!(
+        !log.contains("plaintext"),
+        "a plaintext prefix reached the log:\n{log}"
+    );
 }
 
 /// Finding 12: a harvested token was valid for up to 30 days.

@@ -292,3 +292,84 @@ fn the_synchronous_trigger_writes_as_the_history_owner() {
     assert!(assert_no_escalation(&mut admin, "sync trigger") > 0);
     cluster.assert_survived(pid);
 }
+
+/// Review of the hardening: reading a tenant-isolated queue's tenants by
+/// planning a query on it as superuser const-folded the owner's
+/// immutable expressions (extended statistics, index predicates) with
+/// superuser rights. The queue is now read by a heap scan.
+#[test]
+fn planning_on_a_users_queue_never_runs_the_owners_expressions_as_superuser() {
+    let cluster = Cluster::start(
+        "attack_queue_planner",
+        &["warden.scd2_apply_interval = '200ms'"],
+    );
+    let pid = cluster.postmaster_pid();
+    let (mut admin, mut mallory) = setup(&cluster);
+    mallory
+        .batch_execute(
+            "CREATE FUNCTION m.k() RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT CASE WHEN m.note() THEN 0 END';
+             CREATE TABLE m.t (id int PRIMARY KEY, tenant text NOT NULL, v text);
+             SELECT warden.enable_tenancy('m.t');
+             SELECT warden.scd2_track('m.t', ARRAY['id'], deferred => true);
+             CREATE STATISTICS m.st ON (tenant || m.k()::text), tenant FROM m.t_history_queue;
+             BEGIN; SELECT warden.set_tenant('acme'); INSERT INTO m.t (id, v) VALUES (1, 'a'); COMMIT;",
+        )
+        .unwrap();
+    // every worker round lists the queue's tenants; scd2_flush does too
+    std::thread::sleep(Duration::from_millis(800));
+    let _ = mallory.batch_execute("SELECT warden.scd2_flush('m.t')");
+    assert_no_escalation(&mut admin, "extended statistics expression on the queue");
+    cluster.assert_survived(pid);
+}
+
+/// Review of the hardening: the owner's history trigger, fired by the
+/// synchronous SCD2 trigger as the owner, resolved unqualified names
+/// through the writer's search_path, so the writer's function ran with
+/// the owner's rights.
+#[test]
+fn the_writers_search_path_never_reaches_the_owners_code() {
+    let cluster = Cluster::start("attack_search_path", &[]);
+    let pid = cluster.postmaster_pid();
+    let (mut admin, mut mallory) = setup(&cluster);
+    admin
+        .batch_execute(
+            "CREATE ROLE victim_owner LOGIN; GRANT warden_admin TO victim_owner;
+             CREATE SCHEMA v AUTHORIZATION victim_owner;
+             GRANT USAGE ON SCHEMA v TO mallory;",
+        )
+        .unwrap();
+    let mut owner = cluster.connect_as("postgres", "victim_owner");
+    owner
+        .batch_execute(
+            "CREATE FUNCTION v.audit_note() RETURNS void LANGUAGE sql AS 'SELECT';
+             -- an owner's trigger that calls a function without its schema
+             CREATE TABLE v.src (id int PRIMARY KEY, x int);
+             SELECT warden.scd2_track('v.src', ARRAY['id']);
+             CREATE FUNCTION v.hist_trg() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM audit_note(); RETURN NEW; END $$;
+             CREATE TRIGGER t BEFORE INSERT ON v.src_history FOR EACH ROW EXECUTE FUNCTION v.hist_trg();
+             GRANT SELECT, INSERT, UPDATE ON v.src TO mallory;",
+        )
+        .unwrap();
+    // mallory's own audit_note(), first in her search_path
+    mallory
+        .batch_execute(
+            "CREATE FUNCTION m.audit_note() RETURNS void LANGUAGE plpgsql AS $$
+             BEGIN PERFORM m.note(); END $$;
+             SET search_path = m, v, public;",
+        )
+        .unwrap();
+    let _ = mallory.batch_execute("INSERT INTO v.src VALUES (1, 1)");
+    let who: Vec<String> = admin
+        .query("SELECT DISTINCT who FROM m.seen", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !who.iter().any(|w| w == "victim_owner"),
+        "mallory's function ran as the history's owner: {who:?}"
+    );
+    assert_no_escalation(&mut admin, "writer's search_path");
+    cluster.assert_survived(pid);
+}

@@ -406,3 +406,56 @@ fn non_canonical_tenant_ids_match_no_rows() {
         }
     }
 }
+
+/// Review of the hardening: a tenant set inside pg_warden's switch to a
+/// table owner (the per-tenant SCD2 apply, the self-test's probes)
+/// survived the switch and stayed the caller's tenant for the rest of
+/// the transaction, whatever pinning or tokens said.
+#[test]
+fn no_tenant_leaks_out_of_an_apply_or_a_probe() {
+    let cluster = Cluster::start("attack_tenant_leak", &[]);
+    let mut admin = setup(&cluster);
+    let mut owner = cluster.connect_as("postgres", "owner_role");
+    owner
+        .batch_execute(
+            "CREATE TABLE s.d (id int PRIMARY KEY, tenant text NOT NULL, v text);
+             SELECT warden.enable_tenancy('s.d');
+             SELECT warden.scd2_track('s.d', ARRAY['id'], deferred => true);
+             GRANT SELECT, INSERT ON s.d TO app;",
+        )
+        .unwrap();
+    for (id, tenant) in [(1, "acme"), (2, "victim")] {
+        exec_as(
+            &mut owner,
+            tenant,
+            &format!("INSERT INTO s.d (id, v) VALUES ({id}, 'x')"),
+        )
+        .unwrap();
+    }
+    let mut tx = owner.transaction().unwrap();
+    tx.execute("SELECT warden.scd2_flush('s.d')", &[]).unwrap();
+    let after_flush: Option<String> = tx
+        .query_one("SELECT warden.current_tenant()", &[])
+        .unwrap()
+        .get(0);
+    let n = tx
+        .execute(
+            "SELECT warden._tenancy_probe('s.d'::regclass, 'app', 'victim', 'count', NULL, NULL)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    let after_probe: Option<String> = tx
+        .query_one("SELECT warden.current_tenant()", &[])
+        .unwrap()
+        .get(0);
+    let visible: i64 = tx
+        .query_one("SELECT count(*) FROM s.d", &[])
+        .unwrap()
+        .get(0);
+    tx.rollback().unwrap();
+    assert_eq!(after_flush, None, "the apply left its last tenant set");
+    assert_eq!(after_probe, None, "the probe left its tenant set");
+    assert_eq!(visible, 0);
+    let _ = &mut admin;
+}
