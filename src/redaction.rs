@@ -79,9 +79,8 @@ fn redact_field(
 /// so they are replaced whole.
 fn redact_whole(field: &mut *mut c_char) {
     if text_of(*field).is_some() {
-        *field = palloc_text(
-            "(redacted by pg_warden: the statement passes values to pg_warden's functions)",
-        );
+        *field =
+            palloc_text("(redacted by pg_warden: the statement passes values to its functions)");
     }
 }
 
@@ -101,15 +100,19 @@ unsafe extern "C-unwind" fn redact_log(edata: *mut pg_sys::ErrorData) {
                 redact_whole(&mut e.detail);
                 redact_whole(&mut e.detail_log);
                 redact_whole(&mut e.context);
-            }
-            for field in [
-                &mut e.message,
-                &mut e.detail,
-                &mut e.detail_log,
-                &mut e.context,
-                &mut e.internalquery,
-            ] {
-                redact_field(field, statement_calls, foreign_error, standard);
+                for field in [&mut e.message, &mut e.internalquery] {
+                    redact_field(field, statement_calls, foreign_error, standard);
+                }
+            } else {
+                for field in [
+                    &mut e.message,
+                    &mut e.detail,
+                    &mut e.detail_log,
+                    &mut e.context,
+                    &mut e.internalquery,
+                ] {
+                    redact_field(field, statement_calls, foreign_error, standard);
+                }
             }
             if let (true, false, Some(statement)) = (statement_calls, e.hide_stmt, statement) {
                 // the STATEMENT line would print the original text

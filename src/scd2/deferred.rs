@@ -34,18 +34,14 @@ pub fn apply_all() -> Result<i64, WardenError> {
         .map_err(|e| WardenError::prerequisite(format!("cannot apply SCD2 queues: {e}")))
 }
 
-/// What applying one deferred source needs, from pg_warden's registry.
+/// A deferred source as pg_warden's registry and the catalogs know it.
 struct Registration {
     history: Oid,
     queue: Oid,
+    /// the history's owner
     owner: Oid,
+    queue_owner: Oid,
     tenant_column: Option<String>,
-    /// takes the whole queue
-    statement: String,
-    /// takes at most `$1` source transactions
-    batched: String,
-    /// whether the queue holds more than `$1` changes
-    over_batch: String,
 }
 
 fn registration(src: Oid) -> Option<Registration> {
@@ -53,14 +49,13 @@ fn registration(src: Oid) -> Option<Registration> {
     as_superuser(|| {
         Spi::connect(|client| {
             let rows = client.select(
-                "SELECT r.history::pg_catalog.oid, r.queue::pg_catalog.oid, c.relowner,
-                        t.tenant_column::pg_catalog.text, warden._scd2_apply_statement(r.source, false),
-                        warden._scd2_apply_statement(r.source, true),
-                        pg_catalog.format('SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) $1 FROM (SELECT FROM ONLY %s LIMIT $1 OPERATOR(pg_catalog.+) 1) x', r.queue)
+                "SELECT r.history::pg_catalog.oid, r.queue::pg_catalog.oid, h.relowner, q.relowner,
+                        t.tenant_column::pg_catalog.text
                    FROM warden.scd2_registry r
-                   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.history
+                   JOIN pg_catalog.pg_class h ON h.oid OPERATOR(pg_catalog.=) r.history
+                   JOIN pg_catalog.pg_class q ON q.oid OPERATOR(pg_catalog.=) r.queue
                    LEFT JOIN warden.tenant_tables t ON t.table_name OPERATOR(pg_catalog.=) r.history
-                  WHERE r.source OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND r.queue IS NOT NULL",
+                  WHERE r.source OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
                 None,
                 &[src.into()],
             )?;
@@ -71,14 +66,36 @@ fn registration(src: Oid) -> Option<Registration> {
                 history: row.get::<Oid>(1)?.expect("history"),
                 queue: row.get::<Oid>(2)?.expect("queue"),
                 owner: row.get::<Oid>(3)?.expect("owner"),
-                tenant_column: row.get::<String>(4)?,
-                statement: row.get::<String>(5)?.expect("statement"),
-                batched: row.get::<String>(6)?.expect("statement"),
-                over_batch: row.get::<String>(7)?.expect("statement"),
+                queue_owner: row.get::<Oid>(4)?.expect("owner"),
+                tenant_column: row.get::<String>(5)?,
             }))
         })
     })
-    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot read warden.scd2_registry: {e}")).raise())
+    .unwrap_or_else(|e| {
+        WardenError::prerequisite(format!("cannot read warden.scd2_registry: {e}")).raise()
+    })
+}
+
+/// The statements that apply a source's queue: the whole queue, at most
+/// `$1` source transactions of it, and whether it holds more than `$1`
+/// changes. Built from the registry and the catalogs (superuser: the
+/// registry is pg_warden's), run as the owner.
+fn apply_statements(src: Oid, queue: Oid) -> (String, String, String) {
+    let built = as_superuser(|| {
+        Spi::get_two_with_args::<Vec<String>, String>(
+            "SELECT warden._scd2_apply_statements($1::pg_catalog.regclass),
+                    pg_catalog.format('SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) $1 FROM (SELECT FROM ONLY %s LIMIT $1 OPERATOR(pg_catalog.+) 1) x',
+                                      $2::pg_catalog.regclass)",
+            &[src.into(), queue.into()],
+        )
+    })
+    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot build the SCD2 apply statement: {e}")).raise());
+    let (Some(mut statements), Some(over_batch)) = built else {
+        WardenError::prerequisite("cannot build the SCD2 apply statement").raise()
+    };
+    let batched = statements.pop().expect("two statements");
+    let whole = statements.pop().expect("two statements");
+    (whole, batched, over_batch)
 }
 
 /// What `scan_queue` reads: how many rows, and the distinct values of
@@ -184,22 +201,10 @@ fn apply_source(src: Oid) -> i64 {
     let Some(r) = registration(src) else {
         return 0;
     };
-    // SAFETY: a syscache lookup by OID, released before use.
-    let queue_owner = unsafe {
-        let tuple =
-            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, r.queue.into());
-        if tuple.is_null() {
-            pg_sys::InvalidOid
-        } else {
-            let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
-            pg_sys::ReleaseSysCache(tuple);
-            owner
-        }
-    };
     // the apply runs the queue's triggers and rules as the history's
     // owner: a queue handed to another role would run that role's code
     // with the history owner's rights
-    if queue_owner != r.owner {
+    if r.queue_owner != r.owner {
         WardenError::privilege("an SCD2 queue and its history must have the same owner")
             .hint("ALTER TABLE the queue OWNER TO the history's owner, or untrack and track the table again.")
             .raise();
@@ -214,18 +219,19 @@ fn apply_source(src: Oid) -> i64 {
     let failed = |e: pgrx::spi::Error| -> ! {
         WardenError::prerequisite(format!("cannot apply SCD2 changes: {e}")).raise()
     };
+    let (whole, batched, over_batch) = apply_statements(src, r.queue);
     let run = || {
         let mut taken = 0;
-        while Spi::get_one_with_args::<bool>(&r.over_batch, &[batch.into()])
+        while Spi::get_one_with_args::<bool>(&over_batch, &[batch.into()])
             .unwrap_or_else(|e| failed(e))
             .unwrap_or(false)
         {
-            taken += Spi::get_one_with_args::<i64>(&r.batched, &[batch.into()])
+            taken += Spi::get_one_with_args::<i64>(&batched, &[batch.into()])
                 .unwrap_or_else(|e| failed(e))
                 .unwrap_or(0);
         }
         taken
-            + Spi::get_one::<i64>(&r.statement)
+            + Spi::get_one::<i64>(&whole)
                 .unwrap_or_else(|e| failed(e))
                 .unwrap_or(0)
     };
@@ -283,10 +289,12 @@ extension_sql!(
 -- The apply statement of a deferred source. Queue columns are renamed to
 -- _k<n> (business key) and _v<n> (tracked) so that no user column name can
 -- clash with the statement's own.
-CREATE FUNCTION warden._scd2_apply_statement(src regclass, batched boolean) RETURNS text
+CREATE FUNCTION warden._scd2_apply_statements(src regclass) RETURNS text[]
 STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     r warden.scd2_registry;
+    args text[];
+    apply text;
     take text;
     keys text;
     cur_match text;
@@ -319,7 +327,7 @@ BEGIN
       FROM unnest(r.tracked) WITH ORDINALITY u(c, n);
     SELECT string_agg(format('%I', u.c), ', ' ORDER BY u.n) INTO cols
       FROM unnest(r.business_key || r.tracked) WITH ORDINALITY u(c, n);
-    RETURN format($sql$
+    apply := $sql$
 WITH taken AS MATERIALIZED (
     DELETE FROM %1$s q %14$s
     RETURNING %3$s, q.hash_diff AS _h, q.op AS _op, q.txid AS _txid, q.changed_at AS _at, q.change_lsn AS _lsn, q.ctid AS _ctid),
@@ -391,13 +399,17 @@ opened AS (
               WHERE x._op <> 'D') w
      WHERE (SELECT c.n FROM closed_count c) IS NOT NULL)
 SELECT count(*) FROM taken
-$sql$, r.queue, r.history, take, keys, cur_vals, cur_match, prior_match, cols, key_out, val_out, tomb_out, tomb_vals, prev_vals,
-    -- batched: at most $1 source transactions, those that ended first (a
-    -- key's later transaction always ends after its earlier one, so a
-    -- batch never takes a key's change without the ones before it)
-    CASE WHEN batched THEN format(
-        'USING (SELECT b.txid FROM %s b GROUP BY b.txid ORDER BY max(b.change_lsn) LIMIT $1) t WHERE q.txid = t.txid',
-        r.queue) ELSE '' END);
+$sql$;
+    args := ARRAY[r.queue::text, r.history::text, take, keys, cur_vals, cur_match, prior_match, cols,
+                  key_out, val_out, tomb_out, tomb_vals, prev_vals];
+    -- the whole queue, and at most $1 source transactions, those that
+    -- ended first (a key's later transaction always ends after its
+    -- earlier one, so a batch never takes a key's change without the ones
+    -- before it)
+    RETURN ARRAY[format(apply, VARIADIC args || ''::text),
+                 format(apply, VARIADIC args || format(
+                     'USING (SELECT b.txid FROM %s b GROUP BY b.txid ORDER BY max(b.change_lsn) LIMIT $1) t WHERE q.txid = t.txid',
+                     r.queue))];
 END
 $fn$;
 
@@ -460,8 +472,8 @@ BEGIN
 END
 $fn$;
 
-COMMENT ON FUNCTION warden._scd2_apply_statement(regclass, boolean) IS
-  'Internal: the statement that applies the queue of a deferred SCD2 source to its history.';
+COMMENT ON FUNCTION warden._scd2_apply_statements(regclass) IS
+  'Internal: the statements that apply the queue of a deferred SCD2 source to its history: the whole queue, and at most $1 source transactions of it.';
 COMMENT ON FUNCTION warden._scd2_apply(regclass) IS
   'Internal: applies the queued changes of a deferred SCD2 source as its history''s owner (security-restricted, one tenant at a time when isolated); returns how many it took.';
 COMMENT ON FUNCTION warden._scd2_queue_length(regclass) IS

@@ -53,17 +53,17 @@ struct Tracked {
     plans: Vec<pg_sys::SPIPlanPtr>,
     /// The queue as last checked (rule 3 of docs/security.md): the
     /// relcache generation it was checked at, its primary key and that
-    /// key's IndexInfo (kept in TopMemoryContext). Checked again after any
-    /// relcache invalidation, which every DDL on the source or the queue
-    /// sends, instead of on every row.
+    /// key's IndexInfo (kept in TopMemoryContext). Checked again after a
+    /// relcache invalidation of a tracked relation, which every DDL on the
+    /// source or the queue sends, instead of on every row.
     queue_checked: std::cell::Cell<Option<(u64, Oid, *mut pg_sys::IndexInfo)>>,
 }
 
 thread_local! {
     static TRACKED: RefCell<HashMap<Oid, Rc<Tracked>>> = RefCell::new(HashMap::new());
     static CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Counts relcache invalidations of any relation: a queue check made
-    /// at an older count is made again.
+    /// Counts relcache invalidations of tracked sources, histories and
+    /// queues: a queue check made at an older count is made again.
     static RELCACHE_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
@@ -290,20 +290,21 @@ fn key_of(t: &Tracked, fields: &Fields) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// The queue columns after the key and tracked columns, as
-/// `scd2_track` creates them.
-const QUEUE_TAIL: [(&str, Oid); 5] = [
-    ("hash_diff", pg_sys::BYTEAOID),
-    ("op", pg_sys::TEXTOID),
-    ("txid", pg_sys::XID8OID),
-    ("changed_at", pg_sys::TIMESTAMPTZOID),
-    ("change_lsn", pg_sys::PG_LSNOID),
+/// The types of the queue columns after the key and tracked columns, as
+/// `scd2_track` creates them: hash_diff, op, txid, changed_at, change_lsn.
+const QUEUE_TAIL: [Oid; 5] = [
+    pg_sys::BYTEAOID,
+    pg_sys::TEXTOID,
+    pg_sys::XID8OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::PG_LSNOID,
 ];
 
 /// Refuses a queue whose descriptor is not exactly what the tuple formed
 /// from the source's columns needs (rule 3 of docs/security.md): the same
 /// type, length, by-value, alignment and type modifier in every column,
-/// no dropped or extra column, a plain heap without indexes. Anything
+/// no dropped or extra column, a heap table (its index is checked by
+/// `queue_primary_key`). Anything
 /// else (the source altered by a migration, the queue altered by its
 /// owner) would make `heap_form_tuple` read or write the wrong bytes.
 ///
@@ -345,7 +346,7 @@ unsafe fn check_queue(t: &Tracked, rel: pg_sys::Relation, source: pg_sys::TupleD
                 let a = attribute(source, i);
                 (a.atttypid, a.atttypmod)
             })
-            .chain(QUEUE_TAIL.iter().map(|&(_, typ)| (typ, -1)));
+            .chain(QUEUE_TAIL.iter().map(|&typ| (typ, -1)));
         for (i, (typid, typmod)) in wanted.enumerate() {
             let a = attribute(desc, i);
             let (mut len, mut byval, mut align) = (0i16, false, 0 as std::ffi::c_char);
@@ -380,11 +381,15 @@ unsafe fn check_queue(t: &Tracked, rel: pg_sys::Relation, source: pg_sys::TupleD
 /// The queue's only index: its primary key `(txid, change_lsn)`, a plain
 /// valid btree on exactly those two columns. Anything else (another
 /// index, an expression, a predicate) would not be maintained by the
-/// direct insert, so it is refused.
+/// direct insert, so it is refused. Returns the key and its IndexInfo,
+/// built in TopMemoryContext for the insert to use until the next check.
 ///
 /// # Safety
 /// `rel` is the open queue; `natts` its checked column count.
-unsafe fn queue_primary_key(rel: pg_sys::Relation, natts: usize) -> pg_sys::Oid {
+unsafe fn queue_primary_key(
+    rel: pg_sys::Relation,
+    natts: usize,
+) -> (pg_sys::Oid, *mut pg_sys::IndexInfo) {
     // SAFETY: the relation is open; the index list is the relcache's.
     unsafe {
         let refuse = || -> ! {
@@ -411,12 +416,16 @@ unsafe fn queue_primary_key(rel: pg_sys::Relation, natts: usize) -> pg_sys::Oid 
             && keys == [natts as i16 - 2, natts as i16]
             && pg_sys::RelationGetIndexExpressions(idx).is_null()
             && pg_sys::RelationGetIndexPredicate(idx).is_null();
-        let oid = (*idx).rd_id;
-        pg_sys::index_close(idx, pg_sys::NoLock as i32);
         if !ok {
+            pg_sys::index_close(idx, pg_sys::NoLock as i32);
             refuse();
         }
-        oid
+        let oid = (*idx).rd_id;
+        let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+        let info = pg_sys::BuildIndexInfo(idx);
+        pg_sys::MemoryContextSwitchTo(old);
+        pg_sys::index_close(idx, pg_sys::NoLock as i32);
+        (oid, info)
     }
 }
 
@@ -450,12 +459,7 @@ fn queue(
             Some((checked, pk, info)) if checked == generation => (pk, info),
             _ => {
                 check_queue(t, rel, source);
-                let pk = queue_primary_key(rel, (*desc).natts as usize);
-                let index = pg_sys::index_open(pk, pg_sys::RowExclusiveLock as i32);
-                let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
-                let info = pg_sys::BuildIndexInfo(index);
-                pg_sys::MemoryContextSwitchTo(old);
-                pg_sys::index_close(index, pg_sys::NoLock as i32);
+                let (pk, info) = queue_primary_key(rel, (*desc).natts as usize);
                 if let Some((_, _, stale)) = t.queue_checked.replace(Some((generation, pk, info))) {
                     pg_sys::pfree(stale.cast());
                 }

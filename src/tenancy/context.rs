@@ -48,11 +48,25 @@ fn set_tenant(tenant: Option<&str>) {
 /// and then no function may switch it to another tenant.
 pub(crate) fn pinned_elsewhere(tenant: &[u8]) -> bool {
     // SAFETY: our own setting exists; the string is owned by the GUC code.
-    let reset = unsafe { pg_sys::GetConfigOptionResetString(guc::TENANT_GUC.as_ptr()) };
+    unsafe {
+        pins_another(
+            pg_sys::GetConfigOptionResetString(guc::TENANT_GUC.as_ptr()),
+            tenant,
+        )
+    }
+}
+
+/// Whether `reset`, the reset value of `warden.tenant`, pins the session
+/// to a tenant other than `tenant` (shared with the unguarded fast path,
+/// which reads the reset value itself).
+///
+/// # Safety
+/// `reset` is null or a NUL-terminated string.
+pub(crate) unsafe fn pins_another(reset: *const std::ffi::c_char, tenant: &[u8]) -> bool {
     if reset.is_null() {
         return false;
     }
-    // SAFETY: a NUL-terminated string.
+    // SAFETY: per the contract.
     let pinned = unsafe { std::ffi::CStr::from_ptr(reset) }.to_bytes();
     !pinned.is_empty() && pinned != tenant
 }

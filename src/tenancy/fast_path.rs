@@ -113,19 +113,17 @@ pub unsafe extern "C-unwind" fn set_tenant_fast(fcinfo: pg_sys::FunctionCallInfo
     pg_sys::Datum::from(0)
 }
 
-/// `context::pinned_elsewhere` without the guard: true when the session
-/// is pinned (a non-empty reset value) to another tenant than `value`
-/// (NUL-terminated), which the guarded function then refuses.
+/// `context::pinned_elsewhere` without the guard, for the NUL-terminated
+/// id in `value`; the guarded function then refuses.
 fn pinned_elsewhere(value: &[u8]) -> bool {
-    // SAFETY: our own setting exists; the string is owned by the GUC code.
-    let reset = unsafe { pg_get_config_option_reset_string(guc::TENANT_GUC.as_ptr()) };
-    if reset.is_null() {
-        return false;
-    }
-    // SAFETY: both NUL-terminated.
-    let pinned = unsafe { std::ffi::CStr::from_ptr(reset) }.to_bytes();
     let wanted = &value[..value.iter().position(|&b| b == 0).unwrap_or(value.len())];
-    !pinned.is_empty() && pinned != wanted
+    // SAFETY: our own setting exists; the string is owned by the GUC code.
+    unsafe {
+        super::context::pins_another(
+            pg_get_config_option_reset_string(guc::TENANT_GUC.as_ptr()),
+            wanted,
+        )
+    }
 }
 
 /// Copies argument 0 into `out` NUL-terminated when it is a valid tenant

@@ -116,11 +116,13 @@ DECLARE
     part regclass;
 BEGIN
     FOR part IN SELECT t.relid FROM pg_catalog.pg_partition_tree(tbl) t
-                 WHERE t.relid <> tbl
-                   AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t.relid
-                                      AND p.polname = 'warden_tenant_isolation')
-                 ORDER BY t.level LOOP
-        PERFORM warden._enable_tenancy(part, tenant_column, false);
+                 WHERE t.relid <> tbl ORDER BY t.level LOOP
+        -- checked here, not in the loop's query: covering a partitioned
+        -- partition covers its own partitions, which the loop reaches later
+        IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = part
+                          AND p.polname = 'warden_tenant_isolation') THEN
+            PERFORM warden._enable_tenancy(part, tenant_column, false);
+        END IF;
     END LOOP;
 END
 $fn$;
