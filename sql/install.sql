@@ -20,6 +20,14 @@ SELECT p.oid::regprocedure AS definer_without_fixed_search_path
   FROM pg_proc p WHERE p.pronamespace = 'warden'::regnamespace AND p.prosecdef
    AND NOT COALESCE(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false);
 
+-- internal functions (named _...) are executable by nobody but the
+-- extension owner and superusers, whatever role asks (docs/security.md, rule 8)
+SELECT p.oid::regprocedure AS internal_function, r.rolname AS executable_by
+  FROM pg_proc p CROSS JOIN pg_roles r
+ WHERE p.pronamespace = 'warden'::regnamespace AND p.proname LIKE '\_%'
+   AND r.oid <> p.proowner AND NOT r.rolsuper
+   AND has_function_privilege(r.oid, p.oid, 'EXECUTE');
+
 -- every object in the schema has a comment
 SELECT p.oid::regprocedure::text AS uncommented
   FROM pg_proc p WHERE p.pronamespace = 'warden'::regnamespace

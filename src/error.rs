@@ -13,6 +13,17 @@ pub struct WardenError {
     pub hint: Option<String>,
 }
 
+/// `value`, or 22004 "<what> must not be NULL" for an SQL NULL argument.
+pub fn not_null<T>(value: Option<T>, what: &str) -> T {
+    value.unwrap_or_else(|| {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{what} must not be NULL"),
+        )
+        .raise()
+    })
+}
+
 impl WardenError {
     pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
         WardenError {

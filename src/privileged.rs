@@ -25,32 +25,13 @@ pub fn as_superuser<R>(f: impl FnOnce() -> R) -> R {
 
 /// Runs `f` as `owner` with `SECURITY_RESTRICTED_OPERATION` and
 /// `search_path = pg_catalog, pg_temp`, for SQL on relations `owner`
-/// owns. The tenant `f` (or the owner's code) sets is undone on return:
-/// a transaction-local setting made inside a GUC nest level survives it
-/// unless the level saved that setting first, which this does.
+/// owns. Every setting made inside (the tenant `f` sets, and any `SET`
+/// the owner's code runs, even a plain session-level one) is undone on
+/// return, as Postgres' maintenance commands do: otherwise the owner's
+/// `SET search_path` would steer the caller's next unqualified call to
+/// the owner's functions.
 pub fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
-    with_fixed_search_path(|| {
-        // SAFETY: our own setting; its current value is saved at the nest
-        // level with_fixed_search_path opened and restored when it ends.
-        unsafe {
-            let tenant = pg_sys::GetConfigOption(crate::guc::TENANT_GUC.as_ptr(), true, false);
-            pg_sys::set_config_option(
-                crate::guc::TENANT_GUC.as_ptr(),
-                if tenant.is_null() {
-                    c"".as_ptr()
-                } else {
-                    tenant
-                },
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
-        switch_user(owner, pg_sys::SECURITY_RESTRICTED_OPERATION as i32, f)
-    })
+    with_fixed_search_path(|| switch_user(owner, pg_sys::SECURITY_RESTRICTED_OPERATION as i32, f))
 }
 
 /// Runs `f` in a GUC nest level of its own with a fixed `search_path`.
@@ -71,8 +52,9 @@ fn with_fixed_search_path<R>(f: impl FnOnce() -> R) -> R {
         );
     }
     let result = f();
-    // SAFETY: undoes the settings made since NewGUCNestLevel.
-    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
+    // SAFETY: restores every setting made since NewGUCNestLevel, also
+    // plain (session) SETs, which a commit-style exit would keep.
+    unsafe { pg_sys::AtEOXact_GUC(false, nest) };
     result
 }
 

@@ -29,6 +29,8 @@ COMMENT ON SCHEMA warden IS 'pg_warden: tenant context, keyring, secrets, audit 
 
 -- Nothing is callable by PUBLIC: applications get warden_app, operators
 -- warden_admin. Default privileges cover functions added by upgrades.
+-- Internal functions (named _...) are granted to nobody: public functions
+-- reach them through the function manager (docs/security.md, rule 8).
 REVOKE ALL ON SCHEMA warden FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA warden FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA warden FROM PUBLIC;
@@ -60,18 +62,14 @@ GRANT EXECUTE ON FUNCTION warden.set_tenant_token(text) TO warden_app, warden_ad
 GRANT EXECUTE ON FUNCTION
   warden.hash_diff(record),
   warden.hash_diff(record, text[]),
-  warden._hash_diff_values("any"),
+  warden.hash_diff_values("any"),
   warden.dv2_hash(text[]),
   warden.dv2_hash_diff(text[]),
   warden.dv2_hash(text[], text, text),
-  warden.dv2_hash_diff(text[], text, text),
-  warden._dv2_digest(text[], text, text, boolean)
+  warden.dv2_hash_diff(text[], text, text)
 TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
   warden.enable_tenancy(regclass, name),
-  warden._enable_tenancy(regclass, name, boolean),
-  warden._tenancy_cover_partitions(regclass, name),
-  warden._tenancy_probe(oid, text, text, text, text, text),
   warden.disable_tenancy(regclass),
   warden.lint(),
   warden.tenant_isolation_selftest(regclass, name),
@@ -82,13 +80,6 @@ GRANT EXECUTE ON FUNCTION
   warden.scd2_track(regclass, text[], text[], boolean),
   warden.scd2_untrack(regclass, boolean),
   warden.scd2_flush(regclass),
-  warden._scd2_apply(regclass),
-  warden._scd2_register(oid, oid, text[], text[], oid),
-  warden._scd2_unregister(oid),
-  warden._scd2_equality(regtype),
-  warden._scd2_table_name(name, text, text, text),
-  warden._scd2_trigger(),
-  warden._scd2_refuse_truncate(),
   warden.scd2_merge(regclass, regclass, timestamptz, boolean)
 TO warden_admin;
 GRANT EXECUTE ON FUNCTION warden.scd2_as_of(anyelement, timestamptz) TO warden_app, warden_admin;
@@ -103,7 +94,7 @@ GRANT SELECT ON warden.key_catalog TO warden_admin;
 GRANT SELECT (key_id, tenant, purpose, root_version, state, created_at, retired_at, shredded_at)
   ON warden.keys TO warden_admin;
 
-GRANT EXECUTE ON FUNCTION warden._worker_status() TO warden_admin;
+GRANT EXECUTE ON FUNCTION warden.worker_status_snapshot() TO warden_admin;
 GRANT SELECT ON warden.worker_status TO warden_admin;
 
 -- pg_warden's own per-tenant table uses its own policies (superusers,

@@ -452,26 +452,6 @@ BEGIN
 END
 $fn$;
 
-CREATE FUNCTION warden.scd2_flush(source regclass) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    r warden.scd2_registry;
-BEGIN
-    SELECT * INTO r FROM warden.scd2_registry g WHERE g.source = scd2_flush.source;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = format('%s is not tracked by warden.scd2_track', source),
-            HINT = 'See warden.scd2_tables.';
-    END IF;
-    IF NOT pg_has_role(current_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = source), 'USAGE') THEN
-        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-            MESSAGE = format('must be owner of table %s', source),
-            HINT = 'Run warden.scd2_flush() as the table''s owner; the pg_warden worker applies the queue anyway.';
-    END IF;
-    RETURN warden._scd2_apply(source);
-END
-$fn$;
-
 COMMENT ON FUNCTION warden._scd2_apply_statements(regclass) IS
   'Internal: the statements that apply the queue of a deferred SCD2 source to its history: the whole queue, and at most $1 source transactions of it.';
 COMMENT ON FUNCTION warden._scd2_apply(regclass) IS
@@ -480,8 +460,6 @@ COMMENT ON FUNCTION warden._scd2_queue_length(regclass) IS
   'Internal: the changes queued for a deferred SCD2 source (NULL when its queue is not a plain table of this session).';
 COMMENT ON FUNCTION warden._scd2_apply_all() IS
   'Internal: the worker''s task; applies every deferred SCD2 queue of the database, returns the changes left in queues that failed.';
-COMMENT ON FUNCTION warden.scd2_flush(regclass) IS
-  'Applies the changes queued for a source tracked with deferred => true now, instead of at the worker''s next run; returns how many. 0 for a synchronously tracked source. Caller must own the source.';
 "#,
     name = "scd2_deferred",
     requires = ["scd2_track"],

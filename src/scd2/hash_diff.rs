@@ -62,7 +62,7 @@ pub unsafe extern "C-unwind" fn hash_diff_columns(fcinfo: pg_sys::FunctionCallIn
 
 crate::fmgr::function_info_v1!(pg_finfo_hash_diff_values);
 
-/// `warden._hash_diff_values(VARIADIC "any")`: the hash_diff of a row of
+/// `warden.hash_diff_values(VARIADIC "any")`: the hash_diff of a row of
 /// these values, without building the row; `scd2_merge` passes the
 /// tracked columns of each staging row, equal to `hash_diff(s, tracked)`.
 ///
@@ -75,7 +75,7 @@ pub unsafe extern "C-unwind" fn hash_diff_values(fcinfo: pg_sys::FunctionCallInf
     unsafe {
         let flinfo = (*fcinfo).flinfo;
         if pg_sys::get_fn_expr_variadic(flinfo) {
-            WardenError::invalid_parameter("warden._hash_diff_values takes values, not an array")
+            WardenError::invalid_parameter("warden.hash_diff_values takes values, not an array")
                 .hint("Pass each value as its own argument.")
                 .raise();
         }
@@ -136,10 +136,10 @@ CREATE FUNCTION warden.hash_diff(row_value record) RETURNS bytea
   IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hash_diff_record';
 CREATE FUNCTION warden.hash_diff(row_value record, cols text[]) RETURNS bytea
   IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hash_diff_columns';
-CREATE FUNCTION warden._hash_diff_values(VARIADIC "any") RETURNS bytea
+CREATE FUNCTION warden.hash_diff_values(VARIADIC "any") RETURNS bytea
   IMMUTABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hash_diff_values';
-COMMENT ON FUNCTION warden._hash_diff_values("any") IS
-  'Internal: hash_diff of a row of these values (scd2_merge passes each staging row''s tracked columns).';
+COMMENT ON FUNCTION warden.hash_diff_values("any") IS
+  'hash_diff of a row made of these values, without building the row: hash_diff_values(t.a, t.b) = hash_diff(t, ARRAY[''a'', ''b'']).';
 COMMENT ON FUNCTION warden.hash_diff(record) IS
   'SHA-256 of the row''s canonical encoding v1 (binary send forms with type tags, length prefixes and NULL markers; trailing NULL columns ignored). Independent of DateStyle, TimeZone, IntervalStyle, extra_float_digits, lc_* and client_encoding. See the README for the specification.';
 COMMENT ON FUNCTION warden.hash_diff(record, text[]) IS

@@ -10,5 +10,6 @@ mod hash_diff;
 mod merge;
 mod registry;
 mod track;
+mod tracking;
 mod trigger;
 mod type_encoding;

@@ -15,7 +15,7 @@ use crate::error::WardenError;
 use crate::names::current_role_name;
 use crate::privileged::as_superuser;
 
-fn caller_owns(rel: pg_sys::Oid) -> bool {
+pub(super) fn caller_owns(rel: pg_sys::Oid) -> bool {
     // SAFETY: reads the current user id.
     let me = unsafe { pg_sys::GetUserId() };
     Spi::get_one_with_args::<bool>(
@@ -38,13 +38,12 @@ pub(super) fn require_owner(rel: pg_sys::Oid, what: &str) {
 }
 
 /// Records `src` as tracked into `hist` (through `queue` when deferred).
-#[pg_extern(volatile, parallel_unsafe)]
-fn _scd2_register(
+pub(super) fn register(
     src: pg_sys::Oid,
     hist: pg_sys::Oid,
     business_key: Vec<String>,
     tracked: Vec<String>,
-    queue: default!(Option<pg_sys::Oid>, "NULL"),
+    queue: Option<pg_sys::Oid>,
 ) {
     require_owner(src, "source");
     require_owner(hist, "history");
@@ -84,8 +83,7 @@ fn _scd2_register(
 }
 
 /// Forgets `src`; returns its history table.
-#[pg_extern(volatile, parallel_unsafe)]
-fn _scd2_unregister(src: pg_sys::Oid) -> Option<pg_sys::Oid> {
+pub(super) fn unregister(src: pg_sys::Oid) -> Option<pg_sys::Oid> {
     require_owner(src, "source");
     as_superuser(|| {
         Spi::get_one_with_args::<pg_sys::Oid>(
@@ -95,14 +93,3 @@ fn _scd2_unregister(src: pg_sys::Oid) -> Option<pg_sys::Oid> {
     })
     .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot unregister SCD2 tracking: {e}")).raise())
 }
-
-extension_sql!(
-    r#"
-COMMENT ON FUNCTION warden._scd2_register(oid, oid, text[], text[], oid) IS
-  'Internal: records a tracked source (with its queue when deferred); the caller must own the tables.';
-COMMENT ON FUNCTION warden._scd2_unregister(oid) IS
-  'Internal: forgets a tracked source; the caller must own it.';
-"#,
-    name = "scd2_registry_comments",
-    requires = [_scd2_register, _scd2_unregister, "scd2_track"],
-);

@@ -171,26 +171,11 @@ BEGIN
 END
 $fn$;
 
--- The name of a table scd2_track is about to create next to its source
--- (the history, the queue): refused if too long or taken.
-CREATE FUNCTION warden._scd2_table_name(nsp name, candidate text, what text, too_long_hint text) RETURNS text
-STABLE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-    IF pg_catalog.octet_length(candidate) > 63 THEN
-        RAISE EXCEPTION USING ERRCODE = 'name_too_long',
-            MESSAGE = pg_catalog.format('%s table name %I would be longer than 63 bytes', what, candidate),
-            HINT = too_long_hint;
-    END IF;
-    IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', nsp, candidate)) IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'duplicate_table',
-            MESSAGE = pg_catalog.format('relation %I.%I already exists', nsp, candidate),
-            HINT = pg_catalog.format('Rename or drop it; warden.scd2_track creates the %s table itself.', what);
-    END IF;
-    RETURN candidate;
-END
-$fn$;
-
-CREATE FUNCTION warden.scd2_track(source regclass, business_key text[], tracked text[] DEFAULT NULL, deferred boolean DEFAULT false) RETURNS regclass
+-- scd2_track's part that runs as the caller, through the function
+-- manager (track.rs): checks, the history and queue tables, the initial
+-- load. NULL made_tracked: already tracked that way (made_history is it).
+CREATE FUNCTION warden._scd2_track_tables(source regclass, business_key text[], tracked text[], deferred boolean,
+                                          OUT made_history oid, OUT made_queue oid, OUT made_tracked text[], OUT made_tenant_column text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
     kind "char";
@@ -207,6 +192,7 @@ DECLARE
     forced boolean;
     col_defs text;
     key_list text;
+    name_check record;
 BEGIN
     SELECT c.relkind, n.nspname, c.relname INTO kind, nsp, rel
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = source;
@@ -276,10 +262,6 @@ BEGIN
                 MESSAGE = pg_catalog.format('business key column %I of %s is nullable', col, source),
                 HINT = pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', source, col);
         END IF;
-        IF warden._scd2_equality((SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = source AND a.attname = col)) IS NULL THEN
-            RAISE EXCEPTION USING ERRCODE = 'undefined_function',
-                MESSAGE = pg_catalog.format('business key column %I has no default btree equality', col);
-        END IF;
     END LOOP;
     -- the key must identify one row, or versions of two rows would mix
     IF NOT EXISTS (
@@ -299,12 +281,13 @@ BEGIN
                                      (SELECT pg_catalog.string_agg(pg_catalog.format('%I', c), ', ') FROM pg_catalog.unnest(business_key) c));
     END IF;
 
-    SELECT * INTO existing FROM warden.scd2_registry r WHERE r.source = scd2_track.source;
+    SELECT * INTO existing FROM warden.scd2_registry r WHERE r.source = _scd2_track_tables.source;
     IF FOUND THEN
         IF existing.business_key::text[] = business_key AND existing.tracked::text[] = tracked
            AND (existing.queue IS NOT NULL) = deferred THEN
             RAISE NOTICE '% is already tracked into %', source, existing.history;
-            RETURN existing.history;
+            made_history := existing.history;
+            RETURN;
         END IF;
         RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = pg_catalog.format('%s is already tracked into %s with other columns or mode', source, existing.history),
@@ -317,11 +300,26 @@ BEGIN
         tracked := tracked || tenant_col::text;
     END IF;
 
-    hist_name := warden._scd2_table_name(nsp, rel || '_history', 'history', 'Rename the table to something shorter.');
+    hist_name := rel || '_history';
     IF deferred THEN
-        queue_name := warden._scd2_table_name(nsp, rel || '_history_queue', 'queue',
-                                              'Rename the table to something shorter, or track it without deferred.');
+        queue_name := rel || '_history_queue';
     END IF;
+    -- the tables this makes next to the source: refused if too long or taken
+    FOR name_check IN SELECT * FROM (VALUES
+            (hist_name, 'history', 'Rename the table to something shorter.'),
+            (queue_name, 'queue', 'Rename the table to something shorter, or track it without deferred.')) v(candidate, what, too_long_hint)
+            WHERE v.candidate IS NOT NULL LOOP
+        IF pg_catalog.octet_length(name_check.candidate) > 63 THEN
+            RAISE EXCEPTION USING ERRCODE = 'name_too_long',
+                MESSAGE = pg_catalog.format('%s table name %I would be longer than 63 bytes', name_check.what, name_check.candidate),
+                HINT = name_check.too_long_hint;
+        END IF;
+        IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', nsp, name_check.candidate)) IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'duplicate_table',
+                MESSAGE = pg_catalog.format('relation %I.%I already exists', nsp, name_check.candidate),
+                HINT = pg_catalog.format('Rename or drop it; warden.scd2_track creates the %s table itself.', name_check.what);
+        END IF;
+    END LOOP;
     SELECT pg_catalog.string_agg(pg_catalog.format('%I %s%s', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
                                                    CASE WHEN u.n <= pg_catalog.cardinality(business_key) THEN ' NOT NULL' ELSE '' END),
                                  ', ' ORDER BY u.n)
@@ -354,7 +352,6 @@ BEGIN
         EXECUTE pg_catalog.format('COMMENT ON TABLE %s IS %L', queue,
             pg_catalog.format('Changes of %s waiting for the pg_warden worker to apply them to %s (warden.scd2_track deferred). Written by its trigger only.', source, hist));
     END IF;
-    PERFORM warden._scd2_register(source, hist, business_key, tracked, queue);
     -- The current rows, loaded as the caller (the owner): every row, so a
     -- FORCE ROW LEVEL SECURITY source is read without FORCE, which the
     -- lock taken here keeps any other session from seeing.
@@ -373,46 +370,10 @@ BEGIN
     IF forced THEN
         EXECUTE pg_catalog.format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', source);
     END IF;
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER warden_scd2 AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION warden._scd2_trigger()', source);
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER warden_scd2_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION warden._scd2_refuse_truncate()', source);
-    IF tenant_col IS NOT NULL THEN
-        PERFORM warden.enable_tenancy(hist, tenant_col);
-        IF queue IS NOT NULL THEN
-            PERFORM warden._enable_tenancy(queue, tenant_col, false);
-        END IF;
-    END IF;
-    RETURN hist;
-END
-$fn$;
-
-CREATE FUNCTION warden.scd2_untrack(source regclass, drop_history boolean DEFAULT false) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
-DECLARE
-    hist regclass;
-    queue regclass;
-BEGIN
-    IF NOT EXISTS (SELECT FROM warden.scd2_registry r WHERE r.source = scd2_untrack.source) THEN
-        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state',
-            MESSAGE = pg_catalog.format('%s is not tracked by warden.scd2_track', source),
-            HINT = 'See warden.scd2_tables.';
-    END IF;
-    -- dropping the trigger waits for the source's writers; their queued
-    -- changes are then applied before the queue goes
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS warden_scd2 ON %s', source);
-    EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS warden_scd2_truncate ON %s', source);
-    SELECT r.queue INTO queue FROM warden.scd2_registry r WHERE r.source = scd2_untrack.source;
-    IF queue IS NOT NULL THEN
-        PERFORM warden.scd2_flush(source);
-    END IF;
-    hist := warden._scd2_unregister(source);
-    IF queue IS NOT NULL THEN
-        EXECUTE pg_catalog.format('DROP TABLE %s', queue);
-    END IF;
-    IF drop_history THEN
-        EXECUTE pg_catalog.format('DROP TABLE %s', hist);
-    END IF;
+    made_history := hist;
+    made_queue := queue;
+    made_tracked := tracked;
+    made_tenant_column := tenant_col;
 END
 $fn$;
 
@@ -476,11 +437,8 @@ SELECT r.source, r.history, r.business_key, r.tracked,
 COMMENT ON FUNCTION warden._scd2_equality(regtype) IS 'Internal: the default btree equality operator of a type, schema-qualified.';
 COMMENT ON FUNCTION warden._scd2_key_match(regclass, name[], text) IS 'Internal: the business key comparison in the SCD2 trigger''s statements.';
 COMMENT ON FUNCTION warden._scd2_statements(regclass) IS 'Internal: the statements the SCD2 trigger runs for a source, built from the catalog.';
-COMMENT ON FUNCTION warden._scd2_table_name(name, text, text, text) IS 'Internal: checks the name of a table scd2_track creates next to its source (length, not taken).';
-COMMENT ON FUNCTION warden.scd2_track(regclass, text[], text[], boolean) IS
-  'Creates <source>_history (business key, tracked columns, hash_diff, valid_from, valid_to, is_current, op, txid), loads the current rows and keeps it by trigger: a version per real change, none for no-op updates, deletes closed with a tombstone. deferred => true: the trigger only queues the change in <source>_history_queue and the pg_warden worker writes the versions (same versions, a naptime later). Caller must own the source.';
-COMMENT ON FUNCTION warden.scd2_untrack(regclass, boolean) IS
-  'Stops SCD2 tracking of a source; keeps the history unless drop_history.';
+COMMENT ON FUNCTION warden._scd2_track_tables(regclass, text[], text[], boolean) IS
+  'Internal: the part of scd2_track that runs as the caller: checks, the history and queue tables, the initial load.';
 COMMENT ON FUNCTION warden._scd2_refuse_truncate() IS 'Internal: refuses TRUNCATE of a tracked source.';
 COMMENT ON FUNCTION warden._scd2_on_drop() IS 'Internal: ends tracking when a source is dropped (applying and dropping its queue); refuses dropping a history or queue in use.';
 COMMENT ON VIEW warden.scd2_tables IS 'Tables tracked by warden.scd2_track, with their history, key, tracked columns, mode (deferred, queue) and trigger state.';

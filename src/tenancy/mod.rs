@@ -10,3 +10,4 @@ mod token;
 
 pub(crate) use context::set_tenant_setting;
 pub use context::{tenant_or_raise, validate_tenant_or_raise};
+pub(crate) use policies::isolate_table;

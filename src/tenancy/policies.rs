@@ -25,12 +25,103 @@
 //! `warden.tenant_tables` is derived from the catalogs alone: the tenant
 //! column is the one the `warden_tenant_isolation` policy depends on.
 
+use std::ffi::CStr;
+
+use pgrx::pg_sys::Oid;
 use pgrx::prelude::*;
+use pgrx::IntoDatum;
+
+use crate::error::{not_null, WardenError};
+use crate::fmgr::{call_internal, name_datum};
+
+/// Isolates `tbl` by `tenant_column` (with the column default and the
+/// index when `default_and_index`), and every partition below it, as
+/// the caller; the PL/pgSQL `_enable_tenancy` isolates one table.
+pub fn isolate_table(tbl: Oid, tenant_column: &str, default_and_index: bool) {
+    let column = std::ffi::CString::new(tenant_column).unwrap_or_default();
+    isolate(tbl, &column, default_and_index);
+}
+
+fn isolate(tbl: Oid, tenant_column: &CStr, default_and_index: bool) {
+    call_internal(
+        c"warden._enable_tenancy(regclass,name,boolean)",
+        &[
+            tbl.into_datum(),
+            Some(name_datum(tenant_column)),
+            default_and_index.into_datum(),
+        ],
+    );
+    // Postgres applies a partitioned table's policies to queries on it,
+    // and each partition's own to queries that name the partition
+    // SAFETY: a syscache lookup by OID.
+    if unsafe { pgrx::pg_sys::get_rel_relkind(tbl) } as u8
+        == pgrx::pg_sys::RELKIND_PARTITIONED_TABLE
+    {
+        cover_partitions(tbl, tenant_column);
+    }
+}
+
+/// Gives every partition below `root` that lacks it the same forced row
+/// security and tenant policy, top level first; each is checked when the
+/// loop reaches it (isolating one fires the DDL event trigger, which may
+/// have covered the rest already).
+fn cover_partitions(root: Oid, tenant_column: &CStr) {
+    let parts = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT t.relid::pg_catalog.oid FROM pg_catalog.pg_partition_tree($1::pg_catalog.regclass) t
+                  WHERE t.relid OPERATOR(pg_catalog.<>) $1::pg_catalog.regclass ORDER BY t.level",
+                None,
+                &[root.into()],
+            )?
+            .map(|row| row.get::<Oid>(1))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot list the partitions: {e}")).raise());
+    for part in parts.into_iter().flatten() {
+        let covered = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_policy p WHERE p.polrelid OPERATOR(pg_catalog.=) $1
+                               AND p.polname OPERATOR(pg_catalog.=) 'warden_tenant_isolation')",
+            &[part.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+        if !covered {
+            call_internal(
+                c"warden._enable_tenancy(regclass,name,boolean)",
+                &[
+                    part.into_datum(),
+                    Some(name_datum(tenant_column)),
+                    false.into_datum(),
+                ],
+            );
+        }
+    }
+}
+
+/// `warden.enable_tenancy(tbl, tenant_column)`.
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn enable_tenancy(tbl: Option<Oid>, tenant_column: Option<&CStr>) {
+    isolate(
+        not_null(tbl, "tbl"),
+        not_null(tenant_column, "tenant_column"),
+        true,
+    );
+}
+
+/// `warden._tenancy_cover_partitions(tbl, tenant_column)`: for the DDL
+/// event trigger.
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn _tenancy_cover_partitions(tbl: Oid, tenant_column: &CStr) {
+    cover_partitions(tbl, tenant_column);
+}
 
 extension_sql!(
     r#"
--- enable_tenancy's body; SCD2 queues take the policies without the
--- column default and the index (a queue stays unindexed).
+-- The isolation of one table (its partitions are isolate_table's, in
+-- Rust); SCD2 queues take the policies without the column default and
+-- the index (a queue keeps its primary key as its only index).
 CREATE FUNCTION warden._enable_tenancy(tbl regclass, tenant_column name, default_and_index boolean) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -90,11 +181,6 @@ BEGIN
     -- after the policy exists, so the event trigger this ALTER fires finds
     -- the table isolated already
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', tbl);
-    -- Postgres applies a partitioned table's policies to queries on it,
-    -- and each partition's own to queries that name the partition
-    IF kind = 'p' THEN
-        PERFORM warden._tenancy_cover_partitions(tbl, tenant_column);
-    END IF;
     IF NOT default_and_index THEN
         RETURN;
     END IF;
@@ -102,28 +188,6 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_index i WHERE i.indrelid = tbl AND i.indkey[0] = col_num) THEN
         EXECUTE format('CREATE INDEX ON %s (%I)', tbl, tenant_column);
     END IF;
-END
-$fn$;
-
--- The same isolation (RLS forced, the tenant policy) for every partition
--- below a tenant-isolated table that lacks it: a query that names a
--- partition directly sees and writes its own tenant's rows only.
-CREATE FUNCTION warden._tenancy_cover_partitions(tbl regclass, tenant_column name) RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    part regclass;
-BEGIN
-    FOR part IN SELECT t.relid FROM pg_catalog.pg_partition_tree(tbl) t
-                 WHERE t.relid <> tbl ORDER BY t.level LOOP
-        -- checked here, not in the loop's query: covering a partitioned
-        -- partition covers its own partitions, which the loop reaches later
-        IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = part
-                          AND p.polname = 'warden_tenant_isolation') THEN
-            PERFORM warden._enable_tenancy(part, tenant_column, false);
-        END IF;
-    END LOOP;
 END
 $fn$;
 
@@ -169,11 +233,10 @@ CREATE EVENT TRIGGER warden_tenancy_on_ddl ON ddl_command_end
   EXECUTE FUNCTION warden._tenancy_on_ddl();
 
 CREATE FUNCTION warden.enable_tenancy(tbl regclass, tenant_column name DEFAULT 'tenant') RETURNS void
-LANGUAGE sql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-  SELECT warden._enable_tenancy(tbl, tenant_column, true)
-$fn$;
+VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'enable_tenancy_wrapper';
+-- every partition below a tenant-isolated table that lacks the isolation
+CREATE FUNCTION warden._tenancy_cover_partitions(tbl regclass, tenant_column name) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', '_tenancy_cover_partitions_wrapper';
 
 CREATE FUNCTION warden.disable_tenancy(tbl regclass) RETURNS void
 LANGUAGE plpgsql
@@ -229,7 +292,7 @@ SELECT c.oid::regclass AS table_name,
  WHERE p.polname = 'warden_tenant_isolation';
 
 COMMENT ON FUNCTION warden._enable_tenancy(regclass, name, boolean) IS
-  'Internal: the body of enable_tenancy; without the column default and index for SCD2 queues.';
+  'Internal: isolates one table (enable_tenancy without the partitions); without the column default and index for SCD2 queues.';
 COMMENT ON FUNCTION warden._tenancy_cover_partitions(regclass, name) IS
   'Internal: gives every partition below a tenant-isolated table the same forced row security and tenant policy.';
 COMMENT ON FUNCTION warden._tenancy_on_ddl() IS

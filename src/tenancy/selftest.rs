@@ -43,6 +43,71 @@ fn may_set_role(role: pg_sys::Oid) -> bool {
     }
 }
 
+/// The role `app_role`, if the current user could `SET ROLE` to it.
+fn role_to_act_as(app_role: &str) -> pg_sys::Oid {
+    let role_name = std::ffi::CString::new(app_role).unwrap_or_default();
+    // SAFETY: catalog lookups; missing_ok so an unknown role is reported here.
+    let (role, member) = unsafe {
+        let role = pg_sys::get_role_oid(role_name.as_ptr(), true);
+        (role, role != pg_sys::InvalidOid && may_set_role(role))
+    };
+    if !member {
+        WardenError::privilege(format!(
+            "must be a member of role \"{app_role}\" to test as it"
+        ))
+        .hint(format!(
+            "GRANT \"{app_role}\" TO the role running the self-test."
+        ))
+        .raise();
+    }
+    role
+}
+
+/// `warden.tenant_isolation_selftest(tbl, app_role)`: the caller must be
+/// able to act as `app_role`. The checks (`_tenancy_selftest`, pg_warden's
+/// own constant PL/pgSQL) run with the extension owner's rights, as they
+/// call the probe, which nobody else may execute; every probe switches to
+/// `app_role` itself, so nothing of the table's owner runs with more.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn tenant_isolation_selftest(
+    tbl: Option<pg_sys::Oid>,
+    app_role: Option<&std::ffi::CStr>,
+) -> TableIterator<
+    'static,
+    (
+        name!(check_name, String),
+        name!(passed, bool),
+        name!(detail, String),
+    ),
+> {
+    let tbl = crate::error::not_null(tbl, "tbl");
+    let app_role = crate::error::not_null(app_role, "app_role")
+        .to_string_lossy()
+        .into_owned();
+    role_to_act_as(&app_role);
+    let rows = crate::privileged::as_superuser(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT s.check_name, s.passed, s.detail FROM warden._tenancy_selftest($1::pg_catalog.regclass, $2::pg_catalog.name) s",
+                    None,
+                    &[tbl.into(), app_role.as_str().into()],
+                )?
+                .map(|row| {
+                    Ok((
+                        row.get::<String>(1)?.unwrap_or_default(),
+                        row.get::<bool>(2)?.unwrap_or(false),
+                        row.get::<String>(3)?.unwrap_or_default(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+        })
+    })
+    .unwrap_or_else(|e| WardenError::prerequisite(format!("self-test failed: {e}")).raise());
+    TableIterator::new(rows)
+}
+
 /// `warden._tenancy_probe(tbl, app_role, tenant, probe, arg, other)`: runs
 /// one of the self-test's fixed statements on `tbl` as `app_role` with
 /// `tenant` set (none when NULL); returns the rows it counted or changed.
@@ -59,21 +124,7 @@ fn _tenancy_probe(
     let template = probe_sql(probe).unwrap_or_else(|| {
         WardenError::invalid_parameter(format!("unknown self-test probe \"{probe}\"")).raise()
     });
-    let role_name = std::ffi::CString::new(app_role).unwrap_or_default();
-    // SAFETY: catalog lookups; missing_ok so an unknown role is reported here.
-    let (role, member) = unsafe {
-        let role = pg_sys::get_role_oid(role_name.as_ptr(), true);
-        (role, role != pg_sys::InvalidOid && may_set_role(role))
-    };
-    if !member {
-        WardenError::privilege(format!(
-            "must be a member of role \"{app_role}\" to test as it"
-        ))
-        .hint(format!(
-            "GRANT \"{app_role}\" TO the role running the self-test."
-        ))
-        .raise();
-    }
+    let role = role_to_act_as(app_role);
     // the statement, from the catalog: the table (schema-qualified, as the
     // probe runs with a fixed search_path), its tenant column and type
     // SAFETY: catalog lookups by OID.
@@ -117,6 +168,13 @@ extension_sql!(
     r#"
 CREATE FUNCTION warden.tenant_isolation_selftest(tbl regclass, app_role name)
 RETURNS TABLE (check_name text, passed boolean, detail text)
+VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'tenant_isolation_selftest_wrapper';
+
+-- The checks, run by tenant_isolation_selftest with the extension owner's
+-- rights (it checked the caller may act as app_role); each probe runs as
+-- app_role.
+CREATE FUNCTION warden._tenancy_selftest(tbl regclass, app_role name)
+RETURNS TABLE (check_name text, passed boolean, detail text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -135,11 +193,6 @@ BEGIN
         detail := format('%s is not set up by warden.enable_tenancy()', tbl);
         RETURN NEXT;
         RETURN;
-    END IF;
-    IF NOT pg_has_role(current_user, app_role, 'MEMBER') THEN
-        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-            MESSAGE = format('must be a member of role %I to test as it', app_role),
-            HINT = format('GRANT %I TO %I; (the self-test acts as that role)', app_role, current_user);
     END IF;
     SELECT a.atttypid INTO col_type FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = col;
     -- two tenants no real data uses
@@ -250,6 +303,8 @@ $fn$;
 
 COMMENT ON FUNCTION warden._tenancy_probe(oid, text, text, text, text, text) IS
   'Internal: one fixed statement of the tenant isolation self-test, run as the application role (security-restricted, no SET ROLE) with a tenant set.';
+COMMENT ON FUNCTION warden._tenancy_selftest(regclass, name) IS
+  'Internal: the checks of tenant_isolation_selftest, each probe run as app_role.';
 COMMENT ON FUNCTION warden.tenant_isolation_selftest(regclass, name) IS
   'Tests, as app_role with two synthetic tenants in a rolled-back subtransaction, that the table isolates tenants: no tenant sees nothing; each sees only its own rows and cannot insert, update, move or delete the other''s. Returns one row per check.';
 "#,

@@ -26,9 +26,12 @@ fn state_name(slot: &DatabaseSlot) -> &'static str {
     }
 }
 
+/// `warden.worker_status_snapshot()`: the workers' state in shared
+/// memory now. Another database's errors name its tables and data: only
+/// superusers see them.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_restricted)]
-fn _worker_status() -> TableIterator<
+fn worker_status_snapshot() -> TableIterator<
     'static,
     (
         name!(datid, pg_sys::Oid),
@@ -58,8 +61,11 @@ fn _worker_status() -> TableIterator<
             .copied()
             .collect()
     };
+    // SAFETY: reads the current user and database.
+    let (superuser, here) = unsafe { (pg_sys::superuser(), pg_sys::MyDatabaseId) };
     let mut rows = Vec::new();
     for slot in &slots {
+        let errors_visible = superuser || pg_sys::Oid::from(slot.dboid) == here;
         let base = (
             pg_sys::Oid::from(slot.dboid),
             state_name(slot),
@@ -89,7 +95,9 @@ fn _worker_status() -> TableIterator<
                 ts(t.last_run_at),
                 ts(t.last_success_at),
                 ts(t.last_error_at),
-                t.last_error().map(str::to_string),
+                t.last_error()
+                    .filter(|_| errors_visible)
+                    .map(str::to_string),
                 Some(t.backlog),
                 ts(t.next_run_at),
             ));
@@ -103,21 +111,15 @@ extension_sql!(
 CREATE VIEW warden.worker_status AS
 SELECT s.datid, d.datname, s.state, s.pid, s.started_at, s.starts, s.wake_requests,
        s.task, s.runs, s.failures, s.last_run_at, s.last_success_at,
-       s.last_error_at,
-       -- another database's errors name its tables and data: superusers only
-       CASE WHEN s.datid OPERATOR(pg_catalog.=) (SELECT d2.oid FROM pg_catalog.pg_database d2
-                                                 WHERE d2.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
-                 OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER)
-            THEN s.last_error END AS last_error,
-       s.backlog, s.next_run_at
-  FROM warden._worker_status() s
+       s.last_error_at, s.last_error, s.backlog, s.next_run_at
+  FROM warden.worker_status_snapshot() s
   LEFT JOIN pg_catalog.pg_database d ON d.oid OPERATOR(pg_catalog.=) s.datid;
 
-COMMENT ON FUNCTION warden._worker_status() IS
-  'Internal: the rows of warden.worker_status, read from shared memory.';
+COMMENT ON FUNCTION warden.worker_status_snapshot() IS
+  'The rows of warden.worker_status, read from shared memory now (other databases'' errors for superusers only).';
 COMMENT ON VIEW warden.worker_status IS
   'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';
 "#,
     name = "worker_status_view",
-    requires = [_worker_status],
+    requires = [worker_status_snapshot],
 );

@@ -153,7 +153,7 @@ fn deeply_nested_values_raise_stack_depth_errors_for_an_application_role() {
             "hash_diff(record, cols)",
             "PERFORM warden.hash_diff(r, ARRAY['f1'])",
         ),
-        ("_hash_diff_values", "PERFORM warden._hash_diff_values(r)"),
+        ("hash_diff_values", "PERFORM warden.hash_diff_values(r)"),
         (
             "hash_diff of an array of the record",
             "PERFORM warden.hash_diff(ROW(ARRAY[r]))",

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use pg_warden_integration::*;
+use postgres::error::SqlState;
 
 /// The attacker `mallory` (a warden_admin member owning schema `m`) and
 /// the payload: `m.note()` logs who it runs as in `m.seen` and tries to
@@ -77,75 +78,73 @@ fn assert_no_escalation(admin: &mut Client, what: &str) -> i64 {
     row.get(1)
 }
 
-/// Finding 1: `warden._scd2_register` loaded the caller's own "history"
-/// as the bootstrap superuser. Each variant plants the payload in the
-/// history (or makes the source a view) and calls it directly.
+/// Finding 1: `warden._scd2_register`, granted to `warden_admin`, loaded
+/// the caller's own "history" as the bootstrap superuser. Now nothing
+/// internal is executable by `warden_admin` (each `_` function, called
+/// with NULLs, is refused with 42501), and `scd2_track`'s initial load,
+/// which evaluates the caller's code (a domain CHECK of a source column,
+/// which the history's column inherits), runs as the caller.
 #[test]
-fn scd2_register_never_runs_a_history_owners_code_as_superuser() {
+fn scd2_track_never_runs_a_callers_code_as_superuser() {
     let cluster = Cluster::start("attack_register", &[]);
     let pid = cluster.postmaster_pid();
     let (mut admin, mut mallory) = setup(&cluster);
-    let history = |extra_cols: &str| {
-        format!(
-            "CREATE TABLE m.h (id int NOT NULL, v text, hash_diff bytea, valid_from timestamptz,
-                               valid_to timestamptz, is_current boolean, op text, txid xid8{extra_cols});"
+    // each with NULLs of its argument types, in subqueries (a strict
+    // function of constant NULLs would be folded away before the check)
+    let internal: Vec<(String, String)> = admin
+        .query(
+            "SELECT p.oid::regprocedure::text,
+                    pg_catalog.format('SELECT warden.%I(%s)', p.proname,
+                      (SELECT pg_catalog.string_agg(pg_catalog.format('(SELECT NULL::%s)', pg_catalog.format_type(t, NULL)), ', ')
+                         FROM pg_catalog.unnest(p.proargtypes) t))
+               FROM pg_proc p
+              WHERE p.pronamespace = 'warden'::regnamespace AND p.proname LIKE '\\_%'
+                AND p.prorettype NOT IN ('trigger'::regtype, 'event_trigger'::regtype)",
+            &[],
         )
-    };
-    let variants: Vec<(&str, String)> = vec![
-        (
-            "BEFORE INSERT row trigger",
-            history("") + "CREATE TRIGGER t BEFORE INSERT ON m.h FOR EACH ROW EXECUTE FUNCTION m.before_trg();",
-        ),
-        (
-            "AFTER INSERT statement trigger",
-            history("") + "CREATE TRIGGER t AFTER INSERT ON m.h FOR EACH STATEMENT EXECUTE FUNCTION m.trg();",
-        ),
-        (
-            "rule",
-            history("") + "CREATE RULE r AS ON INSERT TO m.h DO ALSO SELECT m.note();",
-        ),
-        ("CHECK constraint", history(", CHECK (m.note())")),
-        (
-            "column default",
-            history(", extra int DEFAULT CASE WHEN m.note() THEN 1 END"),
-        ),
-        (
-            "index expression",
-            history("") + "CREATE INDEX ON m.h (m.imm(id));",
-        ),
-        (
-            "domain CHECK",
-            "CREATE DOMAIN m.d AS text CHECK (m.note());".to_string()
-                + &history("").replace("v text", "v m.d"),
-        ),
-    ];
-    for (what, ddl) in variants {
-        mallory
-            .batch_execute(&format!(
-                "DROP TABLE IF EXISTS m.h; DROP TABLE IF EXISTS m.s CASCADE; DROP VIEW IF EXISTS m.s;
-                 DROP DOMAIN IF EXISTS m.d CASCADE;
-                 CREATE TABLE m.s (id int PRIMARY KEY, v text);
-                 INSERT INTO m.s VALUES (1, 'a'), (2, 'b');
-                 {ddl}"
-            ))
-            .unwrap();
-        let _ = mallory.batch_execute(
-            "SELECT warden._scd2_register('m.s'::regclass, 'm.h'::regclass, ARRAY['id'], ARRAY['v'], NULL)",
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(internal.len() > 10, "internal functions: {internal:?}");
+    for (function, call) in &internal {
+        let err = mallory.batch_execute(call).expect_err(function);
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{function}: {err:?}"
         );
-        assert_no_escalation(&mut admin, what);
-        let _ = mallory.batch_execute("SELECT warden._scd2_unregister('m.s'::regclass)");
     }
-    // a view as the "source": its functions would run as the reader
+    // a domain CHECK on a source column, which the history's column
+    // inherits: the initial load and the trigger evaluate it
     mallory
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS m.h; DROP TABLE IF EXISTS m.s CASCADE; {}
-             CREATE VIEW m.s AS SELECT 1 AS id, 'a'::text AS v WHERE m.note();",
-            history("")
-        ))
+        .batch_execute(
+            "CREATE DOMAIN m.d AS text CHECK (m.note());
+             CREATE TABLE m.s (id int PRIMARY KEY, v m.d);
+             INSERT INTO m.s VALUES (1, 'a'), (2, 'b');
+             SELECT warden.scd2_track('m.s', ARRAY['id']);
+             INSERT INTO m.s (id, v) VALUES (3, 'c');",
+        )
         .unwrap();
-    let _ = mallory.batch_execute(
-        "SELECT warden._scd2_register('m.s'::regclass, 'm.h'::regclass, ARRAY['id'], ARRAY['v'], NULL)",
+    // it ran, as mallory
+    assert!(
+        assert_no_escalation(&mut admin, "domain CHECK") > 0,
+        "the payload never ran"
     );
+    mallory
+        .batch_execute("SELECT warden.scd2_untrack('m.s', drop_history => true)")
+        .unwrap();
+    // a view as the source is refused before anything runs
+    mallory
+        .batch_execute(
+            "DROP TABLE IF EXISTS m.s CASCADE;
+             CREATE VIEW m.s AS SELECT 1 AS id, 'a'::text AS v WHERE m.note();",
+        )
+        .unwrap();
+    let err = mallory
+        .batch_execute("SELECT warden.scd2_track('m.s', ARRAY['id'])")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::WRONG_OBJECT_TYPE), "{err:?}");
     assert_no_escalation(&mut admin, "view as source");
     cluster.assert_survived(pid);
 }
@@ -371,5 +370,61 @@ fn the_writers_search_path_never_reaches_the_owners_code() {
         "mallory's function ran as the history's owner: {who:?}"
     );
     assert_no_escalation(&mut admin, "writer's search_path");
+    cluster.assert_survived(pid);
+}
+
+/// A plain `SET` in the owner's code (here a trigger on the history)
+/// outlived pg_warden's switch to the owner: it changed the session of
+/// the writer whose change the trigger wrote, or of the superuser whose
+/// `scd2_flush` applied the queue, and their next unqualified call would
+/// run the owner's function with their rights. The switch now restores
+/// every setting on its way out, as Postgres' maintenance commands do.
+#[test]
+fn the_owners_settings_never_outlive_the_switch_to_the_owner() {
+    let cluster = Cluster::start("attack_owner_settings", &[]);
+    let pid = cluster.postmaster_pid();
+    let (mut admin, mut mallory) = setup(&cluster);
+    admin.batch_execute("CREATE ROLE writer LOGIN;").unwrap();
+    mallory
+        .batch_execute(
+            "CREATE FUNCTION m.set_path() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN SET search_path = m, pg_catalog; RETURN NEW; END $$;
+             CREATE TABLE m.src (id int PRIMARY KEY, x int);
+             SELECT warden.scd2_track('m.src', ARRAY['id']);
+             CREATE TRIGGER t BEFORE INSERT ON m.src_history FOR EACH ROW EXECUTE FUNCTION m.set_path();
+             CREATE TABLE m.dsrc (id int PRIMARY KEY, x int);
+             SELECT warden.scd2_track('m.dsrc', ARRAY['id'], deferred => true);
+             CREATE TRIGGER t BEFORE INSERT ON m.dsrc_history FOR EACH ROW EXECUTE FUNCTION m.set_path();
+             GRANT SELECT, INSERT ON m.src, m.dsrc TO writer;",
+        )
+        .unwrap();
+    let mut writer = cluster.connect_as("postgres", "writer");
+    let path = |c: &mut Client| -> String { c.query_one("SHOW search_path", &[]).unwrap().get(0) };
+    writer
+        .batch_execute(
+            "SET search_path = public;
+             INSERT INTO m.src VALUES (1, 1);
+             INSERT INTO m.dsrc VALUES (1, 1);",
+        )
+        .unwrap();
+    assert_eq!(
+        path(&mut writer),
+        "public",
+        "the history owner's SET reached the writer"
+    );
+    admin
+        .batch_execute("SET search_path = public; SELECT warden.scd2_flush('m.dsrc');")
+        .unwrap();
+    let versions: i64 = admin
+        .query_one("SELECT count(*) FROM m.dsrc_history", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 1, "the flush applied nothing");
+    assert_eq!(
+        path(&mut admin),
+        "public",
+        "the history owner's SET reached the superuser"
+    );
+    assert_no_escalation(&mut admin, "owner's settings");
     cluster.assert_survived(pid);
 }
