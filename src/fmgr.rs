@@ -24,8 +24,10 @@ use pgrx::pg_sys;
 use pgrx::IntoDatum;
 
 /// Calls one of pg_warden's internal SQL functions (`_` names, executable
-/// by nobody but the extension owner) by its signature, e.g.
-/// `c"warden._enable_tenancy(regclass,name,boolean)"`, with the caller's
+/// by nobody but the extension owner) by its signature, every name
+/// schema-qualified (the caller's search_path must not choose a type:
+/// `pg_temp` comes first), e.g.
+/// `c"warden._enable_tenancy(pg_catalog.regclass,pg_catalog.name,pg_catalog.bool)"`, with the caller's
 /// rights. A call through the function manager checks no EXECUTE
 /// privilege (an SQL call would): this is how a public function reaches
 /// its internal helpers without them being granted to anyone

@@ -15,6 +15,7 @@ mod privileged;
 mod redaction;
 mod scd2;
 mod schema;
+mod spi_read;
 mod tenancy;
 mod workers;
 

@@ -312,7 +312,7 @@ pub fn existing_active_key(tenant: &str, purpose: Purpose) -> Option<Rc<CachedKe
 
 fn load_active(tenant: &str, purpose: Purpose) -> Option<CachedKey> {
     let row = as_superuser(|| {
-        Spi::get_three_with_args::<i32, i32, Vec<u8>>(
+        crate::spi_read::read_three::<i32, i32, Vec<u8>>(
             "SELECT key_id, root_version, wrapped FROM warden.keys
               WHERE tenant OPERATOR(pg_catalog.=) $1 AND purpose OPERATOR(pg_catalog.=) $2
                 AND state OPERATOR(pg_catalog.=) 'active'",

@@ -82,7 +82,7 @@ fn registration(src: Oid) -> Option<Registration> {
 /// registry is pg_warden's), run as the owner.
 fn apply_statements(src: Oid, queue: Oid) -> (String, String, String) {
     let built = as_superuser(|| {
-        Spi::get_two_with_args::<Vec<String>, String>(
+        crate::spi_read::read_two::<Vec<String>, String>(
             "SELECT warden._scd2_apply_statements($1::pg_catalog.regclass),
                     pg_catalog.format('SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>) $1 FROM (SELECT FROM ONLY %s LIMIT $1 OPERATOR(pg_catalog.+) 1) x',
                                       $2::pg_catalog.regclass)",

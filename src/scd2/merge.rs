@@ -19,7 +19,7 @@ use crate::fmgr::call_internal;
 /// The default btree equality of each business key column of `history`
 /// (none when it is no registered history: the body says so).
 fn key_operators(history: Oid) -> Option<Vec<Option<String>>> {
-    let types = Spi::get_one_with_args::<Vec<Oid>>(
+    let types = crate::spi_read::read_one::<Vec<Oid>>(
         "SELECT pg_catalog.array_agg(a.atttypid ORDER BY u.n)
            FROM warden.scd2_registry g
           CROSS JOIN LATERAL pg_catalog.unnest(g.business_key) WITH ORDINALITY u(c, n)
@@ -32,9 +32,12 @@ fn key_operators(history: Oid) -> Option<Vec<Option<String>>> {
         types
             .into_iter()
             .map(|typ| {
-                call_internal(c"warden._scd2_equality(regtype)", &[typ.into_datum()])
-                    // SAFETY: _scd2_equality returns text.
-                    .and_then(|d| unsafe { String::from_datum(d, false) })
+                call_internal(
+                    c"warden._scd2_equality(pg_catalog.regtype)",
+                    &[typ.into_datum()],
+                )
+                // SAFETY: _scd2_equality returns text.
+                .and_then(|d| unsafe { String::from_datum(d, false) })
             })
             .collect(),
     )
@@ -59,7 +62,7 @@ fn scd2_merge(
     let history = not_null(history, "history");
     let staging = not_null(staging, "staging");
     let counts = call_internal(
-        c"warden._scd2_merge(regclass,regclass,timestamptz,boolean,text[])",
+        c"warden._scd2_merge(pg_catalog.regclass,pg_catalog.regclass,pg_catalog.timestamptz,pg_catalog.bool,pg_catalog.text[])",
         &[
             history.into_datum(),
             staging.into_datum(),

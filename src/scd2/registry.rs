@@ -18,7 +18,7 @@ use crate::privileged::as_superuser;
 pub(super) fn caller_owns(rel: pg_sys::Oid) -> bool {
     // SAFETY: reads the current user id.
     let me = unsafe { pg_sys::GetUserId() };
-    Spi::get_one_with_args::<bool>(
+    crate::spi_read::read_one::<bool>(
         "SELECT pg_catalog.pg_has_role($2, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
         &[rel.into(), me.into()],
     )
@@ -82,14 +82,20 @@ pub(super) fn register(
     .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot register SCD2 tracking: {e}")).raise());
 }
 
-/// Forgets `src`; returns its history table.
-pub(super) fn unregister(src: pg_sys::Oid) -> Option<pg_sys::Oid> {
+/// Forgets `src`; returns its history and queue as they were registered.
+pub(super) fn unregister(src: pg_sys::Oid) -> Option<(pg_sys::Oid, Option<pg_sys::Oid>)> {
     require_owner(src, "source");
-    as_superuser(|| {
-        Spi::get_one_with_args::<pg_sys::Oid>(
-            "DELETE FROM warden.scd2_registry WHERE source OPERATOR(pg_catalog.=) $1::pg_catalog.regclass RETURNING history::pg_catalog.oid",
+    let (hist, queue) = as_superuser(|| {
+        Spi::get_two_with_args::<pg_sys::Oid, pg_sys::Oid>(
+            "DELETE FROM warden.scd2_registry WHERE source OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+             RETURNING history::pg_catalog.oid, queue::pg_catalog.oid",
             &[src.into()],
         )
     })
-    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot unregister SCD2 tracking: {e}")).raise())
+    .or_else(|e| match e {
+        pgrx::spi::Error::InvalidPosition => Ok((None, None)),
+        e => Err(e),
+    })
+    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot unregister SCD2 tracking: {e}")).raise());
+    hist.map(|h| (h, queue))
 }

@@ -25,7 +25,7 @@ use crate::privileged::as_superuser;
 /// rights (the registry is pg_warden's table).
 fn registered(src: Oid) -> Option<(Oid, Option<Oid>)> {
     as_superuser(|| {
-        Spi::get_two_with_args::<Oid, Oid>(
+        crate::spi_read::read_two::<Oid, Oid>(
             "SELECT r.history::pg_catalog.oid, r.queue::pg_catalog.oid FROM warden.scd2_registry r
               WHERE r.source OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
             &[src.into()],
@@ -68,7 +68,12 @@ fn require_key_equality(src: Oid, business_key: &[String]) {
     })
     .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot read the business key: {e}")).raise());
     for (col, typ) in types {
-        if call_internal(c"warden._scd2_equality(regtype)", &[typ.into_datum()]).is_none() {
+        if call_internal(
+            c"warden._scd2_equality(pg_catalog.regtype)",
+            &[typ.into_datum()],
+        )
+        .is_none()
+        {
             WardenError::new(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
                 format!(
@@ -81,23 +86,39 @@ fn require_key_equality(src: Oid, business_key: &[String]) {
     }
 }
 
-/// The row trigger that keeps the history and the statement trigger that
-/// refuses TRUNCATE.
+/// Attaches what the source lacks of the row trigger that keeps the
+/// history and the statement trigger that refuses TRUNCATE (both, when
+/// tracking starts; the missing one when `scd2_track` is called again on
+/// a tracked source, say after a restore by a role that could not create
+/// them, or after one was dropped).
 fn attach_triggers(src: Oid) {
     let table = relation(src);
-    as_superuser(|| {
-        Spi::run(&format!(
-            "CREATE TRIGGER warden_scd2 AFTER INSERT OR UPDATE OR DELETE ON {table} \
-             FOR EACH ROW EXECUTE FUNCTION warden._scd2_trigger()"
-        ))?;
-        Spi::run(&format!(
-            "CREATE TRIGGER warden_scd2_truncate BEFORE TRUNCATE ON {table} \
-             FOR EACH STATEMENT EXECUTE FUNCTION warden._scd2_refuse_truncate()"
-        ))
-    })
-    .unwrap_or_else(|e| {
-        WardenError::prerequisite(format!("cannot attach the SCD2 triggers: {e}")).raise()
-    });
+    for (name, definition) in [
+        (
+            "warden_scd2",
+            "AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION warden._scd2_trigger()",
+        ),
+        (
+            "warden_scd2_truncate",
+            "BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION warden._scd2_refuse_truncate()",
+        ),
+    ] {
+        let present = crate::spi_read::read_one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                             WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgname OPERATOR(pg_catalog.=) $2)",
+            &[src.into(), name.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+        if present {
+            continue;
+        }
+        let sql = format!("CREATE TRIGGER {name} {}", definition.replace("{table}", &table));
+        as_superuser(|| Spi::run(&sql)).unwrap_or_else(|e| {
+            WardenError::prerequisite(format!("cannot attach the SCD2 trigger {name}: {e}")).raise()
+        });
+    }
 }
 
 /// `warden.scd2_track(source, business_key, tracked, deferred)`.
@@ -110,7 +131,7 @@ fn scd2_track(
 ) -> Option<Oid> {
     let source = not_null(source, "source");
     let made = call_internal(
-        c"warden._scd2_track_tables(regclass,text[],text[],boolean)",
+        c"warden._scd2_track_tables(pg_catalog.regclass,pg_catalog.text[],pg_catalog.text[],pg_catalog.bool)",
         &[
             source.into_datum(),
             business_key.clone().into_datum(),
@@ -136,7 +157,9 @@ fn scd2_track(
         .unwrap_or_else(|e| field_error(e))
         .map(|a| a.iter().flatten().collect::<Vec<String>>())
     else {
-        // tracked that way already
+        // tracked that way already: only what is missing of the triggers
+        registry::require_owner(source, "source");
+        attach_triggers(source);
         return hist;
     };
     let hist = hist.expect("a history was made");
@@ -163,13 +186,13 @@ fn scd2_track(
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn scd2_untrack(source: Option<Oid>, drop_history: Option<bool>) {
     let source = not_null(source, "source");
-    let Some((hist, queue)) = registered(source) else {
-        not_tracked(source)
-    };
+    if registered(source).is_none() {
+        not_tracked(source);
+    }
     registry::require_owner(source, "source");
     let table = relation(source);
-    // as the caller: dropping the triggers waits for the source's writers,
-    // whose queued changes are then applied before the queue goes
+    // as the caller: dropping the triggers waits for the source's writers
+    // (and for a transaction that untracked and tracked it again)
     Spi::run(&format!("DROP TRIGGER IF EXISTS warden_scd2 ON {table}"))
         .and_then(|()| {
             Spi::run(&format!(
@@ -179,12 +202,19 @@ fn scd2_untrack(source: Option<Oid>, drop_history: Option<bool>) {
         .unwrap_or_else(|e| {
             WardenError::prerequisite(format!("cannot drop the SCD2 triggers: {e}")).raise()
         });
+    // the registration as it is now that no writer is left, queued
+    // changes applied before the queue goes
+    let Some((_, queue)) = registered(source) else {
+        not_tracked(source)
+    };
     if queue.is_some() {
         apply(source);
     }
-    registry::unregister(source);
     // forgotten first: the drop event trigger refuses dropping a queue or
     // history whose source is still tracked
+    let Some((hist, queue)) = registry::unregister(source) else {
+        not_tracked(source)
+    };
     for rel in queue
         .into_iter()
         .chain(drop_history.unwrap_or(false).then_some(hist))
@@ -199,10 +229,13 @@ fn scd2_untrack(source: Option<Oid>, drop_history: Option<bool>) {
 /// The apply of a deferred source, through its SQL declaration (which
 /// carries the planner settings the apply statement needs).
 fn apply(source: Oid) -> i64 {
-    call_internal(c"warden._scd2_apply(regclass)", &[source.into_datum()])
-        // SAFETY: _scd2_apply returns a bigint.
-        .map(|d| unsafe { i64::from_datum(d, false) }.unwrap_or(0))
-        .unwrap_or(0)
+    call_internal(
+        c"warden._scd2_apply(pg_catalog.regclass)",
+        &[source.into_datum()],
+    )
+    // SAFETY: _scd2_apply returns a bigint.
+    .map(|d| unsafe { i64::from_datum(d, false) }.unwrap_or(0))
+    .unwrap_or(0)
 }
 
 /// `warden.scd2_flush(source)`.

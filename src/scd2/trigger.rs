@@ -162,7 +162,7 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
         .iter()
         .chain(tracked.iter())
         // SAFETY: positions are below natts.
-        .map(|&i| unsafe { (*(*tupdesc).attrs.as_ptr().add(i)).atttypid })
+        .map(|&i| unsafe { attribute(tupdesc, i) }.atttypid)
         .collect();
     types.push(pg_sys::BYTEAOID);
     types.push(pg_sys::TEXTOID);

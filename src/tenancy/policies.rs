@@ -44,7 +44,7 @@ pub fn isolate_table(tbl: Oid, tenant_column: &str, default_and_index: bool) {
 
 fn isolate(tbl: Oid, tenant_column: &CStr, default_and_index: bool) {
     call_internal(
-        c"warden._enable_tenancy(regclass,name,boolean)",
+        c"warden._enable_tenancy(pg_catalog.regclass,pg_catalog.name,pg_catalog.bool)",
         &[
             tbl.into_datum(),
             Some(name_datum(tenant_column)),
@@ -79,7 +79,7 @@ fn cover_partitions(root: Oid, tenant_column: &CStr) {
     })
     .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot list the partitions: {e}")).raise());
     for part in parts.into_iter().flatten() {
-        let covered = Spi::get_one_with_args::<bool>(
+        let covered = crate::spi_read::read_one::<bool>(
             "SELECT EXISTS (SELECT FROM pg_catalog.pg_policy p WHERE p.polrelid OPERATOR(pg_catalog.=) $1
                                AND p.polname OPERATOR(pg_catalog.=) 'warden_tenant_isolation')",
             &[part.into()],
@@ -89,7 +89,7 @@ fn cover_partitions(root: Oid, tenant_column: &CStr) {
         .unwrap_or(false);
         if !covered {
             call_internal(
-                c"warden._enable_tenancy(regclass,name,boolean)",
+                c"warden._enable_tenancy(pg_catalog.regclass,pg_catalog.name,pg_catalog.bool)",
                 &[
                     part.into_datum(),
                     Some(name_datum(tenant_column)),

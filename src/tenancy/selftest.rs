@@ -138,7 +138,7 @@ fn _tenancy_probe(
             .to_string_lossy()
             .into_owned()
     };
-    let sql = Spi::get_one_with_args::<String>(
+    let sql = crate::spi_read::read_one::<String>(
         "SELECT pg_catalog.format($3, $2, t.tenant_column, pg_catalog.format_type(a.atttypid, a.atttypmod))
            FROM warden.tenant_tables t
            JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) t.table_name AND a.attname OPERATOR(pg_catalog.=) t.tenant_column
@@ -260,7 +260,11 @@ BEGIN
             PERFORM warden._tenancy_probe(tbl, app_role, tb, 'insert_for', ta, NULL);
             check_name := 'b_cannot_insert_for_a'; passed := false; detail := 'a row for tenant A was inserted';
         EXCEPTION WHEN OTHERS THEN
-            check_name := 'b_cannot_insert_for_a'; passed := SQLSTATE = '42501'; detail := SQLERRM;
+            -- refused by the policy, not for want of INSERT rights
+            check_name := 'b_cannot_insert_for_a';
+            passed := SQLSTATE = '42501' AND pg_catalog.has_table_privilege(app_role, tbl, 'INSERT');
+            detail := SQLERRM || CASE WHEN pg_catalog.has_table_privilege(app_role, tbl, 'INSERT') THEN ''
+                                      ELSE pg_catalog.format(' (%I may not insert at all, so this proves nothing)', app_role) END;
         END;
         RETURN NEXT;
         IF inserted_b THEN

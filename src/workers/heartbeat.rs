@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use pgrx::spi::Spi;
-
 use crate::error::WardenError;
 use crate::guc;
 
@@ -24,7 +22,7 @@ impl Task for Heartbeat {
 
     fn run(&mut self, ctx: &TaskContext) -> Result<TaskReport, WardenError> {
         fault::task_fault_point(ctx.dboid);
-        Spi::get_one::<i32>("SELECT 1")
+        crate::spi_read::read_one::<i32>("SELECT 1", &[])
             .map_err(|e| WardenError::prerequisite(format!("heartbeat query failed: {e}")))?;
         Ok(TaskReport::default())
     }

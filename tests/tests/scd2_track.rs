@@ -452,6 +452,135 @@ fn repeatable_read_insert_after_an_unseen_delete_does_not_overlap() {
     }
 }
 
+/// `scd2_untrack` waiting for a transaction that untracked the table and
+/// tracked it again, deferred, and queued changes: it must untrack what
+/// that transaction left (applying its queue first), not what was
+/// registered when it started to wait.
+#[test]
+fn untrack_waits_for_a_retrack_and_applies_its_queue() {
+    let cluster = Cluster::start("scd2-untrack-race", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             CREATE TABLE r (id int PRIMARY KEY, v text);
+             INSERT INTO r VALUES (1, 'a');
+             SELECT warden.scd2_track('r', ARRAY['id']);",
+        )
+        .unwrap();
+    let mut retrack = cluster.connect("postgres");
+    retrack
+        .batch_execute(
+            "BEGIN;
+             SELECT warden.scd2_untrack('r', drop_history => true);
+             SELECT warden.scd2_track('r', ARRAY['id'], deferred => true);
+             INSERT INTO r VALUES (2, 'b');
+             UPDATE r SET v = 'a2' WHERE id = 1;",
+        )
+        .unwrap();
+    let untrack = {
+        let conn = cluster.conn_str("postgres", "postgres");
+        thread::spawn(move || {
+            let mut c = Client::connect(&conn, NoTls).unwrap();
+            c.batch_execute("SELECT warden.scd2_untrack('r')")
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !untrack.is_finished(),
+        "untrack did not wait for the retrack"
+    );
+    retrack.batch_execute("COMMIT").unwrap();
+    untrack.join().unwrap().unwrap();
+    let versions: Vec<String> = admin
+        .query(
+            "SELECT format('%s %s', id, v) FROM r_history WHERE is_current ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        versions,
+        ["1 a2", "2 b"],
+        "the queued changes were not applied"
+    );
+    let left: i64 = admin
+        .query_one(
+            "SELECT (SELECT count(*) FROM warden.scd2_registry)
+                  + (SELECT count(*) FROM pg_class WHERE relname = 'r_history_queue')
+                  + (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'r'::regclass AND NOT tgisinternal)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "registration, queue or triggers left behind");
+    // tracking again starts from the kept history's name being taken
+    let err = admin
+        .batch_execute("SELECT warden.scd2_track('r', ARRAY['id'])")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::DUPLICATE_TABLE), "{err:?}");
+}
+
+/// A tracked table whose trigger is gone (dropped, or a dump restored by
+/// a role that may not create it): `scd2_track` again attaches what is
+/// missing, and the history is kept again.
+#[test]
+fn tracking_again_reattaches_a_missing_trigger() {
+    let cluster = Cluster::start("scd2-reattach", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             CREATE ROLE owner_role LOGIN; GRANT warden_admin TO owner_role;
+             CREATE SCHEMA o AUTHORIZATION owner_role;",
+        )
+        .unwrap();
+    let mut owner = cluster.connect_as("postgres", "owner_role");
+    owner
+        .batch_execute(
+            "CREATE TABLE o.c (id int PRIMARY KEY, v text);
+             INSERT INTO o.c VALUES (1, 'a');
+             SELECT warden.scd2_track('o.c', ARRAY['id']);
+             DROP TRIGGER warden_scd2 ON o.c;",
+        )
+        .unwrap();
+    // what pg_dump emits cannot be run by the owner
+    let err = owner
+        .batch_execute(
+            "CREATE TRIGGER warden_scd2 AFTER INSERT OR UPDATE OR DELETE ON o.c
+               FOR EACH ROW EXECUTE FUNCTION warden._scd2_trigger()",
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    owner
+        .batch_execute(
+            "SELECT warden.scd2_track('o.c', ARRAY['id']);
+             UPDATE o.c SET v = 'b';",
+        )
+        .unwrap();
+    let (enabled, versions): (bool, i64) = {
+        let row = owner
+            .query_one(
+                "SELECT (SELECT trigger_enabled FROM warden.scd2_tables WHERE source = 'o.c'::regclass),
+                        (SELECT count(*) FROM o.c_history)",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(enabled, "the trigger was not attached again");
+    assert_eq!(
+        versions, 2,
+        "the update after tracking again made no version"
+    );
+}
+
 /// Tracked tables behind PgBouncer in transaction mode: two clients of
 /// two tenants share one server backend, whose trigger keeps per-backend
 /// prepared statements; tracking is dropped and created again midway (a
