@@ -62,12 +62,25 @@ RESET ROLE;
 -- Keys as an operator sees them: wrapped, never shown.
 SELECT key_id, tenant, purpose, root_version, state FROM warden.key_catalog;
 
--- The background worker of this database, started when CREATE EXTENSION
--- committed, and woken at commit by subsystems that leave it work.
-SELECT pg_sleep(0.5);
-BEGIN;
-SELECT warden._worker_wake_on_commit();
-COMMIT;
-SELECT pg_sleep(0.2);
-SELECT datname, state, task, runs, failures, wake_requests, last_run_at
+-- SCD2: one call keeps a version history of a table; an update that
+-- changes nothing makes no version, a delete closes the key with a tombstone.
+CREATE TABLE public.demo_plans (id int PRIMARY KEY, name text, price numeric);
+INSERT INTO public.demo_plans VALUES (1, 'basic', 10), (2, 'pro', 30);
+SELECT warden.scd2_track('public.demo_plans', ARRAY['id']);
+UPDATE public.demo_plans SET price = 12 WHERE id = 1;
+UPDATE public.demo_plans SET price = 12 WHERE id = 1;
+DELETE FROM public.demo_plans WHERE id = 2;
+SELECT id, name, price, op, is_current, valid_from < valid_to AS lived
+  FROM public.demo_plans_history ORDER BY id, valid_from, op;
+
+-- Deferred tracking: the trigger only queues the change; the background
+-- worker of this database (started when CREATE EXTENSION committed, woken
+-- when the change commits) writes the same versions a moment later.
+CREATE TABLE public.demo_prices (sku text PRIMARY KEY, amount int);
+SELECT warden.scd2_track('public.demo_prices', ARRAY['sku'], deferred => true);
+INSERT INTO public.demo_prices VALUES ('a-1', 100);
+UPDATE public.demo_prices SET amount = 120;
+SELECT pg_sleep(1);
+SELECT sku, amount, op, is_current FROM public.demo_prices_history ORDER BY valid_from, op;
+SELECT datname, state, task, runs, failures, wake_requests, backlog
   FROM warden.worker_status WHERE datname = current_database();

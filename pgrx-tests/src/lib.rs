@@ -131,6 +131,19 @@ fn target_dir() -> PathBuf {
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
+/// An empty directory of the cluster user's under target/integration.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = target_dir().join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    chown_to_pg(&dir);
+    dir
+}
+
 /// A throwaway cluster with pg_warden preloaded; stopped (immediate) on drop.
 pub struct Cluster {
     pub dir: PathBuf,
@@ -140,14 +153,7 @@ pub struct Cluster {
 impl Cluster {
     /// Fast timings so tests are quick; `extra` lines override them.
     pub fn start(name: &str, extra: &[&str]) -> Cluster {
-        let dir = target_dir().join(format!(
-            "{name}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        chown_to_pg(&dir);
+        let dir = fresh_dir(name);
         let out = pg_command(bindir().join("initdb"))
             .arg("-D")
             .arg(dir.join("data"))
@@ -315,6 +321,60 @@ impl Cluster {
             .unwrap();
         let owner = self.connect_as("postgres", "owner_role");
         (admin, owner)
+    }
+
+    /// A streaming standby of this cluster made by `pg_basebackup -R`, and
+    /// started: the backup copies the data directory, so it has this
+    /// cluster's settings and key file; it gets a port and socket
+    /// directory of its own, and `extra` settings.
+    pub fn start_standby(&self, name: &str, extra: &[&str]) -> Cluster {
+        let dir = fresh_dir(name);
+        let out = pg_command(bindir().join("pg_basebackup"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+            ])
+            .arg(dir.join("data"))
+            .args(["-R", "-X", "stream", "-c", "fast"])
+            .output()
+            .expect("pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let conf_path = dir.join("data/postgresql.conf");
+        let mut conf = fs::read_to_string(&conf_path).unwrap();
+        conf.push_str(&format!(
+            "port = {port}\nunix_socket_directories = '{}'\n",
+            dir.display()
+        ));
+        for line in extra {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        fs::write(&conf_path, conf).unwrap();
+        chown_to_pg(&dir);
+        let standby = Cluster { dir, port };
+        standby.pg_ctl_start();
+        standby
+    }
+
+    /// `pg_ctl promote`, waiting until the standby accepts writes.
+    pub fn promote(&self) {
+        let out = self.pg_ctl(&["-w", "-t", "60", "promote"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
     }
 
     /// The postmaster's pid, from postmaster.pid.

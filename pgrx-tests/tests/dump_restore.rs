@@ -87,3 +87,180 @@ fn a_dump_of_tenant_and_scd2_tables_restores_without_errors() {
         .get(0);
     assert_eq!(versions, 2);
 }
+
+/// What a database using every subsystem holds: data keys, ciphertexts
+/// and blind indexes of two tenants in a tenant table, a synchronously
+/// tracked table and a deferred one.
+fn populate(cluster: &Cluster, db: &str) {
+    let mut admin = cluster.connect(db);
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             GRANT warden_app TO app;
+             CREATE TABLE docs (id int PRIMARY KEY, tenant text NOT NULL, body bytea, email_idx bytea);
+             SELECT warden.enable_tenancy('docs');
+             GRANT SELECT, INSERT ON docs TO app;
+             CREATE TABLE dim (id int PRIMARY KEY, v text);
+             SELECT warden.scd2_track('dim', ARRAY['id']);
+             INSERT INTO dim VALUES (1, 'x');
+             CREATE TABLE ddim (id int PRIMARY KEY, v text);
+             SELECT warden.scd2_track('ddim', ARRAY['id'], deferred => true);
+             INSERT INTO ddim VALUES (1, 'x');",
+        )
+        .unwrap();
+    let mut app = cluster.connect_as(db, "app");
+    for (id, tenant) in [(1, "acme"), (2, "beta")] {
+        app.batch_execute(&format!(
+            "BEGIN; SELECT warden.set_tenant('{tenant}');
+             INSERT INTO docs (id, body, email_idx)
+               VALUES ({id}, warden.encrypt('secret of {tenant}', 'docs.body'), warden.blind_index('{tenant}@example.com', 'email'));
+             COMMIT;"
+        ))
+        .unwrap();
+    }
+    admin
+        .batch_execute("SELECT warden.scd2_flush('ddim')")
+        .unwrap();
+}
+
+/// A restored copy works like the original: tenants decrypt their rows
+/// and find them by blind index and see no others, a new tenant gets a
+/// key with an id of its own, tracking goes on, the lint finds nothing.
+fn check_copy(cluster: &Cluster, db: &str, what: &str) {
+    let mut app = cluster.connect_as(db, "app");
+    for tenant in ["acme", "beta"] {
+        let mut tx = app.transaction().unwrap();
+        tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
+            .unwrap();
+        let plain: Vec<String> = tx
+            .query(
+                "SELECT warden.decrypt_text(body, 'docs.body') FROM docs
+                  WHERE email_idx = warden.blind_index($1, 'email')",
+                &[&format!("{tenant}@example.com")],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(plain, [format!("secret of {tenant}")], "{what}: {tenant}");
+        let visible: i64 = tx
+            .query_one("SELECT count(*) FROM docs", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(visible, 1, "{what}: {tenant} sees another tenant's rows");
+        tx.commit().unwrap();
+    }
+    let mut admin = cluster.connect(db);
+    let restored_max: i32 = admin
+        .query_one("SELECT max(key_id) FROM warden.keys", &[])
+        .unwrap()
+        .get(0);
+    app.batch_execute(
+        "BEGIN; SELECT warden.set_tenant('gamma');
+         INSERT INTO docs (id, body) VALUES (3, warden.encrypt('g', 'docs.body'));
+         COMMIT;",
+    )
+    .unwrap_or_else(|e| panic!("{what}: a new tenant's key: {e:?}"));
+    let new_key: i32 = admin
+        .query_one("SELECT key_id FROM warden.keys WHERE tenant = 'gamma'", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        new_key > restored_max,
+        "{what}: the new key reused id {new_key}"
+    );
+    admin
+        .batch_execute(
+            "UPDATE dim SET v = 'y';
+             UPDATE ddim SET v = 'y';
+             SELECT warden.scd2_flush('ddim');",
+        )
+        .unwrap();
+    for history in ["dim_history", "ddim_history"] {
+        let versions: Vec<String> = admin
+            .query(
+                &format!(
+                    "SELECT v || ' ' || is_current FROM {history} ORDER BY valid_from, is_current"
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, ["x false", "y true"], "{what}: {history}");
+    }
+    let findings: Vec<String> = admin
+        .query(
+            "SELECT name || ' ' || coalesce(metadata->>'object', '') FROM warden.lint() WHERE level IN ('ERROR', 'WARN')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(findings.is_empty(), "{what}: lint: {findings:?}");
+}
+
+fn restore(cluster: &Cluster, dump: &std::path::Path, db: &str, what: &str) {
+    cluster
+        .connect("postgres")
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .unwrap();
+    let out = cluster.run_tool(
+        "pg_restore",
+        &[
+            "--exit-on-error".as_ref(),
+            "-d".as_ref(),
+            db.as_ref(),
+            dump.as_os_str(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{what}: pg_restore failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_database_using_every_subsystem_restores_into_a_new_database_and_another_cluster() {
+    let cluster = Cluster::start("dump_all", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE ROLE app LOGIN").unwrap();
+    admin.batch_execute("CREATE DATABASE prod").unwrap();
+    populate(&cluster, "prod");
+    let dump = cluster.dir.join("prod.dump");
+    let out = cluster.run_tool(
+        "pg_dump",
+        &[
+            "-Fc".as_ref(),
+            "-f".as_ref(),
+            dump.as_os_str(),
+            "prod".as_ref(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    restore(&cluster, &dump, "copy", "same cluster");
+    check_copy(&cluster, "copy", "same cluster");
+
+    // another cluster with the same key file
+    let other = Cluster::start("dump_all_other", &[]);
+    other.write_key_file(&std::fs::read_to_string(cluster.key_file()).unwrap());
+    other.restart();
+    other
+        .connect("postgres")
+        .batch_execute("CREATE ROLE app LOGIN")
+        .unwrap();
+    restore(&other, &dump, "copy", "another cluster");
+    other
+        .connect("postgres")
+        .batch_execute("GRANT warden_app TO app")
+        .unwrap();
+    check_copy(&other, "copy", "another cluster");
+}

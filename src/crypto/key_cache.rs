@@ -330,6 +330,20 @@ fn load_active(tenant: &str, purpose: Purpose) -> Option<CachedKey> {
 }
 
 fn create_active(tenant: &str, purpose: Purpose) -> CachedKey {
+    // SAFETY: reads backend globals.
+    let (read_only, standby) = unsafe { (pg_sys::XactReadOnly, pg_sys::RecoveryInProgress()) };
+    if read_only {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("tenant has no {} key yet, and a read-only transaction cannot create one", purpose.as_str()),
+        )
+        .hint(if standby {
+            "This server is a standby: encrypt for this tenant on the primary once; the key then reaches the standby."
+        } else {
+            "Run it in a read-write transaction once; the key is then there for read-only ones."
+        })
+        .raise();
+    }
     let ring = root();
     let (root_version, root_key) = ring.active();
     let mut raw = Zeroizing::new([0u8; KEY_BYTES]);
