@@ -15,6 +15,7 @@ mod privileged;
 mod redaction;
 mod scd2;
 mod schema;
+mod shared_memory;
 mod spi_read;
 mod tenancy;
 mod workers;
@@ -27,7 +28,10 @@ pub extern "C-unwind" fn _PG_init() {
     let preloading = preload::record_load();
     guc::init(preloading);
     redaction::init();
+    // subsystems register their tasks first: the runtime sizes its
+    // shared memory from the registry
     crypto::init(preloading);
+    scd2::init(preloading);
     if preloading {
         workers::init();
     }

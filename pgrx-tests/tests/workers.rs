@@ -300,8 +300,105 @@ fn fast_shutdown_completes_within_seconds() {
     eprintln!("fast shutdown with two idle pg_warden workers took {took:?}");
     assert!(took < Duration::from_secs(5), "fast shutdown took {took:?}");
     let log = cluster.log();
-    assert!(log.contains("pg_warden worker for database"), "{log}");
+    assert!(
+        log.contains("terminating background worker \"pg_warden worker"),
+        "{log}"
+    );
     assert!(log.contains("database system is shut down"), "{log}");
+}
+
+/// A task stuck in a long statement (here the history owner's trigger
+/// sleeping in the deferred apply) shows in pg_stat_activity as what it
+/// does, and SIGTERM interrupts it: a fast shutdown does not wait for it.
+#[test]
+fn a_fast_shutdown_interrupts_a_running_task_shown_in_pg_stat_activity() {
+    let (cluster, mut client) =
+        cluster_with_extension("shutdown_busy", &["warden.scd2_apply_interval = '200ms'"]);
+    client
+        .batch_execute(
+            "CREATE TABLE slow (id int PRIMARY KEY, v text);
+             SELECT warden.scd2_track('slow', ARRAY['id'], deferred => true);
+             CREATE FUNCTION public.nap() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM pg_catalog.pg_sleep(120); RETURN NEW; END $$;
+             CREATE TRIGGER nap BEFORE INSERT ON slow_history FOR EACH ROW EXECUTE FUNCTION public.nap();
+             INSERT INTO slow VALUES (1, 'x');",
+        )
+        .unwrap();
+    let activity: String = wait_for(Duration::from_secs(20), "the apply to show", || {
+        client
+            .query_opt(
+                "SELECT query FROM pg_stat_activity
+                  WHERE backend_type = 'pg_warden worker' AND state = 'active'",
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get(0))
+    });
+    assert_eq!(activity, "pg_warden: scd2_apply run");
+    drop(client);
+    let took = cluster.pg_ctl_stop("fast");
+    eprintln!("fast shutdown during a 120 s apply took {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "fast shutdown took {took:?}"
+    );
+}
+
+/// A task woken by name runs at commit, not at its interval; an unknown
+/// name is a clear error.
+#[test]
+fn a_task_woken_by_name_runs_at_commit() {
+    let (cluster, mut client) =
+        cluster_with_extension("wake_task", &["warden.scd2_apply_interval = '1h'"]);
+    client
+        .batch_execute(
+            "CREATE TABLE d (id int PRIMARY KEY, v text);
+             SELECT warden.scd2_track('d', ARRAY['id'], deferred => true);",
+        )
+        .unwrap();
+    wait_running(&mut client, "postgres");
+    // the first run at start is over: nothing applies for an hour now
+    wait_for(Duration::from_secs(20), "the first scd2_apply run", || {
+        let runs: Option<i64> = client
+            .query_opt(
+                "SELECT runs FROM warden.worker_status WHERE datname = 'postgres' AND task = 'scd2_apply'",
+                &[],
+            )
+            .unwrap()
+            .and_then(|r| r.get(0));
+        runs.filter(|&n| n > 0)
+    });
+    client
+        .batch_execute("INSERT INTO d VALUES (1, 'x')")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let queued: i64 = client
+        .query_one("SELECT count(*) FROM d_history_queue", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 1, "applied without being woken");
+    client
+        .batch_execute(
+            "BEGIN; INSERT INTO d VALUES (2, 'y');
+             SELECT warden._worker_wake_task_on_commit('scd2_apply'); COMMIT;",
+        )
+        .unwrap();
+    wait_for(Duration::from_secs(5), "the woken apply", || {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM d_history", &[])
+            .unwrap()
+            .get(0);
+        (n == 2).then_some(())
+    });
+    let err = client
+        .batch_execute("SELECT warden._worker_wake_task_on_commit('no_such_task')")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&postgres::error::SqlState::INVALID_PARAMETER_VALUE),
+        "{err:?}"
+    );
+    let _ = cluster;
 }
 
 #[test]

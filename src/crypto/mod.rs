@@ -9,10 +9,12 @@
 //! - `blind_index`: `warden.blind_index`.
 //! - `rotation`: `warden.rotate_master_key`, `rotate_data_key`, `shred_tenant`.
 //! - `key_memory`: pages holding key bytes kept out of core dumps and swap.
+//! - `key_check_task`: the worker task that checks the root key.
 
 mod blind_index;
 mod envelope_sql;
 mod key_cache;
+mod key_check_task;
 mod key_memory;
 mod keys_table;
 mod root_key;
@@ -23,6 +25,7 @@ pub(crate) use key_cache::{active_key, existing_active_key};
 pub fn init(preloading: bool) {
     if preloading {
         root_key::load();
+        key_check_task::register();
     }
 }
 

@@ -2,8 +2,7 @@
 //! Vault 2.0 compatible hashes, and history tables kept by a trigger
 //! (or, deferred, by the worker).
 
-pub use deferred::apply_all as apply_deferred;
-
+mod apply_task;
 mod deferred;
 mod dv2;
 mod hash_diff;
@@ -13,3 +12,10 @@ mod track;
 mod tracking;
 mod trigger;
 mod type_encoding;
+
+/// Registers the apply task of deferred tracking (preload only).
+pub fn init(preloading: bool) {
+    if preloading {
+        apply_task::register();
+    }
+}

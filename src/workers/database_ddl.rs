@@ -141,7 +141,7 @@ fn stop_worker_of(datname: &CStr, allowed: &Allowed) {
             Some(slot) => {
                 slot.next_start_at = now() + HOLD_US;
                 slot.stop_requested = true;
-                slot.latch
+                slot.wake.latch()
             }
             None => 0,
         }

@@ -78,8 +78,14 @@ fn _inject_worker_fault(fault: &str) {
             Some(slot) if slot.pid != 0 => {
                 slot.fault = code;
                 // counts as a wake-up, so the heartbeat runs at once
-                slot.wake_requests += 1;
-                slot.latch
+                slot.wake
+                    .requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                slot.wake.tasks.fetch_or(
+                    super::registry::any_wakeup_mask(),
+                    std::sync::atomic::Ordering::AcqRel,
+                );
+                slot.wake.latch()
             }
             _ => WardenError::new(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -7,15 +7,20 @@ use crate::error::WardenError;
 use crate::guc;
 
 use super::fault;
+use super::registry::{register_task, TaskSpec};
 use super::task::{Task, TaskContext, TaskReport};
 
-pub struct Heartbeat;
+struct Heartbeat;
+
+pub fn register() {
+    register_task(TaskSpec {
+        name: "heartbeat",
+        runs_on_any_wakeup: true,
+        make: || Box::new(Heartbeat),
+    });
+}
 
 impl Task for Heartbeat {
-    fn name(&self) -> &'static str {
-        "heartbeat"
-    }
-
     fn interval(&self) -> Duration {
         guc::heartbeat_interval()
     }

@@ -161,7 +161,12 @@ impl Launcher {
                     // connect) is a failure to back off from.
                     if slot.last_exit_at < handle.launched_at {
                         slot.pid = 0;
-                        slot.latch = 0;
+                        slot.wake
+                            .dboid
+                            .store(0, std::sync::atomic::Ordering::Release);
+                        slot.wake
+                            .latch
+                            .store(0, std::sync::atomic::Ordering::Release);
                         slot.consecutive_failures += 1;
                         slot.next_start_at =
                             now_us + restart_delay(slot.consecutive_failures).as_micros() as i64;

@@ -1,14 +1,15 @@
 //! Worker runtime: a launcher started by the postmaster, and one dynamic
-//! worker per database that has the extension, running tasks.
+//! worker per database that has the extension, running the tasks the
+//! subsystems registered. The runtime names no subsystem.
 //!
-//! - `shmem`: the shared state (one slot per database) both sides read.
+//! - `registry`: the tasks subsystems register from their own folders.
+//! - `task`: the trait every background job implements, and its runner.
+//! - `shmem`: the shared state (one slot per database, task state sized
+//!   from the registry, lock-free wake-up state).
 //! - `launcher`: scans pg_database, starts, restarts and stops workers.
 //! - `worker`: the per-database latch loop that runs tasks.
-//! - `task`: the trait every background job implements, and its runner.
-//! - `heartbeat`: the task that proves the runtime works.
-//! - `key_check`: the task that reports a wrong or missing root key.
-//! - `scd2_apply`: the task that applies deferred SCD2 queues.
-//! - `wakeup`: commit-time latch wake-ups for subsystems.
+//! - `heartbeat`: the runtime's own task, proving the worker works.
+//! - `wakeup`: commit-time wake-ups of a worker or of one task.
 //! - `status`: `warden.worker_status`.
 //! - `database_ddl`: steps the worker aside for DROP/CREATE/ALTER DATABASE.
 //! - `fault`: fault injection for recovery tests.
@@ -17,24 +18,29 @@ mod catalog;
 mod database_ddl;
 mod fault;
 mod heartbeat;
-mod key_check;
 mod launcher;
-mod scd2_apply;
+mod registry;
 mod shmem;
 mod status;
 mod task;
 mod wakeup;
 mod worker;
 
-// The Rust API later subsystems (outbox, audit) call inside a transaction.
 #[allow(unused_imports)]
-pub use wakeup::wake_worker_on_commit;
+pub use registry::{register_task, TaskId, TaskSpec};
+pub use task::{Task, TaskContext, TaskReport};
+// The Rust API subsystems (outbox, audit) call inside a transaction.
+#[allow(unused_imports)]
+pub use wakeup::{wake_task_on_commit, wake_worker_on_commit};
 
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use std::time::Duration;
 
 /// Registers shared memory and the launcher. Only called while preloading.
+/// Call after every subsystem registered its tasks: shared memory is
+/// sized from the registry here.
 pub fn init() {
+    heartbeat::register();
     shmem::init();
     database_ddl::init();
     BackgroundWorkerBuilder::new("pg_warden launcher")

@@ -1,8 +1,13 @@
 //! Shared state between the launcher, the database workers and the
-//! backends that read status or request wake-ups: one slot per database.
+//! backends that read status or request wake-ups: one slot per database,
+//! under one lock, and per slot the state of each registered task (a
+//! segment sized from the task registry) and a lock-free wake-up state.
 //!
-//! Everything is plain old data, valid when zeroed, so it is initialised
-//! with zeroes in the postmaster. Text is stored in fixed byte arrays.
+//! Everything is valid when zeroed, so it is initialised with zeroes in
+//! the postmaster. Text is stored in fixed byte arrays.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
@@ -14,8 +19,6 @@ use warden_core::text::truncate_utf8;
 /// Databases the runtime can track at once (slots are reused when a
 /// database is dropped or filtered out).
 pub const MAX_DATABASES: usize = 64;
-/// Tasks one worker can report.
-pub const MAX_TASKS: usize = 8;
 const NAME_BYTES: usize = 32;
 const ERROR_BYTES: usize = 256;
 
@@ -74,7 +77,28 @@ impl TaskSlot {
     }
 }
 
-#[derive(Clone, Copy)]
+/// What a committing backend needs to wake a worker, without the lock
+/// (which would serialise every commit of the cluster behind it): the
+/// database the slot's worker serves, its latch, and what to run.
+#[repr(C)]
+pub struct WakeState {
+    /// The database of the running worker (0: none); mirrors `dboid`
+    /// while a worker runs.
+    pub dboid: AtomicU32,
+    /// The worker's `MyLatch` (it lives in its PGPROC, in shared memory).
+    pub latch: AtomicUsize,
+    /// Commit-time wake-ups requested by committed transactions.
+    pub requests: AtomicU64,
+    /// Tasks to run at once, one bit per registered task.
+    pub tasks: AtomicU64,
+}
+
+impl WakeState {
+    pub fn latch(&self) -> usize {
+        self.latch.load(Ordering::Acquire)
+    }
+}
+
 #[repr(C)]
 pub struct DatabaseSlot {
     pub dboid: u32,
@@ -84,9 +108,6 @@ pub struct DatabaseSlot {
     /// Set by DDL that needs the database to itself: the worker exits 0.
     pub stop_requested: bool,
     pub pid: i32,
-    /// The worker's `MyLatch` (it lives in its PGPROC, in shared memory);
-    /// 0 while no worker runs.
-    pub latch: usize,
     pub started_at: i64,
     /// Worker processes started for this database since the server started.
     pub starts: u32,
@@ -94,10 +115,10 @@ pub struct DatabaseSlot {
     /// Earliest restart after a failure (launcher back-off).
     pub next_start_at: i64,
     pub last_exit_at: i64,
-    /// Commit-time wake-ups requested by committed transactions.
-    pub wake_requests: u64,
+    /// Tasks the running worker reports (0 while none runs).
     pub task_count: u32,
-    pub tasks: [TaskSlot; MAX_TASKS],
+    /// Read and written without the lock.
+    pub wake: WakeState,
 }
 
 impl DatabaseSlot {
@@ -107,15 +128,24 @@ impl DatabaseSlot {
     pub fn set_state(&mut self, state: SlotState) {
         self.state = state as u8;
     }
-    pub fn tasks(&self) -> &[TaskSlot] {
-        &self.tasks[..(self.task_count as usize).min(MAX_TASKS)]
-    }
-    /// Resets the slot for a (new) database, keeping nothing of the old one.
+    /// Resets the slot for a (new) database, keeping nothing of the old one
+    /// (the wake-up state with atomic stores: backends read it unlocked).
     pub fn claim(&mut self, dboid: u32, state: SlotState) {
-        // SAFETY: every field is valid when zeroed.
-        *self = unsafe { std::mem::zeroed() };
         self.dboid = dboid;
-        self.set_state(state);
+        self.state = state as u8;
+        self.fault = 0;
+        self.stop_requested = false;
+        self.pid = 0;
+        self.started_at = 0;
+        self.starts = 0;
+        self.consecutive_failures = 0;
+        self.next_start_at = 0;
+        self.last_exit_at = 0;
+        self.task_count = 0;
+        self.wake.dboid.store(0, Ordering::Release);
+        self.wake.latch.store(0, Ordering::Release);
+        self.wake.requests.store(0, Ordering::Relaxed);
+        self.wake.tasks.store(0, Ordering::Relaxed);
     }
 }
 
@@ -141,6 +171,23 @@ impl WardenShared {
             .iter_mut()
             .find(|s| s.dboid == dboid && s.state() != SlotState::Free)
     }
+    pub fn index_of(&self, dboid: u32) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.dboid == dboid && s.state() != SlotState::Free)
+    }
+    /// The registered tasks' state in database slot `index`.
+    pub fn tasks(&self, index: usize) -> &[TaskSlot] {
+        let n = super::registry::tasks().len();
+        // SAFETY: the segment holds MAX_DATABASES * n slots; shared access
+        // under the lock `self` proves is held.
+        unsafe { std::slice::from_raw_parts(task_segment().add(index * n), n) }
+    }
+    pub fn tasks_mut(&mut self, index: usize) -> &mut [TaskSlot] {
+        let n = super::registry::tasks().len();
+        // SAFETY: as above, exclusively.
+        unsafe { std::slice::from_raw_parts_mut(task_segment().add(index * n), n) }
+    }
     /// The slot for `dboid`, claiming a free one (in `state`) if it has none.
     pub fn slot_or_claim(&mut self, dboid: u32, state: SlotState) -> Option<&mut DatabaseSlot> {
         let index = self
@@ -153,6 +200,8 @@ impl WardenShared {
                     .iter()
                     .position(|s| s.state() == SlotState::Free)?;
                 self.slots[free].claim(dboid, state);
+                // SAFETY: a TaskSlot is valid zeroed.
+                self.tasks_mut(free).fill(unsafe { std::mem::zeroed() });
                 Some(free)
             })?;
         Some(&mut self.slots[index])
@@ -161,9 +210,30 @@ impl WardenShared {
 
 pub static SHARED: PgLwLock<WardenShared> = unsafe { PgLwLock::new(c"pg_warden_shared") };
 
+const TASK_SEGMENT: &std::ffi::CStr = c"pg_warden task slots";
+
+fn task_segment() -> *mut TaskSlot {
+    crate::shared_memory::address(TASK_SEGMENT).cast()
+}
+
+/// Registers the slots and, sized from the task registry (complete by
+/// now), the task state. Only while preloading.
 pub fn init() {
     // SAFETY: every field of WardenShared is valid when zeroed.
     pg_shmem_init!(SHARED = unsafe { std::mem::zeroed() });
+    crate::shared_memory::register(
+        TASK_SEGMENT,
+        MAX_DATABASES * super::registry::tasks().len() * std::mem::size_of::<TaskSlot>(),
+    );
+}
+
+/// The slots, for lock-free access to their `wake` state only.
+pub fn slots_unlocked() -> &'static [DatabaseSlot; MAX_DATABASES] {
+    static SLOTS: OnceLock<usize> = OnceLock::new();
+    let address = *SLOTS.get_or_init(|| std::ptr::from_ref(&SHARED.share().slots) as usize);
+    // SAFETY: shared memory is mapped at the same address in every
+    // process for the server's life; only the atomics are read through it.
+    unsafe { &*(address as *const [DatabaseSlot; MAX_DATABASES]) }
 }
 
 /// Sets a latch by its stored address; 0 means nobody to wake.

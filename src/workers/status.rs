@@ -6,7 +6,9 @@ use pgrx::prelude::*;
 
 use crate::preload;
 
-use super::shmem::{DatabaseSlot, SlotState, SHARED};
+use std::sync::atomic::Ordering;
+
+use super::shmem::{DatabaseSlot, SlotState, TaskSlot, SHARED};
 
 fn ts(us: i64) -> Option<TimestampWithTimeZone> {
     if us == 0 {
@@ -52,13 +54,34 @@ fn worker_status_snapshot() -> TableIterator<
     ),
 > {
     preload::require("warden.worker_status");
-    let slots: Vec<DatabaseSlot> = {
+    // copied out under the lock, so no row is built while holding it
+    struct Seen {
+        dboid: u32,
+        state: &'static str,
+        running: bool,
+        pid: i32,
+        started_at: i64,
+        starts: u32,
+        wake_requests: u64,
+        tasks: Vec<TaskSlot>,
+    }
+    let slots: Vec<Seen> = {
         let shared = SHARED.share();
-        shared
-            .slots
-            .iter()
-            .filter(|s| s.state() != SlotState::Free)
-            .copied()
+        (0..shared.slots.len())
+            .filter(|&i| shared.slots[i].state() != SlotState::Free)
+            .map(|i| {
+                let slot = &shared.slots[i];
+                Seen {
+                    dboid: slot.dboid,
+                    state: state_name(slot),
+                    running: slot.state() == SlotState::Wanted && slot.task_count > 0,
+                    pid: slot.pid,
+                    started_at: slot.started_at,
+                    starts: slot.starts,
+                    wake_requests: slot.wake.requests.load(Ordering::Relaxed),
+                    tasks: shared.tasks(i).to_vec(),
+                }
+            })
             .collect()
     };
     // SAFETY: reads the current user and database.
@@ -68,20 +91,20 @@ fn worker_status_snapshot() -> TableIterator<
         let errors_visible = superuser || pg_sys::Oid::from(slot.dboid) == here;
         let base = (
             pg_sys::Oid::from(slot.dboid),
-            state_name(slot),
+            slot.state,
             (slot.pid != 0).then_some(slot.pid),
             ts(slot.started_at),
             slot.starts as i64,
             slot.wake_requests as i64,
         );
-        if slot.tasks().is_empty() || slot.state() != SlotState::Wanted {
+        if !slot.running {
             rows.push((
                 base.0, base.1, base.2, base.3, base.4, base.5, None, None, None, None, None, None,
                 None, None, None,
             ));
             continue;
         }
-        for t in slot.tasks() {
+        for t in &slot.tasks {
             rows.push((
                 base.0,
                 base.1,

@@ -12,7 +12,7 @@ use pgrx::PgTryBuilder;
 
 use crate::error::WardenError;
 
-use super::shmem::{MAX_TASKS, SHARED};
+use super::shmem::SHARED;
 
 /// What a run reports back.
 #[derive(Debug, Clone, Copy, Default)]
@@ -21,14 +21,15 @@ pub struct TaskReport {
     pub backlog: i64,
 }
 
+/// A background job a subsystem registers (`registry::register_task`).
 pub trait Task {
-    /// Stable name shown in `warden.worker_status`.
-    fn name(&self) -> &'static str;
     /// Time between runs when nothing wakes the worker.
     fn interval(&self) -> Duration;
-    /// Whether a commit-time wake-up runs this task at once.
-    fn runs_on_wakeup(&self) -> bool {
-        true
+    /// Start-up recovery: runs once when the worker starts, in its own
+    /// transaction, before the first run (say, to take back work a
+    /// crashed worker left half done).
+    fn start(&mut self, _ctx: &TaskContext) -> Result<(), WardenError> {
+        Ok(())
     }
     /// Does one batch of work inside the transaction the runner opened.
     fn run(&mut self, ctx: &TaskContext) -> Result<TaskReport, WardenError>;
@@ -37,27 +38,38 @@ pub trait Task {
 /// What the runner tells a task about where it runs.
 pub struct TaskContext {
     pub dboid: u32,
+    /// The database's slot in shared memory.
+    pub slot_index: usize,
+    /// The task's position in the registry.
     pub task_index: usize,
+    pub name: &'static str,
 }
 
-/// Runs one task in its own transaction and records the outcome in the
-/// database's slot. Never raises.
-pub fn run_task(task: &mut dyn Task, ctx: &TaskContext) {
-    let started = now();
-    let outcome: Result<TaskReport, String> = PgTryBuilder::new(AssertUnwindSafe(|| {
+/// Runs `f` in a transaction of its own, shown in `pg_stat_activity` as
+/// "pg_warden: <task> <what>"; an ERROR or a Rust panic is caught,
+/// logged and rolled back. Never raises.
+fn in_task_transaction<R>(
+    ctx: &TaskContext,
+    what: &str,
+    f: impl FnOnce() -> Result<R, WardenError>,
+) -> Result<R, String> {
+    let activity =
+        std::ffi::CString::new(format!("pg_warden: {} {what}", ctx.name)).unwrap_or_default();
+    let outcome: Result<R, String> = PgTryBuilder::new(AssertUnwindSafe(|| {
         // SAFETY: the standard transaction bracket of a background worker.
         unsafe {
             pg_sys::SetCurrentStatementStartTimestamp();
             pg_sys::StartTransactionCommand();
             pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr());
         }
-        match task.run(ctx) {
-            Ok(report) => {
+        match f() {
+            Ok(r) => {
                 unsafe {
                     pg_sys::PopActiveSnapshot();
                     pg_sys::CommitTransactionCommand();
                 }
-                Ok(report)
+                Ok(r)
             }
             Err(e) => Err(e.message),
         }
@@ -70,32 +82,52 @@ pub fn run_task(task: &mut dyn Task, ctx: &TaskContext) {
         // the failure came after commit or before start).
         unsafe { pg_sys::AbortCurrentTransaction() };
     }
+    // SAFETY: reports the worker idle again.
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null()) };
     if let Err(message) = &outcome {
         pgrx::warning!(
-            "pg_warden worker: task \"{}\" failed: {}",
-            task.name(),
+            "pg_warden worker: task \"{}\" failed ({what}): {}",
+            ctx.name,
             message
         );
     }
+    outcome
+}
 
+/// The task's start-up recovery; a failure is recorded like a failed run
+/// and the worker goes on.
+pub fn start_task(task: &mut dyn Task, ctx: &TaskContext) {
+    if let Err(message) = in_task_transaction(ctx, "start-up", || task.start(ctx)) {
+        record(ctx, now(), Err(message));
+    }
+}
+
+/// Runs one task in its own transaction and records the outcome in the
+/// database's slot. Never raises.
+pub fn run_task(task: &mut dyn Task, ctx: &TaskContext) {
+    let started = now();
+    let outcome = in_task_transaction(ctx, "run", || task.run(ctx));
+    record(ctx, started, outcome);
+}
+
+fn record(ctx: &TaskContext, started: i64, outcome: Result<TaskReport, String>) {
     let finished = now();
     let mut shared = SHARED.exclusive();
-    if let Some(slot) = shared.slot_mut(ctx.dboid) {
-        if ctx.task_index < MAX_TASKS {
-            let t = &mut slot.tasks[ctx.task_index];
-            t.runs += 1;
-            t.last_run_at = started;
-            match outcome {
-                Ok(report) => {
-                    t.last_success_at = finished;
-                    t.backlog = report.backlog;
-                }
-                Err(message) => {
-                    t.failures += 1;
-                    t.last_error_at = finished;
-                    t.set_last_error(&message);
-                }
-            }
+    if shared.slots[ctx.slot_index].dboid != ctx.dboid {
+        return; // the slot was taken from us (database dropped)
+    }
+    let t = &mut shared.tasks_mut(ctx.slot_index)[ctx.task_index];
+    t.runs += 1;
+    t.last_run_at = started;
+    match outcome {
+        Ok(report) => {
+            t.last_success_at = finished;
+            t.backlog = report.backlog;
+        }
+        Err(message) => {
+            t.failures += 1;
+            t.last_error_at = finished;
+            t.set_last_error(&message);
         }
     }
 }

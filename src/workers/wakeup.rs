@@ -1,23 +1,32 @@
 //! Commit-time wake-ups. A subsystem that leaves work for the worker
-//! calls `wake_worker_on_commit()` inside its transaction; when, and only
-//! when, that transaction commits, the database worker's latch is set, so
-//! the work is picked up in milliseconds without polling or NOTIFY (which
-//! takes a database-wide lock at commit). A request made in a
+//! calls `wake_task_on_commit(task)` (or `wake_worker_on_commit()` for
+//! every task that runs on any wake-up) inside its transaction; when, and
+//! only when, that transaction commits, the task's bit is set and the
+//! database worker's latch is set, so the work is picked up in
+//! milliseconds without polling or NOTIFY (which takes a database-wide
+//! lock at commit). The commit takes no lock either: the wake-up state is
+//! atomics, found by a lock-free scan of the slots. A request made in a
 //! subtransaction that rolls back is forgotten. Nothing is woken on
 //! PREPARE TRANSACTION: the worker finds prepared work on its next poll.
 
 use std::cell::Cell;
+use std::sync::atomic::Ordering;
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::preload;
 
-use super::shmem::{set_latch, SlotState, SHARED};
+use super::registry::{any_wakeup_mask, TaskId};
+use super::shmem::{set_latch, slots_unlocked, SlotState, SHARED};
 
 thread_local! {
     /// Lowest transaction nesting level holding a request; 0 = none.
     static WORKER_LEVEL: Cell<i32> = const { Cell::new(0) };
+    /// The tasks requested (their wake-up bits); kept until the
+    /// transaction ends (a subtransaction's own requests are not told
+    /// apart: waking a task too often is harmless).
+    static TASKS: Cell<u64> = const { Cell::new(0) };
     static LAUNCHER_LEVEL: Cell<i32> = const { Cell::new(0) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
@@ -40,9 +49,18 @@ fn request(level_cell: &'static std::thread::LocalKey<Cell<i32>>) {
     });
 }
 
-/// Sets this database's worker latch when the current transaction commits.
+/// Runs every task that runs on any wake-up when the current transaction
+/// commits.
 pub fn wake_worker_on_commit() {
     preload::require("waking the pg_warden worker");
+    TASKS.set(TASKS.get() | any_wakeup_mask());
+    request(&WORKER_LEVEL);
+}
+
+/// Runs `task` at once when the current transaction commits.
+pub fn wake_task_on_commit(task: TaskId) {
+    preload::require("waking the pg_warden worker");
+    TASKS.set(TASKS.get() | 1 << task.0);
     request(&WORKER_LEVEL);
 }
 
@@ -62,15 +80,16 @@ fn my_database() -> u32 {
 
 fn on_commit() {
     let dboid = my_database();
+    let tasks = TASKS.replace(0);
     if WORKER_LEVEL.replace(0) != 0 {
-        let latch = {
-            let mut shared = SHARED.exclusive();
-            shared.slot_mut(dboid).map_or(0, |slot| {
-                slot.wake_requests += 1;
-                slot.latch
-            })
-        };
-        set_latch(latch);
+        if let Some(slot) = slots_unlocked()
+            .iter()
+            .find(|s| s.wake.dboid.load(Ordering::Acquire) == dboid)
+        {
+            slot.wake.tasks.fetch_or(tasks, Ordering::AcqRel);
+            slot.wake.requests.fetch_add(1, Ordering::Relaxed);
+            set_latch(slot.wake.latch());
+        }
     }
     if LAUNCHER_LEVEL.replace(0) != 0 {
         let latch = {
@@ -98,6 +117,7 @@ unsafe extern "C-unwind" fn xact_callback(
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             WORKER_LEVEL.set(0);
             LAUNCHER_LEVEL.set(0);
+            TASKS.set(0);
         }
         _ => {}
     }
@@ -130,6 +150,28 @@ fn _worker_wake_on_commit() {
     wake_worker_on_commit();
 }
 
+/// Requests, at commit, a run of the named task of this database's
+/// worker (for tests, and SQL-level subsystems).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _worker_wake_task_on_commit(task: &str) {
+    preload::require("waking a pg_warden task");
+    let Some(id) = super::registry::task_id(task) else {
+        crate::error::WardenError::invalid_parameter(format!(
+            "no pg_warden task is named \"{task}\""
+        ))
+        .hint(format!(
+            "The tasks are: {}.",
+            super::registry::tasks()
+                .iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .raise()
+    };
+    wake_task_on_commit(id);
+}
+
 /// Run by the install script: the launcher starts this database's worker
 /// as soon as CREATE EXTENSION commits.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -141,9 +183,15 @@ extension_sql!(
     r#"
 COMMENT ON FUNCTION warden._worker_wake_on_commit() IS
   'Internal: sets this database''s pg_warden worker latch when the current transaction commits (never on rollback).';
+COMMENT ON FUNCTION warden._worker_wake_task_on_commit(text) IS
+  'Internal: runs the named task of this database''s pg_warden worker when the current transaction commits (never on rollback).';
 COMMENT ON FUNCTION warden._launcher_register_database() IS
   'Internal: run by CREATE EXTENSION so the launcher starts this database''s worker at commit.';
 "#,
     name = "wakeup_comments",
-    requires = [_worker_wake_on_commit, _launcher_register_database],
+    requires = [
+        _worker_wake_on_commit,
+        _worker_wake_task_on_commit,
+        _launcher_register_database
+    ],
 );

@@ -1,9 +1,13 @@
 //! The per-database worker: connects, checks that the extension is
 //! installed (exits 0 if not, telling the launcher not to restart it),
-//! then loops on its latch running due tasks, each in its own transaction.
-//! SIGTERM ends the loop at the next latch wake-up; SIGHUP reloads
-//! settings; DROP EXTENSION is noticed within `warden.worker_naptime`.
+//! runs each registered task's start-up recovery, then loops on its latch
+//! running due and woken tasks, each in its own transaction. SIGTERM is
+//! Postgres' own `die`: it interrupts a running task at its next
+//! interrupt check (a long apply does not hold up a fast shutdown) and
+//! ends the process; SIGHUP reloads settings; DROP EXTENSION is noticed
+//! within `warden.worker_naptime`.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
@@ -16,22 +20,16 @@ use crate::guc;
 
 use super::catalog::extension_installed;
 use super::fault;
-use super::heartbeat::Heartbeat;
-use super::key_check::KeyCheck;
-use super::scd2_apply::Scd2Apply;
-use super::shmem::{my_latch, set_latch, SlotState, MAX_TASKS, SHARED};
-use super::task::{now, run_task, Task, TaskContext};
-
-/// The tasks every database worker runs. Later subsystems add theirs here.
-fn tasks() -> Vec<Box<dyn Task>> {
-    vec![Box::new(Heartbeat), Box::new(KeyCheck), Box::new(Scd2Apply)]
-}
+use super::registry;
+use super::shmem::{my_latch, set_latch, SlotState, SHARED};
+use super::task::{now, run_task, start_task, Task, TaskContext};
 
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
     let dboid = arg.value() as u32;
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    die_on_sigterm();
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(dboid)), None);
     // SAFETY: registers a callback that runs once at process exit.
     unsafe { pg_sys::before_shmem_exit(Some(on_exit), pg_sys::Datum::from(dboid)) };
@@ -41,69 +39,76 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         return; // exit 0: nothing to restart
     }
 
-    let mut tasks = tasks();
-    tasks.truncate(MAX_TASKS);
+    let specs = registry::tasks();
+    let mut tasks: Vec<Box<dyn Task>> = specs.iter().map(|spec| (spec.make)()).collect();
     let mut clocks: Vec<TaskClock> = tasks
         .iter()
         .map(|t| TaskClock::new(t.interval().as_micros() as i64))
         .collect();
-    let mut seen_wakes = {
+    let slot_index = {
         let mut shared = SHARED.exclusive();
-        let Some(slot) = shared.slot_or_claim(dboid, SlotState::Wanted) else {
+        if shared.slot_or_claim(dboid, SlotState::Wanted).is_none() {
             pgrx::warning!("pg_warden worker: no free slot for database {dboid}; raise the number of tracked databases");
             return;
-        };
+        }
+        let index = shared.index_of(dboid).expect("claimed above");
+        let slot = &mut shared.slots[index];
         slot.set_state(SlotState::Wanted);
         slot.stop_requested = false;
         // SAFETY: reads our pid.
         slot.pid = unsafe { pg_sys::MyProcPid };
-        slot.latch = my_latch();
         slot.started_at = now();
         slot.task_count = tasks.len() as u32;
-        for (i, t) in tasks.iter().enumerate() {
-            let keep = slot.tasks[i].name() == t.name();
-            if !keep {
-                slot.tasks[i] = unsafe { std::mem::zeroed() };
-                slot.tasks[i].set_name(t.name());
+        slot.wake.latch.store(my_latch(), Ordering::Release);
+        slot.wake.dboid.store(dboid, Ordering::Release);
+        for (t, spec) in shared.tasks_mut(index).iter_mut().zip(specs) {
+            if t.name() != spec.name {
+                // SAFETY: a TaskSlot is valid zeroed.
+                *t = unsafe { std::mem::zeroed() };
+                t.set_name(spec.name);
             }
         }
-        slot.wake_requests
+        index
+    };
+    let context = |i: usize| TaskContext {
+        dboid,
+        slot_index,
+        task_index: i,
+        name: specs[i].name,
     };
     pgrx::log!("pg_warden worker started for database {dboid}");
+    for (i, task) in tasks.iter_mut().enumerate() {
+        start_task(task.as_mut(), &context(i));
+    }
 
     let mut last_extension_check = now();
     loop {
         fault::worker_fault_point(dboid);
+        pg_sys::check_for_interrupts!();
 
         let now_us = now();
         if take_stop_request(dboid) {
             pgrx::log!("pg_warden worker for database {dboid}: stepping aside for a database-level command");
             return;
         }
-        let woken = {
-            let shared = SHARED.share();
-            let requests = shared.slot(dboid).map_or(seen_wakes, |s| s.wake_requests);
-            let woken = requests != seen_wakes;
-            seen_wakes = requests;
-            woken
-        };
+        // what committed transactions asked for, taken without the lock
+        let woken = super::shmem::slots_unlocked()[slot_index]
+            .wake
+            .tasks
+            .swap(0, Ordering::AcqRel);
         for (i, task) in tasks.iter_mut().enumerate() {
-            if clocks[i].is_due(now_us) || (woken && task.runs_on_wakeup()) {
-                run_task(
-                    task.as_mut(),
-                    &TaskContext {
-                        dboid,
-                        task_index: i,
-                    },
-                );
+            if clocks[i].is_due(now_us) || woken & (1 << i) != 0 {
+                run_task(task.as_mut(), &context(i));
                 let finished = now();
                 clocks[i].interval_us = task.interval().as_micros() as i64;
                 clocks[i].ran(finished);
                 let mut shared = SHARED.exclusive();
-                if let Some(slot) = shared.slot_mut(dboid) {
-                    slot.tasks[i].next_run_at = clocks[i].next_due_us.unwrap_or(0);
+                if shared.slots[slot_index].dboid == dboid {
+                    shared.tasks_mut(slot_index)[i].next_run_at =
+                        clocks[i].next_due_us.unwrap_or(0);
                 }
             }
+            pg_sys::check_for_interrupts!();
         }
 
         let naptime = guc::worker_naptime();
@@ -118,7 +123,7 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
 
         let wait_us = next_wait(now(), &clocks, naptime.as_micros() as i64);
         if !BackgroundWorker::wait_latch(Some(Duration::from_micros(wait_us as u64))) {
-            break; // SIGTERM or postmaster death
+            break; // postmaster death
         }
         if BackgroundWorker::sighup_received() {
             // SAFETY: standard reload in a background worker.
@@ -126,6 +131,25 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         }
     }
     pgrx::log!("pg_warden worker for database {dboid} shutting down");
+}
+
+/// Postgres' backend SIGTERM handler (as worker_spi installs it): sets
+/// ProcDiePending, which the next CHECK_FOR_INTERRUPTS acts on, also
+/// inside a running statement.
+fn die_on_sigterm() {
+    // pgrx wraps `die` in a Rust function; a signal handler must be the
+    // C symbol itself
+    unsafe extern "C-unwind" {
+        #[link_name = "die"]
+        fn postgres_die(signal: std::ffi::c_int);
+    }
+    // SAFETY: replaces a signal handler with Postgres' own.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(libc::SIGTERM, Some(postgres_die));
+    }
 }
 
 fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
@@ -178,7 +202,12 @@ unsafe extern "C-unwind" fn on_exit(code: i32, arg: pg_sys::Datum) {
             // SAFETY: reads our pid.
             if slot.pid == unsafe { pg_sys::MyProcPid } {
                 slot.pid = 0;
-                slot.latch = 0;
+                slot.wake
+                    .dboid
+                    .store(0, std::sync::atomic::Ordering::Release);
+                slot.wake
+                    .latch
+                    .store(0, std::sync::atomic::Ordering::Release);
             }
             slot.last_exit_at = now_us;
             if code != 0 && slot.state() == SlotState::Wanted {
