@@ -6,6 +6,7 @@
 use pgrx::prelude::*;
 
 mod crypto;
+mod dispatch;
 mod error;
 mod fmgr;
 mod guc;
@@ -18,6 +19,7 @@ mod schema;
 mod shared_memory;
 mod spi_read;
 mod tenancy;
+mod tenant_context;
 mod workers;
 
 ::pgrx::pg_module_magic!(name, version);

@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 use warden_core::crypto::{blind_index as compute, Purpose};
 
 use crate::error::WardenError;
-use crate::tenancy::tenant_or_raise;
+use crate::tenant_context::tenant_or_raise;
 use pgrx::PgSqlErrorCode;
 
 use super::key_cache::active_key;

@@ -9,7 +9,7 @@ use warden_core::crypto::{open, parse_envelope, seal, Purpose, ENVELOPE_OVERHEAD
 
 use crate::error::WardenError;
 use crate::guc;
-use crate::tenancy::tenant_or_raise;
+use crate::tenant_context::tenant_or_raise;
 
 use super::key_cache::{active_key, key_by_id};
 

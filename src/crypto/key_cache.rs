@@ -66,19 +66,14 @@ fn clear() {
     });
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn relcache_callback(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+fn on_relcache(relid: pg_sys::Oid) {
     let ours = CACHE.with(|c| c.borrow().keys_relid);
     if relid == pg_sys::InvalidOid || ours.is_none() || ours == Some(relid) {
         clear();
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+fn on_xact(event: crate::dispatch::xact::XactEvent) {
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
@@ -94,13 +89,7 @@ unsafe extern "C-unwind" fn xact_callback(
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn subxact_callback(
-    event: pg_sys::SubXactEvent::Type,
-    _my_subid: pg_sys::SubTransactionId,
-    _parent_subid: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
+fn on_subxact(event: crate::dispatch::xact::SubXactEvent, _level: i32) {
     // Which subtransaction wrote is not tracked: after any rollback of a
     // subtransaction of a transaction that wrote keys, reload (the keys
     // that survived are found again in the same transaction).
@@ -122,12 +111,11 @@ fn ensure_callback() {
     let registered =
         CACHE.with(|c| std::mem::replace(&mut c.borrow_mut().callback_registered, true));
     if !registered {
-        // SAFETY: registers process-lifetime callbacks once.
-        unsafe {
-            pg_sys::CacheRegisterRelcacheCallback(Some(relcache_callback), pg_sys::Datum::from(0));
-            pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
-            pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
-        }
+        crate::dispatch::invalidation::on_relcache(on_relcache);
+        crate::dispatch::xact::subscribe(crate::dispatch::xact::Handler {
+            xact: on_xact,
+            subxact: on_subxact,
+        });
     }
     if CACHE.with(|c| c.borrow().keys_relid.is_none()) {
         // SAFETY: catalog lookups in the current transaction.

@@ -10,6 +10,8 @@
 //! - `rotation`: `warden.rotate_master_key`, `rotate_data_key`, `shred_tenant`.
 //! - `key_memory`: pages holding key bytes kept out of core dumps and swap.
 //! - `key_check_task`: the worker task that checks the root key.
+//! - `token_signing`: tenant tokens signed and verified under the tenant's
+//!   token key (the key never leaves this folder).
 
 mod blind_index;
 mod envelope_sql;
@@ -19,8 +21,9 @@ mod key_memory;
 mod keys_table;
 mod root_key;
 mod rotation;
+mod token_signing;
 
-pub(crate) use key_cache::{active_key, existing_active_key};
+pub(crate) use token_signing::{sign_tenant_token, verify_tenant_token};
 
 pub fn init(preloading: bool) {
     if preloading {

@@ -11,7 +11,7 @@ use warden_core::crypto::{check_value, wrap_data_key, Purpose, WrapContext};
 use crate::error::WardenError;
 use crate::names::current_role_name;
 use crate::privileged::as_superuser;
-use crate::tenancy::validate_tenant_or_raise;
+use crate::tenant_context::validate_tenant_or_raise;
 
 use super::key_cache::{active_key, broadcast_invalidation, key_check, unwrap_raw};
 use super::root_key::root;

@@ -258,7 +258,7 @@ fn apply_source(src: Oid) -> i64 {
             continue;
         }
         taken += as_owner(r.owner, || {
-            crate::tenancy::set_tenant_setting(&tenant);
+            crate::tenant_context::set_tenant_setting(&tenant);
             run()
         });
     }

@@ -61,14 +61,12 @@ struct Tracked {
 
 thread_local! {
     static TRACKED: RefCell<HashMap<Oid, Rc<Tracked>>> = RefCell::new(HashMap::new());
-    static CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Counts relcache invalidations of tracked sources, histories and
     /// queues: a queue check made at an older count is made again.
     static RELCACHE_GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn forget(_arg: Datum, relid: Oid) {
+fn forget(relid: Oid) {
     // Kept plans of forgotten entries stay allocated (freeing them inside
     // an invalidation callback is not safe); entries change only on DDL.
     TRACKED.with(|t| {
@@ -109,10 +107,7 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
     if let Some(t) = TRACKED.with(|t| t.borrow().get(&source).cloned()) {
         return t;
     }
-    if !CALLBACK.with(|c| c.replace(true)) {
-        // SAFETY: registered once per backend; the callback only edits a map.
-        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget), Datum::from(0)) };
-    }
+    crate::dispatch::invalidation::on_relcache(forget);
     let row = as_superuser(|| {
         Spi::connect(|client| {
             let rows = client.select(

@@ -111,11 +111,9 @@ type OidMap<V> = HashMap<Oid, V, std::hash::BuildHasherDefault<OidHasher>>;
 
 thread_local! {
     static KINDS: RefCell<OidMap<Rc<Kind>>> = RefCell::new(OidMap::default());
-    static CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn forget_types(_arg: Datum, _cache_id: i32, _hash: u32) {
+fn forget_types() {
     // ALTER TYPE / ALTER DOMAIN: look everything up again
     KINDS.with(|k| k.borrow_mut().clear());
 }
@@ -124,17 +122,7 @@ fn kind_of(typid: Oid) -> Rc<Kind> {
     if let Some(k) = KINDS.with(|k| k.borrow().get(&typid).cloned()) {
         return k;
     }
-    if !CALLBACK.with(|c| c.replace(true)) {
-        // SAFETY: registered once per backend; the callback only clears
-        // a Rust map.
-        unsafe {
-            pg_sys::CacheRegisterSyscacheCallback(
-                pg_sys::SysCacheIdentifier::TYPEOID as i32,
-                Some(forget_types),
-                Datum::from(0),
-            );
-        }
-    }
+    crate::dispatch::invalidation::on_syscache(pg_sys::SysCacheIdentifier::TYPEOID, forget_types);
     let kind = Rc::new(look_up(typid));
     KINDS.with(|k| k.borrow_mut().insert(typid, kind.clone()));
     kind

@@ -149,12 +149,12 @@ fn _tenancy_probe(
     .flatten()
     .unwrap_or_else(|| WardenError::prerequisite("the table is not set up by warden.enable_tenancy()").raise());
     if let Some(t) = tenant {
-        super::context::validate_tenant_or_raise(t);
+        crate::tenant_context::validate_tenant_or_raise(t);
     }
     crate::privileged::as_owner(role, || {
         match tenant {
-            Some(t) => super::context::set_tenant_setting(t),
-            None => super::context::reset_tenant_setting(),
+            Some(t) => crate::tenant_context::set_tenant_setting(t),
+            None => crate::tenant_context::reset_tenant_setting(),
         }
         Spi::get_one_with_args::<i64>(&sql, &[arg.into(), other.into()])
             .map(|n| n.unwrap_or(0))

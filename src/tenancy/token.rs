@@ -15,14 +15,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use warden_core::crypto::Purpose;
-use warden_core::tenancy::{mint_token, parse_token, validate_tenant_id, TokenError};
+use warden_core::tenancy::{parse_token, validate_tenant_id, TokenError};
 
-use crate::crypto::{active_key, existing_active_key};
+use crate::crypto::{sign_tenant_token, verify_tenant_token};
 use crate::error::WardenError;
 use crate::guc;
 
-use super::context::{require_transaction_block, set_tenant_setting, validate_tenant_or_raise};
+use crate::tenant_context::{
+    refuse_if_pinned_elsewhere, require_transaction_block, set_tenant_setting,
+    validate_tenant_or_raise,
+};
 
 fn now_seconds() -> i64 {
     SystemTime::now()
@@ -63,8 +65,7 @@ fn tenant_token(tenant: Option<&str>, ttl: Option<Interval>) -> String {
         .hint("Pass a shorter interval such as '5 minutes', or raise warden.tenant_token_max_ttl (superuser).")
         .raise();
     }
-    let key = active_key(tenant, Purpose::Token);
-    mint_token(&key.raw[..], tenant, now_seconds(), ttl_seconds as i64)
+    sign_tenant_token(tenant, now_seconds(), ttl_seconds as i64)
 }
 
 /// Verifies `token` and sets its tenant for the rest of the transaction;
@@ -84,10 +85,10 @@ fn set_tenant_token(token: Option<&str>) -> String {
     if validate_tenant_id(tenant).is_err() {
         invalid_token();
     }
-    let Some(key) = existing_active_key(tenant, Purpose::Token) else {
+    let Some(verdict) = verify_tenant_token(&unverified, tenant, now_seconds()) else {
         invalid_token()
     };
-    match unverified.verify(&key.raw[..], now_seconds()) {
+    match verdict {
         // minted for longer than is allowed now: refused like an expired one
         Ok(claims)
             if claims.expires_at - claims.issued_at > guc::tenant_token_max_ttl_seconds() =>
@@ -100,7 +101,7 @@ fn set_tenant_token(token: Option<&str>) -> String {
             .raise()
         }
         Ok(claims) => {
-            super::context::refuse_if_pinned_elsewhere(&claims.tenant);
+            refuse_if_pinned_elsewhere(&claims.tenant);
             set_tenant_setting(&claims.tenant);
             claims.tenant
         }

@@ -23,14 +23,8 @@ use super::task::now;
 /// How long a stopped worker stays down for the DDL to run.
 const HOLD_US: i64 = 10_000_000;
 
-static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
-
 pub fn init() {
-    // SAFETY: chained hook installation during _PG_init in the postmaster.
-    unsafe {
-        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
-        pg_sys::ProcessUtility_hook = Some(process_utility);
-    }
+    crate::dispatch::utility::before(before_utility);
 }
 
 /// Who may run a statement on a database, as Postgres checks it.
@@ -149,23 +143,6 @@ fn stop_worker_of(datname: &CStr, allowed: &Allowed) {
     set_latch(latch);
 }
 
-// The real standard_ProcessUtility, not pgrx's wrapper: pgrx would turn
-// every ERROR raised inside any utility statement of the cluster into a
-// Rust panic and re-raise it, losing the cursor position and error fields.
-unsafe extern "C-unwind" {
-    #[link_name = "standard_ProcessUtility"]
-    fn raw_standard_process_utility(
-        pstmt: *mut pg_sys::PlannedStmt,
-        query_string: *const std::ffi::c_char,
-        read_only_tree: bool,
-        context: pg_sys::ProcessUtilityContext::Type,
-        params: pg_sys::ParamListInfo,
-        query_env: *mut pg_sys::QueryEnvironment,
-        dest: *mut pg_sys::DestReceiver,
-        qc: *mut pg_sys::QueryCompletion,
-    );
-}
-
 /// pg_warden's part of the hook, guarded: a panic here becomes an ERROR.
 #[pg_guard]
 unsafe extern "C-unwind" fn before_utility(pstmt: *mut pg_sys::PlannedStmt) {
@@ -176,47 +153,6 @@ unsafe extern "C-unwind" fn before_utility(pstmt: *mut pg_sys::PlannedStmt) {
             if let Some((datname, allowed)) = database_needing_exclusivity(node) {
                 stop_worker_of(datname, &allowed);
             }
-        }
-    }
-}
-
-/// Deliberately not #[pg_guard]: it holds nothing that needs dropping, so
-/// an ERROR from the statement passes through it exactly as Postgres raised it.
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C-unwind" fn process_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const std::ffi::c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    query_env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
-    // SAFETY: chained call with the arguments Postgres gave us.
-    unsafe {
-        before_utility(pstmt);
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => raw_standard_process_utility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
         }
     }
 }

@@ -28,18 +28,13 @@ thread_local! {
     /// apart: waking a task too often is harmless).
     static TASKS: Cell<u64> = const { Cell::new(0) };
     static LAUNCHER_LEVEL: Cell<i32> = const { Cell::new(0) };
-    static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
 fn request(level_cell: &'static std::thread::LocalKey<Cell<i32>>) {
-    if !REGISTERED.get() {
-        // SAFETY: registers process-lifetime callbacks once.
-        unsafe {
-            pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
-            pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
-        }
-        REGISTERED.set(true);
-    }
+    crate::dispatch::xact::subscribe(crate::dispatch::xact::Handler {
+        xact: on_xact,
+        subxact: on_subxact,
+    });
     // SAFETY: reads transaction state.
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
     level_cell.with(|c| {
@@ -107,11 +102,7 @@ fn on_commit() {
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
+fn on_xact(event: crate::dispatch::xact::XactEvent) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_COMMIT => on_commit(),
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
@@ -123,16 +114,7 @@ unsafe extern "C-unwind" fn xact_callback(
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn subxact_callback(
-    event: pg_sys::SubXactEvent::Type,
-    _my_subid: pg_sys::SubTransactionId,
-    _parent_subid: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
-    // SAFETY: reads transaction state; during the callback the level is
-    // that of the subtransaction ending.
-    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+fn on_subxact(event: crate::dispatch::xact::SubXactEvent, level: i32) {
     for cell in [&WORKER_LEVEL, &LAUNCHER_LEVEL] {
         cell.with(|c| match event {
             pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB if c.get() >= level => c.set(0),

@@ -119,7 +119,7 @@ fn pinned_elsewhere(value: &[u8]) -> bool {
     let wanted = &value[..value.iter().position(|&b| b == 0).unwrap_or(value.len())];
     // SAFETY: our own setting exists; the string is owned by the GUC code.
     unsafe {
-        super::context::pins_another(
+        super::pins_another(
             pg_get_config_option_reset_string(guc::TENANT_GUC.as_ptr()),
             wanted,
         )

@@ -1,0 +1,81 @@
+//! Relcache and syscache invalidations, for every subsystem: one
+//! Postgres callback per backend (per syscache for syscaches).
+
+use std::cell::RefCell;
+
+use pgrx::pg_guard;
+use pgrx::pg_sys::{self, Datum, Oid};
+
+/// The handlers of one syscache.
+struct SyscacheHandlers {
+    cache_id: i32,
+    handlers: Vec<fn()>,
+}
+
+thread_local! {
+    static RELCACHE: RefCell<Vec<fn(Oid)>> = const { RefCell::new(Vec::new()) };
+    static SYSCACHE: RefCell<Vec<SyscacheHandlers>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `handler` with the relation whose relcache entry is invalidated
+/// (InvalidOid: all of them), for the rest of this backend's life.
+pub fn on_relcache(handler: fn(Oid)) {
+    RELCACHE.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.is_empty() {
+            // SAFETY: registers a process-lifetime callback once.
+            unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache), Datum::from(0)) };
+        }
+        if !r.iter().any(|f| std::ptr::fn_addr_eq(*f, handler)) {
+            r.push(handler);
+        }
+    });
+}
+
+/// Calls `handler` when any entry of syscache `cache_id` is invalidated.
+pub fn on_syscache(cache_id: pg_sys::SysCacheIdentifier::Type, handler: fn()) {
+    let cache_id = cache_id as i32;
+    SYSCACHE.with(|s| {
+        let mut s = s.borrow_mut();
+        let index = match s.iter().position(|c| c.cache_id == cache_id) {
+            Some(i) => i,
+            None => {
+                // SAFETY: registers a process-lifetime callback once per cache.
+                unsafe {
+                    pg_sys::CacheRegisterSyscacheCallback(cache_id, Some(syscache), Datum::from(0))
+                };
+                s.push(SyscacheHandlers {
+                    cache_id,
+                    handlers: Vec::new(),
+                });
+                s.len() - 1
+            }
+        };
+        let handlers = &mut s[index].handlers;
+        if !handlers.iter().any(|f| std::ptr::fn_addr_eq(*f, handler)) {
+            handlers.push(handler);
+        }
+    });
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn relcache(_arg: Datum, relid: Oid) {
+    let handlers = RELCACHE.with(|r| r.borrow().clone());
+    for h in handlers {
+        h(relid);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn syscache(_arg: Datum, cache_id: i32, _hash: u32) {
+    let handlers = SYSCACHE.with(|s| {
+        s.borrow()
+            .iter()
+            .find(|c| c.cache_id == cache_id)
+            .map(|c| c.handlers.clone())
+            .unwrap_or_default()
+    });
+    for h in handlers {
+        h();
+    }
+}

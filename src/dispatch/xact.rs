@@ -1,0 +1,68 @@
+//! Transaction and subtransaction ends, for every subsystem: one
+//! `RegisterXactCallback` and one `RegisterSubXactCallback` per backend.
+
+use std::cell::{Cell, RefCell};
+
+use pgrx::pg_guard;
+use pgrx::pg_sys;
+
+pub use pgrx::pg_sys::SubXactEvent::Type as SubXactEvent;
+pub use pgrx::pg_sys::XactEvent::Type as XactEvent;
+
+/// What a subsystem does when a transaction or a subtransaction ends.
+#[derive(Clone, Copy)]
+pub struct Handler {
+    pub xact: fn(XactEvent),
+    /// Called with the event and the nesting level of the subtransaction
+    /// that ends.
+    pub subxact: fn(SubXactEvent, i32),
+}
+
+thread_local! {
+    static HANDLERS: RefCell<Vec<Handler>> = const { RefCell::new(Vec::new()) };
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Adds `handler` for the rest of this backend's life (again: no-op).
+pub fn subscribe(handler: Handler) {
+    if !REGISTERED.replace(true) {
+        // SAFETY: registers process-lifetime callbacks once.
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+        }
+    }
+    HANDLERS.with(|h| {
+        let mut h = h.borrow_mut();
+        if !h.iter().any(|x| std::ptr::fn_addr_eq(x.xact, handler.xact)) {
+            h.push(handler);
+        }
+    });
+}
+
+fn handlers() -> Vec<Handler> {
+    // copied out, so a handler may subscribe another one
+    HANDLERS.with(|h| h.borrow().clone())
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: XactEvent, _arg: *mut std::ffi::c_void) {
+    for h in handlers() {
+        (h.xact)(event);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: SubXactEvent,
+    _my_subid: pg_sys::SubTransactionId,
+    _parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    // SAFETY: reads transaction state; during the callback the level is
+    // that of the subtransaction ending.
+    let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
+    for h in handlers() {
+        (h.subxact)(event, level);
+    }
+}

@@ -1,0 +1,13 @@
+//! The tenant context every per-tenant subsystem and RLS policy reads:
+//! `warden.set_tenant` / `current_tenant` (and the typed accessors), the
+//! transaction-scoped setting behind them, pinned login roles, and tenant
+//! id validation. The layer below crypto and tenancy: it uses neither.
+
+mod context;
+mod fast_path;
+
+pub(crate) use context::{
+    pins_another, refuse_if_pinned_elsewhere, require_transaction_block, reset_tenant_setting,
+    set_tenant_setting,
+};
+pub use context::{tenant_or_raise, validate_tenant_or_raise};
