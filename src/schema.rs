@@ -28,14 +28,14 @@ extension_sql!(
 COMMENT ON SCHEMA warden IS 'pg_warden: tenant context, keyring, secrets, audit chain, SCD2 and outbox';
 
 -- Nothing is callable by PUBLIC: applications get warden_app, operators
--- warden_admin. Default privileges cover functions added by upgrades.
+-- warden_admin. (Default privileges cannot revoke PUBLIC's EXECUTE per
+-- schema: an upgrade script revokes it from each function it adds.)
 -- Internal functions (named _...) are granted to nobody: public functions
 -- reach them through the function manager (docs/security.md, rule 8).
 REVOKE ALL ON SCHEMA warden FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA warden FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA warden FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA warden FROM PUBLIC;
-ALTER DEFAULT PRIVILEGES IN SCHEMA warden REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
 GRANT USAGE ON SCHEMA warden TO warden_admin, warden_app;
 
 GRANT EXECUTE ON FUNCTION
