@@ -1,16 +1,20 @@
 //! The one place subsystems get shared memory from: each registers a
 //! named segment while the library is preloaded, with its size computed
 //! then (from settings, or from what other subsystems registered, such as
-//! the task registry), and an initialiser for a zeroed segment. The
-//! request and start-up hooks are installed once, here.
+//! the task registry), zeroed at server start, optionally with an LWLock
+//! of its own (`Locked`). The request and start-up hooks are installed
+//! once, here.
 //!
 //! Segments are reached by raw pointer: the postmaster maps shared memory
 //! before forking, so the address stored at start-up is valid in every
 //! process. What lives there must be valid when zeroed, and is read and
-//! written with atomics or under a lock its owner documents.
+//! written with atomics, or under the LWLock a `Locked` segment comes
+//! with.
 
 use std::cell::UnsafeCell;
 use std::ffi::CStr;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -18,7 +22,10 @@ use pgrx::prelude::*;
 struct Segment {
     name: &'static CStr,
     size: usize,
+    /// Whether it comes with an LWLock (a named tranche of one).
+    locked: bool,
     address: *mut u8,
+    lock: *mut pg_sys::LWLock,
 }
 
 /// Filled while `_PG_init` runs in the postmaster (single-threaded, before
@@ -42,6 +49,10 @@ fn segments() -> &'static mut Vec<Segment> {
 /// Registers a segment of `size` bytes, zeroed at server start. Only while
 /// preloading; the first registration installs the hooks.
 pub fn register(name: &'static CStr, size: usize) {
+    register_segment(name, size, false);
+}
+
+fn register_segment(name: &'static CStr, size: usize, locked: bool) {
     assert!(
         crate::preload::is_preloaded(),
         "shared memory is registered only while preloading"
@@ -58,7 +69,9 @@ pub fn register(name: &'static CStr, size: usize) {
     segments().push(Segment {
         name,
         size: size.max(1),
+        locked,
         address: std::ptr::null_mut(),
+        lock: std::ptr::null_mut(),
     });
 }
 
@@ -80,6 +93,9 @@ unsafe extern "C-unwind" fn on_shmem_request() {
         }
         for s in segments().iter() {
             pg_sys::RequestAddinShmemSpace(s.size);
+            if s.locked {
+                pg_sys::RequestNamedLWLockTranche(s.name.as_ptr(), 1);
+            }
         }
     }
 }
@@ -101,7 +117,130 @@ unsafe extern "C-unwind" fn on_shmem_startup() {
                 std::ptr::write_bytes(address, 0, s.size);
             }
             s.address = address;
+            if s.locked {
+                s.lock = &raw mut (*pg_sys::GetNamedLWLockTranche(s.name.as_ptr())).lock;
+            }
         }
         pg_sys::LWLockRelease(init_lock);
+    }
+}
+
+/// A `T` in shared memory under an LWLock of its own, zeroed at server
+/// start (`T` must be valid when zeroed). Register it while preloading.
+pub struct Locked<T: 'static> {
+    name: &'static CStr,
+    _value: PhantomData<T>,
+}
+
+// SAFETY: the value is reached only through the lock's guards.
+unsafe impl<T> Sync for Locked<T> {}
+
+impl<T> Locked<T> {
+    pub const fn new(name: &'static CStr) -> Self {
+        Locked {
+            name,
+            _value: PhantomData,
+        }
+    }
+
+    pub fn register(&'static self) {
+        register_segment(self.name, std::mem::size_of::<T>(), true);
+    }
+
+    fn parts(&self) -> (*mut T, *mut pg_sys::LWLock) {
+        let s = segments()
+            .iter()
+            .find(|s| s.name == self.name)
+            .filter(|s| !s.address.is_null())
+            .unwrap_or_else(|| {
+                panic!(
+                    "shared memory {:?} is not set up (not preloaded?)",
+                    self.name
+                )
+            });
+        (s.address.cast(), s.lock)
+    }
+
+    /// Shared access, under the lock in shared mode.
+    pub fn share(&self) -> Guard<'_, T> {
+        let (data, lock) = self.parts();
+        // SAFETY: a lock of ours; the guard releases it.
+        unsafe { pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_SHARED) };
+        Guard {
+            data,
+            lock,
+            _life: PhantomData,
+        }
+    }
+
+    /// Exclusive access, under the lock in exclusive mode.
+    pub fn exclusive(&self) -> GuardMut<'_, T> {
+        let (data, lock) = self.parts();
+        // SAFETY: as above.
+        unsafe { pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
+        GuardMut {
+            data,
+            lock,
+            _life: PhantomData,
+        }
+    }
+}
+
+pub struct Guard<'a, T> {
+    data: *mut T,
+    lock: *mut pg_sys::LWLock,
+    _life: PhantomData<&'a T>,
+}
+
+pub struct GuardMut<'a, T> {
+    data: *mut T,
+    lock: *mut pg_sys::LWLock,
+    _life: PhantomData<&'a mut T>,
+}
+
+impl<T> Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: held in shared mode for the guard's life.
+        unsafe { &*self.data }
+    }
+}
+
+impl<T> Deref for GuardMut<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: held in exclusive mode for the guard's life.
+        unsafe { &*self.data }
+    }
+}
+
+impl<T> DerefMut for GuardMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as above.
+        unsafe { &mut *self.data }
+    }
+}
+
+/// An ERROR raised inside Postgres resets InterruptHoldoffCount and the
+/// abort releases every LWLock: releasing it again there would fail (as
+/// pgrx's own guards do, release only when not unwinding from one).
+fn release(lock: *mut pg_sys::LWLock) {
+    // SAFETY: a lock this process acquired.
+    unsafe {
+        if pg_sys::InterruptHoldoffCount > 0 {
+            pg_sys::LWLockRelease(lock);
+        }
+    }
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        release(self.lock);
+    }
+}
+
+impl<T> Drop for GuardMut<'_, T> {
+    fn drop(&mut self) {
+        release(self.lock);
     }
 }

@@ -9,10 +9,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use pgrx::lwlock::PgLwLock;
 use pgrx::pg_sys;
-use pgrx::shmem::PGRXSharedMemory;
-use pgrx::{pg_guard, pg_shmem_init};
+
+use crate::shared_memory::Locked;
 
 use warden_core::text::truncate_utf8;
 
@@ -156,10 +155,6 @@ pub struct WardenShared {
     pub slots: [DatabaseSlot; MAX_DATABASES],
 }
 
-// SAFETY: plain data (the latch addresses point into shared memory and are
-// only dereferenced while the owning process is alive).
-unsafe impl PGRXSharedMemory for WardenShared {}
-
 impl WardenShared {
     pub fn slot(&self, dboid: u32) -> Option<&DatabaseSlot> {
         self.slots
@@ -208,7 +203,7 @@ impl WardenShared {
     }
 }
 
-pub static SHARED: PgLwLock<WardenShared> = unsafe { PgLwLock::new(c"pg_warden_shared") };
+pub static SHARED: Locked<WardenShared> = Locked::new(c"pg_warden_shared");
 
 const TASK_SEGMENT: &std::ffi::CStr = c"pg_warden task slots";
 
@@ -219,8 +214,8 @@ fn task_segment() -> *mut TaskSlot {
 /// Registers the slots and, sized from the task registry (complete by
 /// now), the task state. Only while preloading.
 pub fn init() {
-    // SAFETY: every field of WardenShared is valid when zeroed.
-    pg_shmem_init!(SHARED = unsafe { std::mem::zeroed() });
+    // every field of WardenShared is valid when zeroed
+    SHARED.register();
     crate::shared_memory::register(
         TASK_SEGMENT,
         MAX_DATABASES * super::registry::tasks().len() * std::mem::size_of::<TaskSlot>(),
