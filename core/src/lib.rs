@@ -5,6 +5,7 @@
 //!
 //! One folder per subsystem, mirroring the extension's `src/`.
 
+pub mod audit;
 pub mod crypto;
 pub mod redact;
 pub mod scd2;
