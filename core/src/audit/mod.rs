@@ -4,12 +4,19 @@
 
 mod canonical;
 mod chain;
+mod checkpoint;
+mod export;
 
 pub use canonical::{canonical_fields, canonical_header, EventHeader, HEADER_MAGIC};
 pub use chain::{
     event_hash, payload_digest, verify_chain, Failure, StoredEvent, Tamper, VerifyFrom, GENESIS,
     HASH_BYTES, SALT_BYTES,
 };
+pub use checkpoint::{
+    canonical_checkpoint, public_key, sign_checkpoint, verify_checkpoint, Checkpoint,
+    CHECKPOINT_MAGIC, PUBLIC_KEY_BYTES, SIGNATURE_BYTES,
+};
+pub use export::{verify_export, ChainVerdict, ExportError};
 
 #[cfg(test)]
 mod tests;

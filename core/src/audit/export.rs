@@ -1,0 +1,199 @@
+//! The export format (`warden.audit_export`, read by `warden-verify`):
+//! one JSON object per line, events of a chain in seq order, and the
+//! chain's signed checkpoints.
+//!
+//! ```text
+//! {"type":"event","chain":..,"seq":..,"ts_us":..,"event_type":..,"tenant":..|null,"actor":..|null,
+//!  "actor_kind":..|null,"correlation_id":..|null,"txid":..,"fields":<JSON>|null,"fields_salt":"<hex>"|null,
+//!  "payload_digest":"<hex>","prev_hash":"<hex>","hash":"<hex>"}
+//! {"type":"checkpoint","chain":..,"seq":..,"hash":"<hex>","ts_us":..,"system_identifier":..,
+//!  "timeline":..,"signature":"<hex>"}
+//! ```
+//!
+//! An export that starts after seq 1 (a pruned chain) must include the
+//! checkpoint at the seq before its first event: verification starts from
+//! that signed hash.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::canonical::{canonical_fields, EventHeader};
+use super::chain::{verify_chain, Failure, StoredEvent, Tamper, VerifyFrom, HASH_BYTES};
+use super::checkpoint::{verify_checkpoint, Checkpoint};
+
+/// A chain's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainVerdict {
+    pub chain: String,
+    pub checked: u64,
+    /// None: the chain verifies.
+    pub failure: Option<(i64, &'static str)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportError {
+    pub line: usize,
+    pub message: String,
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn hash_field(v: &Value, name: &str) -> Option<[u8; HASH_BYTES]> {
+    hex_decode(v.get(name)?.as_str()?)?.try_into().ok()
+}
+
+fn text_field(v: &Value, name: &str) -> Option<Option<String>> {
+    match v.get(name)? {
+        Value::Null => Some(None),
+        Value::String(s) => Some(Some(s.clone())),
+        _ => None,
+    }
+}
+
+fn event(v: &Value) -> Option<StoredEvent> {
+    let fields = match v.get("fields")? {
+        Value::Null => None,
+        f => Some(canonical_fields(f)),
+    };
+    let salt = match v.get("fields_salt")? {
+        Value::Null => None,
+        s => Some(hex_decode(s.as_str()?)?),
+    };
+    Some(StoredEvent {
+        header: EventHeader {
+            chain: v.get("chain")?.as_str()?.to_string(),
+            seq: v.get("seq")?.as_i64()?,
+            ts_micros: v.get("ts_us")?.as_i64()?,
+            event_type: v.get("event_type")?.as_str()?.to_string(),
+            tenant: text_field(v, "tenant")?,
+            actor: text_field(v, "actor")?,
+            actor_kind: text_field(v, "actor_kind")?,
+            correlation_id: text_field(v, "correlation_id")?,
+            txid: v.get("txid")?.as_u64()?,
+        },
+        canonical_fields: fields,
+        fields_salt: salt,
+        payload_digest: hash_field(v, "payload_digest")?,
+        prev_hash: hash_field(v, "prev_hash")?,
+        hash: hash_field(v, "hash")?,
+    })
+}
+
+fn checkpoint(v: &Value) -> Option<(Checkpoint, Vec<u8>)> {
+    Some((
+        Checkpoint {
+            chain: v.get("chain")?.as_str()?.to_string(),
+            seq: v.get("seq")?.as_i64()?,
+            hash: hash_field(v, "hash")?,
+            ts_micros: v.get("ts_us")?.as_i64()?,
+            system_identifier: v.get("system_identifier")?.as_u64()?,
+            timeline: u32::try_from(v.get("timeline")?.as_u64()?).ok()?,
+        },
+        hex_decode(v.get("signature")?.as_str()?)?,
+    ))
+}
+
+#[derive(Default)]
+struct ChainExport {
+    events: Vec<StoredEvent>,
+    checkpoints: Vec<(Checkpoint, Vec<u8>)>,
+}
+
+/// Verifies every chain of an export under `public_key`: the events'
+/// hashes and digests, the checkpoints' signatures, and that each chain
+/// reaches and agrees with its latest checkpoint.
+pub fn verify_export(text: &str, public_key: &[u8]) -> Result<Vec<ChainVerdict>, ExportError> {
+    let mut chains: BTreeMap<String, ChainExport> = BTreeMap::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |message: &str| ExportError {
+            line: i + 1,
+            message: message.to_string(),
+        };
+        let v: Value = serde_json::from_str(line).map_err(|_| bad("not JSON"))?;
+        match v.get("type").and_then(Value::as_str) {
+            Some("event") => {
+                let e = event(&v).ok_or_else(|| bad("malformed event"))?;
+                chains
+                    .entry(e.header.chain.clone())
+                    .or_default()
+                    .events
+                    .push(e);
+            }
+            Some("checkpoint") => {
+                let c = checkpoint(&v).ok_or_else(|| bad("malformed checkpoint"))?;
+                chains
+                    .entry(c.0.chain.clone())
+                    .or_default()
+                    .checkpoints
+                    .push(c);
+            }
+            _ => return Err(bad("unknown line type")),
+        }
+    }
+    Ok(chains
+        .into_iter()
+        .map(|(chain, mut export)| {
+            export.events.sort_by_key(|e| e.header.seq);
+            let verdict = |checked, failure: Option<Failure>| ChainVerdict {
+                chain: chain.clone(),
+                checked,
+                failure: failure.map(|f| (f.seq, f.reason.as_str())),
+            };
+            if let Some((c, _)) = export
+                .checkpoints
+                .iter()
+                .find(|(c, sig)| !verify_checkpoint(public_key, c, sig))
+            {
+                return ChainVerdict {
+                    chain: chain.clone(),
+                    checked: 0,
+                    failure: Some((c.seq, "bad_signature")),
+                };
+            }
+            let first = export.events.first().map_or(1, |e| e.header.seq);
+            let from = if first == 1 {
+                VerifyFrom::default()
+            } else {
+                match export.checkpoints.iter().find(|(c, _)| c.seq == first - 1) {
+                    Some((c, _)) => VerifyFrom {
+                        seq: first,
+                        prev_hash: c.hash,
+                    },
+                    None => {
+                        return verdict(
+                            0,
+                            Some(Failure {
+                                seq: 1,
+                                reason: Tamper::Deleted,
+                            }),
+                        )
+                    }
+                }
+            };
+            let latest = export
+                .checkpoints
+                .iter()
+                .map(|(c, _)| c)
+                .filter(|c| c.seq >= first)
+                .max_by_key(|c| c.seq)
+                .map(|c| (c.seq, c.hash));
+            match verify_chain(&export.events, from, latest) {
+                Ok(n) => verdict(n, None),
+                Err(f) => verdict(0, Some(f)),
+            }
+        })
+        .collect())
+}
