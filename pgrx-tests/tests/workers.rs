@@ -448,3 +448,25 @@ fn database_ddl_that_needs_the_database_alone_is_not_blocked_by_the_worker() {
         "{log}"
     );
 }
+
+/// SIGTERM ends a worker through Postgres' `die` (exit 1): a stop, not a
+/// failure. A worker terminated four times in a row comes back each time
+/// without the restart back-off (1 s, 2 s, 4 s, 8 s) that failures earn.
+#[test]
+fn a_terminated_worker_comes_back_without_back_off() {
+    let (_cluster, mut client) = cluster_with_extension("terminate_worker", &[]);
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        let before = wait_running(&mut client, "postgres").pid.unwrap();
+        client
+            .execute("SELECT pg_terminate_backend($1)", &[&before])
+            .unwrap();
+        wait_for(Duration::from_secs(20), "the worker to come back", || {
+            worker_row(&mut client, "postgres")
+                .filter(|r| r.state == "running" && r.pid.is_some_and(|p| p != before))
+        });
+    }
+    // with back-off: at least 1 + 2 + 4 + 8 s
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(12), "restarts took {took:?}");
+}

@@ -111,8 +111,9 @@ fn ensure_callback() {
     let registered =
         CACHE.with(|c| std::mem::replace(&mut c.borrow_mut().callback_registered, true));
     if !registered {
-        crate::dispatch::invalidation::on_relcache(on_relcache);
+        crate::dispatch::invalidation::on_relcache("key cache", on_relcache);
         crate::dispatch::xact::subscribe(crate::dispatch::xact::Handler {
+            name: "key cache",
             xact: on_xact,
             subxact: on_subxact,
         });

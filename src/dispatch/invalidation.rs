@@ -9,31 +9,37 @@ use pgrx::pg_sys::{self, Datum, Oid};
 /// The handlers of one syscache.
 struct SyscacheHandlers {
     cache_id: i32,
-    handlers: Vec<fn()>,
+    handlers: Vec<Named<fn()>>,
 }
 
+/// Who subscribed, and the handler: subscribing twice under one name is a
+/// no-op (function addresses are not compared: the linker may merge two
+/// identical functions).
+type Named<F> = (&'static str, F);
+type RelcacheHandlers = Vec<Named<fn(Oid)>>;
+
 thread_local! {
-    static RELCACHE: RefCell<Vec<fn(Oid)>> = const { RefCell::new(Vec::new()) };
+    static RELCACHE: RefCell<RelcacheHandlers> = const { RefCell::new(Vec::new()) };
     static SYSCACHE: RefCell<Vec<SyscacheHandlers>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Calls `handler` with the relation whose relcache entry is invalidated
 /// (InvalidOid: all of them), for the rest of this backend's life.
-pub fn on_relcache(handler: fn(Oid)) {
+pub fn on_relcache(name: &'static str, handler: fn(Oid)) {
     RELCACHE.with(|r| {
         let mut r = r.borrow_mut();
         if r.is_empty() {
             // SAFETY: registers a process-lifetime callback once.
             unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(relcache), Datum::from(0)) };
         }
-        if !r.iter().any(|f| std::ptr::fn_addr_eq(*f, handler)) {
-            r.push(handler);
+        if !r.iter().any(|(n, _)| *n == name) {
+            r.push((name, handler));
         }
     });
 }
 
 /// Calls `handler` when any entry of syscache `cache_id` is invalidated.
-pub fn on_syscache(cache_id: pg_sys::SysCacheIdentifier::Type, handler: fn()) {
+pub fn on_syscache(name: &'static str, cache_id: pg_sys::SysCacheIdentifier::Type, handler: fn()) {
     let cache_id = cache_id as i32;
     SYSCACHE.with(|s| {
         let mut s = s.borrow_mut();
@@ -52,8 +58,8 @@ pub fn on_syscache(cache_id: pg_sys::SysCacheIdentifier::Type, handler: fn()) {
             }
         };
         let handlers = &mut s[index].handlers;
-        if !handlers.iter().any(|f| std::ptr::fn_addr_eq(*f, handler)) {
-            handlers.push(handler);
+        if !handlers.iter().any(|(n, _)| *n == name) {
+            handlers.push((name, handler));
         }
     });
 }
@@ -61,7 +67,7 @@ pub fn on_syscache(cache_id: pg_sys::SysCacheIdentifier::Type, handler: fn()) {
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache(_arg: Datum, relid: Oid) {
     let handlers = RELCACHE.with(|r| r.borrow().clone());
-    for h in handlers {
+    for (_, h) in handlers {
         h(relid);
     }
 }
@@ -75,7 +81,7 @@ unsafe extern "C-unwind" fn syscache(_arg: Datum, cache_id: i32, _hash: u32) {
             .map(|c| c.handlers.clone())
             .unwrap_or_default()
     });
-    for h in handlers {
+    for (_, h) in handlers {
         h();
     }
 }

@@ -12,6 +12,10 @@ pub use pgrx::pg_sys::XactEvent::Type as XactEvent;
 /// What a subsystem does when a transaction or a subtransaction ends.
 #[derive(Clone, Copy)]
 pub struct Handler {
+    /// Who subscribes (subscribing twice under one name is a no-op;
+    /// function addresses are not compared: the linker may merge two
+    /// identical functions).
+    pub name: &'static str,
     pub xact: fn(XactEvent),
     /// Called with the event and the nesting level of the subtransaction
     /// that ends.
@@ -34,7 +38,7 @@ pub fn subscribe(handler: Handler) {
     }
     HANDLERS.with(|h| {
         let mut h = h.borrow_mut();
-        if !h.iter().any(|x| std::ptr::fn_addr_eq(x.xact, handler.xact)) {
+        if !h.iter().any(|x| x.name == handler.name) {
             h.push(handler);
         }
     });

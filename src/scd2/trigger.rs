@@ -107,7 +107,7 @@ unsafe fn tracked(relation: pg_sys::Relation) -> Rc<Tracked> {
     if let Some(t) = TRACKED.with(|t| t.borrow().get(&source).cloned()) {
         return t;
     }
-    crate::dispatch::invalidation::on_relcache(forget);
+    crate::dispatch::invalidation::on_relcache("SCD2 trigger plans", forget);
     let row = as_superuser(|| {
         Spi::connect(|client| {
             let rows = client.select(

@@ -122,7 +122,11 @@ fn kind_of(typid: Oid) -> Rc<Kind> {
     if let Some(k) = KINDS.with(|k| k.borrow().get(&typid).cloned()) {
         return k;
     }
-    crate::dispatch::invalidation::on_syscache(pg_sys::SysCacheIdentifier::TYPEOID, forget_types);
+    crate::dispatch::invalidation::on_syscache(
+        "SCD2 type kinds",
+        pg_sys::SysCacheIdentifier::TYPEOID,
+        forget_types,
+    );
     let kind = Rc::new(look_up(typid));
     KINDS.with(|k| k.borrow_mut().insert(typid, kind.clone()));
     kind

@@ -131,11 +131,12 @@ fn stop_worker_of(datname: &CStr, allowed: &Allowed) {
     }
     let latch = {
         let mut shared = SHARED.exclusive();
-        match shared.slot_mut(oid.to_u32()) {
-            Some(slot) => {
+        match shared.index_of(oid.to_u32()) {
+            Some(index) => {
+                let slot = &mut shared.slots[index];
                 slot.next_start_at = now() + HOLD_US;
                 slot.stop_requested = true;
-                slot.wake.latch()
+                super::shmem::wake_state(index).latch()
             }
             None => 0,
         }

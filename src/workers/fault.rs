@@ -74,18 +74,18 @@ fn _inject_worker_fault(fault: &str) {
     let dboid = unsafe { pgrx::pg_sys::MyDatabaseId }.to_u32();
     let latch = {
         let mut shared = SHARED.exclusive();
-        match shared.slot_mut(dboid) {
-            Some(slot) if slot.pid != 0 => {
-                slot.fault = code;
+        match shared.index_of(dboid) {
+            Some(index) if shared.slots[index].pid != 0 => {
+                shared.slots[index].fault = code;
                 // counts as a wake-up, so the heartbeat runs at once
-                slot.wake
-                    .requests
+                let wake = super::shmem::wake_state(index);
+                wake.requests
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                slot.wake.tasks.fetch_or(
+                wake.tasks.fetch_or(
                     super::registry::any_wakeup_mask(),
                     std::sync::atomic::Ordering::AcqRel,
                 );
-                slot.wake.latch()
+                wake.latch()
             }
             _ => WardenError::new(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

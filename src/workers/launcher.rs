@@ -20,7 +20,7 @@ use warden_core::workers::restart_delay;
 use crate::guc;
 
 use super::catalog::list_databases;
-use super::shmem::{my_latch, SlotState, MAX_DATABASES, SHARED};
+use super::shmem::{my_latch, wake_state, SlotState, MAX_DATABASES, SHARED};
 use super::task::now;
 
 struct Handle {
@@ -98,17 +98,17 @@ impl Launcher {
         let mut to_stop = Vec::new();
         {
             let mut shared = SHARED.exclusive();
-            for slot in shared
-                .slots
-                .iter_mut()
-                .filter(|s| s.state() != SlotState::Free)
-            {
+            for index in 0..shared.slots.len() {
+                let slot = &shared.slots[index];
+                if slot.state() == SlotState::Free {
+                    continue;
+                }
                 let keep = databases
                     .iter()
                     .any(|d| d.oid == slot.dboid && d.eligible && filter.allows(&d.name));
                 if !keep {
                     to_stop.push(slot.dboid);
-                    slot.claim(0, SlotState::Free);
+                    shared.claim(index, 0, SlotState::Free);
                 }
             }
             let mut full = false;
@@ -155,18 +155,14 @@ impl Launcher {
                 let Some(handle) = self.handles.remove(dboid) else {
                     continue;
                 };
-                if let Some(slot) = shared.slot_mut(*dboid) {
+                if let Some(index) = shared.index_of(*dboid) {
+                    let slot = &mut shared.slots[index];
                     // A worker that got as far as its exit callback did its
                     // own accounting; one that died earlier (e.g. could not
                     // connect) is a failure to back off from.
                     if slot.last_exit_at < handle.launched_at {
                         slot.pid = 0;
-                        slot.wake
-                            .dboid
-                            .store(0, std::sync::atomic::Ordering::Release);
-                        slot.wake
-                            .latch
-                            .store(0, std::sync::atomic::Ordering::Release);
+                        wake_state(index).clear();
                         slot.consecutive_failures += 1;
                         slot.next_start_at =
                             now_us + restart_delay(slot.consecutive_failures).as_micros() as i64;

@@ -8,6 +8,7 @@
 //! registration names the task in any backend (to wake it at commit).
 
 use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::task::Task;
 
@@ -25,15 +26,25 @@ pub struct TaskSpec {
     pub make: fn() -> Box<dyn Task>,
 }
 
-/// A registered task, by position.
+/// A registered task, by position (below MAX_TASKS: only the registry
+/// makes one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TaskId(pub usize);
+pub struct TaskId(usize);
+
+impl TaskId {
+    /// The task's wake-up bit.
+    pub fn bit(self) -> u64 {
+        1 << self.0
+    }
+}
 
 struct Registry(UnsafeCell<Vec<TaskSpec>>);
 // SAFETY: written only while preloading, before other processes exist.
 unsafe impl Sync for Registry {}
 
 static REGISTRY: Registry = Registry(UnsafeCell::new(Vec::new()));
+/// Set once shared memory was sized from the registry.
+static CLOSED: AtomicBool = AtomicBool::new(false);
 
 fn registry() -> &'static mut Vec<TaskSpec> {
     // SAFETY: see Registry.
@@ -50,6 +61,11 @@ pub fn register_task(spec: TaskSpec) -> TaskId {
         "pg_warden: tasks are registered only while preloading"
     );
     assert!(
+        !CLOSED.load(Ordering::Relaxed),
+        "pg_warden: task {} registered after shared memory was sized",
+        spec.name
+    );
+    assert!(
         !registry().iter().any(|t| t.name == spec.name),
         "pg_warden: task {} registered twice",
         spec.name
@@ -60,6 +76,13 @@ pub fn register_task(spec: TaskSpec) -> TaskId {
     );
     registry().push(spec);
     TaskId(registry().len() - 1)
+}
+
+/// Closes the registry (shared memory is sized from it now); returns how
+/// many tasks it holds.
+pub fn close() -> usize {
+    CLOSED.store(true, Ordering::Relaxed);
+    tasks().len()
 }
 
 /// Every registered task, in registration order.

@@ -7,7 +7,6 @@
 //! the postmaster. Text is stored in fixed byte arrays.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
 
 use pgrx::pg_sys;
 
@@ -96,6 +95,18 @@ impl WakeState {
     pub fn latch(&self) -> usize {
         self.latch.load(Ordering::Acquire)
     }
+    /// Publishes a running worker: the latch first, then the database a
+    /// committing backend matches on.
+    pub fn publish(&self, dboid: u32, latch: usize) {
+        self.latch.store(latch, Ordering::Release);
+        self.dboid.store(dboid, Ordering::Release);
+    }
+    pub fn clear(&self) {
+        self.dboid.store(0, Ordering::Release);
+        self.latch.store(0, Ordering::Release);
+        self.requests.store(0, Ordering::Relaxed);
+        self.tasks.store(0, Ordering::Relaxed);
+    }
 }
 
 #[repr(C)]
@@ -116,8 +127,6 @@ pub struct DatabaseSlot {
     pub last_exit_at: i64,
     /// Tasks the running worker reports (0 while none runs).
     pub task_count: u32,
-    /// Read and written without the lock.
-    pub wake: WakeState,
 }
 
 impl DatabaseSlot {
@@ -128,8 +137,8 @@ impl DatabaseSlot {
         self.state = state as u8;
     }
     /// Resets the slot for a (new) database, keeping nothing of the old one
-    /// (the wake-up state with atomic stores: backends read it unlocked).
-    pub fn claim(&mut self, dboid: u32, state: SlotState) {
+    /// (its wake-up state is reset by `WardenShared::claim`).
+    fn reset(&mut self, dboid: u32, state: SlotState) {
         self.dboid = dboid;
         self.state = state as u8;
         self.fault = 0;
@@ -141,10 +150,6 @@ impl DatabaseSlot {
         self.next_start_at = 0;
         self.last_exit_at = 0;
         self.task_count = 0;
-        self.wake.dboid.store(0, Ordering::Release);
-        self.wake.latch.store(0, Ordering::Release);
-        self.wake.requests.store(0, Ordering::Relaxed);
-        self.wake.tasks.store(0, Ordering::Relaxed);
     }
 }
 
@@ -165,6 +170,15 @@ impl WardenShared {
         self.slots
             .iter_mut()
             .find(|s| s.dboid == dboid && s.state() != SlotState::Free)
+    }
+    /// Gives slot `index` to `dboid` (0 and Free: releases it), with fresh
+    /// task and wake-up state.
+    pub fn claim(&mut self, index: usize, dboid: u32, state: SlotState) {
+        self.slots[index].reset(dboid, state);
+        // SAFETY: a TaskSlot is valid zeroed.
+        self.tasks_mut(index).fill(unsafe { std::mem::zeroed() });
+        // the lock held here keeps workers from publishing into it meanwhile
+        wake_state(index).clear();
     }
     pub fn index_of(&self, dboid: u32) -> Option<usize> {
         self.slots
@@ -194,9 +208,7 @@ impl WardenShared {
                     .slots
                     .iter()
                     .position(|s| s.state() == SlotState::Free)?;
-                self.slots[free].claim(dboid, state);
-                // SAFETY: a TaskSlot is valid zeroed.
-                self.tasks_mut(free).fill(unsafe { std::mem::zeroed() });
+                self.claim(free, dboid, state);
                 Some(free)
             })?;
         Some(&mut self.slots[index])
@@ -206,6 +218,7 @@ impl WardenShared {
 pub static SHARED: Locked<WardenShared> = Locked::new(c"pg_warden_shared");
 
 const TASK_SEGMENT: &std::ffi::CStr = c"pg_warden task slots";
+const WAKE_SEGMENT: &std::ffi::CStr = c"pg_warden wake-ups";
 
 fn task_segment() -> *mut TaskSlot {
     crate::shared_memory::address(TASK_SEGMENT).cast()
@@ -218,17 +231,32 @@ pub fn init() {
     SHARED.register();
     crate::shared_memory::register(
         TASK_SEGMENT,
-        MAX_DATABASES * super::registry::tasks().len() * std::mem::size_of::<TaskSlot>(),
+        MAX_DATABASES * super::registry::close() * std::mem::size_of::<TaskSlot>(),
+    );
+    crate::shared_memory::register(
+        WAKE_SEGMENT,
+        MAX_DATABASES * std::mem::size_of::<WakeState>(),
     );
 }
 
-/// The slots, for lock-free access to their `wake` state only.
-pub fn slots_unlocked() -> &'static [DatabaseSlot; MAX_DATABASES] {
-    static SLOTS: OnceLock<usize> = OnceLock::new();
-    let address = *SLOTS.get_or_init(|| std::ptr::from_ref(&SHARED.share().slots) as usize);
-    // SAFETY: shared memory is mapped at the same address in every
-    // process for the server's life; only the atomics are read through it.
-    unsafe { &*(address as *const [DatabaseSlot; MAX_DATABASES]) }
+/// The wake-up state of database slot `index`: its own segment, only ever
+/// reached through shared references (atomics), with or without the lock.
+pub fn wake_state(index: usize) -> &'static WakeState {
+    assert!(index < MAX_DATABASES);
+    // SAFETY: the segment holds MAX_DATABASES zero-initialised WakeStates
+    // (valid zeroed) for the server's life, mapped at the same address in
+    // every process.
+    unsafe {
+        &*crate::shared_memory::address(WAKE_SEGMENT)
+            .cast::<WakeState>()
+            .add(index)
+    }
+}
+
+/// Every slot's wake-up state, for the lock-free scan of a committing
+/// backend.
+pub fn wake_states() -> impl Iterator<Item = &'static WakeState> {
+    (0..MAX_DATABASES).map(wake_state)
 }
 
 /// Sets a latch by its stored address; 0 means nobody to wake.

@@ -78,7 +78,7 @@ fn worker_status_snapshot() -> TableIterator<
                     pid: slot.pid,
                     started_at: slot.started_at,
                     starts: slot.starts,
-                    wake_requests: slot.wake.requests.load(Ordering::Relaxed),
+                    wake_requests: super::shmem::wake_state(i).requests.load(Ordering::Relaxed),
                     tasks: shared.tasks(i).to_vec(),
                 }
             })

@@ -5,9 +5,12 @@
 //! database worker's latch is set, so the work is picked up in
 //! milliseconds without polling or NOTIFY (which takes a database-wide
 //! lock at commit). The commit takes no lock either: the wake-up state is
-//! atomics, found by a lock-free scan of the slots. A request made in a
-//! subtransaction that rolls back is forgotten. Nothing is woken on
-//! PREPARE TRANSACTION: the worker finds prepared work on its next poll.
+//! atomics, found by a lock-free scan of the slots. A transaction whose
+//! only requests were made in subtransactions that rolled back wakes
+//! nothing (which tasks a rolled-back savepoint asked for is not told
+//! apart from the ones that survived: a task woken once too often is
+//! harmless). Nothing is woken on PREPARE TRANSACTION: the worker finds
+//! prepared work on its next poll.
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
@@ -18,7 +21,7 @@ use pgrx::prelude::*;
 use crate::preload;
 
 use super::registry::{any_wakeup_mask, TaskId};
-use super::shmem::{set_latch, slots_unlocked, SlotState, SHARED};
+use super::shmem::{set_latch, wake_states, SlotState, SHARED};
 
 thread_local! {
     /// Lowest transaction nesting level holding a request; 0 = none.
@@ -32,6 +35,7 @@ thread_local! {
 
 fn request(level_cell: &'static std::thread::LocalKey<Cell<i32>>) {
     crate::dispatch::xact::subscribe(crate::dispatch::xact::Handler {
+        name: "worker wake-ups",
         xact: on_xact,
         subxact: on_subxact,
     });
@@ -55,7 +59,7 @@ pub fn wake_worker_on_commit() {
 /// Runs `task` at once when the current transaction commits.
 pub fn wake_task_on_commit(task: TaskId) {
     preload::require("waking the pg_warden worker");
-    TASKS.set(TASKS.get() | 1 << task.0);
+    TASKS.set(TASKS.get() | task.bit());
     request(&WORKER_LEVEL);
 }
 
@@ -77,13 +81,13 @@ fn on_commit() {
     let dboid = my_database();
     let tasks = TASKS.replace(0);
     if WORKER_LEVEL.replace(0) != 0 {
-        if let Some(slot) = slots_unlocked()
-            .iter()
-            .find(|s| s.wake.dboid.load(Ordering::Acquire) == dboid)
-        {
-            slot.wake.tasks.fetch_or(tasks, Ordering::AcqRel);
-            slot.wake.requests.fetch_add(1, Ordering::Relaxed);
-            set_latch(slot.wake.latch());
+        // (the slot may be given to another database between the match
+        // and the stores: that database's worker then runs its tasks once
+        // early, which is harmless; the worker we meant has exited)
+        if let Some(wake) = wake_states().find(|w| w.dboid.load(Ordering::Acquire) == dboid) {
+            wake.tasks.fetch_or(tasks, Ordering::AcqRel);
+            wake.requests.fetch_add(1, Ordering::Relaxed);
+            set_latch(wake.latch());
         }
     }
     if LAUNCHER_LEVEL.replace(0) != 0 {

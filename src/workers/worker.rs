@@ -21,7 +21,7 @@ use crate::guc;
 use super::catalog::extension_installed;
 use super::fault;
 use super::registry;
-use super::shmem::{my_latch, set_latch, SlotState, SHARED};
+use super::shmem::{my_latch, set_latch, wake_state, SlotState, SHARED};
 use super::task::{now, run_task, start_task, Task, TaskContext};
 
 #[pg_guard]
@@ -59,8 +59,7 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         slot.pid = unsafe { pg_sys::MyProcPid };
         slot.started_at = now();
         slot.task_count = tasks.len() as u32;
-        slot.wake.latch.store(my_latch(), Ordering::Release);
-        slot.wake.dboid.store(dboid, Ordering::Release);
+        wake_state(index).publish(dboid, my_latch());
         for (t, spec) in shared.tasks_mut(index).iter_mut().zip(specs) {
             if t.name() != spec.name {
                 // SAFETY: a TaskSlot is valid zeroed.
@@ -82,20 +81,25 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
     }
 
     let mut last_extension_check = now();
+    let wake = wake_state(slot_index);
     loop {
         fault::worker_fault_point(dboid);
-        pg_sys::check_for_interrupts!();
-
-        let now_us = now();
+        // a stop request first: the DDL that asked for it signals us next
         if take_stop_request(dboid) {
             pgrx::log!("pg_warden worker for database {dboid}: stepping aside for a database-level command");
             return;
         }
+        pg_sys::check_for_interrupts!();
+        // the launcher gave our slot away (the database went out of reach
+        // while it could not stop us): this worker has no business left
+        if wake.dboid.load(Ordering::Acquire) != dboid {
+            pgrx::log!("pg_warden worker for database {dboid}: its slot was given away, stopping");
+            return;
+        }
+
+        let now_us = now();
         // what committed transactions asked for, taken without the lock
-        let woken = super::shmem::slots_unlocked()[slot_index]
-            .wake
-            .tasks
-            .swap(0, Ordering::AcqRel);
+        let woken = wake.tasks.swap(0, Ordering::AcqRel);
         for (i, task) in tasks.iter_mut().enumerate() {
             if clocks[i].is_due(now_us) || woken & (1 << i) != 0 {
                 run_task(task.as_mut(), &context(i));
@@ -121,7 +125,13 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
             }
         }
 
-        let wait_us = next_wait(now(), &clocks, naptime.as_micros() as i64);
+        // a wake-up that came while a task waited on a lock may have had
+        // its latch reset by that wait: its bits say so
+        let wait_us = if wake.tasks.load(Ordering::Acquire) != 0 {
+            0
+        } else {
+            next_wait(now(), &clocks, naptime.as_micros() as i64)
+        };
         if !BackgroundWorker::wait_latch(Some(Duration::from_micros(wait_us as u64))) {
             break; // postmaster death
         }
@@ -137,19 +147,31 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
 /// ProcDiePending, which the next CHECK_FOR_INTERRUPTS acts on, also
 /// inside a running statement.
 fn die_on_sigterm() {
-    // pgrx wraps `die` in a Rust function; a signal handler must be the
-    // C symbol itself
-    unsafe extern "C-unwind" {
-        #[link_name = "die"]
-        fn postgres_die(signal: std::ffi::c_int);
-    }
-    // SAFETY: replaces a signal handler with Postgres' own.
+    // SAFETY: replaces a signal handler with one that calls Postgres' own.
     unsafe {
         #[cfg(not(feature = "pg18"))]
-        pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die));
+        pg_sys::pqsignal(libc::SIGTERM, Some(on_sigterm));
         #[cfg(feature = "pg18")]
-        pg_sys::pqsignal_be(libc::SIGTERM, Some(postgres_die));
+        pg_sys::pqsignal_be(libc::SIGTERM, Some(on_sigterm));
     }
+}
+
+// pgrx wraps `die` in a Rust function; a signal handler must call the C
+// symbol itself
+unsafe extern "C-unwind" {
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
+
+/// Set by SIGTERM: the exit that follows (FATAL, status 1) is a stop,
+/// not a failure. (ProcDiePending is cleared before the FATAL is raised.)
+static TERMINATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+unsafe extern "C-unwind" fn on_sigterm(signal: std::ffi::c_int) {
+    // an atomic store is async-signal-safe
+    TERMINATED.store(true, Ordering::Relaxed);
+    // SAFETY: Postgres' handler, as it would have been installed.
+    unsafe { postgres_die(signal) };
 }
 
 fn in_transaction<R>(f: impl FnOnce() -> R) -> R {
@@ -195,31 +217,37 @@ unsafe extern "C-unwind" fn on_exit(code: i32, arg: pg_sys::Datum) {
     let dboid = arg.value() as u32;
     // An error may have left our lock held; never self-deadlock on exit.
     unsafe { pg_sys::LWLockReleaseAll() };
+    // SIGTERM ends the process through FATAL (exit 1): that is a stop
+    // (shutdown, pg_terminate_backend, DROP DATABASE ... WITH (FORCE)),
+    // not a failure to back off from
+    let failed = code != 0 && !TERMINATED.load(Ordering::Relaxed);
     let launcher_latch = {
         let mut shared = SHARED.exclusive();
         let now_us = now();
-        if let Some(slot) = shared.slot_mut(dboid) {
+        if let Some(index) = shared.index_of(dboid) {
+            let slot = &mut shared.slots[index];
             // SAFETY: reads our pid.
             if slot.pid == unsafe { pg_sys::MyProcPid } {
                 slot.pid = 0;
-                slot.wake
-                    .dboid
-                    .store(0, std::sync::atomic::Ordering::Release);
-                slot.wake
-                    .latch
-                    .store(0, std::sync::atomic::Ordering::Release);
+                let wake = wake_state(index);
+                if wake.dboid.load(Ordering::Acquire) == dboid {
+                    wake.dboid.store(0, Ordering::Release);
+                    wake.latch.store(0, Ordering::Release);
+                }
             }
             slot.last_exit_at = now_us;
-            if code != 0 && slot.state() == SlotState::Wanted {
+            if failed && slot.state() == SlotState::Wanted {
                 let healthy = slot.started_at != 0 && now_us - slot.started_at >= HEALTHY_RUN_US;
                 slot.consecutive_failures = if healthy {
                     1
                 } else {
                     slot.consecutive_failures + 1
                 };
-                slot.next_start_at =
-                    now_us + restart_delay(slot.consecutive_failures).as_micros() as i64;
-            } else if code == 0 {
+                // never shorten a hold a database-level command asked for
+                slot.next_start_at = slot
+                    .next_start_at
+                    .max(now_us + restart_delay(slot.consecutive_failures).as_micros() as i64);
+            } else if !failed {
                 slot.consecutive_failures = 0;
             }
         }
