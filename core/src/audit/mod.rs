@@ -1,11 +1,13 @@
 //! The audit chain's pure parts (format v1): canonical encodings of an
-//! event, its payload digest and hash, and chain verification, shared by
-//! the extension's sequencer and verifier and by the offline verifier.
+//! event, its payload digest and hash, chain verification, signed
+//! checkpoints and the export format (shared by the extension's sequencer
+//! and verifier and by the offline verifier), and the durable path's ring.
 
 mod canonical;
 mod chain;
 mod checkpoint;
 mod export;
+pub mod ring;
 
 pub use canonical::{canonical_fields, canonical_header, EventHeader, HEADER_MAGIC};
 pub use chain::{
