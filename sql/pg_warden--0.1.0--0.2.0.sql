@@ -14,3 +14,257 @@ CREATE FUNCTION warden._worker_wake_task_on_commit(task text) RETURNS void
 REVOKE EXECUTE ON FUNCTION warden._worker_wake_task_on_commit(text) FROM PUBLIC;
 COMMENT ON FUNCTION warden._worker_wake_task_on_commit(text) IS
   'Internal: runs the named task of this database''s pg_warden worker when the current transaction commits (never on rollback).';
+
+-- 0.2.0: the audit chain (issue 13, first part: src/audit/)
+CREATE TABLE warden.audit_log (
+    chain          text NOT NULL,
+    seq            bigint NOT NULL CHECK (seq > 0),
+    ts             timestamptz NOT NULL,
+    event_type     text NOT NULL,
+    tenant         text,
+    actor          text,
+    actor_kind     text,
+    correlation_id text,
+    txid           xid8 NOT NULL,
+    fields         jsonb,
+    fields_salt    bytea,
+    payload_digest bytea NOT NULL,
+    prev_hash      bytea NOT NULL,
+    hash           bytea NOT NULL,
+    redacted_at    timestamptz,
+    PRIMARY KEY (chain, seq)
+);
+CREATE TABLE warden.audit_inbox (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ts             timestamptz NOT NULL,
+    event_type     text NOT NULL,
+    tenant         text,
+    actor          text,
+    actor_kind     text,
+    correlation_id text,
+    txid           xid8 NOT NULL,
+    fields         jsonb NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('warden.audit_log', '');
+
+CREATE FUNCTION warden._audit_refuse_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+        MESSAGE = pg_catalog.format('%s of warden.audit_log is refused: the audit log is append-only', TG_OP),
+        HINT = 'Erase a payload with warden.audit_redact() and old events with warden.audit_prune(); both are audited.';
+END
+$fn$;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON warden.audit_log
+    FOR EACH ROW EXECUTE FUNCTION warden._audit_refuse_change();
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON warden.audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION warden._audit_refuse_change();
+ALTER TABLE warden.audit_log ENABLE ALWAYS TRIGGER audit_log_append_only;
+ALTER TABLE warden.audit_log ENABLE ALWAYS TRIGGER audit_log_no_truncate;
+
+COMMENT ON TABLE warden.audit_log IS
+  'The tamper-evident audit log: one hash chain per tenant and one named global, seq gapless from 1 per chain (format v1 in the README). Append-only.';
+COMMENT ON TABLE warden.audit_inbox IS
+  'Events emitted in committed transactions and not chained yet (the sequencer task chains and removes them). Internal.';
+COMMENT ON INDEX warden.audit_log_pkey IS 'One event per (chain, seq).';
+COMMENT ON INDEX warden.audit_inbox_pkey IS 'Inbox rows in arrival order.';
+COMMENT ON SEQUENCE warden.audit_inbox_id_seq IS 'Arrival order of inbox rows.';
+COMMENT ON FUNCTION warden._audit_refuse_change() IS 'Internal: refuses UPDATE, DELETE and TRUNCATE of warden.audit_log.';
+COMMENT ON TRIGGER audit_log_append_only ON warden.audit_log IS 'Refuses UPDATE and DELETE, also under session_replication_role = replica.';
+COMMENT ON TRIGGER audit_log_no_truncate ON warden.audit_log IS 'Refuses TRUNCATE, also under session_replication_role = replica.';
+
+CREATE FUNCTION warden.audit_emit(event_type text, fields jsonb DEFAULT '{}') RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_emit_wrapper';
+COMMENT ON FUNCTION warden.audit_emit(text, jsonb) IS
+  'Records an audit event in the current transaction (gone if it rolls back); the pg_warden worker chains it after commit, in the tenant''s chain (global without a tenant).';
+CREATE FUNCTION warden.audit_verify(chain text DEFAULT NULL, from_seq bigint DEFAULT 1)
+  RETURNS TABLE (chain text, checked bigint, ok boolean, first_bad_seq bigint, reason text)
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_verify_wrapper';
+COMMENT ON FUNCTION warden.audit_verify(text, bigint) IS
+  'Verifies the audit chains (or one): per chain, how many events were checked, ok, and the first bad seq with its reason (edited, deleted, inserted, reordered).';
+REVOKE EXECUTE ON FUNCTION warden._audit_refuse_change(), warden.audit_emit(text, jsonb),
+  warden.audit_verify(text, bigint) FROM PUBLIC;
+REVOKE ALL ON warden.audit_log, warden.audit_inbox FROM PUBLIC;
+REVOKE ALL ON SEQUENCE warden.audit_inbox_id_seq FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION warden.audit_emit(text, jsonb) TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION warden.audit_verify(text, bigint) TO warden_admin;
+
+-- 0.2.0: the lint lists members of predefined roles that may write the
+-- audit log, not the predefined roles themselves (src/tenancy/lint.rs)
+CREATE OR REPLACE FUNCTION warden.lint()
+RETURNS TABLE (name text, title text, level text, facing text, categories text[], description text,
+               detail text, remediation text, metadata jsonb, cache_key text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $lint$
+WITH
+settings AS (
+    SELECT array_agg(btrim(c)) AS tenant_columns
+      FROM unnest(string_to_array(current_setting('warden.lint_tenant_columns'), ',')) c
+),
+user_tables AS (
+    SELECT c.oid, c.relname, n.nspname, c.relrowsecurity, c.relforcerowsecurity, c.relkind
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p')
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+       AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'
+       -- tables of other extensions are theirs to lint
+       AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                          AND d.deptype = 'e' AND d.refobjid <> (SELECT oid FROM pg_extension WHERE extname = 'pg_warden'))
+),
+tenant_tables AS (
+    SELECT t.*, a.attname AS tenant_column
+      FROM user_tables t
+      CROSS JOIN settings s
+      JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE a.attname::text = ANY (s.tenant_columns)
+),
+policies AS (
+    SELECT p.polrelid, p.polname, p.polpermissive,
+           coalesce(pg_get_expr(p.polqual, p.polrelid), '') AS using_expr,
+           coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '') AS check_expr
+      FROM pg_policy p
+),
+findings AS (
+    -- 1. tenant column, no RLS
+    SELECT 'tenant_table_without_rls' AS name, 'Tenant table without row-level security' AS title, 'ERROR' AS level,
+           format('%I.%I', t.nspname, t.relname) AS object,
+           format('Table %I.%I has tenant column %I but row-level security is not enabled: every role with SELECT reads every tenant''s rows.', t.nspname, t.relname, t.tenant_column) AS detail,
+           format('SELECT warden.enable_tenancy(%L, %L);', format('%I.%I', t.nspname, t.relname), t.tenant_column) AS remediation,
+           ARRAY['SECURITY'] AS categories
+      FROM tenant_tables t WHERE NOT t.relrowsecurity
+    UNION ALL
+    -- 2. RLS on, not forced: the owner bypasses it
+    SELECT 'rls_not_forced', 'Row-level security not forced', 'WARN',
+           format('%I.%I', t.nspname, t.relname),
+           format('Table %I.%I enables row-level security but does not force it, so its owner (often the application''s role) bypasses every policy.', t.nspname, t.relname),
+           format('ALTER TABLE %I.%I FORCE ROW LEVEL SECURITY; -- or SELECT warden.enable_tenancy(%L);', t.nspname, t.relname, format('%I.%I', t.nspname, t.relname)),
+           ARRAY['SECURITY']
+      FROM user_tables t WHERE t.relrowsecurity AND NOT t.relforcerowsecurity
+    UNION ALL
+    -- 3. RLS on, no policy: silently denies everything
+    SELECT 'rls_enabled_no_policy', 'Row-level security enabled without policies', 'INFO',
+           format('%I.%I', t.nspname, t.relname),
+           format('Table %I.%I has row-level security enabled but no policy, so non-owners see no rows.', t.nspname, t.relname),
+           format('SELECT warden.enable_tenancy(%L);', format('%I.%I', t.nspname, t.relname)),
+           ARRAY['SECURITY']
+      FROM user_tables t
+     WHERE t.relrowsecurity AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t.oid)
+    UNION ALL
+    -- 4. permissive policies that fail open when the setting is missing or ''
+    SELECT 'policy_fails_open', 'Policy fails open', 'ERROR',
+           format('%s policy %I', p.polrelid::regclass, p.polname),
+           format('Policy %I on %s: %s', p.polname, p.polrelid::regclass,
+                  CASE WHEN (p.using_expr || ' ' || p.check_expr) ~* 'is null or|or .* is null'
+                       THEN 'it grants access when the tenant is NULL (an "IS NULL OR" branch).'
+                       ELSE 'it compares with current_setting() without NULLIF, so an empty setting ('''') can match rows whose tenant is '''' and a missing one raises or matches.' END),
+           'Compare the tenant column with (SELECT warden.current_tenant()), which is NULL when unset or empty, or use SELECT warden.enable_tenancy(...).',
+           ARRAY['SECURITY']
+      FROM policies p
+     WHERE p.polpermissive
+       AND ((p.using_expr || ' ' || p.check_expr) ~* '(is null or|or\s+.*\s+is null)'
+            OR ((p.using_expr || ' ' || p.check_expr) ~* 'current_setting\(' AND (p.using_expr || ' ' || p.check_expr) !~* 'nullif\('))
+       AND p.using_expr <> 'true'
+    UNION ALL
+    -- 5. views over tenant tables that run with the view owner's rights
+    SELECT DISTINCT 'view_without_security_invoker', 'View bypasses row-level security', 'ERROR',
+           format('%I.%I', vn.nspname, v.relname),
+           format('View %I.%I reads %s with its owner''s rights (no security_invoker), so the owner''s RLS exemption applies to every caller.', vn.nspname, v.relname, t.oid::regclass),
+           format('ALTER VIEW %I.%I SET (security_invoker = true);', vn.nspname, v.relname),
+           ARRAY['SECURITY']
+      FROM pg_class v
+      JOIN pg_namespace vn ON vn.oid = v.relnamespace
+      JOIN pg_rewrite r ON r.ev_class = v.oid
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass
+      JOIN user_tables t ON t.oid = d.refobjid AND t.relrowsecurity
+     WHERE v.relkind IN ('v', 'm') AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
+       AND NOT coalesce('security_invoker=true' = ANY (v.reloptions) OR 'security_invoker=on' = ANY (v.reloptions), false)
+       AND v.oid <> t.oid
+    UNION ALL
+    -- 6. SECURITY DEFINER without a fixed search_path
+    SELECT 'security_definer_search_path', 'SECURITY DEFINER function without a fixed search_path', 'WARN',
+           p.oid::regprocedure::text,
+           format('%s runs with its owner''s rights and resolves names through the caller''s search_path, so a caller can substitute objects.', p.oid::regprocedure),
+           format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp;', p.oid::regprocedure),
+           ARRAY['SECURITY']
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+       AND NOT EXISTS (SELECT FROM unnest(coalesce(p.proconfig, '{}')) c WHERE c LIKE 'search\_path=%')
+    UNION ALL
+    -- 7. SECURITY DEFINER callable by PUBLIC that reads a tenant table
+    SELECT DISTINCT 'public_definer_reads_tenant_table', 'PUBLIC can read a tenant table through a SECURITY DEFINER function', 'ERROR',
+           p.oid::regprocedure::text,
+           format('%s is executable by PUBLIC, runs as its owner and mentions %s, so any role can read across tenants through it.', p.oid::regprocedure, t.oid::regclass),
+           format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC; or make it SECURITY INVOKER.', p.oid::regprocedure),
+           ARRAY['SECURITY']
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+      -- the table name as a literal in the pattern (every character that
+      -- is not a letter, digit or _ escaped), not inside a longer name
+      JOIN tenant_tables t ON p.prosrc ~* ('(^|[^[:alnum:]_])' || regexp_replace(t.relname, '([^[:alnum:]_])', '\\\1', 'g') || '($|[^[:alnum:]_])')
+     WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+       AND has_function_privilege('public', p.oid, 'EXECUTE')
+    UNION ALL
+    -- 10. a permissive tenant policy beside another permissive policy: the
+    --     other one widens every tenant's view (the event trigger prevents
+    --     this; a policy created while it was disabled does not)
+    SELECT 'tenant_policy_widened', 'Tenant isolation widened by a permissive policy', 'ERROR',
+           format('%s policy %I', w.polrelid::regclass, o.polname),
+           format('Policy %I on %s is permissive next to the permissive warden_tenant_isolation policy, so rows it allows are visible to every tenant.', o.polname, w.polrelid::regclass),
+           format('SELECT warden.enable_tenancy(%L); -- makes the isolation policy restrictive', w.polrelid::regclass::text),
+           ARRAY['SECURITY']
+      FROM pg_policy w JOIN pg_policy o ON o.polrelid = w.polrelid AND o.oid <> w.oid AND o.polpermissive
+     WHERE w.polname = 'warden_tenant_isolation' AND w.polpermissive
+    UNION ALL
+    -- 8. secret-like plaintext columns
+    SELECT 'secret_plaintext_column', 'Secret-like column stored in plaintext', 'WARN',
+           format('%I.%I.%I', t.nspname, t.relname, a.attname),
+           format('Column %I of %I.%I looks like it holds a secret but has type %s, not encrypted bytea.', a.attname, t.nspname, t.relname, format_type(a.atttypid, a.atttypmod)),
+           'Store warden.encrypt(value, aad) in a bytea column (and warden.blind_index for lookups), or a one-way hash for passwords.',
+           ARRAY['SECURITY']
+      FROM user_tables t
+      JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE a.attname ~* '(^|_)(password|passwd|secret|token|api_?key|private_?key|access_?key|client_?secret|ssn|credit_?card|card_?number)(_|$)'
+       AND a.atttypid <> 'bytea'::regtype
+       AND a.attname !~* '(_hash|_digest|_hint|_id|_at|_expires|_count)$'
+    UNION ALL
+    -- 9. the audit log writable by someone
+    SELECT 'audit_log_writable', 'Audit log writable', 'ERROR',
+           'warden.audit_log',
+           format('Role %I may %s on warden.audit_log; the audit chain must only be appended to by pg_warden.', r.rolname, pr.priv),
+           format('REVOKE %s ON warden.audit_log FROM %I;', pr.priv, r.rolname),
+           ARRAY['SECURITY']
+      FROM pg_roles r
+      CROSS JOIN (VALUES ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE')) pr(priv)
+     WHERE to_regclass('warden.audit_log') IS NOT NULL
+       AND NOT r.rolsuper
+       -- predefined roles (pg_write_all_data): their members are listed
+       AND r.oid >= 16384
+       AND has_table_privilege(r.oid, to_regclass('warden.audit_log'), pr.priv)
+       AND r.oid <> (SELECT relowner FROM pg_class WHERE oid = to_regclass('warden.audit_log'))
+)
+SELECT f.name, f.title, f.level, 'EXTERNAL' AS facing, f.categories,
+       CASE f.name
+         WHEN 'tenant_table_without_rls' THEN 'Detects tables with a tenant column and no row-level security.'
+         WHEN 'rls_not_forced' THEN 'Detects row-level security that the table owner bypasses.'
+         WHEN 'rls_enabled_no_policy' THEN 'Detects row-level security with no policy.'
+         WHEN 'policy_fails_open' THEN 'Detects policies that grant access when the tenant setting is missing or empty.'
+         WHEN 'view_without_security_invoker' THEN 'Detects views that read row-level-secured tables with their owner''s rights.'
+         WHEN 'security_definer_search_path' THEN 'Detects SECURITY DEFINER functions without a fixed search_path.'
+         WHEN 'public_definer_reads_tenant_table' THEN 'Detects SECURITY DEFINER functions callable by PUBLIC that read tenant tables.'
+         WHEN 'secret_plaintext_column' THEN 'Detects secret-like columns that are not encrypted.'
+         WHEN 'audit_log_writable' THEN 'Detects roles that can change the audit log.'
+         WHEN 'tenant_policy_widened' THEN 'Detects permissive policies that widen tenant isolation.'
+       END AS description,
+       f.detail, f.remediation,
+       jsonb_build_object('object', f.object) AS metadata,
+       f.name || '_' || f.object AS cache_key
+  FROM findings f
+ ORDER BY CASE f.level WHEN 'ERROR' THEN 0 WHEN 'WARN' THEN 1 ELSE 2 END, f.name, f.object
+$lint$;
+
+-- 0.2.0: the audit tables are tenant-isolated like warden.keys
+SELECT warden.enable_tenancy('warden.audit_log');
+SELECT warden.enable_tenancy('warden.audit_inbox');
+COMMENT ON INDEX warden.audit_log_tenant_idx IS 'Finds a tenant''s chain (made by enable_tenancy).';
+COMMENT ON INDEX warden.audit_inbox_tenant_idx IS 'Finds a tenant''s waiting events (made by enable_tenancy).';
+

@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+mod audit;
 mod crypto;
 mod dispatch;
 mod error;
@@ -34,6 +35,7 @@ pub extern "C-unwind" fn _PG_init() {
     // shared memory from the registry
     crypto::init(preloading);
     scd2::init(preloading);
+    audit::init(preloading);
     if preloading {
         workers::init();
     }

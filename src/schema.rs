@@ -95,11 +95,18 @@ GRANT SELECT (key_id, tenant, purpose, root_version, state, created_at, retired_
   ON warden.keys TO warden_admin;
 
 GRANT EXECUTE ON FUNCTION warden.worker_status_snapshot() TO warden_admin;
+
+GRANT EXECUTE ON FUNCTION warden.audit_emit(text, jsonb) TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION warden.audit_verify(text, bigint) TO warden_admin;
 GRANT SELECT ON warden.worker_status TO warden_admin;
 
 -- pg_warden's own per-tenant table uses its own policies (superusers,
 -- which pg_warden's internal queries run as, bypass them).
 SELECT warden.enable_tenancy('warden.keys');
+SELECT warden.enable_tenancy('warden.audit_log');
+SELECT warden.enable_tenancy('warden.audit_inbox');
+COMMENT ON INDEX warden.audit_log_tenant_idx IS 'Finds a tenant''s chain (made by enable_tenancy).';
+COMMENT ON INDEX warden.audit_inbox_tenant_idx IS 'Finds a tenant''s waiting events (made by enable_tenancy).';
 
 -- Start this database's worker as soon as CREATE EXTENSION commits.
 SELECT warden._launcher_register_database();

@@ -88,6 +88,14 @@ pub fn canonical_fields(value: &Value) -> Vec<u8> {
     out
 }
 
+/// The canonical bytes of a JSON text (a jsonb value as Postgres prints
+/// it); None when it is not JSON.
+pub fn canonical_fields_text(json: &str) -> Option<Vec<u8>> {
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .map(|v| canonical_fields(&v))
+}
+
 fn put_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => out.push(b'n'),

@@ -9,7 +9,9 @@ mod checkpoint;
 mod export;
 pub mod ring;
 
-pub use canonical::{canonical_fields, canonical_header, EventHeader, HEADER_MAGIC};
+pub use canonical::{
+    canonical_fields, canonical_fields_text, canonical_header, EventHeader, HEADER_MAGIC,
+};
 pub use chain::{
     event_hash, payload_digest, verify_chain, Failure, StoredEvent, Tamper, VerifyFrom, GENESIS,
     HASH_BYTES, SALT_BYTES,
