@@ -103,7 +103,10 @@ mod tests {
         let task = sql_text(
             "SELECT string_agg(task, ',' ORDER BY task) FROM warden.worker_status WHERE datname = current_database()",
         );
-        assert_eq!(task.as_deref(), Some("heartbeat,key_check,scd2_apply"));
+        assert_eq!(
+            task.as_deref(),
+            Some("audit_sequencer,heartbeat,key_check,scd2_apply")
+        );
     }
 
     #[pg_test]
