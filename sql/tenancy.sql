@@ -128,7 +128,7 @@ ROLLBACK;
 -- disable_tenancy undoes it
 SELECT warden.disable_tenancy('shop.customers');
 SELECT warden.disable_tenancy('shop.customers');
-SELECT table_name FROM warden.tenant_tables ORDER BY 1;
+SELECT table_name FROM warden.tenant_tables ORDER BY table_name::text;
 
 DROP SCHEMA shop CASCADE;
 DROP ROLE regress_owner;
