@@ -3,6 +3,7 @@
 //!
 //! - `log_table`: `warden.audit_log` (append-only), `warden.audit_inbox`.
 //! - `emit`: `warden.audit_emit`, the transactional path.
+//! - `header_row`: an event's header columns, read the same way by both.
 //! - `sequencer_task`: the worker task that chains inbox rows.
 //! - `verify_sql`: `warden.audit_verify`.
 //!
@@ -11,6 +12,7 @@
 //! export, prune, redact, status, break-glass, the utility guard.
 
 mod emit;
+mod header_row;
 mod log_table;
 mod sequencer_task;
 mod verify_sql;

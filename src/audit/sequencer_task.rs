@@ -14,6 +14,7 @@ use warden_core::audit::{
 };
 use warden_core::crypto::fill_random;
 
+use super::header_row::{header_columns, read_header, HEADER_COLUMN_COUNT};
 use crate::error::WardenError;
 use crate::privileged::as_superuser;
 use crate::workers::{
@@ -66,13 +67,8 @@ impl Task for Sequencer {
 
 struct InboxRow {
     id: i64,
-    ts_micros: i64,
-    event_type: String,
-    tenant: Option<String>,
-    actor: Option<String>,
-    actor_kind: Option<String>,
-    correlation_id: Option<String>,
-    txid: u64,
+    /// chain and seq not yet given
+    header: EventHeader,
     fields: String,
 }
 
@@ -82,39 +78,36 @@ fn spi_error(e: pgrx::spi::Error) -> WardenError {
 
 /// Chains up to BATCH inbox rows; returns how many.
 fn chain_batch() -> Result<i64, WardenError> {
-    let rows: Vec<InboxRow> =
-        Spi::connect(|client| {
-            client
+    let rows: Vec<InboxRow> = Spi::connect(|client| {
+        client
             .select(
-                "SELECT i.id, (EXTRACT(epoch FROM i.ts) * 1000000)::bigint, i.event_type, i.tenant,
-                        i.actor, i.actor_kind, i.correlation_id, i.txid::text, i.fields::text
-                   FROM warden.audit_inbox i ORDER BY i.id LIMIT $1",
+                concat!(
+                    "SELECT x.id, ",
+                    header_columns!(),
+                    ", x.fields::text FROM warden.audit_inbox x ORDER BY x.id LIMIT $1"
+                ),
                 None,
                 &[BATCH.into()],
             )?
             .map(|r| {
                 Ok(InboxRow {
                     id: r.get(1)?.unwrap_or(0),
-                    ts_micros: r.get(2)?.unwrap_or(0),
-                    event_type: r.get(3)?.unwrap_or_default(),
-                    tenant: r.get(4)?,
-                    actor: r.get(5)?,
-                    actor_kind: r.get(6)?,
-                    correlation_id: r.get(7)?,
-                    txid: r.get::<String>(8)?.and_then(|t| t.parse().ok()).unwrap_or(0),
-                    fields: r.get(9)?.unwrap_or_else(|| "{}".into()),
+                    header: read_header(&r, 2)?,
+                    fields: r
+                        .get(2 + HEADER_COLUMN_COUNT)?
+                        .unwrap_or_else(|| "{}".into()),
                 })
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-        })
-        .map_err(spi_error)?;
+    })
+    .map_err(spi_error)?;
     if rows.is_empty() {
         return Ok(0);
     }
     // where each chain stands: its last seq and hash
     let mut heads: HashMap<String, (i64, [u8; 32])> = HashMap::new();
     for row in &rows {
-        let chain = row.tenant.clone().unwrap_or_else(|| "global".into());
+        let chain = row.header.tenant.clone().unwrap_or_else(|| "global".into());
         if !heads.contains_key(&chain) {
             let last = Spi::get_two_with_args::<i64, Vec<u8>>(
                 "SELECT l.seq, l.hash FROM warden.audit_log l WHERE l.chain OPERATOR(pg_catalog.=) $1
@@ -142,13 +135,7 @@ fn chain_batch() -> Result<i64, WardenError> {
         let header = EventHeader {
             chain: chain.clone(),
             seq,
-            ts_micros: row.ts_micros,
-            event_type: row.event_type.clone(),
-            tenant: row.tenant.clone(),
-            actor: row.actor.clone(),
-            actor_kind: row.actor_kind.clone(),
-            correlation_id: row.correlation_id.clone(),
-            txid: row.txid,
+            ..row.header.clone()
         };
         let hash = event_hash(&prev, &header, &digest);
         Spi::run_with_args(

@@ -7,6 +7,7 @@ use warden_core::audit::{
     canonical_fields_text, verify_chain, EventHeader, StoredEvent, VerifyFrom,
 };
 
+use super::header_row::{header_columns, read_header, HEADER_COLUMN_COUNT};
 use crate::error::WardenError;
 use crate::privileged::as_superuser;
 
@@ -19,37 +20,35 @@ fn stored(chain: &str, from_seq: i64) -> Result<Vec<StoredEvent>, pgrx::spi::Err
     Spi::connect(|client| {
         client
             .select(
-                "SELECT l.seq, (EXTRACT(epoch FROM l.ts) * 1000000)::bigint, l.event_type, l.tenant,
-                        l.actor, l.actor_kind, l.correlation_id, l.txid::text, l.fields::text,
-                        l.fields_salt, l.payload_digest, l.prev_hash, l.hash
-                   FROM warden.audit_log l
-                  WHERE l.chain OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.>=) $2
-                  ORDER BY l.seq",
+                concat!(
+                    "SELECT x.seq, ",
+                    header_columns!(),
+                    ", x.fields::text, x.fields_salt, x.payload_digest, x.prev_hash, x.hash
+                       FROM warden.audit_log x
+                      WHERE x.chain OPERATOR(pg_catalog.=) $1 AND x.seq OPERATOR(pg_catalog.>=) $2
+                      ORDER BY x.seq"
+                ),
                 None,
                 &[chain.into(), from_seq.into()],
             )?
             .map(|r| {
-                let fields: Option<String> = r.get(9)?;
+                // the columns after the header
+                let after = 2 + HEADER_COLUMN_COUNT;
+                let fields: Option<String> = r.get(after)?;
                 Ok(StoredEvent {
                     header: EventHeader {
                         chain: chain.to_string(),
                         seq: r.get(1)?.unwrap_or(0),
-                        ts_micros: r.get(2)?.unwrap_or(0),
-                        event_type: r.get(3)?.unwrap_or_default(),
-                        tenant: r.get(4)?,
-                        actor: r.get(5)?,
-                        actor_kind: r.get(6)?,
-                        correlation_id: r.get(7)?,
-                        txid: r.get::<String>(8)?.and_then(|t| t.parse().ok()).unwrap_or(0),
+                        ..read_header(&r, 2)?
                     },
                     // unparsable text cannot be what was hashed: its
                     // digest will not match
                     canonical_fields: fields
                         .map(|f| canonical_fields_text(&f).unwrap_or_else(|| f.into_bytes())),
-                    fields_salt: r.get(10)?,
-                    payload_digest: hash32(r.get(11)?),
-                    prev_hash: hash32(r.get(12)?),
-                    hash: hash32(r.get(13)?),
+                    fields_salt: r.get(after + 1)?,
+                    payload_digest: hash32(r.get(after + 2)?),
+                    prev_hash: hash32(r.get(after + 3)?),
+                    hash: hash32(r.get(after + 4)?),
                 })
             })
             .collect()
@@ -91,7 +90,7 @@ fn audit_verify(
             } else {
                 // verified from the (unverified) event before: a check of
                 // the tail only
-                let prev = Spi::get_one_with_args::<Vec<u8>>(
+                let prev = crate::spi_read::read_one::<Vec<u8>>(
                     "SELECT l.hash FROM warden.audit_log l WHERE l.chain OPERATOR(pg_catalog.=) $1 AND l.seq OPERATOR(pg_catalog.=) $2",
                     &[c.as_str().into(), (from_seq - 1).into()],
                 )

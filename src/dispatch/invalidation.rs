@@ -66,22 +66,24 @@ pub fn on_syscache(name: &'static str, cache_id: pg_sys::SysCacheIdentifier::Typ
 
 #[pg_guard]
 unsafe extern "C-unwind" fn relcache(_arg: Datum, relid: Oid) {
-    let handlers = RELCACHE.with(|r| r.borrow().clone());
-    for (_, h) in handlers {
+    // by index, the list not borrowed during a call, nothing allocated
+    let mut i = 0;
+    while let Some((_, h)) = RELCACHE.with(|r| r.borrow().get(i).copied()) {
         h(relid);
+        i += 1;
     }
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn syscache(_arg: Datum, cache_id: i32, _hash: u32) {
-    let handlers = SYSCACHE.with(|s| {
+    let mut i = 0;
+    while let Some((_, h)) = SYSCACHE.with(|s| {
         s.borrow()
             .iter()
             .find(|c| c.cache_id == cache_id)
-            .map(|c| c.handlers.clone())
-            .unwrap_or_default()
-    });
-    for (_, h) in handlers {
+            .and_then(|c| c.handlers.get(i).copied())
+    }) {
         h();
+        i += 1;
     }
 }

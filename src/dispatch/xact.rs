@@ -44,16 +44,20 @@ pub fn subscribe(handler: Handler) {
     });
 }
 
-fn handlers() -> Vec<Handler> {
-    // copied out, so a handler may subscribe another one
-    HANDLERS.with(|h| h.borrow().clone())
+/// Calls `f` on each handler, by index, the list not borrowed during a
+/// call (a handler may subscribe another one) and nothing allocated:
+/// this runs at every transaction end.
+fn each_handler(f: impl Fn(Handler)) {
+    let mut i = 0;
+    while let Some(h) = HANDLERS.with(|h| h.borrow().get(i).copied()) {
+        f(h);
+        i += 1;
+    }
 }
 
 #[pg_guard]
 unsafe extern "C-unwind" fn on_xact(event: XactEvent, _arg: *mut std::ffi::c_void) {
-    for h in handlers() {
-        (h.xact)(event);
-    }
+    each_handler(|h| (h.xact)(event));
 }
 
 #[pg_guard]
@@ -66,7 +70,5 @@ unsafe extern "C-unwind" fn on_subxact(
     // SAFETY: reads transaction state; during the callback the level is
     // that of the subtransaction ending.
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
-    for h in handlers() {
-        (h.subxact)(event, level);
-    }
+    each_handler(|h| (h.subxact)(event, level));
 }

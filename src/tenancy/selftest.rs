@@ -127,17 +127,8 @@ fn _tenancy_probe(
     let role = role_to_act_as(app_role);
     // the statement, from the catalog: the table (schema-qualified, as the
     // probe runs with a fixed search_path), its tenant column and type
-    // SAFETY: catalog lookups by OID.
-    let table = unsafe {
-        let name = pg_sys::get_rel_name(tbl);
-        if name.is_null() {
-            WardenError::invalid_parameter("no such table").raise();
-        }
-        let nsp = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(tbl));
-        std::ffi::CStr::from_ptr(pg_sys::quote_qualified_identifier(nsp, name))
-            .to_string_lossy()
-            .into_owned()
-    };
+    let table = crate::names::qualified_relation(tbl)
+        .unwrap_or_else(|| WardenError::invalid_parameter("no such table").raise());
     let sql = crate::spi_read::read_one::<String>(
         "SELECT pg_catalog.format($3, $2, t.tenant_column, pg_catalog.format_type(a.atttypid, a.atttypmod))
            FROM warden.tenant_tables t
