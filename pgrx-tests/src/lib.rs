@@ -518,3 +518,90 @@ impl Drop for PgBouncer {
         let _ = self.child.wait();
     }
 }
+
+/// The data the dump/restore, upgrade and standby tests carry over and
+/// check on the other side: a tenant-isolated table `docs` (readable and
+/// writable by role `app`) with one encrypted row, found by blind index,
+/// for each of `DOC_TENANTS`; a synchronously tracked table `dim` and a
+/// deferred one `ddim`, each with one row `(1, 'x')`. `admin` runs as a
+/// superuser in a database with pg_warden; `app` as `app`.
+pub const DOC_TENANTS: [&str; 2] = ["acme", "beta"];
+
+pub fn write_every_subsystem(admin: &mut Client, app: &mut Client) {
+    admin
+        .batch_execute(
+            "CREATE TABLE docs (id int PRIMARY KEY, tenant text NOT NULL, body bytea, email_idx bytea);
+             SELECT warden.enable_tenancy('docs');
+             GRANT SELECT, INSERT ON docs TO app;
+             CREATE TABLE dim (id int PRIMARY KEY, v text);
+             SELECT warden.scd2_track('dim', ARRAY['id']);
+             INSERT INTO dim VALUES (1, 'x');
+             CREATE TABLE ddim (id int PRIMARY KEY, v text);
+             SELECT warden.scd2_track('ddim', ARRAY['id'], deferred => true);
+             INSERT INTO ddim VALUES (1, 'x');",
+        )
+        .unwrap();
+    for (id, tenant) in DOC_TENANTS.iter().enumerate() {
+        app.batch_execute(&format!(
+            "BEGIN; SELECT warden.set_tenant('{tenant}');
+             INSERT INTO docs (id, body, email_idx)
+               VALUES ({}, warden.encrypt('secret of {tenant}', 'docs.body'), warden.blind_index('{tenant}@example.com', 'email'));
+             COMMIT;",
+            id + 1
+        ))
+        .unwrap();
+    }
+}
+
+/// In `tx`, as `tenant`: its row decrypts and is found by its blind
+/// index, and no other tenant's row is visible.
+pub fn assert_tenant_reads_its_row(tx: &mut postgres::Transaction, tenant: &str, what: &str) {
+    tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
+        .unwrap();
+    let plain: Vec<String> = tx
+        .query(
+            "SELECT warden.decrypt_text(body, 'docs.body') FROM docs
+              WHERE email_idx = warden.blind_index($1, 'email')",
+            &[&format!("{tenant}@example.com")],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        plain,
+        [format!("secret of {tenant}")],
+        "{what}: {tenant}'s row"
+    );
+    let visible: i64 = tx
+        .query_one("SELECT count(*) FROM docs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(visible, 1, "{what}: {tenant} sees another tenant's rows");
+}
+
+/// Tracking goes on: an update of `dim` and of `ddim` (flushed) each
+/// make a new version after the one `write_every_subsystem` made.
+pub fn assert_tracking_goes_on(admin: &mut Client, what: &str) {
+    admin
+        .batch_execute(
+            "UPDATE dim SET v = 'y';
+             UPDATE ddim SET v = 'y';
+             SELECT warden.scd2_flush('ddim');",
+        )
+        .unwrap();
+    for history in ["dim_history", "ddim_history"] {
+        let versions: Vec<String> = admin
+            .query(
+                &format!(
+                    "SELECT v || ' ' || is_current FROM {history} ORDER BY valid_from, is_current"
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, ["x false", "y true"], "{what}: {history}");
+    }
+}

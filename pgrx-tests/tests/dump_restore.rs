@@ -94,30 +94,10 @@ fn a_dump_of_tenant_and_scd2_tables_restores_without_errors() {
 fn populate(cluster: &Cluster, db: &str) {
     let mut admin = cluster.connect(db);
     admin
-        .batch_execute(
-            "CREATE EXTENSION pg_warden;
-             GRANT warden_app TO app;
-             CREATE TABLE docs (id int PRIMARY KEY, tenant text NOT NULL, body bytea, email_idx bytea);
-             SELECT warden.enable_tenancy('docs');
-             GRANT SELECT, INSERT ON docs TO app;
-             CREATE TABLE dim (id int PRIMARY KEY, v text);
-             SELECT warden.scd2_track('dim', ARRAY['id']);
-             INSERT INTO dim VALUES (1, 'x');
-             CREATE TABLE ddim (id int PRIMARY KEY, v text);
-             SELECT warden.scd2_track('ddim', ARRAY['id'], deferred => true);
-             INSERT INTO ddim VALUES (1, 'x');",
-        )
+        .batch_execute("CREATE EXTENSION pg_warden; GRANT warden_app TO app;")
         .unwrap();
     let mut app = cluster.connect_as(db, "app");
-    for (id, tenant) in [(1, "acme"), (2, "beta")] {
-        app.batch_execute(&format!(
-            "BEGIN; SELECT warden.set_tenant('{tenant}');
-             INSERT INTO docs (id, body, email_idx)
-               VALUES ({id}, warden.encrypt('secret of {tenant}', 'docs.body'), warden.blind_index('{tenant}@example.com', 'email'));
-             COMMIT;"
-        ))
-        .unwrap();
-    }
+    write_every_subsystem(&mut admin, &mut app);
     admin
         .batch_execute("SELECT warden.scd2_flush('ddim')")
         .unwrap();
@@ -128,26 +108,9 @@ fn populate(cluster: &Cluster, db: &str) {
 /// key with an id of its own, tracking goes on, the lint finds nothing.
 fn check_copy(cluster: &Cluster, db: &str, what: &str) {
     let mut app = cluster.connect_as(db, "app");
-    for tenant in ["acme", "beta"] {
+    for tenant in DOC_TENANTS {
         let mut tx = app.transaction().unwrap();
-        tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
-            .unwrap();
-        let plain: Vec<String> = tx
-            .query(
-                "SELECT warden.decrypt_text(body, 'docs.body') FROM docs
-                  WHERE email_idx = warden.blind_index($1, 'email')",
-                &[&format!("{tenant}@example.com")],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert_eq!(plain, [format!("secret of {tenant}")], "{what}: {tenant}");
-        let visible: i64 = tx
-            .query_one("SELECT count(*) FROM docs", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(visible, 1, "{what}: {tenant} sees another tenant's rows");
+        assert_tenant_reads_its_row(&mut tx, tenant, what);
         tx.commit().unwrap();
     }
     let mut admin = cluster.connect(db);
@@ -169,27 +132,7 @@ fn check_copy(cluster: &Cluster, db: &str, what: &str) {
         new_key > restored_max,
         "{what}: the new key reused id {new_key}"
     );
-    admin
-        .batch_execute(
-            "UPDATE dim SET v = 'y';
-             UPDATE ddim SET v = 'y';
-             SELECT warden.scd2_flush('ddim');",
-        )
-        .unwrap();
-    for history in ["dim_history", "ddim_history"] {
-        let versions: Vec<String> = admin
-            .query(
-                &format!(
-                    "SELECT v || ' ' || is_current FROM {history} ORDER BY valid_from, is_current"
-                ),
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert_eq!(versions, ["x false", "y true"], "{what}: {history}");
-    }
+    assert_tracking_goes_on(&mut admin, what);
     let findings: Vec<String> = admin
         .query(
             "SELECT name || ' ' || coalesce(metadata->>'object', '') FROM warden.lint() WHERE level IN ('ERROR', 'WARN')",

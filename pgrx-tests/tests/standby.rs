@@ -24,35 +24,22 @@ fn a_standby_serves_encrypted_reads_and_its_worker_starts_at_promotion() {
     let mut admin = primary.connect("postgres");
     admin
         .batch_execute(
-            "CREATE EXTENSION pg_warden;
-             CREATE ROLE app LOGIN; GRANT warden_app TO app;
-             CREATE TABLE docs (id int PRIMARY KEY, tenant text NOT NULL, body bytea, email_idx bytea);
-             SELECT warden.enable_tenancy('docs');
-             GRANT SELECT, INSERT ON docs TO app;
-             CREATE TABLE dim (id int PRIMARY KEY, v text);
-             SELECT warden.scd2_track('dim', ARRAY['id'], deferred => true);",
+            "CREATE EXTENSION pg_warden; CREATE ROLE app LOGIN; GRANT warden_app TO app;",
         )
         .unwrap();
     let mut app = primary.connect_as("postgres", "app");
-    for (id, tenant) in [(1, "acme"), (2, "beta")] {
-        app.batch_execute(&format!(
-            "BEGIN; SELECT warden.set_tenant('{tenant}');
-             INSERT INTO docs (id, body, email_idx)
-               VALUES ({id}, warden.encrypt('secret of {tenant}', 'docs.body'), warden.blind_index('{tenant}@example.com', 'email'));
-             COMMIT;"
-        ))
-        .unwrap();
-    }
+    write_every_subsystem(&mut admin, &mut app);
     let token: String = admin
         .query_one("SELECT warden.tenant_token('acme', '10 minutes')", &[])
         .unwrap()
         .get(0);
-    // a backlog no worker applies on the primary
+    // a backlog no worker applies on the primary (ddim's first row is
+    // queued too)
     admin
-        .batch_execute("INSERT INTO dim VALUES (1, 'x'), (2, 'y')")
+        .batch_execute("INSERT INTO ddim VALUES (2, 'y')")
         .unwrap();
     admin
-        .batch_execute("UPDATE dim SET v = 'x2' WHERE id = 1")
+        .batch_execute("UPDATE ddim SET v = 'x2' WHERE id = 1")
         .unwrap();
 
     let standby = primary.start_standby("standby", &["warden.databases = ''"]);
@@ -60,7 +47,7 @@ fn a_standby_serves_encrypted_reads_and_its_worker_starts_at_promotion() {
     let mut reader = standby.connect("postgres");
     wait_for(Duration::from_secs(20), "the standby to replay", || {
         let n: i64 = reader
-            .query_one("SELECT count(*) FROM dim", &[])
+            .query_one("SELECT count(*) FROM ddim", &[])
             .unwrap()
             .get(0);
         (n == 2).then_some(())
@@ -71,36 +58,12 @@ fn a_standby_serves_encrypted_reads_and_its_worker_starts_at_promotion() {
         .get(0);
     assert!(in_recovery);
 
-    for tenant in ["acme", "beta"] {
+    for tenant in DOC_TENANTS {
         // a fresh session each time: the keys come from warden.keys, not
         // from a cache the primary's sessions filled
         let mut r = standby.connect_as("postgres", "app");
         let mut tx = r.transaction().unwrap();
-        tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
-            .unwrap();
-        let plain: Vec<String> = tx
-            .query(
-                "SELECT warden.decrypt_text(body, 'docs.body') FROM docs
-                  WHERE email_idx = warden.blind_index($1, 'email')",
-                &[&format!("{tenant}@example.com")],
-            )
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        assert_eq!(
-            plain,
-            [format!("secret of {tenant}")],
-            "{tenant} on the standby"
-        );
-        let visible: i64 = tx
-            .query_one("SELECT count(*) FROM docs", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(
-            visible, 1,
-            "{tenant} sees another tenant's rows on the standby"
-        );
+        assert_tenant_reads_its_row(&mut tx, tenant, "on the standby");
         // no pg_warden call needed a transaction id
         let xid: Option<String> = tx
             .query_one("SELECT pg_current_xact_id_if_assigned()::text", &[])
@@ -177,7 +140,7 @@ fn a_standby_serves_encrypted_reads_and_its_worker_starts_at_promotion() {
     let versions = wait_for(Duration::from_secs(20), "the backlog to be applied", || {
         let rows: Vec<String> = promoted
             .query(
-                "SELECT format('%s %s %s', id, v, is_current) FROM dim_history ORDER BY id, valid_from, is_current",
+                "SELECT format('%s %s %s', id, v, is_current) FROM ddim_history ORDER BY id, valid_from, is_current",
                 &[],
             )
             .unwrap()
@@ -188,7 +151,7 @@ fn a_standby_serves_encrypted_reads_and_its_worker_starts_at_promotion() {
     });
     assert_eq!(versions, ["1 x f", "1 x2 t", "2 y t"]);
     let queued: i64 = promoted
-        .query_one("SELECT count(*) FROM dim_history_queue", &[])
+        .query_one("SELECT count(*) FROM ddim_history_queue", &[])
         .unwrap()
         .get(0);
     assert_eq!(queued, 0);

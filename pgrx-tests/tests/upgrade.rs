@@ -128,60 +128,12 @@ fn snapshot(client: &mut Client) -> BTreeSet<String> {
         .collect()
 }
 
-/// What an older version's users have: keys, ciphertexts and blind
-/// indexes of two tenants in a tenant table, and two tracked tables.
-fn populate(admin: &mut Client, app: &mut Client) {
-    admin
-        .batch_execute(
-            "CREATE TABLE docs (id int PRIMARY KEY, tenant text NOT NULL, body bytea, email_idx bytea);
-             SELECT warden.enable_tenancy('docs');
-             GRANT SELECT, INSERT ON docs TO app;
-             CREATE TABLE dim (id int PRIMARY KEY, v text);
-             SELECT warden.scd2_track('dim', ARRAY['id']);
-             INSERT INTO dim VALUES (1, 'x');
-             CREATE TABLE ddim (id int PRIMARY KEY, v text);
-             SELECT warden.scd2_track('ddim', ARRAY['id'], deferred => true);
-             INSERT INTO ddim VALUES (1, 'x');",
-        )
-        .unwrap();
-    for (id, tenant) in [(1, "acme"), (2, "beta")] {
-        app.batch_execute(&format!(
-            "BEGIN; SELECT warden.set_tenant('{tenant}');
-             INSERT INTO docs (id, body, email_idx)
-               VALUES ({id}, warden.encrypt('secret of {tenant}', 'docs.body'), warden.blind_index('{tenant}@example.com', 'email'));
-             COMMIT;"
-        ))
-        .unwrap();
-    }
-}
-
-/// After the upgrade, everything populate() made still works.
+/// After the upgrade, everything `write_every_subsystem` made still works.
 fn check_data(admin: &mut Client, app: &mut Client, version: &str) {
-    for tenant in ["acme", "beta"] {
+    let what = format!("from {version}");
+    for tenant in DOC_TENANTS {
         let mut tx = app.transaction().unwrap();
-        tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
-            .unwrap();
-        let rows = tx
-            .query(
-                "SELECT warden.decrypt_text(body, 'docs.body') FROM docs
-                  WHERE email_idx = warden.blind_index($1, 'email')",
-                &[&format!("{tenant}@example.com")],
-            )
-            .unwrap();
-        let plain: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        assert_eq!(
-            plain,
-            [format!("secret of {tenant}")],
-            "from {version}: {tenant}'s row"
-        );
-        let visible: i64 = tx
-            .query_one("SELECT count(*) FROM docs", &[])
-            .unwrap()
-            .get(0);
-        assert_eq!(
-            visible, 1,
-            "from {version}: {tenant} sees another tenant's rows"
-        );
+        assert_tenant_reads_its_row(&mut tx, tenant, &what);
         tx.commit().unwrap();
     }
     // a tenant that is new after the upgrade gets a key of its own
@@ -202,27 +154,7 @@ fn check_data(admin: &mut Client, app: &mut Client, version: &str) {
         keys, 5,
         "from {version}: data and blind-index keys of three tenants"
     );
-    admin
-        .batch_execute(
-            "UPDATE dim SET v = 'y';
-             UPDATE ddim SET v = 'y';
-             SELECT warden.scd2_flush('ddim');",
-        )
-        .unwrap();
-    for history in ["dim_history", "ddim_history"] {
-        let versions: Vec<String> = admin
-            .query(
-                &format!(
-                    "SELECT v || ' ' || is_current FROM {history} ORDER BY valid_from, is_current"
-                ),
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert_eq!(versions, ["x false", "y true"], "from {version}: {history}");
-    }
+    assert_tracking_goes_on(admin, &what);
 }
 
 #[test]
@@ -258,7 +190,7 @@ fn every_released_version_upgrades_to_what_a_fresh_install_gives() {
         old.batch_execute(&format!("CREATE EXTENSION pg_warden VERSION '{version}'"))
             .unwrap();
         let mut app = cluster.connect_as(&db, "app");
-        populate(&mut old, &mut app);
+        write_every_subsystem(&mut old, &mut app);
         old.batch_execute("ALTER EXTENSION pg_warden UPDATE")
             .unwrap();
         let now: String = old
