@@ -51,7 +51,7 @@ CREATE FUNCTION warden._audit_refuse_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
     RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-        MESSAGE = pg_catalog.format('%s of warden.audit_log is refused: the audit log is append-only', TG_OP),
+        MESSAGE = pg_catalog.format('%s of warden.%s is refused: the audit log is append-only', TG_OP, TG_TABLE_NAME),
         HINT = 'Erase a payload with warden.audit_redact() and old events with warden.audit_prune(); both are audited.';
 END
 $fn$;
@@ -69,25 +69,125 @@ COMMENT ON TABLE warden.audit_inbox IS
 COMMENT ON INDEX warden.audit_log_pkey IS 'One event per (chain, seq).';
 COMMENT ON INDEX warden.audit_inbox_pkey IS 'Inbox rows in arrival order.';
 COMMENT ON SEQUENCE warden.audit_inbox_id_seq IS 'Arrival order of inbox rows.';
-COMMENT ON FUNCTION warden._audit_refuse_change() IS 'Internal: refuses UPDATE, DELETE and TRUNCATE of warden.audit_log.';
+COMMENT ON FUNCTION warden._audit_refuse_change() IS 'Internal: refuses UPDATE, DELETE and TRUNCATE of warden.audit_log and warden.audit_checkpoints.';
 COMMENT ON TRIGGER audit_log_append_only ON warden.audit_log IS 'Refuses UPDATE and DELETE, also under session_replication_role = replica.';
 COMMENT ON TRIGGER audit_log_no_truncate ON warden.audit_log IS 'Refuses TRUNCATE, also under session_replication_role = replica.';
 
-CREATE FUNCTION warden.audit_emit(event_type text, fields jsonb DEFAULT '{}') RETURNS void
+CREATE FUNCTION warden.audit_emit(event_type text, fields jsonb DEFAULT '{}', durable boolean DEFAULT false, strict boolean DEFAULT false) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_emit_wrapper';
-COMMENT ON FUNCTION warden.audit_emit(text, jsonb) IS
-  'Records an audit event in the current transaction (gone if it rolls back); the pg_warden worker chains it after commit, in the tenant''s chain (global without a tenant).';
+COMMENT ON FUNCTION warden.audit_emit(text, jsonb, boolean, boolean) IS
+  'Records an audit event in the tenant''s chain (global without a tenant): in the current transaction (gone if it rolls back), or with durable => true whether or not it commits; strict => true (or warden.audit_strict) returns only once the event is committed.';
+CREATE FUNCTION warden.set_actor(actor text, kind text DEFAULT 'user') RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'set_actor_wrapper';
+CREATE FUNCTION warden.set_correlation_id(correlation_id text) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'set_correlation_id_wrapper';
+COMMENT ON FUNCTION warden.set_actor(text, text) IS
+  'Names who acts (kind user, admin, service or system) for the audit events of the rest of the transaction.';
+COMMENT ON FUNCTION warden.set_correlation_id(text) IS
+  'Sets the correlation id (say, a request id) recorded with the audit events of the rest of the transaction.';
 CREATE FUNCTION warden.audit_verify(chain text DEFAULT NULL, from_seq bigint DEFAULT 1)
   RETURNS TABLE (chain text, checked bigint, ok boolean, first_bad_seq bigint, reason text)
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_verify_wrapper';
 COMMENT ON FUNCTION warden.audit_verify(text, bigint) IS
-  'Verifies the audit chains (or one): per chain, how many events were checked, ok, and the first bad seq with its reason (edited, deleted, inserted, reordered).';
-REVOKE EXECUTE ON FUNCTION warden._audit_refuse_change(), warden.audit_emit(text, jsonb),
-  warden.audit_verify(text, bigint) FROM PUBLIC;
-REVOKE ALL ON warden.audit_log, warden.audit_inbox FROM PUBLIC;
+  'Verifies the audit chains (or one): per chain, how many events were checked, ok, and the first bad seq with its reason (edited, deleted, inserted, reordered, truncated, bad_signature).';
+-- signed checkpoints (src/audit/checkpoints.rs), their key (crypto/audit_signing.rs)
+ALTER TABLE warden.keys DROP CONSTRAINT keys_purpose_check;
+ALTER TABLE warden.keys ADD CONSTRAINT keys_purpose_check
+    CHECK (purpose IN ('data', 'blind_index', 'audit', 'token', 'audit_signing'));
+CREATE TABLE warden.audit_checkpoints (
+    chain             text NOT NULL,
+    seq               bigint NOT NULL CHECK (seq > 0),
+    hash              bytea NOT NULL,
+    ts                timestamptz NOT NULL,
+    system_identifier bigint NOT NULL,
+    timeline          integer NOT NULL,
+    signature         bytea NOT NULL,
+    tenant            text,
+    PRIMARY KEY (chain, seq)
+);
+SELECT pg_catalog.pg_extension_config_dump('warden.audit_checkpoints', '');
+CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON warden.audit_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION warden._audit_refuse_change();
+CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON warden.audit_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION warden._audit_refuse_change();
+ALTER TABLE warden.audit_checkpoints ENABLE ALWAYS TRIGGER audit_checkpoints_append_only;
+ALTER TABLE warden.audit_checkpoints ENABLE ALWAYS TRIGGER audit_checkpoints_no_truncate;
+COMMENT ON TABLE warden.audit_checkpoints IS
+  'Signed checkpoints of the audit chains (Ed25519, format v1 in the README; public key: warden.audit_public_key()). Append-only.';
+COMMENT ON INDEX warden.audit_checkpoints_pkey IS 'One checkpoint per (chain, seq).';
+COMMENT ON TRIGGER audit_checkpoints_append_only ON warden.audit_checkpoints IS 'Refuses UPDATE and DELETE, also under session_replication_role = replica.';
+COMMENT ON TRIGGER audit_checkpoints_no_truncate ON warden.audit_checkpoints IS 'Refuses TRUNCATE, also under session_replication_role = replica.';
+
+-- evidence (src/audit/evidence.rs) and status (src/audit/status.rs)
+CREATE FUNCTION warden.audit_public_key() RETURNS bytea
+  STRICT VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_public_key_wrapper';
+CREATE FUNCTION warden.audit_digest(chain text DEFAULT NULL) RETURNS jsonb
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_digest_wrapper';
+CREATE FUNCTION warden.audit_verify_digest(digest jsonb)
+  RETURNS TABLE (chain text, seq bigint, ok boolean, reason text)
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_verify_digest_wrapper';
+CREATE FUNCTION warden.audit_export(chain text, from_seq bigint DEFAULT 1) RETURNS SETOF text
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_export_wrapper';
+CREATE FUNCTION warden.audit_status_snapshot()
+  RETURNS TABLE (inbox_events bigint, oldest_unchained_at timestamptz, ring_events bigint,
+                 ring_bytes bigint, ring_capacity bigint, ring_high_water bigint, ring_pushed bigint,
+                 ring_waits bigint, signing_key boolean, last_checkpoint_at timestamptz)
+  STRICT VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_status_snapshot_wrapper';
+COMMENT ON FUNCTION warden.audit_public_key() IS
+  'The Ed25519 public key the audit checkpoints verify under (NULL until the first checkpoint was signed); keep a copy outside the database.';
+COMMENT ON FUNCTION warden.audit_digest(text) IS
+  'The latest signed checkpoint of each audit chain (or of one), with the public key and the server identity, as JSON to keep outside the database.';
+COMMENT ON FUNCTION warden.audit_verify_digest(jsonb) IS
+  'Proves the audit log still holds and extends a digest kept from warden.audit_digest(): per chain, ok or why not (bad_signature, truncated, edited, ...).';
+COMMENT ON FUNCTION warden.audit_export(text, bigint) IS
+  'One JSON line per event of the chain from from_seq on, and per checkpoint from the anchor before it: everything the offline verifier warden-verify needs.';
+CREATE VIEW warden.audit_status AS
+SELECT s.inbox_events, s.oldest_unchained_at,
+       pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) s.oldest_unchained_at AS lag,
+       s.ring_events, s.ring_bytes, s.ring_capacity, s.ring_high_water, s.ring_pushed, s.ring_waits,
+       s.signing_key, s.last_checkpoint_at
+  FROM warden.audit_status_snapshot() s;
+
+-- one row per chain, found by skipping through the primary key
+-- (chain, seq) instead of reading the whole log
+CREATE VIEW warden.audit_chains WITH (security_invoker = true) AS
+WITH RECURSIVE chains(chain) AS (
+    (SELECT l.chain FROM warden.audit_log l ORDER BY l.chain LIMIT 1)
+    UNION ALL
+    SELECT (SELECT l.chain FROM warden.audit_log l
+             WHERE l.chain OPERATOR(pg_catalog.>) c.chain ORDER BY l.chain LIMIT 1)
+      FROM chains c WHERE c.chain IS NOT NULL
+)
+SELECT c.chain, h.tenant, h.seq AS last_seq, h.ts AS last_event_at,
+       cp.seq AS last_checkpoint_seq, cp.ts AS last_checkpoint_at
+  FROM chains c
+  CROSS JOIN LATERAL (SELECT l.tenant, l.seq, l.ts FROM warden.audit_log l
+                       WHERE l.chain OPERATOR(pg_catalog.=) c.chain ORDER BY l.seq DESC LIMIT 1) h
+  LEFT JOIN LATERAL (SELECT k.seq, k.ts FROM warden.audit_checkpoints k
+                      WHERE k.chain OPERATOR(pg_catalog.=) c.chain ORDER BY k.seq DESC LIMIT 1) cp ON true
+ WHERE c.chain IS NOT NULL;
+
+COMMENT ON FUNCTION warden.audit_status_snapshot() IS
+  'The row of warden.audit_status, read now (the ring from shared memory).';
+COMMENT ON VIEW warden.audit_status IS
+  'The audit chain''s health: events waiting in the inbox and the oldest one''s age (lag), the durable ring''s depth, capacity, high-water mark and waits, whether a signing key exists, the last checkpoint.';
+COMMENT ON VIEW warden.audit_chains IS
+  'One row per audit chain the caller may read (row-level security applies): its tenant, last seq and event time, and its last signed checkpoint.';
+
+REVOKE EXECUTE ON FUNCTION warden._audit_refuse_change(), warden.audit_emit(text, jsonb, boolean, boolean),
+  warden.audit_verify(text, bigint), warden.set_actor(text, text), warden.set_correlation_id(text),
+  warden.audit_public_key(), warden.audit_digest(text), warden.audit_verify_digest(jsonb),
+  warden.audit_export(text, bigint), warden.audit_status_snapshot() FROM PUBLIC;
+REVOKE ALL ON warden.audit_log, warden.audit_inbox, warden.audit_checkpoints,
+  warden.audit_status, warden.audit_chains FROM PUBLIC;
 REVOKE ALL ON SEQUENCE warden.audit_inbox_id_seq FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION warden.audit_emit(text, jsonb) TO warden_app, warden_admin;
-GRANT EXECUTE ON FUNCTION warden.audit_verify(text, bigint) TO warden_admin;
+GRANT EXECUTE ON FUNCTION warden.audit_emit(text, jsonb, boolean, boolean), warden.set_actor(text, text),
+  warden.set_correlation_id(text) TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION warden.audit_verify(text, bigint), warden.audit_public_key(),
+  warden.audit_digest(text), warden.audit_verify_digest(jsonb), warden.audit_export(text, bigint),
+  warden.audit_status_snapshot() TO warden_admin;
+GRANT SELECT ON warden.audit_status, warden.audit_chains TO warden_admin;
+GRANT SELECT ON warden.audit_log, warden.audit_checkpoints TO warden_app, warden_admin;
 
 -- 0.2.0: the lint lists members of predefined roles that may write the
 -- audit log, not the predefined roles themselves (src/tenancy/lint.rs)
@@ -265,6 +365,8 @@ $lint$;
 -- 0.2.0: the audit tables are tenant-isolated like warden.keys
 SELECT warden.enable_tenancy('warden.audit_log');
 SELECT warden.enable_tenancy('warden.audit_inbox');
+SELECT warden.enable_tenancy('warden.audit_checkpoints');
+COMMENT ON INDEX warden.audit_checkpoints_tenant_idx IS 'Finds a tenant''s checkpoints (made by enable_tenancy).';
 COMMENT ON INDEX warden.audit_log_tenant_idx IS 'Finds a tenant''s chain (made by enable_tenancy).';
 COMMENT ON INDEX warden.audit_inbox_tenant_idx IS 'Finds a tenant''s waiting events (made by enable_tenancy).';
 

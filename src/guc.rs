@@ -38,6 +38,19 @@ static MAX_PLAINTEXT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
 /// Tokens are bearer credentials that show up in logs and
 /// `pg_stat_activity` when passed as literals: keep them short-lived.
 static TENANT_TOKEN_MAX_TTL_S: GucSetting<i32> = GucSetting::<i32>::new(900);
+static AUDIT_STRICT: GucSetting<bool> = GucSetting::<bool>::new(false);
+static AUDIT_STRICT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+/// Per database: 64 databases take 8 MB at the default.
+static AUDIT_RING_KB: GucSetting<i32> = GucSetting::<i32>::new(128);
+static AUDIT_CHECKPOINT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Transaction-local context of audit events, written only through
+/// warden.set_actor() and warden.set_correlation_id().
+pub const ACTOR_GUC: &CStr = c"warden.actor";
+pub const ACTOR_KIND_GUC: &CStr = c"warden.actor_kind";
+pub const CORRELATION_ID_GUC: &CStr = c"warden.correlation_id";
+static ACTOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ACTOR_KIND: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CORRELATION_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// The longest `warden.tenant_token_max_ttl` may be set to.
 pub const TENANT_TOKEN_TTL_LIMIT_S: i32 = 30 * 24 * 3600;
 
@@ -160,7 +173,71 @@ pub fn init(preloading: bool) {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
+    GucRegistry::define_bool_guc(
+        c"warden.audit_strict",
+        c"Durable audit events return only once the worker has committed them.",
+        c"Fail closed: a durable event (and the secret access it records) that cannot be committed within warden.audit_strict_timeout raises instead of returning.",
+        &AUDIT_STRICT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"warden.audit_strict_timeout",
+        c"How long a durable audit event waits for room in the ring, and in strict mode for its commit.",
+        c"Past it the call raises (SQLSTATE 57014) and returns nothing; an event is never dropped silently.",
+        &AUDIT_STRICT_TIMEOUT_MS,
+        1,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"warden.audit_checkpoint_interval",
+        c"Shortest time between two signed checkpoints of a chain (0: after every batch).",
+        c"Events chained after a chain's last checkpoint are protected by the hash chain alone until the next one.",
+        &AUDIT_CHECKPOINT_INTERVAL_MS,
+        0,
+        86_400_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    for (name, short, setting) in [
+        (
+            ACTOR_GUC,
+            c"Actor recorded with audit events; set it with warden.set_actor().",
+            &ACTOR,
+        ),
+        (
+            ACTOR_KIND_GUC,
+            c"Kind of the actor (user, admin, service, system); set with warden.set_actor().",
+            &ACTOR_KIND,
+        ),
+        (
+            CORRELATION_ID_GUC,
+            c"Correlation id recorded with audit events; set it with warden.set_correlation_id().",
+            &CORRELATION_ID,
+        ),
+    ] {
+        GucRegistry::define_string_guc(
+            name,
+            short,
+            c"Transaction-local; only superusers and pg_warden's functions change it.",
+            setting,
+            GucContext::Suset,
+            GucFlags::default(),
+        );
+    }
     if preloading {
+        GucRegistry::define_int_guc(
+            c"warden.audit_ring_size",
+            c"Size of each database's ring of durable audit events not yet committed by the worker.",
+            c"Events in the ring when the server crashes are lost unless they were strict; a full ring makes durable events wait (warden.audit_strict_timeout).",
+            &AUDIT_RING_KB,
+            16,
+            1_048_576,
+            GucContext::Postmaster,
+            GucFlags::UNIT_KB,
+        );
         GucRegistry::define_string_guc(
             c"warden.key_file",
             c"File holding the root key (lines v<N>:<64 hex digits>; mode 0600).",
@@ -256,8 +333,62 @@ pub fn max_plaintext_bytes() -> usize {
     MAX_PLAINTEXT_BYTES.get().max(0) as usize
 }
 
+pub fn audit_strict() -> bool {
+    AUDIT_STRICT.get()
+}
+
+pub fn audit_strict_timeout() -> Duration {
+    Duration::from_millis(AUDIT_STRICT_TIMEOUT_MS.get().max(1) as u64)
+}
+
+/// Bytes of each database's durable audit ring.
+pub fn audit_ring_bytes() -> usize {
+    AUDIT_RING_KB.get().max(16) as usize * 1024
+}
+
+pub fn audit_checkpoint_interval() -> Duration {
+    Duration::from_millis(AUDIT_CHECKPOINT_INTERVAL_MS.get().max(0) as u64)
+}
+
+fn text_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// The actor, its kind and the correlation id of this transaction.
+pub fn audit_context() -> (Option<String>, Option<String>, Option<String>) {
+    (
+        text_setting(&ACTOR),
+        text_setting(&ACTOR_KIND),
+        text_setting(&CORRELATION_ID),
+    )
+}
+
 pub fn fault_injection_enabled() -> bool {
     ENABLE_FAULT_INJECTION.get()
+}
+
+/// Writes one of pg_warden's `SUSET` settings for the rest of the
+/// transaction (or of the GUC nest level the caller opened), with
+/// superuser context: the one path by which non-superusers change them.
+pub fn set_local(name: &CStr, value: &str) {
+    let value = CString::new(value).expect("validated values have no NUL");
+    // SAFETY: both strings are valid C strings; elevel ERROR makes a
+    // refusal raise instead of returning silently.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
 }
 
 /// Sets the GUC check-hook detail; Postgres prints it under the standard

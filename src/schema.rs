@@ -96,8 +96,22 @@ GRANT SELECT (key_id, tenant, purpose, root_version, state, created_at, retired_
 
 GRANT EXECUTE ON FUNCTION warden.worker_status_snapshot() TO warden_admin;
 
-GRANT EXECUTE ON FUNCTION warden.audit_emit(text, jsonb) TO warden_app, warden_admin;
-GRANT EXECUTE ON FUNCTION warden.audit_verify(text, bigint) TO warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.audit_emit(text, jsonb, boolean, boolean),
+  warden.set_actor(text, text),
+  warden.set_correlation_id(text)
+TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.audit_verify(text, bigint),
+  warden.audit_public_key(),
+  warden.audit_digest(text),
+  warden.audit_verify_digest(jsonb),
+  warden.audit_export(text, bigint),
+  warden.audit_status_snapshot()
+TO warden_admin;
+GRANT SELECT ON warden.audit_status, warden.audit_chains TO warden_admin;
+-- row-level security: an application reads its own tenant's chain
+GRANT SELECT ON warden.audit_log, warden.audit_checkpoints TO warden_app, warden_admin;
 GRANT SELECT ON warden.worker_status TO warden_admin;
 
 -- pg_warden's own per-tenant table uses its own policies (superusers,
@@ -105,6 +119,8 @@ GRANT SELECT ON warden.worker_status TO warden_admin;
 SELECT warden.enable_tenancy('warden.keys');
 SELECT warden.enable_tenancy('warden.audit_log');
 SELECT warden.enable_tenancy('warden.audit_inbox');
+SELECT warden.enable_tenancy('warden.audit_checkpoints');
+COMMENT ON INDEX warden.audit_checkpoints_tenant_idx IS 'Finds a tenant''s checkpoints (made by enable_tenancy).';
 COMMENT ON INDEX warden.audit_log_tenant_idx IS 'Finds a tenant''s chain (made by enable_tenancy).';
 COMMENT ON INDEX warden.audit_inbox_tenant_idx IS 'Finds a tenant''s waiting events (made by enable_tenancy).';
 

@@ -22,10 +22,13 @@ use pgrx::prelude::*;
 struct Segment {
     name: &'static CStr,
     size: usize,
-    /// Whether it comes with an LWLock (a named tranche of one).
-    locked: bool,
+    /// LWLocks it comes with (a named tranche of that many).
+    locks: usize,
+    /// Run once on the zeroed segment when it is created, for what is not
+    /// valid when zeroed (condition variables).
+    init: Option<fn(*mut u8)>,
     address: *mut u8,
-    lock: *mut pg_sys::LWLock,
+    lock: *mut pg_sys::LWLockPadded,
 }
 
 /// Filled while `_PG_init` runs in the postmaster (single-threaded, before
@@ -49,10 +52,21 @@ fn segments() -> &'static mut Vec<Segment> {
 /// Registers a segment of `size` bytes, zeroed at server start. Only while
 /// preloading; the first registration installs the hooks.
 pub fn register(name: &'static CStr, size: usize) {
-    register_segment(name, size, false);
+    register_segment(name, size, 0, None);
 }
 
-fn register_segment(name: &'static CStr, size: usize, locked: bool) {
+/// Registers a segment of `size` bytes with `locks` LWLocks of its own
+/// (`lock(name, i)`), zeroed and then passed to `init` at server start.
+pub fn register_with_locks(
+    name: &'static CStr,
+    size: usize,
+    locks: usize,
+    init: Option<fn(*mut u8)>,
+) {
+    register_segment(name, size, locks, init);
+}
+
+fn register_segment(name: &'static CStr, size: usize, locks: usize, init: Option<fn(*mut u8)>) {
     assert!(
         crate::preload::is_preloaded(),
         "shared memory is registered only while preloading"
@@ -69,7 +83,8 @@ fn register_segment(name: &'static CStr, size: usize, locked: bool) {
     segments().push(Segment {
         name,
         size: size.max(1),
-        locked,
+        locks,
+        init,
         address: std::ptr::null_mut(),
         lock: std::ptr::null_mut(),
     });
@@ -93,8 +108,8 @@ unsafe extern "C-unwind" fn on_shmem_request() {
         }
         for s in segments().iter() {
             pg_sys::RequestAddinShmemSpace(s.size);
-            if s.locked {
-                pg_sys::RequestNamedLWLockTranche(s.name.as_ptr(), 1);
+            if s.locks > 0 {
+                pg_sys::RequestNamedLWLockTranche(s.name.as_ptr(), s.locks as i32);
             }
         }
     }
@@ -115,10 +130,13 @@ unsafe extern "C-unwind" fn on_shmem_startup() {
             let address = pg_sys::ShmemInitStruct(s.name.as_ptr(), s.size, &mut found).cast::<u8>();
             if !found {
                 std::ptr::write_bytes(address, 0, s.size);
+                if let Some(init) = s.init {
+                    init(address);
+                }
             }
             s.address = address;
-            if s.locked {
-                s.lock = &raw mut (*pg_sys::GetNamedLWLockTranche(s.name.as_ptr())).lock;
+            if s.locks > 0 {
+                s.lock = pg_sys::GetNamedLWLockTranche(s.name.as_ptr());
             }
         }
         pg_sys::LWLockRelease(init_lock);
@@ -144,7 +162,7 @@ impl<T> Locked<T> {
     }
 
     pub fn register(&'static self) {
-        register_segment(self.name, std::mem::size_of::<T>(), true);
+        register_segment(self.name, std::mem::size_of::<T>(), 1, None);
     }
 
     fn parts(&self) -> (*mut T, *mut pg_sys::LWLock) {
@@ -158,7 +176,8 @@ impl<T> Locked<T> {
                     self.name
                 )
             });
-        (s.address.cast(), s.lock)
+        // SAFETY: a tranche of at least one lock
+        (s.address.cast(), unsafe { &raw mut (*s.lock).lock })
     }
 
     /// Shared access, under the lock in shared mode.
@@ -183,6 +202,32 @@ impl<T> Locked<T> {
             lock,
             _life: PhantomData,
         }
+    }
+}
+
+/// Lock `i` of the segment registered as `name` with locks, held
+/// exclusively until the guard drops.
+pub fn lock_exclusive(name: &CStr, i: usize) -> LockGuard {
+    let s = segments()
+        .iter()
+        .find(|s| s.name == name)
+        .filter(|s| !s.lock.is_null() && i < s.locks)
+        .unwrap_or_else(|| panic!("shared memory lock {name:?}[{i}] is not set up"));
+    // SAFETY: i is within the tranche; the guard releases it.
+    unsafe {
+        let lock = &raw mut (*s.lock.add(i)).lock;
+        pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        LockGuard { lock }
+    }
+}
+
+pub struct LockGuard {
+    lock: *mut pg_sys::LWLock,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        release(self.lock);
     }
 }
 

@@ -67,9 +67,18 @@ fn export(n: i64, checkpoints: &[i64]) -> Vec<Value> {
 
 /// Runs warden-verify on the lines; returns its exit code and output.
 fn verify(lines: &[Value]) -> (i32, String) {
+    verify_with(lines, &[])
+}
+
+/// As `verify`, with more arguments before the export.
+fn verify_with(lines: &[Value], extra: &[&str]) -> (i32, String) {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let key = hex(&public_key(&SEED));
+    let mut args = vec!["--public-key", key.as_str()];
+    args.extend_from_slice(extra);
+    args.push("-");
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden-verify"))
-        .args(["--public-key", &hex(&public_key(&SEED)), "-"])
+        .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -159,4 +168,34 @@ fn a_pruned_export_verifies_from_its_signed_anchor() {
         verify(&unanchored),
         (1, "acme: FAILED at seq 1: deleted\n".into())
     );
+}
+
+#[test]
+fn a_kept_digest_catches_a_log_cut_consistently() {
+    let base = export(20, &[10, 20]);
+    let digest = json!({
+        "format": "pg_warden audit digest v1",
+        "public_key": hex(&public_key(&SEED)),
+        "checkpoints": base.iter().filter(|l| l["type"] == "checkpoint" && l["seq"] == 20).cloned().collect::<Vec<_>>(),
+    });
+    let path = std::env::temp_dir().join(format!("warden-digest-{}.json", std::process::id()));
+    std::fs::write(&path, digest.to_string()).unwrap();
+    let path = path.to_str().unwrap();
+    assert_eq!(
+        verify_with(&base, &["--digest", path]),
+        (0, "acme: ok, 20 events\n".into())
+    );
+    // the log cut after 15 with its checkpoint at 20: consistent in
+    // itself, but short of the digest kept outside
+    let cut: Vec<Value> = base
+        .iter()
+        .filter(|l| l["seq"].as_i64().unwrap() <= 15)
+        .cloned()
+        .collect();
+    assert_eq!(verify(&cut), (0, "acme: ok, 15 events\n".into()));
+    assert_eq!(
+        verify_with(&cut, &["--digest", path]),
+        (1, "acme: FAILED at seq 16: truncated\n".into())
+    );
+    std::fs::remove_file(path).unwrap();
 }

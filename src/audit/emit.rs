@@ -1,7 +1,9 @@
-//! `warden.audit_emit(event_type, fields)`: the transactional path. The
-//! event joins the inbox inside the caller's transaction (gone if it
-//! rolls back) and the sequencer is woken when it commits. The tenant is
-//! the transaction's (`warden.current_tenant()`), never the caller's say.
+//! `warden.audit_emit(event_type, fields, durable, strict)`. The
+//! transactional path (the default): the event joins the inbox inside the
+//! caller's transaction (gone if it rolls back) and the sequencer is woken
+//! when it commits. `durable => true` takes the durable path
+//! (`durable.rs`). The tenant, actor and correlation id are the
+//! transaction's, never the caller's say.
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -22,8 +24,15 @@ fn valid_event_type(t: &str) -> bool {
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
-fn audit_emit(event_type: Option<&str>, fields: default!(Option<JsonB>, "'{}'")) {
+fn audit_emit(
+    event_type: Option<&str>,
+    fields: default!(Option<JsonB>, "'{}'"),
+    durable: default!(Option<bool>, false),
+    strict: default!(Option<bool>, false),
+) {
     crate::preload::require("warden.audit_emit (the sequencer is a pg_warden worker task)");
+    let durable = not_null(durable, "durable");
+    let strict = not_null(strict, "strict");
     let event_type = not_null(event_type, "event_type");
     if !valid_event_type(event_type) {
         WardenError::invalid_parameter("event_type must be dot-separated lower-case words")
@@ -36,12 +45,30 @@ fn audit_emit(event_type: Option<&str>, fields: default!(Option<JsonB>, "'{}'"))
             .hint("Pass '{}'::jsonb or an object such as '{\"id\": 42}'.")
             .raise();
     }
+    if durable {
+        super::durable::record_durable(event_type, &fields.0.to_string(), strict);
+        return;
+    }
+    if strict {
+        WardenError::invalid_parameter("strict applies to durable events only")
+            .detail("A transactional event is written by the caller's own transaction: it exists exactly when that commits.")
+            .hint("Pass durable => true as well, or leave strict out.")
+            .raise();
+    }
     let tenant = crate::guc::tenant().map(str::to_string);
+    let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
     as_superuser(|| {
         Spi::run_with_args(
-            "INSERT INTO warden.audit_inbox (ts, event_type, tenant, txid, fields)
-             VALUES (pg_catalog.clock_timestamp(), $1, $2, pg_catalog.pg_current_xact_id(), $3)",
-            &[event_type.into(), tenant.into(), fields.into()],
+            "INSERT INTO warden.audit_inbox (ts, event_type, tenant, actor, actor_kind, correlation_id, txid, fields)
+             VALUES (pg_catalog.clock_timestamp(), $1, $2, $3, $4, $5, pg_catalog.pg_current_xact_id(), $6)",
+            &[
+                event_type.into(),
+                tenant.into(),
+                actor.into(),
+                actor_kind.into(),
+                correlation_id.into(),
+                fields.into(),
+            ],
         )
     })
     .unwrap_or_else(|e| {
@@ -52,8 +79,8 @@ fn audit_emit(event_type: Option<&str>, fields: default!(Option<JsonB>, "'{}'"))
 
 extension_sql!(
     r#"
-COMMENT ON FUNCTION warden.audit_emit(text, jsonb) IS
-  'Records an audit event in the current transaction (gone if it rolls back); the pg_warden worker chains it after commit, in the tenant''s chain (global without a tenant).';
+COMMENT ON FUNCTION warden.audit_emit(text, jsonb, boolean, boolean) IS
+  'Records an audit event in the tenant''s chain (global without a tenant): in the current transaction (gone if it rolls back), or with durable => true whether or not it commits; strict => true (or warden.audit_strict) returns only once the event is committed.';
 "#,
     name = "audit_emit_comments",
     requires = [audit_emit],

@@ -1,16 +1,21 @@
-//! The sequencer: a worker task that takes inbox rows in arrival order,
-//! gives each the next seq of its chain, computes its digest and hash
-//! (format v1, `warden_core::audit`) and writes it to the log, and deletes
-//! what it chained, all in its run's transaction: a crash at any point
-//! loses no committed event and chains none twice.
+//! The sequencer: a worker task that moves the durable ring's events into
+//! the inbox, takes inbox rows in arrival order, gives each the next seq
+//! of its chain, computes its digest and hash (format v1,
+//! `warden_core::audit`), writes them to the log and deletes what it
+//! chained, all in its run's transaction: a crash at any point loses no
+//! committed event and chains none twice. The ring's space is freed (and
+//! strict callers released) only after that transaction committed.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
+use warden_core::audit::ring::Taken;
 use warden_core::audit::{
-    canonical_fields_text, event_hash, payload_digest, EventHeader, GENESIS, SALT_BYTES,
+    canonical_fields_text, decode_pending, event_hash, payload_digest, EventHeader, GENESIS,
+    SALT_BYTES,
 };
 use warden_core::crypto::fill_random;
 
@@ -23,6 +28,8 @@ use crate::workers::{
 
 /// Inbox rows chained per statement batch.
 const BATCH: i64 = 1000;
+/// Ring records moved to the inbox per run.
+const RING_BATCH: usize = 20_000;
 
 static TASK: OnceLock<TaskId> = OnceLock::new();
 
@@ -30,9 +37,10 @@ pub fn register() {
     let id = register_task(TaskSpec {
         name: "audit_sequencer",
         runs_on_any_wakeup: false,
-        make: || Box::new(Sequencer),
+        make: || Box::new(Sequencer::default()),
     });
     let _ = TASK.set(id);
+    super::ring::register();
 }
 
 /// Runs the sequencer when the current transaction commits.
@@ -42,18 +50,79 @@ pub fn wake_at_commit() {
     }
 }
 
-struct Sequencer;
+/// Runs the sequencer now (a durable event is in the ring).
+pub fn wake_now() {
+    if let Some(id) = TASK.get() {
+        crate::workers::wake_task_now(*id);
+    }
+}
+
+type Heads = HashMap<String, (i64, [u8; 32])>;
+
+#[derive(Default)]
+struct Sequencer {
+    /// Ring records this run moved to the inbox, freed once it committed.
+    taken: Vec<(usize, Taken)>,
+    /// Committed chain heads not checkpointed yet (the checkpoint
+    /// interval had not passed).
+    unsigned: Heads,
+    /// This run's heads left unsigned, kept once it commits.
+    unsigned_this_run: Heads,
+    /// When each chain was last checkpointed.
+    signed_at: HashMap<String, Instant>,
+    /// Chains this run checkpointed, noted once it commits.
+    signed_this_run: Vec<String>,
+}
+
+impl Sequencer {
+    /// Writes the checkpoints that are due, in the run's transaction.
+    fn checkpoint(&mut self, advanced: Heads) -> Result<(), WardenError> {
+        let interval = crate::guc::audit_checkpoint_interval();
+        let mut due = Heads::new();
+        let mut later = Heads::new();
+        for (chain, head) in self.unsigned.clone().into_iter().chain(advanced) {
+            let is_due = self
+                .signed_at
+                .get(&chain)
+                .is_none_or(|at| at.elapsed() >= interval);
+            if is_due {
+                due.insert(chain, head);
+            } else {
+                later.insert(chain, head);
+            }
+        }
+        if !due.is_empty() && as_superuser(|| super::checkpoints::write_checkpoints(&due))? {
+            self.signed_this_run = due.into_keys().collect();
+        } else {
+            // no signing key: nothing to sign with, nothing to remember
+            self.signed_this_run.clear();
+        }
+        self.unsigned_this_run = later;
+        Ok(())
+    }
+}
 
 impl Task for Sequencer {
     fn interval(&self) -> Duration {
         Duration::from_secs(1)
     }
 
-    fn run(&mut self, _ctx: &TaskContext) -> Result<TaskReport, WardenError> {
+    fn run(&mut self, ctx: &TaskContext) -> Result<TaskReport, WardenError> {
+        self.taken.clear();
+        discard_dropped_databases_events(ctx.slot_index, ctx.dboid)?;
+        let (records, taken) = super::ring::take(ctx.dboid, RING_BATCH);
+        if !records.is_empty() {
+            as_superuser(|| move_to_inbox(&records))?;
+            self.taken = taken;
+        }
+        self.signed_this_run.clear();
+        self.unsigned_this_run.clear();
+        let mut advanced = Heads::new();
         let mut chained = BATCH;
         while chained == BATCH {
-            chained = as_superuser(chain_batch)?;
+            chained = as_superuser(|| chain_batch(&mut advanced))?;
         }
+        self.checkpoint(advanced)?;
         let backlog = crate::spi_read::read_one::<i64>(
             "SELECT pg_catalog.count(*) FROM warden.audit_inbox",
             &[],
@@ -63,6 +132,87 @@ impl Task for Sequencer {
         .unwrap_or(0);
         Ok(TaskReport { backlog })
     }
+
+    fn committed(&mut self, _ctx: &TaskContext) {
+        super::ring::release(std::mem::take(&mut self.taken));
+        let now = Instant::now();
+        for chain in self.signed_this_run.drain(..) {
+            self.unsigned.remove(&chain);
+            self.signed_at.insert(chain, now);
+        }
+        self.unsigned.extend(self.unsigned_this_run.drain());
+    }
+}
+
+/// Our slot's ring may hold events of a database that held the slot
+/// before; once that database is gone, nobody else will take them.
+fn discard_dropped_databases_events(slot: usize, dboid: u32) -> Result<(), WardenError> {
+    let Some(owner) = super::ring::foreign_owner(slot, dboid) else {
+        return Ok(());
+    };
+    let exists = crate::spi_read::read_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_database d WHERE d.oid OPERATOR(pg_catalog.=) $1)",
+        &[pg_sys::Oid::from(owner).into()],
+    )
+    .map_err(spi_error)?
+    .unwrap_or(true);
+    if !exists {
+        let n = super::ring::discard(slot, owner);
+        pgrx::warning!(
+            "pg_warden audit: discarded {n} durable events of dropped database {owner} from the ring"
+        );
+    }
+    Ok(())
+}
+
+/// Inserts ring records into the inbox, in ring order.
+fn move_to_inbox(records: &[Vec<u8>]) -> Result<(), WardenError> {
+    let mut ts = Vec::with_capacity(records.len());
+    let mut event_type = Vec::with_capacity(records.len());
+    let mut tenant = Vec::with_capacity(records.len());
+    let mut actor = Vec::with_capacity(records.len());
+    let mut actor_kind = Vec::with_capacity(records.len());
+    let mut correlation_id = Vec::with_capacity(records.len());
+    let mut txid = Vec::with_capacity(records.len());
+    let mut fields = Vec::with_capacity(records.len());
+    for r in records {
+        let (h, f) = decode_pending(r).ok_or_else(|| {
+            WardenError::prerequisite("audit sequencer: a ring record does not decode")
+        })?;
+        ts.push(h.ts_micros);
+        event_type.push(h.event_type);
+        tenant.push(h.tenant);
+        actor.push(h.actor);
+        actor_kind.push(h.actor_kind);
+        correlation_id.push(h.correlation_id);
+        txid.push(h.txid.to_string());
+        fields.push(f);
+    }
+    Spi::run_with_args(
+        "INSERT INTO warden.audit_inbox (ts, event_type, tenant, actor, actor_kind, correlation_id, txid, fields)
+         SELECT pg_catalog.timestamptz '1970-01-01 00:00:00+00' OPERATOR(pg_catalog.+)
+                    (r.ts OPERATOR(pg_catalog.*) pg_catalog.interval '1 microsecond'),
+                r.event_type, r.tenant, r.actor, r.actor_kind, r.correlation_id,
+                r.txid::pg_catalog.xid8, r.fields::pg_catalog.jsonb
+           -- multi-argument unnest is FROM-clause syntax only when
+           -- unqualified (search_path is pg_catalog here)
+           FROM unnest($1::pg_catalog.int8[], $2::pg_catalog.text[], $3::pg_catalog.text[],
+                                  $4::pg_catalog.text[], $5::pg_catalog.text[], $6::pg_catalog.text[],
+                                  $7::pg_catalog.text[], $8::pg_catalog.text[])
+                WITH ORDINALITY AS r(ts, event_type, tenant, actor, actor_kind, correlation_id, txid, fields, n)
+          ORDER BY r.n",
+        &[
+            ts.into(),
+            event_type.into(),
+            tenant.into(),
+            actor.into(),
+            actor_kind.into(),
+            correlation_id.into(),
+            txid.into(),
+            fields.into(),
+        ],
+    )
+    .map_err(spi_error)
 }
 
 struct InboxRow {
@@ -76,8 +226,35 @@ fn spi_error(e: pgrx::spi::Error) -> WardenError {
     WardenError::prerequisite(format!("audit sequencer: {e}"))
 }
 
-/// Chains up to BATCH inbox rows; returns how many.
-fn chain_batch() -> Result<i64, WardenError> {
+/// The columns of the events of one batch, for one INSERT.
+#[derive(Default)]
+struct Chained {
+    id: Vec<i64>,
+    chain: Vec<String>,
+    seq: Vec<i64>,
+    salt: Vec<Vec<u8>>,
+    digest: Vec<Vec<u8>>,
+    prev: Vec<Vec<u8>>,
+    hash: Vec<Vec<u8>>,
+}
+
+/// Where `chain` stands: its last seq and hash (0 and GENESIS when empty).
+fn chain_head(chain: &str) -> Result<(i64, [u8; 32]), WardenError> {
+    let last = crate::spi_read::read_two::<i64, Vec<u8>>(
+        "SELECT l.seq, l.hash FROM warden.audit_log l WHERE l.chain OPERATOR(pg_catalog.=) $1
+          ORDER BY l.seq DESC LIMIT 1",
+        &[chain.into()],
+    );
+    match last {
+        Ok((Some(seq), Some(hash))) => Ok((seq, hash.try_into().unwrap_or(GENESIS))),
+        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Ok((0, GENESIS)),
+        Err(e) => Err(spi_error(e)),
+    }
+}
+
+/// Chains up to BATCH inbox rows; returns how many. `checkpoints` gets
+/// the new head of every chain it advanced.
+fn chain_batch(checkpoints: &mut Heads) -> Result<i64, WardenError> {
     let rows: Vec<InboxRow> = Spi::connect(|client| {
         client
             .select(
@@ -106,20 +283,11 @@ fn chain_batch() -> Result<i64, WardenError> {
     }
     // where each chain stands: its last seq and hash
     let mut heads: HashMap<String, (i64, [u8; 32])> = HashMap::new();
+    let mut chained = Chained::default();
     for row in &rows {
         let chain = row.header.tenant.clone().unwrap_or_else(|| "global".into());
         if !heads.contains_key(&chain) {
-            let last = Spi::get_two_with_args::<i64, Vec<u8>>(
-                "SELECT l.seq, l.hash FROM warden.audit_log l WHERE l.chain OPERATOR(pg_catalog.=) $1
-                  ORDER BY l.seq DESC LIMIT 1",
-                &[chain.as_str().into()],
-            );
-            let head = match last {
-                Ok((Some(seq), Some(hash))) => (seq, hash.try_into().unwrap_or(GENESIS)),
-                Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => (0, GENESIS),
-                Err(e) => return Err(spi_error(e)),
-            };
-            heads.insert(chain.clone(), head);
+            heads.insert(chain.clone(), chain_head(&chain)?);
         }
         let (seq, prev) = heads[&chain];
         let seq = seq + 1;
@@ -138,30 +306,47 @@ fn chain_batch() -> Result<i64, WardenError> {
             ..row.header.clone()
         };
         let hash = event_hash(&prev, &header, &digest);
-        Spi::run_with_args(
-            "INSERT INTO warden.audit_log (chain, seq, ts, event_type, tenant, actor, actor_kind, correlation_id,
-                                           txid, fields, fields_salt, payload_digest, prev_hash, hash)
-             SELECT $2, $3, i.ts, i.event_type, i.tenant, i.actor, i.actor_kind, i.correlation_id,
-                    i.txid, i.fields, $4, $5, $6, $7
-               FROM warden.audit_inbox i WHERE i.id OPERATOR(pg_catalog.=) $1",
-            &[
-                row.id.into(),
-                chain.as_str().into(),
-                seq.into(),
-                salt.to_vec().into(),
-                digest.to_vec().into(),
-                prev.to_vec().into(),
-                hash.to_vec().into(),
-            ],
-        )
-        .map_err(spi_error)?;
+        chained.id.push(row.id);
+        chained.chain.push(chain.clone());
+        chained.seq.push(seq);
+        chained.salt.push(salt.to_vec());
+        chained.digest.push(digest.to_vec());
+        chained.prev.push(prev.to_vec());
+        chained.hash.push(hash.to_vec());
         heads.insert(chain, (seq, hash));
     }
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    // one statement for the batch: the header columns come from the
+    // inbox row as stored, the chain columns from the arrays
     Spi::run_with_args(
-        "DELETE FROM warden.audit_inbox WHERE id OPERATOR(pg_catalog.=) ANY ($1)",
-        &[ids.into()],
+        "INSERT INTO warden.audit_log (chain, seq, ts, event_type, tenant, actor, actor_kind, correlation_id,
+                                       txid, fields, fields_salt, payload_digest, prev_hash, hash)
+         SELECT b.chain, b.seq, i.ts, i.event_type, i.tenant, i.actor, i.actor_kind, i.correlation_id,
+                i.txid, i.fields, b.salt, b.digest, b.prev, b.hash
+           -- multi-argument unnest is FROM-clause syntax only when
+           -- unqualified (search_path is pg_catalog here)
+           FROM unnest($1::pg_catalog.int8[], $2::pg_catalog.text[], $3::pg_catalog.int8[],
+                                  $4::pg_catalog.bytea[], $5::pg_catalog.bytea[], $6::pg_catalog.bytea[],
+                                  $7::pg_catalog.bytea[]) AS b(id, chain, seq, salt, digest, prev, hash)
+           JOIN warden.audit_inbox i ON i.id OPERATOR(pg_catalog.=) b.id",
+        &[
+            chained.id.clone().into(),
+            chained.chain.into(),
+            chained.seq.into(),
+            chained.salt.into(),
+            chained.digest.into(),
+            chained.prev.into(),
+            chained.hash.into(),
+        ],
     )
     .map_err(spi_error)?;
+    Spi::run_with_args(
+        "DELETE FROM warden.audit_inbox WHERE id OPERATOR(pg_catalog.=) ANY ($1)",
+        &[chained.id.into()],
+    )
+    .map_err(spi_error)?;
+    // the heads after this batch, for the checkpoints
+    for (chain, (seq, hash)) in heads {
+        checkpoints.insert(chain, (seq, hash));
+    }
     Ok(rows.len() as i64)
 }

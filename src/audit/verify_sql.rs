@@ -4,7 +4,7 @@
 
 use pgrx::prelude::*;
 use warden_core::audit::{
-    canonical_fields_text, verify_chain, EventHeader, StoredEvent, VerifyFrom,
+    canonical_fields_text, verify_signed_chain, EventHeader, StoredEvent, VerifyFrom,
 };
 
 use super::header_row::{header_columns, read_header, HEADER_COLUMN_COUNT};
@@ -16,7 +16,17 @@ fn hash32(v: Option<Vec<u8>>) -> [u8; 32] {
 }
 
 /// The rows of `chain` from `from_seq` on, in seq order.
-fn stored(chain: &str, from_seq: i64) -> Result<Vec<StoredEvent>, pgrx::spi::Error> {
+pub(super) fn stored(chain: &str, from_seq: i64) -> Result<Vec<StoredEvent>, pgrx::spi::Error> {
+    Ok(stored_with_fields(chain, from_seq)?.0)
+}
+
+/// As `stored`, with each row's fields as stored (JSON text; None once
+/// redacted), for the export.
+#[allow(clippy::type_complexity)]
+pub(super) fn stored_with_fields(
+    chain: &str,
+    from_seq: i64,
+) -> Result<(Vec<StoredEvent>, Vec<Option<String>>), pgrx::spi::Error> {
     Spi::connect(|client| {
         client
             .select(
@@ -35,7 +45,7 @@ fn stored(chain: &str, from_seq: i64) -> Result<Vec<StoredEvent>, pgrx::spi::Err
                 // the columns after the header
                 let after = 2 + HEADER_COLUMN_COUNT;
                 let fields: Option<String> = r.get(after)?;
-                Ok(StoredEvent {
+                let event = StoredEvent {
                     header: EventHeader {
                         chain: chain.to_string(),
                         seq: r.get(1)?.unwrap_or(0),
@@ -43,15 +53,18 @@ fn stored(chain: &str, from_seq: i64) -> Result<Vec<StoredEvent>, pgrx::spi::Err
                     },
                     // unparsable text cannot be what was hashed: its
                     // digest will not match
-                    canonical_fields: fields
-                        .map(|f| canonical_fields_text(&f).unwrap_or_else(|| f.into_bytes())),
+                    canonical_fields: fields.as_ref().map(|f| {
+                        canonical_fields_text(f).unwrap_or_else(|| f.clone().into_bytes())
+                    }),
                     fields_salt: r.get(after + 1)?,
                     payload_digest: hash32(r.get(after + 2)?),
                     prev_hash: hash32(r.get(after + 3)?),
                     hash: hash32(r.get(after + 4)?),
-                })
+                };
+                Ok((event, fields))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|rows| rows.into_iter().unzip())
     })
 }
 
@@ -78,15 +91,23 @@ fn audit_verify(
             Some(c) => vec![c.to_string()],
             None => Spi::connect(|client| {
                 client
-                    .select("SELECT DISTINCT l.chain FROM warden.audit_log l ORDER BY 1", None, &[])?
+                    .select(
+                        "SELECT l.chain FROM warden.audit_log l
+                          UNION SELECT c.chain FROM warden.audit_checkpoints c ORDER BY 1",
+                        None,
+                        &[],
+                    )?
                     .map(|r| r.get::<String>(1).map(Option::unwrap_or_default))
                     .collect::<Result<Vec<_>, _>>()
             })?,
         };
         let mut out = Vec::new();
+        let public_key = crate::crypto::audit_public_key();
         for c in chains {
             let from = if from_seq == 1 {
-                VerifyFrom::default()
+                // from the beginning, or from the signed anchor of a
+                // pruned chain
+                None
             } else {
                 // verified from the (unverified) event before: a check of
                 // the tail only
@@ -96,13 +117,19 @@ fn audit_verify(
                 )
                 .ok()
                 .flatten();
-                VerifyFrom {
+                Some(VerifyFrom {
                     seq: from_seq,
                     prev_hash: hash32(prev),
-                }
+                })
             };
             let events = stored(&c, from_seq)?;
-            out.push(match verify_chain(&events, from, None) {
+            let checkpoints = super::checkpoints::read_checkpoints(&c, from_seq - 1)?;
+            // checkpoints without a key to check them: the key is gone,
+            // and with it any proof that they are genuine
+            let key = public_key.map(|k| k.to_vec()).or_else(|| {
+                (!checkpoints.is_empty()).then(Vec::new)
+            });
+            out.push(match verify_signed_chain(&events, &checkpoints, key.as_deref(), from) {
                 Ok(n) => (c, n as i64, true, None, None),
                 Err(f) => (c, 0, false, Some(f.seq), Some(f.reason.as_str().to_string())),
             });
@@ -116,7 +143,7 @@ fn audit_verify(
 extension_sql!(
     r#"
 COMMENT ON FUNCTION warden.audit_verify(text, bigint) IS
-  'Verifies the audit chains (or one): per chain, how many events were checked, ok, and the first bad seq with its reason (edited, deleted, inserted, reordered).';
+  'Verifies the audit chains (or one): per chain, how many events were checked, ok, and the first bad seq with its reason (edited, deleted, inserted, reordered, truncated, bad_signature).';
 "#,
     name = "audit_verify_comments",
     requires = [audit_verify],

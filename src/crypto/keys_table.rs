@@ -8,7 +8,7 @@ extension_sql!(
 CREATE TABLE warden.keys (
     key_id       integer PRIMARY KEY CHECK (key_id > 0),
     tenant       text NOT NULL,
-    purpose      text NOT NULL CHECK (purpose IN ('data', 'blind_index', 'audit', 'token')),
+    purpose      text NOT NULL CHECK (purpose IN ('data', 'blind_index', 'audit', 'token', 'audit_signing')),
     root_version integer NOT NULL CHECK (root_version > 0),
     wrapped      bytea,
     state        text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'retired', 'shredded')),

@@ -12,7 +12,9 @@
 //! - `key_check_task`: the worker task that checks the root key.
 //! - `token_signing`: tenant tokens signed and verified under the tenant's
 //!   token key (the key never leaves this folder).
+//! - `audit_signing`: the audit checkpoint signing key (likewise).
 
+mod audit_signing;
 mod blind_index;
 mod envelope_sql;
 mod key_cache;
@@ -23,6 +25,7 @@ mod root_key;
 mod rotation;
 mod token_signing;
 
+pub(crate) use audit_signing::{audit_public_key, sign_audit_checkpoint};
 pub(crate) use token_signing::{sign_tenant_token, verify_tenant_token};
 
 pub fn init(preloading: bool) {

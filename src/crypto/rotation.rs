@@ -111,6 +111,13 @@ fn rotate_data_key(tenant: &str, purpose: default!(&str, "'data'")) -> i32 {
             .hint("Use 'data', 'blind_index', 'audit' or 'token'.")
             .raise()
     };
+    if purpose == Purpose::AuditSigning {
+        WardenError::invalid_parameter("the audit signing key is not a tenant key")
+            .detail(
+                "Checkpoints signed with it must stay verifiable with warden.audit_public_key().",
+            )
+            .raise();
+    }
     if purpose == Purpose::BlindIndex {
         WardenError::invalid_parameter("blind-index keys cannot be rotated in place")
             .detail("Existing blind indexes would stop matching new ones.")

@@ -96,6 +96,12 @@ pub fn validate_tenant_or_raise(tenant: &str) {
 /// no-op. A subtransaction (a PL/pgSQL block with EXCEPTION) counts as a
 /// block, since statements after it in the same transaction see the tenant.
 pub(crate) fn require_transaction_block(function: &str) {
+    require_transaction_block_for(function, "The tenant");
+}
+
+/// As `require_transaction_block`, for a function that sets `what` (named
+/// in the error's detail) for the rest of the transaction.
+pub(crate) fn require_transaction_block_for(function: &str, what: &str) {
     // SAFETY: plain reads of transaction state.
     if unsafe { pg_sys::IsTransactionBlock() || pg_sys::IsSubTransaction() } {
         return;
@@ -104,7 +110,7 @@ pub(crate) fn require_transaction_block(function: &str) {
         PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
         format!("{function} can only be used in a transaction block"),
     )
-    .detail("The tenant lasts until the end of the transaction; outside BEGIN ... COMMIT it would vanish with this statement.")
+    .detail(format!("{what} lasts until the end of the transaction; outside BEGIN ... COMMIT it would vanish with this statement."))
     .hint(format!("Run BEGIN first, then {function}, then your queries, then COMMIT."))
     .raise();
 }
@@ -130,21 +136,7 @@ pub(crate) fn reset_tenant_setting() {
 }
 
 fn write_tenant_setting(tenant: &str) {
-    let value = std::ffi::CString::new(tenant).expect("validated tenant ids have no NUL");
-    // SAFETY: both strings are valid C strings; elevel ERROR makes a
-    // refusal raise instead of returning silently.
-    unsafe {
-        pg_sys::set_config_option(
-            guc::TENANT_GUC.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            pgrx::PgLogLevel::ERROR as i32,
-            false,
-        );
-    }
+    guc::set_local(guc::TENANT_GUC, tenant);
 }
 
 /// The current tenant as a bigint, for the policies of tables whose tenant

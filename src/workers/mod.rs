@@ -30,8 +30,9 @@ mod worker;
 pub use registry::{register_task, TaskId, TaskSpec};
 pub use task::{Task, TaskContext, TaskReport};
 // The Rust API subsystems (outbox, audit) call inside a transaction.
+pub use shmem::MAX_DATABASES;
 #[allow(unused_imports)]
-pub use wakeup::{wake_task_on_commit, wake_worker_on_commit};
+pub use wakeup::{my_database_slot, wake_task_now, wake_task_on_commit, wake_worker_on_commit};
 
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use std::time::Duration;

@@ -33,6 +33,10 @@ pub trait Task {
     }
     /// Does one batch of work inside the transaction the runner opened.
     fn run(&mut self, ctx: &TaskContext) -> Result<TaskReport, WardenError>;
+    /// Runs after `run`'s transaction committed, outside any transaction
+    /// (to free what is now safely stored, or wake who waits for it). Not
+    /// run when `run` failed.
+    fn committed(&mut self, _ctx: &TaskContext) {}
 }
 
 /// What the runner tells a task about where it runs.
@@ -107,6 +111,9 @@ pub fn start_task(task: &mut dyn Task, ctx: &TaskContext) {
 pub fn run_task(task: &mut dyn Task, ctx: &TaskContext) {
     let started = now();
     let outcome = in_task_transaction(ctx, "run", || task.run(ctx));
+    if outcome.is_ok() {
+        task.committed(ctx);
+    }
     record(ctx, started, outcome);
 }
 

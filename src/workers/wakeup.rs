@@ -63,6 +63,41 @@ pub fn wake_task_on_commit(task: TaskId) {
     request(&WORKER_LEVEL);
 }
 
+/// Runs `task` of this database's worker now, not at commit: for work
+/// handed over outside any transaction (the durable audit ring). Returns
+/// whether a worker was running to be woken.
+pub fn wake_task_now(task: TaskId) -> bool {
+    let dboid = my_database();
+    match wake_states().find(|w| w.dboid.load(Ordering::Acquire) == dboid) {
+        Some(wake) => {
+            wake.tasks.fetch_or(task.bit(), Ordering::AcqRel);
+            wake.requests.fetch_add(1, Ordering::Relaxed);
+            set_latch(wake.latch());
+            true
+        }
+        None => false,
+    }
+}
+
+/// The index of this database's slot in the runtime's shared memory,
+/// the same in every process while the database has the extension.
+/// Claims one (and tells the launcher to start a worker) when the
+/// database has none yet, as CREATE EXTENSION does at commit. `None` when
+/// every slot is taken.
+pub fn my_database_slot() -> Option<usize> {
+    let dboid = my_database();
+    if let Some(i) = SHARED.share().index_of(dboid) {
+        return Some(i);
+    }
+    let (index, latch) = {
+        let mut shared = SHARED.exclusive();
+        shared.slot_or_claim(dboid, SlotState::Wanted)?;
+        (shared.index_of(dboid), shared.launcher_latch)
+    };
+    set_latch(latch);
+    index
+}
+
 /// Tells the launcher, at commit, that this database now has the
 /// extension. Called by the install script; a no-op without preload, so
 /// CREATE EXTENSION works either way.

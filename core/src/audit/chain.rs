@@ -68,6 +68,8 @@ pub enum Tamper {
     Reordered,
     /// The chain ends before a signed checkpoint.
     Truncated,
+    /// A checkpoint's signature does not verify under the public key.
+    BadSignature,
 }
 
 impl Tamper {
@@ -78,6 +80,7 @@ impl Tamper {
             Tamper::Inserted => "inserted",
             Tamper::Reordered => "reordered",
             Tamper::Truncated => "truncated",
+            Tamper::BadSignature => "bad_signature",
         }
     }
 }
@@ -107,12 +110,14 @@ impl Default for VerifyFrom {
     }
 }
 
-/// Verifies one chain's rows, ordered by seq as stored. Returns how many
-/// rows were checked, or the first failure.
+/// Verifies one chain's rows, ordered by seq as stored, against the
+/// (seq, hash) of its signed checkpoints: the rows must reach the latest
+/// and agree with each. Returns how many rows were checked, or the first
+/// failure.
 pub fn verify_chain<'a>(
     rows: impl IntoIterator<Item = &'a StoredEvent>,
     from: VerifyFrom,
-    checkpoint: Option<(i64, [u8; HASH_BYTES])>,
+    checkpoints: &[(i64, [u8; HASH_BYTES])],
 ) -> Result<u64, Failure> {
     let rows: Vec<&StoredEvent> = rows.into_iter().collect();
     let mut expected_seq = from.seq;
@@ -163,17 +168,22 @@ pub fn verify_chain<'a>(
         expected_seq = seq + 1;
         checked += 1;
     }
-    if let Some((cp_seq, cp_hash)) = checkpoint {
-        if expected_seq <= cp_seq {
+    if let Some(last) = checkpoints.iter().map(|(seq, _)| *seq).max() {
+        if expected_seq <= last {
             return Err(Failure {
                 seq: expected_seq,
                 reason: Tamper::Truncated,
             });
         }
-        let at = rows.iter().find(|r| r.header.seq == cp_seq);
-        if at.is_some_and(|r| r.hash != cp_hash) {
+    }
+    // rows are in seq order from `from.seq`, gapless by now
+    for (cp_seq, cp_hash) in checkpoints {
+        let at = usize::try_from(cp_seq - from.seq)
+            .ok()
+            .and_then(|i| rows.get(i));
+        if at.is_some_and(|r| r.hash != *cp_hash) {
             return Err(Failure {
-                seq: cp_seq,
+                seq: *cp_seq,
                 reason: Tamper::Edited,
             });
         }

@@ -19,8 +19,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::canonical::{canonical_fields, EventHeader};
-use super::chain::{verify_chain, Failure, StoredEvent, Tamper, VerifyFrom, HASH_BYTES};
-use super::checkpoint::{verify_checkpoint, Checkpoint};
+use super::chain::{StoredEvent, HASH_BYTES};
+use super::checkpoint::Checkpoint;
+use super::signed::verify_signed_chain;
 
 /// A chain's verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,53 +148,62 @@ pub fn verify_export(text: &str, public_key: &[u8]) -> Result<Vec<ChainVerdict>,
         .into_iter()
         .map(|(chain, mut export)| {
             export.events.sort_by_key(|e| e.header.seq);
-            let verdict = |checked, failure: Option<Failure>| ChainVerdict {
-                chain: chain.clone(),
-                checked,
-                failure: failure.map(|f| (f.seq, f.reason.as_str())),
-            };
-            if let Some((c, _)) = export
-                .checkpoints
-                .iter()
-                .find(|(c, sig)| !verify_checkpoint(public_key, c, sig))
-            {
-                return ChainVerdict {
-                    chain: chain.clone(),
-                    checked: 0,
-                    failure: Some((c.seq, "bad_signature")),
-                };
-            }
-            let first = export.events.first().map_or(1, |e| e.header.seq);
-            let from = if first == 1 {
-                VerifyFrom::default()
-            } else {
-                match export.checkpoints.iter().find(|(c, _)| c.seq == first - 1) {
-                    Some((c, _)) => VerifyFrom {
-                        seq: first,
-                        prev_hash: c.hash,
-                    },
-                    None => {
-                        return verdict(
-                            0,
-                            Some(Failure {
-                                seq: 1,
-                                reason: Tamper::Deleted,
-                            }),
-                        )
-                    }
-                }
-            };
-            let latest = export
-                .checkpoints
-                .iter()
-                .map(|(c, _)| c)
-                .filter(|c| c.seq >= first)
-                .max_by_key(|c| c.seq)
-                .map(|c| (c.seq, c.hash));
-            match verify_chain(&export.events, from, latest) {
-                Ok(n) => verdict(n, None),
-                Err(f) => verdict(0, Some(f)),
+            let outcome =
+                verify_signed_chain(&export.events, &export.checkpoints, Some(public_key), None);
+            ChainVerdict {
+                chain,
+                checked: outcome.unwrap_or(0),
+                failure: outcome.err().map(|f| (f.seq, f.reason.as_str())),
             }
         })
         .collect())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The export line of a stored event; `fields_json` is its fields as
+/// stored (JSON text; None once redacted). Unparsable fields are
+/// exported as null: such a row cannot verify anyway.
+pub fn event_line(e: &StoredEvent, fields_json: Option<&str>) -> String {
+    let h = &e.header;
+    let fields = fields_json
+        .and_then(|f| serde_json::from_str::<Value>(f).ok())
+        .unwrap_or(Value::Null);
+    serde_json::json!({
+        "type": "event", "chain": h.chain, "seq": h.seq, "ts_us": h.ts_micros,
+        "event_type": h.event_type, "tenant": h.tenant, "actor": h.actor,
+        "actor_kind": h.actor_kind, "correlation_id": h.correlation_id, "txid": h.txid,
+        "fields": fields, "fields_salt": e.fields_salt.as_deref().map(hex),
+        "payload_digest": hex(&e.payload_digest), "prev_hash": hex(&e.prev_hash),
+        "hash": hex(&e.hash),
+    })
+    .to_string()
+}
+
+/// The export line of a signed checkpoint.
+pub fn checkpoint_line(c: &Checkpoint, signature: &[u8]) -> String {
+    serde_json::json!({
+        "type": "checkpoint", "chain": c.chain, "seq": c.seq, "hash": hex(&c.hash),
+        "ts_us": c.ts_micros, "system_identifier": c.system_identifier,
+        "timeline": c.timeline, "signature": hex(signature),
+    })
+    .to_string()
+}
+
+/// A checkpoint as `checkpoint_line` writes it (for digests kept outside
+/// the database); None when malformed.
+pub fn parse_checkpoint(v: &Value) -> Option<(Checkpoint, Vec<u8>)> {
+    checkpoint(v)
+}
+
+/// Bytes from hex; None when malformed.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    hex_decode(s)
+}
+
+/// Bytes as lower-case hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    hex(bytes)
 }

@@ -7,7 +7,9 @@ mod canonical;
 mod chain;
 mod checkpoint;
 mod export;
+mod pending;
 pub mod ring;
+mod signed;
 
 pub use canonical::{
     canonical_fields, canonical_fields_text, canonical_header, EventHeader, HEADER_MAGIC,
@@ -20,7 +22,12 @@ pub use checkpoint::{
     canonical_checkpoint, public_key, sign_checkpoint, verify_checkpoint, Checkpoint,
     CHECKPOINT_MAGIC, PUBLIC_KEY_BYTES, SIGNATURE_BYTES,
 };
-pub use export::{verify_export, ChainVerdict, ExportError};
+pub use export::{
+    checkpoint_line, event_line, from_hex, parse_checkpoint, to_hex, verify_export, ChainVerdict,
+    ExportError,
+};
+pub use pending::{decode_pending, encode_pending};
+pub use signed::verify_signed_chain;
 
 #[cfg(test)]
 mod tests;

@@ -106,6 +106,43 @@ pub fn pop(state: &mut RingState, buf: &[u8], max_records: usize) -> Vec<(u64, V
     out
 }
 
+/// What `peek` took, for `release` once it is safely elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Taken {
+    /// The read position after the records taken.
+    pub tail: u64,
+    pub records: u64,
+    /// Id of the last record taken (0: none).
+    pub last_id: u64,
+}
+
+/// Copies up to `max_records` records, oldest first, without freeing
+/// their space: the consumer frees it with `release` only once they are
+/// committed elsewhere, so a failed consumer loses nothing. Writers may
+/// push in between; one consumer at a time.
+pub fn peek(state: &RingState, buf: &[u8], max_records: usize) -> (Vec<(u64, Vec<u8>)>, Taken) {
+    let mut copy = *state;
+    let out = pop(&mut copy, buf, max_records);
+    let taken = Taken {
+        tail: copy.tail,
+        records: out.len() as u64,
+        last_id: out.last().map_or(0, |(id, _)| *id),
+    };
+    (out, taken)
+}
+
+/// Frees what `peek` took.
+pub fn release(state: &mut RingState, taken: Taken) {
+    if taken.records == 0 {
+        return;
+    }
+    state.tail = taken.tail;
+    state.records -= taken.records;
+    if state.records == 0 {
+        state.tail = state.head;
+    }
+}
+
 /// Bytes in use (records and skipped gaps).
 pub fn used(state: &RingState) -> u64 {
     state.head - state.tail
@@ -121,12 +158,15 @@ mod tests {
     enum Op {
         Push(Vec<u8>),
         Pop(usize),
+        /// peek, then release
+        Take(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             3 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Op::Push),
             1 => (1usize..5).prop_map(Op::Pop),
+            1 => (1usize..5).prop_map(Op::Take),
         ]
     }
 
@@ -164,6 +204,15 @@ mod tests {
                         let got = pop(&mut state, &buf, n);
                         let want: Vec<(u64, Vec<u8>)> = (0..n.min(model.len())).map(|_| model.pop_front().unwrap()).collect();
                         prop_assert_eq!(got, want);
+                    }
+                    Op::Take(n) => {
+                        let (got, taken) = peek(&state, &buf, n);
+                        // a peek changes nothing until released
+                        prop_assert_eq!(state.records as usize, model.len());
+                        let want: Vec<(u64, Vec<u8>)> = (0..n.min(model.len())).map(|_| model.pop_front().unwrap()).collect();
+                        prop_assert_eq!(taken.last_id, want.last().map_or(0, |(id, _)| *id));
+                        prop_assert_eq!(got, want);
+                        release(&mut state, taken);
                     }
                 }
                 prop_assert_eq!(state.records as usize, model.len());

@@ -6,14 +6,18 @@ pub enum Purpose {
     BlindIndex,
     Audit,
     Token,
+    /// The database's audit checkpoint signing key (an Ed25519 seed),
+    /// kept under the tenant '' that no tenant id can be.
+    AuditSigning,
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 4] = [
+    pub const ALL: [Purpose; 5] = [
         Purpose::Data,
         Purpose::BlindIndex,
         Purpose::Audit,
         Purpose::Token,
+        Purpose::AuditSigning,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -22,6 +26,7 @@ impl Purpose {
             Purpose::BlindIndex => "blind_index",
             Purpose::Audit => "audit",
             Purpose::Token => "token",
+            Purpose::AuditSigning => "audit_signing",
         }
     }
 

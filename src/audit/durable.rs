@@ -1,0 +1,100 @@
+//! The durable path: an event that must exist whether or not the caller's
+//! transaction commits (a secret was read, break-glass was used). It goes
+//! into this database's ring in shared memory, outside the transaction,
+//! and the sequencer commits it in its own. This is the Rust API other
+//! subsystems call (`record_durable`); `warden.audit_emit(...,
+//! durable => true)` is its SQL face.
+//!
+//! Like `synchronous_commit = off`, an event still in the ring when the
+//! server crashes is lost. In strict mode (`warden.audit_strict`, or
+//! `strict` per call) the call returns only once the worker committed the
+//! event, and raises when that does not happen within
+//! `warden.audit_strict_timeout`: nothing a strict call returned for is
+//! ever lost. A full ring makes any durable call wait up to that timeout,
+//! then raise; an event is never dropped silently.
+
+use pgrx::pg_sys;
+use pgrx::PgSqlErrorCode;
+use warden_core::audit::{encode_pending, EventHeader};
+
+use super::ring;
+use crate::error::WardenError;
+use crate::guc;
+
+/// Microseconds from the Unix epoch to Postgres' (2000-01-01).
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Microseconds since the Unix epoch, now.
+pub(super) fn now_micros() -> i64 {
+    // SAFETY: reads the clock.
+    (unsafe { pg_sys::GetCurrentTimestamp() }) + POSTGRES_EPOCH_MICROS
+}
+
+/// The header of a durable event emitted now, in this transaction: its
+/// tenant, actor and correlation id, and the top-level transaction id
+/// when it has one (0 otherwise: a durable event does not make a
+/// read-only transaction take a transaction id).
+fn current_header(event_type: &str) -> EventHeader {
+    let (actor, actor_kind, correlation_id) = guc::audit_context();
+    // SAFETY: reads transaction state.
+    let xid = unsafe { pg_sys::GetTopFullTransactionIdIfAny() }.value;
+    EventHeader {
+        chain: String::new(),
+        seq: 0,
+        ts_micros: now_micros(),
+        event_type: event_type.to_string(),
+        tenant: guc::tenant().map(str::to_string),
+        actor,
+        actor_kind,
+        correlation_id,
+        txid: xid,
+    }
+}
+
+/// Records a durable event of `event_type` with `fields_json` (a JSON
+/// object's text) for the current tenant, actor and transaction. Returns
+/// once the event is in the ring, or (strict: `warden.audit_strict`, or
+/// `strict`) once it is committed. Raises 55000 without preload, 25006 on
+/// a standby, 57014 when the ring stays full or a strict event is not
+/// committed within `warden.audit_strict_timeout`.
+pub fn record_durable(event_type: &str, fields_json: &str, strict: bool) {
+    crate::preload::require("a durable audit event (the ring is pg_warden shared memory)");
+    // SAFETY: plain read.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "cannot record a durable audit event during recovery",
+        )
+        .hint("Emit audit events on the primary.")
+        .raise();
+    }
+    let strict = strict || guc::audit_strict();
+    let Some(slot) = crate::workers::my_database_slot() else {
+        WardenError::prerequisite("no pg_warden worker slot is free for this database")
+            .detail("Every database slot of the worker runtime is taken, so this database has no audit ring.")
+            .hint("Drop the extension from databases that do not use it, or restrict warden.databases.")
+            .raise()
+    };
+    // SAFETY: plain read.
+    let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let record = encode_pending(&current_header(event_type), fields_json);
+    let timeout = guc::audit_strict_timeout();
+    let id = ring::push(
+        slot,
+        dboid,
+        &record,
+        timeout,
+        super::sequencer_task::wake_now,
+    )
+    .unwrap_or_else(|e| e.raise());
+    super::sequencer_task::wake_now();
+    if strict && ring::wait_committed(slot, id, timeout).is_err() {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+            "the strict audit event was not committed within warden.audit_strict_timeout",
+        )
+        .detail("warden.audit_strict is on, so the call fails closed. The event stays queued and may still be recorded.")
+        .hint("Check warden.worker_status and warden.audit_status: the pg_warden worker of this database must be running.")
+        .raise();
+    }
+}
