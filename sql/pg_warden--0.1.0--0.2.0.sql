@@ -8,6 +8,16 @@
 -- triggers, grants and comments.
 \echo Use "ALTER EXTENSION pg_warden UPDATE" to load this file. \quit
 
+-- 0.2.0: the role warden.break_glass() acts as (schema.rs)
+DO $roles$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'warden_break_glass') THEN
+    CREATE ROLE warden_break_glass NOLOGIN BYPASSRLS;
+    GRANT warden_admin TO warden_break_glass;
+  END IF;
+END
+$roles$;
+
 -- 0.2.0: a commit-time wake-up of one task (workers/wakeup.rs)
 CREATE FUNCTION warden._worker_wake_task_on_commit(task text) RETURNS void
   STRICT VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', '_worker_wake_task_on_commit_wrapper';
@@ -48,13 +58,7 @@ CREATE TABLE warden.audit_inbox (
 SELECT pg_catalog.pg_extension_config_dump('warden.audit_log', '');
 
 CREATE FUNCTION warden._audit_refuse_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-        MESSAGE = pg_catalog.format('%s of warden.%s is refused: the audit log is append-only', TG_OP, TG_TABLE_NAME),
-        HINT = 'Erase a payload with warden.audit_redact() and old events with warden.audit_prune(); both are audited.';
-END
-$fn$;
+  LANGUAGE c AS 'MODULE_PATHNAME', 'audit_refuse_change';
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON warden.audit_log
     FOR EACH ROW EXECUTE FUNCTION warden._audit_refuse_change();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON warden.audit_log
@@ -69,7 +73,7 @@ COMMENT ON TABLE warden.audit_inbox IS
 COMMENT ON INDEX warden.audit_log_pkey IS 'One event per (chain, seq).';
 COMMENT ON INDEX warden.audit_inbox_pkey IS 'Inbox rows in arrival order.';
 COMMENT ON SEQUENCE warden.audit_inbox_id_seq IS 'Arrival order of inbox rows.';
-COMMENT ON FUNCTION warden._audit_refuse_change() IS 'Internal: refuses UPDATE, DELETE and TRUNCATE of warden.audit_log and warden.audit_checkpoints.';
+COMMENT ON FUNCTION warden._audit_refuse_change() IS 'Internal: refuses UPDATE, DELETE and TRUNCATE of warden.audit_log and warden.audit_checkpoints (but for warden.audit_prune and warden.audit_redact).';
 COMMENT ON TRIGGER audit_log_append_only ON warden.audit_log IS 'Refuses UPDATE and DELETE, also under session_replication_role = replica.';
 COMMENT ON TRIGGER audit_log_no_truncate ON warden.audit_log IS 'Refuses TRUNCATE, also under session_replication_role = replica.';
 
@@ -139,6 +143,48 @@ COMMENT ON FUNCTION warden.audit_digest(text) IS
   'The latest signed checkpoint of each audit chain (or of one), with the public key and the server identity, as JSON to keep outside the database.';
 COMMENT ON FUNCTION warden.audit_verify_digest(jsonb) IS
   'Proves the audit log still holds and extends a digest kept from warden.audit_digest(): per chain, ok or why not (bad_signature, truncated, edited, ...).';
+CREATE FUNCTION warden.audit_prune(chain text, before timestamptz) RETURNS bigint
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_prune_wrapper';
+CREATE FUNCTION warden.audit_redact(chain text, seq bigint, reason text) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_redact_wrapper';
+COMMENT ON FUNCTION warden.audit_prune(text, timestamptz) IS
+  'Deletes the chain''s events older than before (never younger than warden.audit_min_retention) up to its last signed checkpoint, which stays as the anchor the rest verifies from; returns how many; recorded in the chain.';
+COMMENT ON FUNCTION warden.audit_redact(text, bigint, text) IS
+  'Erases one event''s payload (fields and salt; the digest stays, so the chain still verifies); the row reads as redacted; recorded in the chain with the reason.';
+-- table capture (src/audit/capture.rs, capture_trigger.rs)
+CREATE TABLE warden.audit_tables (
+    tbl           regclass PRIMARY KEY,
+    key_columns   text[] NOT NULL,
+    redact        text[] NOT NULL DEFAULT '{}',
+    exclude       text[] NOT NULL DEFAULT '{}',
+    tenant_column text,
+    since         timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+SELECT pg_catalog.pg_extension_config_dump('warden.audit_tables', '');
+CREATE VIEW warden.audited_tables AS
+SELECT t.tbl AS table_name, t.key_columns, t.redact, t.exclude, t.tenant_column, t.since
+  FROM warden.audit_tables t;
+COMMENT ON TABLE warden.audit_tables IS
+  'Tables whose changes become audit events (warden.audit_table). Internal: use warden.audited_tables.';
+COMMENT ON INDEX warden.audit_tables_pkey IS 'One capture per table.';
+COMMENT ON VIEW warden.audited_tables IS
+  'Tables whose INSERT, UPDATE, DELETE and TRUNCATE become audit events: key columns, redacted (fingerprinted) and excluded columns, the tenant column whose value picks each row''s chain, since when.';
+CREATE FUNCTION warden._audit_capture() RETURNS trigger
+  LANGUAGE c AS 'MODULE_PATHNAME', 'audit_capture';
+COMMENT ON FUNCTION warden._audit_capture() IS
+  'Internal: the statement trigger warden.audit_table installs; records the changed rows as audit events.';
+CREATE FUNCTION warden.audit_table(tbl regclass, redact text[] DEFAULT '{}', exclude text[] DEFAULT '{}') RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_table_wrapper';
+CREATE FUNCTION warden.audit_untable(tbl regclass) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_untable_wrapper';
+COMMENT ON FUNCTION warden.audit_table(regclass, text[], text[]) IS
+  'Records the table''s INSERT, UPDATE (changed columns), DELETE and TRUNCATE as audit events (row.insert, ...), with the primary key; redacted columns as keyed fingerprints, excluded columns left out; tenant-isolated tables in each row''s chain. The caller must own the table.';
+COMMENT ON FUNCTION warden.audit_untable(regclass) IS
+  'Ends warden.audit_table''s capture of the table (recorded as audit.untable). The caller must own the table.';
+CREATE FUNCTION warden.break_glass(reason text) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'break_glass_wrapper';
+COMMENT ON FUNCTION warden.break_glass(text) IS
+  'Emergency access (warden_admin members, in a transaction block): records a durable admin.break_glass event with the reason, waits until it is committed, then acts as warden_break_glass (BYPASSRLS) until the transaction ends.';
 COMMENT ON FUNCTION warden.audit_export(text, bigint) IS
   'One JSON line per event of the chain from from_seq on, and per checkpoint from the anchor before it: everything the offline verifier warden-verify needs.';
 CREATE VIEW warden.audit_status AS
@@ -177,7 +223,11 @@ COMMENT ON VIEW warden.audit_chains IS
 REVOKE EXECUTE ON FUNCTION warden._audit_refuse_change(), warden.audit_emit(text, jsonb, boolean, boolean),
   warden.audit_verify(text, bigint), warden.set_actor(text, text), warden.set_correlation_id(text),
   warden.audit_public_key(), warden.audit_digest(text), warden.audit_verify_digest(jsonb),
-  warden.audit_export(text, bigint), warden.audit_status_snapshot() FROM PUBLIC;
+  warden.audit_export(text, bigint), warden.audit_status_snapshot(),
+  warden.audit_prune(text, timestamptz), warden.audit_redact(text, bigint, text),
+  warden.break_glass(text), warden._audit_capture(), warden.audit_table(regclass, text[], text[]),
+  warden.audit_untable(regclass) FROM PUBLIC;
+REVOKE ALL ON warden.audit_tables, warden.audited_tables FROM PUBLIC;
 REVOKE ALL ON warden.audit_log, warden.audit_inbox, warden.audit_checkpoints,
   warden.audit_status, warden.audit_chains FROM PUBLIC;
 REVOKE ALL ON SEQUENCE warden.audit_inbox_id_seq FROM PUBLIC;
@@ -185,7 +235,10 @@ GRANT EXECUTE ON FUNCTION warden.audit_emit(text, jsonb, boolean, boolean), ward
   warden.set_correlation_id(text) TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION warden.audit_verify(text, bigint), warden.audit_public_key(),
   warden.audit_digest(text), warden.audit_verify_digest(jsonb), warden.audit_export(text, bigint),
-  warden.audit_status_snapshot() TO warden_admin;
+  warden.audit_status_snapshot(), warden.audit_prune(text, timestamptz),
+  warden.audit_redact(text, bigint, text), warden.break_glass(text),
+  warden.audit_table(regclass, text[], text[]), warden.audit_untable(regclass) TO warden_admin;
+GRANT SELECT ON warden.audited_tables TO warden_admin;
 GRANT SELECT ON warden.audit_status, warden.audit_chains TO warden_admin;
 GRANT SELECT ON warden.audit_log, warden.audit_checkpoints TO warden_app, warden_admin;
 

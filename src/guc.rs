@@ -42,6 +42,8 @@ static AUDIT_STRICT: GucSetting<bool> = GucSetting::<bool>::new(false);
 static AUDIT_STRICT_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 /// Per database: 64 databases take 8 MB at the default.
 static AUDIT_RING_KB: GucSetting<i32> = GucSetting::<i32>::new(128);
+/// 30 days.
+static AUDIT_MIN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 static AUDIT_CHECKPOINT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// Transaction-local context of audit events, written only through
 /// warden.set_actor() and warden.set_correlation_id().
@@ -201,6 +203,16 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"warden.audit_min_retention",
+        c"DROP EXTENSION pg_warden is refused while the audit log holds events younger than this.",
+        c"Set it in postgresql.conf (reloaded); 0 allows the drop once every event is chained.",
+        &AUDIT_MIN_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     for (name, short, setting) in [
         (
             ACTOR_GUC,
@@ -344,6 +356,10 @@ pub fn audit_strict_timeout() -> Duration {
 /// Bytes of each database's durable audit ring.
 pub fn audit_ring_bytes() -> usize {
     AUDIT_RING_KB.get().max(16) as usize * 1024
+}
+
+pub fn audit_min_retention() -> Duration {
+    Duration::from_secs(AUDIT_MIN_RETENTION_S.get().max(0) as u64)
 }
 
 pub fn audit_checkpoint_interval() -> Duration {

@@ -85,3 +85,16 @@ fn switch_user<R>(role: pg_sys::Oid, extra_context: i32, f: impl FnOnce() -> R) 
     unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_context) };
     result
 }
+
+/// Whether the current user owns `rel` (or is a member of its owner).
+pub fn caller_owns(rel: pg_sys::Oid) -> bool {
+    // SAFETY: reads the current user id.
+    let me = unsafe { pg_sys::GetUserId() };
+    crate::spi_read::read_one::<bool>(
+        "SELECT pg_catalog.pg_has_role($2, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+        &[rel.into(), me.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}

@@ -16,6 +16,11 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'warden_app') THEN
     CREATE ROLE warden_app NOLOGIN;
   END IF;
+  -- reached only through warden.break_glass(), which records why
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'warden_break_glass') THEN
+    CREATE ROLE warden_break_glass NOLOGIN BYPASSRLS;
+    GRANT warden_admin TO warden_break_glass;
+  END IF;
 END
 $roles$;
 "#,
@@ -107,8 +112,14 @@ GRANT EXECUTE ON FUNCTION
   warden.audit_digest(text),
   warden.audit_verify_digest(jsonb),
   warden.audit_export(text, bigint),
-  warden.audit_status_snapshot()
+  warden.audit_status_snapshot(),
+  warden.audit_prune(text, timestamptz),
+  warden.audit_redact(text, bigint, text),
+  warden.break_glass(text),
+  warden.audit_table(regclass, text[], text[]),
+  warden.audit_untable(regclass)
 TO warden_admin;
+GRANT SELECT ON warden.audited_tables TO warden_admin;
 GRANT SELECT ON warden.audit_status, warden.audit_chains TO warden_admin;
 -- row-level security: an application reads its own tenant's chain
 GRANT SELECT ON warden.audit_log, warden.audit_checkpoints TO warden_app, warden_admin;

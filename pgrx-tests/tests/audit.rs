@@ -1,13 +1,19 @@
 //! The audit chain from outside: concurrent writers across tenants with
 //! rollbacks, every committed event chained exactly once with gapless seqs
-//! and verified; nothing of a rolled-back transaction; the log refuses
-//! changes for every role; tampering a superuser forces through is found.
+//! and verified; nothing of a rolled-back transaction; the log and its
+//! DDL refuse changes for every role; each kind of tampering a superuser
+//! forces through (catalog edits, heap changes, recomputed hashes, a
+//! restored older copy) is found with its reason, in the database and by
+//! the offline verifier's code.
 
 use std::thread;
 use std::time::Duration;
 
 use pg_warden_integration::*;
 use postgres::error::SqlState;
+use warden_core::audit::{
+    canonical_fields_text, event_hash, payload_digest, verify_export, EventHeader,
+};
 
 fn chained(client: &mut Client) -> i64 {
     client
@@ -106,27 +112,119 @@ fn concurrent_writers_chain_every_committed_event_once() {
     let _ = cluster;
 }
 
+/// Recomputes digests and hashes of `chain` from `from_seq` on, as a
+/// forger without the signing key would after an edit.
+fn forge_from(c: &mut Client, chain: &str, from_seq: i64) {
+    let rows = c
+        .query(
+            "SELECT seq, (extract(epoch FROM ts) * 1000000)::bigint, event_type, tenant, actor,
+                    actor_kind, correlation_id, txid::text, fields::text, fields_salt, prev_hash
+               FROM warden.audit_log WHERE chain = $1 AND seq >= $2 ORDER BY seq",
+            &[&chain, &from_seq],
+        )
+        .unwrap();
+    let mut prev: [u8; 32] = rows[0].get::<_, Vec<u8>>(10).try_into().unwrap();
+    for r in rows {
+        let header = EventHeader {
+            chain: chain.into(),
+            seq: r.get(0),
+            ts_micros: r.get(1),
+            event_type: r.get(2),
+            tenant: r.get(3),
+            actor: r.get(4),
+            actor_kind: r.get(5),
+            correlation_id: r.get(6),
+            txid: r.get::<_, String>(7).parse().unwrap(),
+        };
+        let fields: String = r.get(8);
+        let salt: Vec<u8> = r.get(9);
+        let digest = payload_digest(&salt, &canonical_fields_text(&fields).unwrap());
+        let hash = event_hash(&prev, &header, &digest);
+        c.execute(
+            "UPDATE warden.audit_log SET payload_digest = $3, prev_hash = $4, hash = $5
+              WHERE chain = $1 AND seq = $2",
+            &[
+                &chain,
+                &header.seq,
+                &digest.to_vec(),
+                &prev.to_vec(),
+                &hash.to_vec(),
+            ],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
+
+/// Per chain: (ok, first bad seq, reason) from audit_verify, and the
+/// offline verifier's code over the chain's export agreeing with it.
+fn verdicts(c: &mut Client) -> Vec<(String, Option<i64>, Option<String>)> {
+    let key: Vec<u8> = c
+        .query_one("SELECT warden.audit_public_key()", &[])
+        .unwrap()
+        .get(0);
+    let rows = c
+        .query(
+            "SELECT chain, first_bad_seq, reason FROM warden.audit_verify() ORDER BY chain",
+            &[],
+        )
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let chain: String = r.get(0);
+            let (seq, reason): (Option<i64>, Option<String>) = (r.get(1), r.get(2));
+            let export: Vec<String> = c
+                .query("SELECT warden.audit_export($1)", &[&chain])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let offline = verify_export(&export.join("\n"), &key).unwrap();
+            assert_eq!(
+                offline[0].failure.map(|(s, r)| (s, r.to_string())),
+                seq.zip(reason.clone()),
+                "the offline verifier disagrees on {chain}"
+            );
+            (chain, seq, reason)
+        })
+        .collect()
+}
+
 #[test]
-fn the_log_refuses_changes_and_tampering_is_found() {
+fn the_log_refuses_changes_and_each_tampering_is_found_with_its_reason() {
     let cluster = Cluster::start("audit_tamper", &[]);
     let mut admin = cluster.connect("postgres");
     admin.batch_execute("CREATE EXTENSION pg_warden").unwrap();
     wait_running(&mut admin, "postgres");
-    for i in 1..=6 {
+    let cases = [
+        "t_edit", "t_forge", "t_resign", "t_delete", "t_tail", "t_insert", "t_swap", "t_intact",
+    ];
+    for chain in cases {
+        // eight events each, chained (and checkpointed) in one batch
         admin
-            .execute(
-                "SELECT warden.audit_emit('test.event', jsonb_build_object('i', $1::int))",
-                &[&i],
-            )
+            .batch_execute(&format!(
+                "BEGIN; SELECT warden.set_tenant('{chain}');
+                 SELECT warden.audit_emit('test.event', jsonb_build_object('i', g)) FROM generate_series(1, 8) g;
+                 COMMIT;"
+            ))
             .unwrap();
     }
     wait_inbox_empty(&mut admin);
-    // refused for the superuser too, also under session_replication_role
+    // refused for the superuser too, also under session_replication_role,
+    // and the DDL that would get around the triggers
     for stmt in [
         "UPDATE warden.audit_log SET event_type = 'forged' WHERE seq = 3",
         "DELETE FROM warden.audit_log WHERE seq = 3",
         "TRUNCATE warden.audit_log",
         "SET session_replication_role = replica; DELETE FROM warden.audit_log WHERE seq = 3",
+        "ALTER TABLE warden.audit_log DISABLE TRIGGER ALL",
+        "ALTER TABLE warden.audit_log DISABLE TRIGGER USER",
+        "ALTER TABLE warden.audit_log ENABLE REPLICA TRIGGER audit_log_append_only",
+        "DROP TRIGGER audit_log_no_truncate ON warden.audit_log",
+        "ALTER TABLE warden.audit_checkpoints ALTER COLUMN hash TYPE text",
+        "CREATE TRIGGER t BEFORE INSERT ON warden.audit_log FOR EACH ROW EXECUTE FUNCTION warden._audit_refuse_change()",
+        "GRANT ALL ON ALL TABLES IN SCHEMA warden TO PUBLIC",
+        "DROP EXTENSION pg_warden CASCADE",
     ] {
         let err = admin.batch_execute(stmt).unwrap_err();
         assert_eq!(
@@ -134,9 +232,7 @@ fn the_log_refuses_changes_and_tampering_is_found() {
             Some(&SqlState::INSUFFICIENT_PRIVILEGE),
             "{stmt}: {err:?}"
         );
-        admin
-            .batch_execute("RESET session_replication_role")
-            .unwrap();
+        admin.batch_execute("RESET session_replication_role").unwrap();
     }
     // an application role cannot write the log at all
     admin
@@ -151,30 +247,278 @@ fn the_log_refuses_changes_and_tampering_is_found() {
         Some(&SqlState::INSUFFICIENT_PRIVILEGE),
         "{err:?}"
     );
-    // what a superuser forces through is found by verification
-    let verdict = |c: &mut Client| -> (bool, Option<i64>, Option<String>) {
-        let r = c
-            .query_one(
-                "SELECT ok, first_bad_seq, reason FROM warden.audit_verify('global')",
-                &[],
-            )
-            .unwrap();
-        (r.get(0), r.get(1), r.get(2))
-    };
-    assert_eq!(verdict(&mut admin), (true, None, None));
+    assert!(verdicts(&mut admin).iter().all(|v| v.1.is_none()));
+
+    // what cannot be refused: a superuser edits the catalog to switch the
+    // triggers off (seen by sessions that start afterwards) and changes
+    // the heap; verification finds each change, with its reason
     admin
         .batch_execute(
-            "ALTER TABLE warden.audit_log DISABLE TRIGGER audit_log_append_only;
-             UPDATE warden.audit_log SET fields = '{\"i\": 99}' WHERE chain = 'global' AND seq = 3;",
+            "UPDATE pg_catalog.pg_trigger SET tgenabled = 'D'
+              WHERE tgrelid IN ('warden.audit_log'::regclass, 'warden.audit_checkpoints'::regclass)",
         )
         .unwrap();
-    assert_eq!(verdict(&mut admin), (false, Some(3), Some("edited".into())));
-    admin
-        .batch_execute("DELETE FROM warden.audit_log WHERE chain = 'global' AND seq IN (2, 3)")
+    let mut forger = cluster.connect("postgres");
+    forger
+        .batch_execute(
+            "UPDATE warden.audit_log SET fields = '{\"i\": 99}' WHERE chain = 't_edit' AND seq = 3;
+             UPDATE warden.audit_log SET fields = '{\"i\": 99}' WHERE chain = 't_forge' AND seq = 3;
+             UPDATE warden.audit_log SET fields = '{\"i\": 99}' WHERE chain = 't_resign' AND seq = 3;
+             DELETE FROM warden.audit_log WHERE chain = 't_delete' AND seq = 4;
+             DELETE FROM warden.audit_log WHERE chain = 't_tail' AND seq >= 7;
+             UPDATE warden.audit_log SET seq = seq + 1000 WHERE chain = 't_insert' AND seq >= 4;
+             UPDATE warden.audit_log SET seq = seq - 999 WHERE chain = 't_insert' AND seq >= 1000;
+             INSERT INTO warden.audit_log
+               SELECT chain, 4, ts, event_type, tenant, actor, actor_kind, correlation_id, txid,
+                      '{\"i\": 99}', fields_salt, payload_digest, prev_hash, hash, redacted_at
+                 FROM warden.audit_log WHERE chain = 't_insert' AND seq = 3;
+             UPDATE warden.audit_log SET seq = 1004 WHERE chain = 't_swap' AND seq = 4;
+             UPDATE warden.audit_log SET seq = 4 WHERE chain = 't_swap' AND seq = 5;
+             UPDATE warden.audit_log SET seq = 5 WHERE chain = 't_swap' AND seq = 1004;",
+        )
+        .unwrap();
+    forge_from(&mut forger, "t_forge", 3);
+    forge_from(&mut forger, "t_resign", 3);
+    // the forger also moves the checkpoint to the new head: its signature
+    // no longer matches
+    forger
+        .batch_execute(
+            "UPDATE warden.audit_checkpoints c SET hash = l.hash FROM warden.audit_log l
+              WHERE c.chain = 't_resign' AND l.chain = 't_resign' AND l.seq = c.seq",
+        )
+        .unwrap();
+    let got = verdicts(&mut admin);
+    let want: Vec<(String, Option<i64>, Option<String>)> = [
+        ("t_delete", Some(4), Some("deleted")),
+        ("t_edit", Some(3), Some("edited")),
+        ("t_forge", Some(8), Some("edited")),
+        ("t_insert", Some(4), Some("inserted")),
+        ("t_intact", None, None),
+        ("t_resign", Some(8), Some("bad_signature")),
+        ("t_swap", Some(4), Some("reordered")),
+        ("t_tail", Some(7), Some("truncated")),
+    ]
+    .into_iter()
+    .map(|(c, s, r)| (c.to_string(), s, r.map(str::to_string)))
+    .collect();
+    assert_eq!(got, want);
+    let _ = cluster;
+}
+
+#[test]
+fn a_restored_older_copy_is_caught_by_a_digest_kept_outside() {
+    let cluster = Cluster::start("audit_restore", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    wait_running(&mut admin, "postgres");
+    let emit = |c: &mut Client, n: i32| {
+        c.execute(
+            "SELECT warden.audit_emit('test.event', jsonb_build_object('i', g)) FROM generate_series(1, $1) g",
+            &[&n],
+        )
+        .unwrap();
+    };
+    emit(&mut admin, 5);
+    wait_inbox_empty(&mut admin);
+    let dump = cluster.dir.join("older.dump");
+    let out = cluster.run_tool(
+        "pg_dump",
+        &[
+            "-Fc".as_ref(),
+            "-f".as_ref(),
+            dump.as_os_str(),
+            "postgres".as_ref(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    emit(&mut admin, 5);
+    wait_inbox_empty(&mut admin);
+    let digest: String = admin
+        .query_one("SELECT warden.audit_digest()::text", &[])
+        .unwrap()
+        .get(0);
+    admin.batch_execute("CREATE DATABASE restored").unwrap();
+    let out = cluster.run_tool(
+        "pg_restore",
+        &["-d".as_ref(), "restored".as_ref(), dump.as_os_str()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut restored = cluster.connect("restored");
+    // consistent in itself, and signed by the same key (the keyring was
+    // dumped with it)...
+    let (ok, checked): (bool, i64) = restored
+        .query_one("SELECT ok, checked FROM warden.audit_verify('global')", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(ok);
+    assert_eq!(checked, 5);
+    // ...but short of the digest kept outside
+    let r = restored
+        .query_one(
+            "SELECT seq, ok, reason FROM warden.audit_verify_digest($1::text::jsonb)",
+            &[&digest],
+        )
         .unwrap();
     assert_eq!(
-        verdict(&mut admin),
-        (false, Some(2), Some("deleted".into()))
+        (
+            r.get::<_, i64>(0),
+            r.get::<_, bool>(1),
+            r.get::<_, Option<String>>(2)
+        ),
+        (10, false, Some("truncated".into()))
     );
-    let _ = cluster;
+    // the original extends it
+    let r = admin
+        .query_one(
+            "SELECT ok FROM warden.audit_verify_digest($1::text::jsonb)",
+            &[&digest],
+        )
+        .unwrap();
+    assert!(r.get::<_, bool>(0));
+}
+
+#[test]
+fn a_pruned_chain_verifies_from_its_anchor_and_a_redacted_event_keeps_it_whole() {
+    let cluster = Cluster::start("audit_prune", &["warden.audit_min_retention = 0"]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    wait_running(&mut admin, "postgres");
+    for batch in 0..3 {
+        admin
+            .batch_execute(&format!(
+                "BEGIN; SELECT warden.set_tenant('acme');
+                 SELECT warden.audit_emit('test.event', jsonb_build_object('batch', {batch}, 'i', g))
+                   FROM generate_series(1, 5) g;
+                 COMMIT;"
+            ))
+            .unwrap();
+        wait_inbox_empty(&mut admin);
+    }
+    // the middle batch's first event is the first to keep: the prune
+    // stops at the checkpoint of the first batch (seq 5)
+    let cut: String = admin
+        .query_one(
+            "SELECT ts::text FROM warden.audit_log WHERE chain = 'acme' AND seq = 6",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let pruned: i64 = admin
+        .query_one(
+            "SELECT warden.audit_prune('acme', $1::text::timestamptz)",
+            &[&cut],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(pruned, 5);
+    admin
+        .batch_execute("SELECT warden.audit_redact('acme', 7, 'erasure request 1')")
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the audit events of both", || {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM warden.audit_log WHERE chain = 'acme' AND event_type LIKE 'audit.%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (n == 2).then_some(())
+    });
+    let (lo, fields): (i64, Option<String>) = admin
+        .query_one(
+            "SELECT min(seq), (SELECT fields::text FROM warden.audit_log WHERE chain = 'acme' AND seq = 7)
+               FROM warden.audit_log WHERE chain = 'acme'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((lo, fields), (6, None));
+    let v = verdicts(&mut admin);
+    let acme = v.iter().find(|v| v.0 == "acme").unwrap();
+    assert_eq!((acme.1, acme.2.as_deref()), (None, None), "{v:?}");
+    // the anchor is what keeps it verifiable: without it the start is gone
+    admin
+        .batch_execute(
+            "UPDATE pg_catalog.pg_trigger SET tgenabled = 'D'
+              WHERE tgrelid = 'warden.audit_checkpoints'::regclass",
+        )
+        .unwrap();
+    let mut forger = cluster.connect("postgres");
+    forger
+        .batch_execute("DELETE FROM warden.audit_checkpoints WHERE chain = 'acme' AND seq = 5")
+        .unwrap();
+    let v = verdicts(&mut admin);
+    let acme = v.iter().find(|v| v.0 == "acme").unwrap();
+    assert_eq!(
+        (acme.1, acme.2.as_deref()),
+        (Some(1), Some("deleted")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn capture_records_a_bulk_load_in_chunks_and_works_beside_scd2() {
+    let cluster = Cluster::start("audit_capture", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             CREATE TABLE t (id int PRIMARY KEY, email text, v int);
+             SELECT warden.audit_table('t', redact => '{email}');
+             SELECT warden.scd2_track('t', ARRAY['id']);",
+        )
+        .unwrap();
+    wait_running(&mut admin, "postgres");
+    // one statement, 20 000 rows: four chunks of the trigger
+    for stmt in [
+        "INSERT INTO t SELECT g, 'user' || g || '@example.com', g FROM generate_series(1, 20000) g",
+        "UPDATE t SET v = v + 1 WHERE id <= 10",
+        "DELETE FROM t WHERE id > 19990",
+    ] {
+        admin.batch_execute(stmt).unwrap();
+    }
+    // SCD2 refuses TRUNCATE of a tracked table: the statement rolls back,
+    // its capture event with it
+    admin.batch_execute("TRUNCATE t").unwrap_err();
+    wait_inbox_empty(&mut admin);
+    let counts: Vec<(String, i64)> = admin
+        .query(
+            "SELECT event_type, count(*) FROM warden.audit_log WHERE event_type LIKE 'row.%' OR event_type = 'table.truncate'
+              GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("row.delete".to_string(), 10),
+            ("row.insert".to_string(), 20_000),
+            ("row.update".to_string(), 10)
+        ]
+    );
+    let leaks: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM warden.audit_log l WHERE l::text LIKE '%@example.com%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(leaks, 0);
+    let history: i64 = admin
+        .query_one("SELECT count(*) FROM t_history", &[])
+        .unwrap()
+        .get(0);
+    assert!(history >= 20_000, "SCD2 kept its history too: {history}");
+    assert!(verdicts(&mut admin).iter().all(|v| v.1.is_none()));
 }

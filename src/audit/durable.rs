@@ -34,7 +34,7 @@ pub(super) fn now_micros() -> i64 {
 /// tenant, actor and correlation id, and the top-level transaction id
 /// when it has one (0 otherwise: a durable event does not make a
 /// read-only transaction take a transaction id).
-fn current_header(event_type: &str) -> EventHeader {
+fn current_header(event_type: &str, tenant: Option<&str>) -> EventHeader {
     let (actor, actor_kind, correlation_id) = guc::audit_context();
     // SAFETY: reads transaction state.
     let xid = unsafe { pg_sys::GetTopFullTransactionIdIfAny() }.value;
@@ -43,7 +43,7 @@ fn current_header(event_type: &str) -> EventHeader {
         seq: 0,
         ts_micros: now_micros(),
         event_type: event_type.to_string(),
-        tenant: guc::tenant().map(str::to_string),
+        tenant: tenant.map(str::to_string),
         actor,
         actor_kind,
         correlation_id,
@@ -58,6 +58,71 @@ fn current_header(event_type: &str) -> EventHeader {
 /// a standby, 57014 when the ring stays full or a strict event is not
 /// committed within `warden.audit_strict_timeout`.
 pub fn record_durable(event_type: &str, fields_json: &str, strict: bool) {
+    let tenant = guc::tenant().map(str::to_string);
+    record(event_type, tenant.as_deref(), fields_json, strict);
+}
+
+/// A durable event pg_warden writes about its own sensitive operations
+/// (`audit.*`, `tenancy.*`, `keys.*`, `admin.*`), in `tenant`'s chain
+/// (`global` for None), with the role that acted added to `fields` (a JSON
+/// object). Without the preload (no ring) it is written in the caller's
+/// transaction instead, so it exists exactly when the operation
+/// committed, and waits in the inbox for a worker. Not written by
+/// pg_warden's own install and upgrade scripts.
+pub(crate) fn record_admin_event(
+    event_type: &str,
+    tenant: Option<&str>,
+    fields: serde_json::Map<String, serde_json::Value>,
+) {
+    admin_event(event_type, tenant, fields, false);
+}
+
+/// As `record_admin_event`, returning only once the event is committed
+/// (whatever `warden.audit_strict` says); needs the preload.
+pub(super) fn record_admin_event_strict(
+    event_type: &str,
+    tenant: Option<&str>,
+    fields: serde_json::Map<String, serde_json::Value>,
+) {
+    crate::preload::require(event_type);
+    admin_event(event_type, tenant, fields, true);
+}
+
+fn admin_event(
+    event_type: &str,
+    tenant: Option<&str>,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+    strict: bool,
+) {
+    // SAFETY: plain reads of backend state; the name is copied.
+    let (installing, role) = unsafe {
+        let role = pg_sys::GetUserNameFromId(pg_sys::GetOuterUserId(), true);
+        (
+            pg_sys::creating_extension,
+            (!role.is_null()).then(|| {
+                std::ffi::CStr::from_ptr(role)
+                    .to_string_lossy()
+                    .into_owned()
+            }),
+        )
+    };
+    if installing {
+        return;
+    }
+    fields.insert("role".into(), role.into());
+    if !crate::preload::is_preloaded() {
+        super::emit::insert_into_inbox(event_type, tenant, pgrx::JsonB(fields.into()));
+        return;
+    }
+    record(
+        event_type,
+        tenant,
+        &serde_json::Value::Object(fields).to_string(),
+        strict,
+    );
+}
+
+fn record(event_type: &str, tenant: Option<&str>, fields_json: &str, strict: bool) {
     crate::preload::require("a durable audit event (the ring is pg_warden shared memory)");
     // SAFETY: plain read.
     if unsafe { pg_sys::RecoveryInProgress() } {
@@ -77,7 +142,7 @@ pub fn record_durable(event_type: &str, fields_json: &str, strict: bool) {
     };
     // SAFETY: plain read.
     let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    let record = encode_pending(&current_header(event_type), fields_json);
+    let record = encode_pending(&current_header(event_type, tenant), fields_json);
     let timeout = guc::audit_strict_timeout();
     let id = ring::push(
         slot,

@@ -44,13 +44,7 @@ CREATE TABLE warden.audit_inbox (
 SELECT pg_catalog.pg_extension_config_dump('warden.audit_log', '');
 
 CREATE FUNCTION warden._audit_refuse_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-        MESSAGE = pg_catalog.format('%s of warden.%s is refused: the audit log is append-only', TG_OP, TG_TABLE_NAME),
-        HINT = 'Erase a payload with warden.audit_redact() and old events with warden.audit_prune(); both are audited.';
-END
-$fn$;
+  LANGUAGE c AS 'MODULE_PATHNAME', 'audit_refuse_change';
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON warden.audit_log
     FOR EACH ROW EXECUTE FUNCTION warden._audit_refuse_change();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON warden.audit_log
@@ -65,7 +59,7 @@ COMMENT ON TABLE warden.audit_inbox IS
 COMMENT ON INDEX warden.audit_log_pkey IS 'One event per (chain, seq).';
 COMMENT ON INDEX warden.audit_inbox_pkey IS 'Inbox rows in arrival order.';
 COMMENT ON SEQUENCE warden.audit_inbox_id_seq IS 'Arrival order of inbox rows.';
-COMMENT ON FUNCTION warden._audit_refuse_change() IS 'Internal: refuses UPDATE, DELETE and TRUNCATE of warden.audit_log and warden.audit_checkpoints.';
+COMMENT ON FUNCTION warden._audit_refuse_change() IS 'Internal: refuses UPDATE, DELETE and TRUNCATE of warden.audit_log and warden.audit_checkpoints (but for warden.audit_prune and warden.audit_redact).';
 COMMENT ON TRIGGER audit_log_append_only ON warden.audit_log IS 'Refuses UPDATE and DELETE, also under session_replication_role = replica.';
 COMMENT ON TRIGGER audit_log_no_truncate ON warden.audit_log IS 'Refuses TRUNCATE, also under session_replication_role = replica.';
 "#,

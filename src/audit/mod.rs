@@ -12,27 +12,40 @@
 //! - `checkpoints`: `warden.audit_checkpoints`, signed by the sequencer.
 //! - `evidence`: public key, digest, digest verification, export.
 //! - `status`: `warden.audit_status`, `warden.audit_chains`.
-//!
-//! Still to come (issue 13): table capture, prune, redact, self-auditing,
-//! break-glass, the utility guard.
+//! - `guard`: the utility hook refusing DDL that would change the log.
+//! - `append_only`: the trigger refusing row changes (but prune's, redact's).
+//! - `prune`, `redact`: `warden.audit_prune`, `warden.audit_redact`.
+//! - `break_glass`: `warden.break_glass`, audited emergency access.
+//! - `capture`: `warden.audit_table`/`audit_untable`, `warden.audited_tables`.
+//! - `capture_trigger`: the statement trigger that records the changes.
 
+mod append_only;
+mod break_glass;
+mod capture;
+mod capture_trigger;
 mod checkpoints;
 mod context;
 mod durable;
 mod emit;
 mod evidence;
+mod guard;
 mod header_row;
 mod log_table;
+mod prune;
+mod redact;
 mod ring;
 mod sequencer_task;
 mod status;
 mod verify_sql;
 
+pub(crate) use durable::record_admin_event;
 #[allow(unused_imports)]
 pub use durable::record_durable;
 
-/// Registers the sequencer task and the durable rings (preload only).
+/// Installs the utility guard; registers the sequencer task and the
+/// durable rings (preload only).
 pub fn init(preloading: bool) {
+    guard::init();
     if preloading {
         sequencer_task::register();
     }

@@ -13,7 +13,9 @@
 //! - `token_signing`: tenant tokens signed and verified under the tenant's
 //!   token key (the key never leaves this folder).
 //! - `audit_signing`: the audit checkpoint signing key (likewise).
+//! - `audit_fingerprint`: keyed fingerprints of redacted audit values.
 
+mod audit_fingerprint;
 mod audit_signing;
 mod blind_index;
 mod envelope_sql;
@@ -25,7 +27,9 @@ mod root_key;
 mod rotation;
 mod token_signing;
 
+pub(crate) use audit_fingerprint::audit_fingerprint;
 pub(crate) use audit_signing::{audit_public_key, sign_audit_checkpoint};
+pub(crate) use root_key::loaded as root_loaded;
 pub(crate) use token_signing::{sign_tenant_token, verify_tenant_token};
 
 pub fn init(preloading: bool) {

@@ -98,6 +98,10 @@ fn rotate_master_key() -> i64 {
     pgrx::log!(
         "pg_warden: rewrapped {rewrapped} data keys under root key version {active_version}"
     );
+    let mut fields = serde_json::Map::new();
+    fields.insert("root_version".into(), active_version.into());
+    fields.insert("rewrapped".into(), rewrapped.into());
+    crate::audit::record_admin_event("keys.rotate_master", None, fields);
     rewrapped
 }
 
@@ -134,7 +138,13 @@ fn rotate_data_key(tenant: &str, purpose: default!(&str, "'data'")) -> i32 {
     })
     .unwrap_or_else(|e| spi_failed("retire the active key", e));
     broadcast_invalidation();
-    active_key(tenant, purpose).key_id as i32
+    let key_id = active_key(tenant, purpose).key_id as i32;
+    let mut fields = serde_json::Map::new();
+    fields.insert("tenant".into(), tenant.into());
+    fields.insert("purpose".into(), purpose.as_str().into());
+    fields.insert("key_id".into(), key_id.into());
+    crate::audit::record_admin_event("keys.rotate_data_key", Some(tenant), fields);
+    key_id
 }
 
 /// Destroys every key of the tenant (crypto-shredding). Returns how many
@@ -155,11 +165,14 @@ fn shred_tenant(tenant: &str) -> i64 {
     .unwrap_or_else(|e| spi_failed("shred keys", e))
     .unwrap_or(0);
     broadcast_invalidation();
-    // The audit chain records this once it exists; until then, the log.
     pgrx::log!(
         "pg_warden: shredded {n} data keys of tenant \"{tenant}\" (by role {})",
         current_role_name()
     );
+    let mut fields = serde_json::Map::new();
+    fields.insert("tenant".into(), tenant.into());
+    fields.insert("shredded".into(), n.into());
+    crate::audit::record_admin_event("keys.shred_tenant", Some(tenant), fields);
     n
 }
 

@@ -15,17 +15,7 @@ use crate::error::WardenError;
 use crate::names::current_role_name;
 use crate::privileged::as_superuser;
 
-pub(super) fn caller_owns(rel: pg_sys::Oid) -> bool {
-    // SAFETY: reads the current user id.
-    let me = unsafe { pg_sys::GetUserId() };
-    crate::spi_read::read_one::<bool>(
-        "SELECT pg_catalog.pg_has_role($2, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
-        &[rel.into(), me.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
-}
+pub(super) use crate::privileged::caller_owns;
 
 pub(super) fn require_owner(rel: pg_sys::Oid, what: &str) {
     if !caller_owns(rel) {

@@ -103,11 +103,18 @@ fn cover_partitions(root: Oid, tenant_column: &CStr) {
 /// `warden.enable_tenancy(tbl, tenant_column)`.
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn enable_tenancy(tbl: Option<Oid>, tenant_column: Option<&CStr>) {
-    isolate(
+    let (tbl, tenant_column) = (
         not_null(tbl, "tbl"),
         not_null(tenant_column, "tenant_column"),
-        true,
     );
+    isolate(tbl, tenant_column, true);
+    let mut fields = serde_json::Map::new();
+    fields.insert("table".into(), crate::names::qualified_relation(tbl).into());
+    fields.insert(
+        "tenant_column".into(),
+        tenant_column.to_string_lossy().into_owned().into(),
+    );
+    crate::audit::record_admin_event("tenancy.enable", None, fields);
 }
 
 /// `warden._tenancy_cover_partitions(tbl, tenant_column)`: for the DDL

@@ -65,7 +65,14 @@ fn tenant_token(tenant: Option<&str>, ttl: Option<Interval>) -> String {
         .hint("Pass a shorter interval such as '5 minutes', or raise warden.tenant_token_max_ttl (superuser).")
         .raise();
     }
-    sign_tenant_token(tenant, now_seconds(), ttl_seconds as i64)
+    let now = now_seconds();
+    let token = sign_tenant_token(tenant, now, ttl_seconds as i64);
+    // never the token: who minted one, for whom, until when
+    let mut fields = serde_json::Map::new();
+    fields.insert("tenant".into(), tenant.into());
+    fields.insert("expires_at".into(), (now + ttl_seconds as i64).into());
+    crate::audit::record_admin_event("tenancy.token_minted", Some(tenant), fields);
+    token
 }
 
 /// Verifies `token` and sets its tenant for the rest of the transaction;

@@ -4,6 +4,7 @@
 //! and verifier and by the offline verifier), and the durable path's ring.
 
 mod canonical;
+mod capture;
 mod chain;
 mod checkpoint;
 mod export;
@@ -14,6 +15,7 @@ mod signed;
 pub use canonical::{
     canonical_fields, canonical_fields_text, canonical_header, EventHeader, HEADER_MAGIC,
 };
+pub use capture::{capture_event, fingerprint_text, CaptureSpec, CapturedEvent, RowChange};
 pub use chain::{
     event_hash, payload_digest, verify_chain, Failure, StoredEvent, Tamper, VerifyFrom, GENESIS,
     HASH_BYTES, SALT_BYTES,

@@ -1,0 +1,38 @@
+# Sourced by benches/run: the audit chain's one-backend measurements.
+#   audit_drain       seconds until the sequencer chained what a run left
+#   audit_verify_group  audit_verify of N events vs sha256() over the same bytes
+#   audit_bulk_group  one INSERT ... SELECT of N rows, captured vs not
+audit_drain() {
+  local psql_cmd=("$@")
+  "${psql_cmd[@]}" -At <<'SQL'
+DO $$
+DECLARE t0 timestamptz := clock_timestamp(); n bigint;
+BEGIN
+  SELECT inbox_events + ring_events INTO n FROM warden.audit_status;
+  LOOP
+    EXIT WHEN (SELECT inbox_events = 0 AND ring_events = 0 FROM warden.audit_status);
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+  RAISE NOTICE '% %', n, round(extract(epoch FROM clock_timestamp() - t0) * 1000);
+END $$;
+SQL
+}
+
+audit_verify_group() {
+  local psql_cmd=("$@")
+  "${psql_cmd[@]}" -At <<'SQL'
+SELECT count(*), bench_seconds('SELECT * FROM warden.audit_verify(''global'')'),
+       bench_seconds('SELECT count(sha256(convert_to(l::text, ''UTF8''))) FROM warden.audit_log l WHERE chain = ''global''')
+  FROM warden.audit_log WHERE chain = 'global';
+SQL
+}
+
+audit_bulk_group() {
+  local psql_cmd=("$@") rows=${BENCH_AUDIT_BULK_ROWS:-1000000}
+  "${psql_cmd[@]}" -At -v rows="$rows" <<'SQL'
+TRUNCATE bench_cap_plain;
+CHECKPOINT;
+SELECT bench_seconds(format('INSERT INTO bench_cap_plain (email, amount, note) SELECT ''user'' || g || ''@example.com'', g, ''x'' FROM generate_series(1, %s) g', :rows)),
+       bench_seconds(format('INSERT INTO bench_cap_audited (email, amount, note) SELECT ''user'' || g || ''@example.com'', g, ''x'' FROM generate_series(1, %s) g', :rows));
+SQL
+}
