@@ -18,6 +18,20 @@ BEGIN
 END
 $roles$;
 
+-- 0.2.0: disable_tenancy is recorded in the audit chain: the body moves
+-- to _disable_tenancy (run as the caller through the function manager)
+-- and the public function becomes Rust (tenancy/policies.rs)
+ALTER FUNCTION warden.disable_tenancy(regclass) RENAME TO _disable_tenancy;
+COMMENT ON FUNCTION warden._disable_tenancy(regclass) IS
+  'Internal: what warden.disable_tenancy undoes, run as the caller.';
+REVOKE ALL ON FUNCTION warden._disable_tenancy(regclass) FROM PUBLIC, warden_admin;
+CREATE FUNCTION warden.disable_tenancy(tbl regclass) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'disable_tenancy_wrapper';
+REVOKE EXECUTE ON FUNCTION warden.disable_tenancy(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION warden.disable_tenancy(regclass) TO warden_admin;
+COMMENT ON FUNCTION warden.disable_tenancy(regclass) IS
+  'Removes what warden.enable_tenancy set up (policies, default, FORCE; RLS too when no other policy remains). The index stays.';
+
 -- 0.2.0: a commit-time wake-up of one task (workers/wakeup.rs)
 CREATE FUNCTION warden._worker_wake_task_on_commit(task text) RETURNS void
   STRICT VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', '_worker_wake_task_on_commit_wrapper';

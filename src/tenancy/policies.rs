@@ -117,6 +117,20 @@ fn enable_tenancy(tbl: Option<Oid>, tenant_column: Option<&CStr>) {
     crate::audit::record_admin_event("tenancy.enable", None, fields);
 }
 
+/// `warden.disable_tenancy(tbl)`: undoes `enable_tenancy` (as the caller,
+/// in `_disable_tenancy`) and records it in the audit chain.
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn disable_tenancy(tbl: Option<Oid>) {
+    let tbl = not_null(tbl, "tbl");
+    call_internal(
+        c"warden._disable_tenancy(pg_catalog.regclass)",
+        &[tbl.into_datum()],
+    );
+    let mut fields = serde_json::Map::new();
+    fields.insert("table".into(), crate::names::qualified_relation(tbl).into());
+    crate::audit::record_admin_event("tenancy.disable", None, fields);
+}
+
 /// `warden._tenancy_cover_partitions(tbl, tenant_column)`: for the DDL
 /// event trigger.
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
@@ -245,7 +259,7 @@ VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'enable_tenancy_wrappe
 CREATE FUNCTION warden._tenancy_cover_partitions(tbl regclass, tenant_column name) RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', '_tenancy_cover_partitions_wrapper';
 
-CREATE FUNCTION warden.disable_tenancy(tbl regclass) RETURNS void
+CREATE FUNCTION warden._disable_tenancy(tbl regclass) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
@@ -271,6 +285,8 @@ BEGIN
     END IF;
 END
 $fn$;
+CREATE FUNCTION warden.disable_tenancy(tbl regclass) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'disable_tenancy_wrapper';
 
 CREATE VIEW warden.tenant_tables AS
 SELECT c.oid::regclass AS table_name,
@@ -306,6 +322,8 @@ COMMENT ON FUNCTION warden._tenancy_on_ddl() IS
   'Internal: event trigger; isolates new partitions of tenant-isolated tables and makes the isolation policy restrictive when a permissive policy is added beside it.';
 COMMENT ON FUNCTION warden.enable_tenancy(regclass, name) IS
   'Makes a table tenant-isolated: ENABLE and FORCE RLS, a policy on the tenant column for all commands (permissive when alone, restrictive beside the owner''s permissive policies), a column default from the tenant context, and an index led by the tenant column; a partitioned table''s partitions, now and later, get the same. Idempotent; the caller must own the table.';
+COMMENT ON FUNCTION warden._disable_tenancy(regclass) IS
+  'Internal: what warden.disable_tenancy undoes, run as the caller.';
 COMMENT ON FUNCTION warden.disable_tenancy(regclass) IS
   'Removes what warden.enable_tenancy set up (policies, default, FORCE; RLS too when no other policy remains). The index stays.';
 COMMENT ON VIEW warden.tenant_tables IS
