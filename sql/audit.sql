@@ -89,6 +89,12 @@ GRANT INSERT ON warden.audit_log TO regress_audit_app;
 ALTER EXTENSION pg_warden DROP TABLE warden.audit_log;
 DROP TABLE warden.audit_log;
 DROP EXTENSION pg_warden;
+DROP SCHEMA warden CASCADE;
+TRUNCATE warden.audit_inbox;
+ALTER TABLE warden.audit_log SET SCHEMA public;
+CREATE OR REPLACE FUNCTION warden._audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+ALTER FUNCTION warden._audit_capture() RENAME TO x;
+ALTER EXTENSION pg_warden DROP FUNCTION warden._audit_refuse_change();
 -- storage settings are fine
 ALTER TABLE warden.audit_log SET (autovacuum_vacuum_scale_factor = 0.01);
 ALTER TABLE warden.audit_log RESET (autovacuum_vacuum_scale_factor);
@@ -98,6 +104,9 @@ SELECT warden.audit_emit('Invoice Paid');
 SELECT warden.audit_emit('invoice.paid', '[1, 2]');
 SELECT warden.audit_emit('invoice.paid', NULL);
 SELECT warden.audit_emit('invoice.paid', '{}', strict => true);
+SELECT warden.audit_emit('audit.untable', '{"table": "public.orders"}');
+SELECT warden.audit_emit('row.delete', '{}');
+SELECT warden.audit_emit('deep.event', (repeat('{"a": ', 70) || '1' || repeat('}', 70))::jsonb);
 SELECT warden.set_actor('bob');
 BEGIN;
 SELECT warden.set_actor('bob', 'robot');
@@ -145,6 +154,14 @@ SELECT warden.audit_table('cap.customers', redact => '{email}', exclude => '{pin
 SELECT warden.audit_table('cap.customers', redact => '{nope}');
 SELECT warden.audit_table('cap.customers', redact => '{email}', exclude => '{email}');
 SELECT warden.audit_table('cap.customers', exclude => '{id}');
+-- a look-alike trigger of the owner's is not taken for pg_warden's
+CREATE TABLE cap.fake (id int PRIMARY KEY);
+CREATE FUNCTION cap.noop() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NULL; END$$;
+CREATE TRIGGER warden_audit_insert AFTER INSERT ON cap.fake FOR EACH STATEMENT EXECUTE FUNCTION cap.noop();
+SELECT warden.audit_table('cap.fake');
+-- statement triggers of a parent do not see writes to its partitions
+CREATE TABLE cap.parted (id int PRIMARY KEY) PARTITION BY RANGE (id);
+SELECT warden.audit_table('cap.parted');
 SELECT table_name, key_columns, redact, exclude, tenant_column FROM warden.audited_tables;
 RESET ROLE;
 SET ROLE regress_audit_app;
@@ -176,15 +193,24 @@ ALTER TABLE cap.customers DISABLE TRIGGER warden_audit_insert;
 ALTER TABLE cap.customers DISABLE TRIGGER USER;
 DROP TRIGGER warden_audit_update ON cap.customers;
 ALTER TRIGGER warden_audit_delete ON cap.customers RENAME TO x;
+ALTER TABLE cap.customers ENABLE TRIGGER USER;
+ALTER TABLE cap.customers RENAME COLUMN email TO mail;
+ALTER TABLE cap.customers ALTER COLUMN name TYPE varchar(100);
+DROP TABLE cap.customers;
 SELECT warden.audit_untable('cap.customers');
 SELECT count(*) AS captured FROM warden.audited_tables;
-SELECT count(*) AS capture_triggers FROM pg_trigger WHERE tgname LIKE 'warden_audit_%';
+SELECT count(*) AS capture_triggers FROM pg_trigger WHERE tgfoid = 'warden._audit_capture()'::regprocedure;
 RESET ROLE;
 
 -- break-glass: an operator reads across tenants for one transaction,
 -- after the reason is recorded
 CREATE ROLE regress_audit_op LOGIN;
 GRANT warden_admin TO regress_audit_op;
+-- a SECURITY DEFINER function whose exception block swallows an error
+CREATE FUNCTION public.audit_swallow() RETURNS void SECURITY DEFINER SET search_path = pg_catalog
+  LANGUAGE plpgsql AS $$BEGIN PERFORM 1 / 0; EXCEPTION WHEN division_by_zero THEN NULL; END$$;
+CREATE FUNCTION public.audit_wrapped_break_glass() RETURNS void SECURITY DEFINER SET search_path = pg_catalog
+  LANGUAGE sql AS $$SELECT warden.break_glass('from a definer')$$;
 CREATE TABLE public.audit_notes (id int PRIMARY KEY, tenant text NOT NULL, note text);
 SELECT warden.enable_tenancy('public.audit_notes');
 INSERT INTO public.audit_notes VALUES (1, 'shop7', 'a'), (2, 'beta', 'b');
@@ -208,9 +234,24 @@ BEGIN;
 SELECT warden.break_glass('incident 4712');
 ROLLBACK;
 SELECT current_user AS after_rollback;
+-- neither an exception block nor DDL keeps the access past the
+-- transaction, and a SECURITY DEFINER wrapper cannot break the glass
+BEGIN;
+SELECT warden.break_glass('incident 4713');
+CREATE FUNCTION pg_temp.keep() RETURNS bigint LANGUAGE sql AS $$SELECT 1::bigint$$;
+ROLLBACK;
+BEGIN;
+SELECT warden.break_glass('incident 4714');
+SELECT public.audit_swallow();
+SELECT current_user AS during;
+COMMIT;
+SELECT current_user AS after_exception_block;
+BEGIN;
+SELECT public.audit_wrapped_break_glass();
+ROLLBACK;
 RESET SESSION AUTHORIZATION;
 SELECT pg_temp.wait_chained();
-SELECT chain, event_type, fields FROM warden.audit_log WHERE event_type = 'admin.break_glass' ORDER BY seq;
+SELECT chain, event_type, fields->>'reason' AS reason FROM warden.audit_log WHERE event_type = 'admin.break_glass' ORDER BY seq;
 SET ROLE regress_audit_app;
 BEGIN;
 SELECT warden.break_glass('let me in');

@@ -337,10 +337,24 @@ fn kill9(pid: i32) {
     assert!(status.success());
 }
 
-/// Connects once the server accepts connections again (after a crash).
-fn reconnect(cluster: &Cluster) -> Client {
+fn crash_restarts(cluster: &Cluster) -> usize {
+    cluster
+        .log()
+        .matches("all server processes terminated; reinitializing")
+        .count()
+}
+
+/// Connects once the server restarted after the crash number `restarts`
+/// (until the postmaster notices the crash, a connection still reaches
+/// the old processes, and is reset).
+fn reconnect(cluster: &Cluster, restarts: usize) -> Client {
+    wait_for(Duration::from_secs(60), "the crash restart", || {
+        (crash_restarts(cluster) >= restarts).then_some(())
+    });
     wait_for(Duration::from_secs(60), "the server to come back", || {
-        Client::connect(&cluster.conn_str("postgres", "postgres"), NoTls).ok()
+        let mut c = Client::connect(&cluster.conn_str("postgres", "postgres"), NoTls).ok()?;
+        c.batch_execute("SELECT 1").ok()?;
+        Some(c)
     })
 }
 
@@ -372,7 +386,7 @@ fn kill_9_of_the_worker_or_of_a_strict_caller_loses_no_committed_event() {
     );
     kill9(pid);
     drop(admin);
-    let mut admin = reconnect(&cluster);
+    let mut admin = reconnect(&cluster, 1);
     wait_running(&mut admin, "postgres");
     wait_drained(&mut admin);
     let (chained, count) = logged(&mut admin);
@@ -397,7 +411,7 @@ fn kill_9_of_the_worker_or_of_a_strict_caller_loses_no_committed_event() {
     drop(tx);
     drop(app);
     drop(admin);
-    let mut admin = reconnect(&cluster);
+    let mut admin = reconnect(&cluster, 2);
     wait_running(&mut admin, "postgres");
     let (chained, _) = logged(&mut admin);
     assert!(

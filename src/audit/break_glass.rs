@@ -43,16 +43,15 @@ fn on_xact(event: crate::dispatch::xact::XactEvent) {
     }
 }
 
-fn on_subxact(event: crate::dispatch::xact::SubXactEvent, _level: i32) {
-    // a rolled-back savepoint restores the user id it started with
-    // itself; if that was before the glass was broken, it is over
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        let break_glass = role_oid(c"warden_break_glass");
-        // SAFETY: plain read.
-        if SAVED.get().is_some() && unsafe { pg_sys::GetUserId() } != break_glass {
-            SAVED.set(None);
-        }
-    }
+/// Subtransactions need nothing: the glass is broken only at the top
+/// level of a transaction (no savepoint can predate it), so the user id a
+/// rolled-back savepoint or exception block restores is the broken-glass
+/// one, and only the transaction end gives the caller back.
+fn on_subxact(_event: crate::dispatch::xact::SubXactEvent, _level: i32) {}
+
+/// Whether break-glass access is on in this transaction.
+pub(super) fn active() -> bool {
+    SAVED.get().is_some()
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
@@ -65,12 +64,20 @@ fn break_glass(reason: Option<&str>) {
     }
     let (admin, break_glass) = (role_oid(c"warden_admin"), role_oid(c"warden_break_glass"));
     // SAFETY: plain reads of the session's user and transaction state.
-    let (user, in_block) = unsafe {
+    let (user, in_block, switched) = unsafe {
         (
             pg_sys::GetUserId(),
             pg_sys::IsTransactionBlock() && !pg_sys::IsSubTransaction(),
+            pg_sys::InLocalUserIdChange() || pg_sys::InSecurityRestrictedOperation(),
         )
     };
+    // inside a SECURITY DEFINER function (or a maintenance operation) the
+    // user to go back to at transaction end would be the definer's
+    if switched {
+        WardenError::privilege("warden.break_glass() cannot be called from a SECURITY DEFINER function or a restricted operation")
+            .hint("Call it directly, in your own transaction block.")
+            .raise();
+    }
     if admin == pg_sys::InvalidOid
         || break_glass == pg_sys::InvalidOid
         || !unsafe { pg_sys::has_privs_of_role(user, admin) }

@@ -113,19 +113,31 @@ fn names(list: Option<Vec<Option<String>>>, what: &str) -> Vec<String> {
         .collect()
 }
 
-/// Attaches the capture triggers the table lacks.
+/// Attaches the capture triggers the table lacks. A trigger of the same
+/// name that is not pg_warden's (an owner's look-alike that would capture
+/// nothing) is refused.
 fn attach_triggers(tbl: Oid, table: &str) {
     for (name, definition) in TRIGGERS {
         let present = crate::spi_read::read_one::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t
-                             WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgname OPERATOR(pg_catalog.=) $2)",
+            "SELECT t.tgfoid OPERATOR(pg_catalog.=) 'warden._audit_capture()'::pg_catalog.regprocedure
+                    AND t.tgenabled OPERATOR(pg_catalog.=) 'A'
+               FROM pg_catalog.pg_trigger t
+              WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND t.tgname OPERATOR(pg_catalog.=) $2",
             &[tbl.into(), name.into()],
         )
         .ok()
-        .flatten()
-        .unwrap_or(false);
-        if present {
-            continue;
+        .flatten();
+        match present {
+            Some(true) => continue,
+            Some(false) => WardenError::new(
+                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                format!(
+                    "{table} has a trigger named {name} that is not pg_warden's capture trigger"
+                ),
+            )
+            .hint("Drop or rename it, then call warden.audit_table() again.")
+            .raise(),
+            None => {}
         }
         // enabled ALWAYS: session_replication_role = replica skips it not
         let sql = format!(
@@ -151,11 +163,22 @@ fn audit_table(
     let (redact, exclude) = (names(redact, "redact"), names(exclude, "exclude"));
     let table = require_own_table(tbl);
     let (columns, key, kind) = columns_and_key(tbl);
-    if kind != "r" && kind != "p" {
+    // statement triggers of a partitioned or inherited table do not see
+    // writes to its partitions or children
+    let has_children = crate::spi_read::read_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent OPERATOR(pg_catalog.=) $1)",
+        &[tbl.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(true);
+    if kind != "r" || has_children {
         WardenError::new(
             PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("{table} is not a table"),
+            format!("{table} is not a plain table without partitions or children"),
         )
+        .detail("Statement triggers of a parent do not see writes made to its partitions or children directly.")
+        .hint("Capture each partition (or child) instead.")
         .raise();
     }
     for c in redact.iter().chain(&exclude) {

@@ -87,10 +87,25 @@ fn append(events: &[(&'static str, Option<String>, String)]) {
     });
 }
 
+fn too_deep() -> ! {
+    WardenError::new(
+        PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        format!(
+            "a changed row nests deeper than {} levels and cannot be audited",
+            super::emit::MAX_DEPTH
+        ),
+    )
+    .detail("An event the sequencer could not chain would stop the chain for everyone, so the statement fails.")
+    .hint("Redact or exclude such a column (warden.audit_table).")
+    .raise()
+}
+
 fn object(text: &str) -> Map<String, Value> {
     match serde_json::from_str(text) {
         Ok(Value::Object(m)) => m,
-        _ => WardenError::prerequisite("a captured row is not a JSON object").raise(),
+        Ok(_) => WardenError::prerequisite("a captured row is not a JSON object").raise(),
+        // serde_json stops at 128 levels
+        Err(_) => too_deep(),
     }
 }
 
@@ -144,6 +159,9 @@ unsafe fn capture_rows(data: &pg_sys::TriggerData, spec: &CaptureSpec, op: u32) 
                     let t = tenant.or(statement_tenant.as_deref()).unwrap_or("");
                     crate::crypto::audit_fingerprint(t, bytes)
                 });
+                if warden_core::audit::json_depth(&e.fields) > super::emit::MAX_DEPTH {
+                    too_deep();
+                }
                 events.push((
                     e.event_type,
                     e.tenant.or_else(|| statement_tenant.clone()),

@@ -15,6 +15,16 @@ use pgrx::JsonB;
 use crate::error::{not_null, WardenError};
 use crate::privileged::as_superuser;
 
+/// Event type prefixes only pg_warden itself writes (its own operations,
+/// table capture): an application cannot forge them.
+const RESERVED_PREFIXES: [&str; 6] = ["audit.", "admin.", "keys.", "tenancy.", "row.", "table."];
+
+/// Deepest nesting of `fields` an event may have (the chain's encoders
+/// and verifiers recurse; serde_json stops at 128).
+pub(super) const MAX_DEPTH: usize = 64;
+/// Largest `fields` of an emitted event, as JSON text.
+const MAX_FIELDS_BYTES: usize = 1 << 20;
+
 /// Event types: dot-separated lower-case words, at most 100 bytes.
 fn valid_event_type(t: &str) -> bool {
     !t.is_empty()
@@ -43,12 +53,21 @@ fn audit_emit(
             .hint("For example 'secret.read' or 'row.insert' (a-z, 0-9, _; at most 100 bytes).")
             .raise();
     }
+    if RESERVED_PREFIXES.iter().any(|p| event_type.starts_with(p)) {
+        WardenError::invalid_parameter(format!(
+            "event types starting with {} are pg_warden's own",
+            RESERVED_PREFIXES.join(", ")
+        ))
+        .hint("Name your events after your application, e.g. 'invoice.paid'.")
+        .raise();
+    }
     let fields = not_null(fields, "fields");
     if !fields.0.is_object() {
         WardenError::invalid_parameter("fields must be a JSON object")
             .hint("Pass '{}'::jsonb or an object such as '{\"id\": 42}'.")
             .raise();
     }
+    check_fields_size(&fields.0);
     if durable {
         super::durable::record_durable(event_type, &fields.0.to_string(), strict);
         return;
@@ -71,6 +90,27 @@ thread_local! {
 const INBOX_INSERT_SQL: &str =
     "INSERT INTO warden.audit_inbox (ts, event_type, tenant, actor, actor_kind, correlation_id, txid, fields)
      VALUES (pg_catalog.clock_timestamp(), $1, $2, $3, $4, $5, pg_catalog.pg_current_xact_id(), $6)";
+
+/// Refuses fields nested deeper than MAX_DEPTH or larger than
+/// MAX_FIELDS_BYTES (54000): an event the sequencer could not chain would
+/// stop the chain for everyone.
+fn check_fields_size(fields: &serde_json::Value) {
+    if warden_core::audit::json_depth(fields) > MAX_DEPTH {
+        WardenError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("fields nest deeper than {MAX_DEPTH} levels"),
+        )
+        .raise();
+    }
+    if fields.to_string().len() > MAX_FIELDS_BYTES {
+        WardenError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("fields are larger than {MAX_FIELDS_BYTES} bytes"),
+        )
+        .hint("Record a reference (an id, a hash) instead of the document.")
+        .raise();
+    }
+}
 
 /// Appends an event to the inbox in the current transaction, with the
 /// transaction's actor and correlation id, and runs the sequencer at

@@ -19,8 +19,9 @@ use pgrx::prelude::*;
 
 use crate::error::WardenError;
 
-/// The relations the guard protects, in schema `warden`.
-const PROTECTED: [&CStr; 2] = [c"audit_log", c"audit_checkpoints"];
+/// The relations the guard protects, in schema `warden` (the inbox too:
+/// dropping or truncating it would lose committed events).
+const PROTECTED: [&CStr; 3] = [c"audit_log", c"audit_checkpoints", c"audit_inbox"];
 
 /// ALTER TABLE subcommands that change neither content nor protection.
 const HARMLESS_ALTERS: [pg_sys::AlterTableType::Type; 3] = [
@@ -94,17 +95,31 @@ unsafe fn refused_capture_change(node: *mut pg_sys::Node) -> Option<String> {
         match (*node).type_ {
             pg_sys::NodeTag::T_DropStmt => {
                 let stmt = node.cast::<pg_sys::DropStmt>();
-                ((*stmt).removeType == pg_sys::ObjectType::OBJECT_TRIGGER
-                    && list_nodes((*stmt).objects).into_iter().any(|n| {
+                let objects = list_nodes((*stmt).objects);
+                match (*stmt).removeType {
+                    pg_sys::ObjectType::OBJECT_TRIGGER => objects.into_iter().any(|n| {
                         last_name(n.cast()).is_some_and(|t| super::capture::is_capture_trigger(&t))
-                    }))
-                .then(|| "DROP TRIGGER".into())
+                    }),
+                    pg_sys::ObjectType::OBJECT_TABLE => objects
+                        .into_iter()
+                        .any(|n| relid_of_names(n.cast(), false).is_some_and(is_captured)),
+                    _ => false,
+                }
+                .then(|| "DROP of a captured table or its trigger".into())
             }
             pg_sys::NodeTag::T_RenameStmt => {
                 let stmt = node.cast::<pg_sys::RenameStmt>();
-                ((*stmt).renameType == pg_sys::ObjectType::OBJECT_TRIGGER
-                    && capture_name((*stmt).subname))
-                .then(|| "ALTER TRIGGER ... RENAME".into())
+                match (*stmt).renameType {
+                    pg_sys::ObjectType::OBJECT_TRIGGER => {
+                        capture_name((*stmt).subname).then(|| "ALTER TRIGGER ... RENAME".into())
+                    }
+                    // a redacted or excluded column renamed would be
+                    // recorded in clear
+                    pg_sys::ObjectType::OBJECT_COLUMN => relid((*stmt).relation)
+                        .is_some_and(is_captured)
+                        .then(|| "renaming a column".into()),
+                    _ => None,
+                }
             }
             pg_sys::NodeTag::T_AlterTableStmt => {
                 let stmt = node.cast::<pg_sys::AlterTableStmt>();
@@ -115,12 +130,23 @@ unsafe fn refused_capture_change(node: *mut pg_sys::Node) -> Option<String> {
                         | pg_sys::AlterTableType::AT_EnableTrig
                         | pg_sys::AlterTableType::AT_EnableReplicaTrig => capture_name(cmd.name),
                         pg_sys::AlterTableType::AT_DisableTrigAll
-                        | pg_sys::AlterTableType::AT_DisableTrigUser => true,
+                        | pg_sys::AlterTableType::AT_DisableTrigUser
+                        | pg_sys::AlterTableType::AT_EnableTrigAll
+                        | pg_sys::AlterTableType::AT_EnableTrigUser
+                        // values rewritten without firing triggers
+                        | pg_sys::AlterTableType::AT_AlterColumnType => true,
                         _ => false,
                     }
                 });
                 (touches && relid((*stmt).relation).is_some_and(is_captured))
-                    .then(|| "disabling a capture trigger".into())
+                    .then(|| "ALTER TABLE of its triggers or column types".into())
+            }
+            pg_sys::NodeTag::T_AlterObjectDependsStmt => {
+                let stmt = node.cast::<pg_sys::AlterObjectDependsStmt>();
+                ((*stmt).objectType == pg_sys::ObjectType::OBJECT_TRIGGER
+                    && last_name((*stmt).object.cast())
+                        .is_some_and(|t| super::capture::is_capture_trigger(&t)))
+                .then(|| "ALTER TRIGGER ... DEPENDS ON EXTENSION".into())
             }
             _ => None,
         }
@@ -201,6 +227,43 @@ unsafe fn str_val(node: *mut pg_sys::Node) -> &'static CStr {
     unsafe { CStr::from_ptr((*node.cast::<pg_sys::String>()).sval) }
 }
 
+fn warden_namespace() -> pg_sys::Oid {
+    // SAFETY: a catalog lookup by name.
+    unsafe { pg_sys::get_namespace_oid(c"warden".as_ptr(), true) }
+}
+
+/// Whether `func` names a function of schema `warden`.
+unsafe fn warden_function(
+    kind: pg_sys::ObjectType::Type,
+    func: *mut pg_sys::ObjectWithArgs,
+) -> bool {
+    if func.is_null() {
+        return false;
+    }
+    // SAFETY: the statement's function reference; missing is no match.
+    unsafe {
+        let oid = pg_sys::LookupFuncWithArgs(kind, func, true);
+        oid != pg_sys::InvalidOid && pg_sys::get_func_namespace(oid) == warden_namespace()
+    }
+}
+
+/// Whether a statement's object (of `kind`) is a function of schema
+/// `warden`.
+unsafe fn warden_function_object(
+    kind: pg_sys::ObjectType::Type,
+    object: *mut pg_sys::Node,
+) -> bool {
+    let function_kind = matches!(
+        kind,
+        pg_sys::ObjectType::OBJECT_FUNCTION
+            | pg_sys::ObjectType::OBJECT_PROCEDURE
+            | pg_sys::ObjectType::OBJECT_ROUTINE
+            | pg_sys::ObjectType::OBJECT_AGGREGATE
+    );
+    // SAFETY: for these kinds the object is an ObjectWithArgs.
+    function_kind && !object.is_null() && unsafe { warden_function(kind, object.cast()) }
+}
+
 /// What the statement would do to a protected relation, if anything.
 unsafe fn refused_action(node: *mut pg_sys::Node, protected: &[pg_sys::Oid]) -> Option<String> {
     let hits = |oid: Option<pg_sys::Oid>| oid.is_some_and(|o| protected.contains(&o));
@@ -253,13 +316,45 @@ unsafe fn refused_action(node: *mut pg_sys::Node, protected: &[pg_sys::Oid]) -> 
             }
             pg_sys::NodeTag::T_RenameStmt => {
                 let stmt = node.cast::<pg_sys::RenameStmt>();
-                hits(relid((*stmt).relation)).then(|| "a rename".into())
+                (hits(relid((*stmt).relation))
+                    || warden_function_object((*stmt).renameType, (*stmt).object))
+                .then(|| "a rename".into())
+            }
+            pg_sys::NodeTag::T_AlterOwnerStmt => {
+                let stmt = node.cast::<pg_sys::AlterOwnerStmt>();
+                (hits(relid((*stmt).relation))
+                    || warden_function_object((*stmt).objectType, (*stmt).object))
+                .then(|| "a change of owner".into())
             }
             pg_sys::NodeTag::T_AlterExtensionContentsStmt => {
+                // any member of pg_warden: a function or trigger taken out
+                // of the extension could then be dropped or replaced
                 let stmt = node.cast::<pg_sys::AlterExtensionContentsStmt>();
-                ((*stmt).objtype == pg_sys::ObjectType::OBJECT_TABLE
-                    && hits(relid_of_names((*stmt).object.cast(), false)))
-                .then(|| "ALTER EXTENSION ... ADD/DROP".into())
+                (CStr::from_ptr((*stmt).extname) == c"pg_warden")
+                    .then(|| "ALTER EXTENSION pg_warden ADD/DROP".into())
+            }
+            pg_sys::NodeTag::T_AlterObjectSchemaStmt => {
+                let stmt = node.cast::<pg_sys::AlterObjectSchemaStmt>();
+                (hits(relid((*stmt).relation))
+                    || warden_function_object((*stmt).objectType, (*stmt).object))
+                .then(|| "SET SCHEMA".into())
+            }
+            pg_sys::NodeTag::T_AlterObjectDependsStmt => {
+                let stmt = node.cast::<pg_sys::AlterObjectDependsStmt>();
+                hits(relid((*stmt).relation)).then(|| "DEPENDS ON EXTENSION".into())
+            }
+            pg_sys::NodeTag::T_CreateFunctionStmt => {
+                // replacing one of pg_warden's functions (the append-only
+                // trigger, the capture trigger) would switch them off
+                let stmt = node.cast::<pg_sys::CreateFunctionStmt>();
+                let mut name = std::ptr::null_mut();
+                (pg_sys::QualifiedNameGetCreationNamespace((*stmt).funcname, &mut name)
+                    == warden_namespace())
+                .then(|| "CREATE FUNCTION in schema warden".into())
+            }
+            pg_sys::NodeTag::T_AlterFunctionStmt => {
+                let stmt = node.cast::<pg_sys::AlterFunctionStmt>();
+                warden_function((*stmt).objtype, (*stmt).func).then(|| "ALTER FUNCTION".into())
             }
             pg_sys::NodeTag::T_GrantStmt => {
                 let stmt = node.cast::<pg_sys::GrantStmt>();
@@ -292,18 +387,69 @@ unsafe fn refused_action(node: *mut pg_sys::Node, protected: &[pg_sys::Oid]) -> 
     }
 }
 
-/// Whether the statement drops pg_warden.
+/// The utility statements break-glass access allows: reading and
+/// session settings, nothing that creates or changes objects.
+unsafe fn break_glass_allows(node: *mut pg_sys::Node) -> bool {
+    // SAFETY: reads the tag only.
+    matches!(
+        unsafe { (*node).type_ },
+        pg_sys::NodeTag::T_VariableSetStmt
+            | pg_sys::NodeTag::T_VariableShowStmt
+            | pg_sys::NodeTag::T_ExplainStmt
+            | pg_sys::NodeTag::T_DeclareCursorStmt
+            | pg_sys::NodeTag::T_FetchStmt
+            | pg_sys::NodeTag::T_ClosePortalStmt
+            | pg_sys::NodeTag::T_PrepareStmt
+            | pg_sys::NodeTag::T_ExecuteStmt
+            | pg_sys::NodeTag::T_DeallocateStmt
+            | pg_sys::NodeTag::T_CopyStmt
+    )
+}
+
+/// Whether the statement drops pg_warden (the extension, its schema
+/// with CASCADE, or everything its owner owns).
 unsafe fn drops_pg_warden(node: *mut pg_sys::Node) -> bool {
     // SAFETY: cast after the tag was checked.
     unsafe {
-        if (*node).type_ != pg_sys::NodeTag::T_DropStmt {
-            return false;
+        match (*node).type_ {
+            pg_sys::NodeTag::T_DropStmt => {
+                let stmt = node.cast::<pg_sys::DropStmt>();
+                let names = list_nodes((*stmt).objects);
+                match (*stmt).removeType {
+                    pg_sys::ObjectType::OBJECT_EXTENSION => {
+                        names.into_iter().any(|n| str_val(n) == c"pg_warden")
+                    }
+                    pg_sys::ObjectType::OBJECT_SCHEMA => {
+                        names.into_iter().any(|n| str_val(n) == c"warden")
+                    }
+                    _ => false,
+                }
+            }
+            pg_sys::NodeTag::T_DropOwnedStmt => {
+                let stmt = node.cast::<pg_sys::DropOwnedStmt>();
+                let owner = protected_oids()
+                    .first()
+                    .map(|rel| {
+                        let tuple = pg_sys::SearchSysCache1(
+                            pg_sys::SysCacheIdentifier::RELOID as i32,
+                            (*rel).into(),
+                        );
+                        if tuple.is_null() {
+                            return pg_sys::InvalidOid;
+                        }
+                        let o = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class))
+                            .relowner;
+                        pg_sys::ReleaseSysCache(tuple);
+                        o
+                    })
+                    .unwrap_or(pg_sys::InvalidOid);
+                owner != pg_sys::InvalidOid
+                    && list_nodes((*stmt).roles)
+                        .into_iter()
+                        .any(|r| pg_sys::get_rolespec_oid(r.cast(), true) == owner)
+            }
+            _ => false,
         }
-        let stmt = node.cast::<pg_sys::DropStmt>();
-        (*stmt).removeType == pg_sys::ObjectType::OBJECT_EXTENSION
-            && list_nodes((*stmt).objects)
-                .into_iter()
-                .any(|n| str_val(n) == c"pg_warden")
     }
 }
 
@@ -346,8 +492,19 @@ unsafe extern "C-unwind" fn before_utility(pstmt: *mut pg_sys::PlannedStmt) {
             return; // pg_warden's own install or upgrade script
         }
         let node = (*pstmt).utilityStmt;
-        if node.is_null() {
+        // transaction control reads no catalog: in an aborted transaction
+        // (ROLLBACK after an error) the catalog must not be touched
+        if node.is_null()
+            || (*node).type_ == pg_sys::NodeTag::T_TransactionStmt
+            || !pg_sys::IsTransactionState()
+        {
             return;
+        }
+        if super::break_glass::active() && !break_glass_allows(node) {
+            WardenError::privilege("DDL is refused during break-glass access")
+                .detail("Objects created now would belong to warden_break_glass and outlive the transaction.")
+                .hint("COMMIT or ROLLBACK first.")
+                .raise();
         }
         if drops_pg_warden(node)
             && pg_sys::get_extension_oid(c"pg_warden".as_ptr(), true) != pg_sys::InvalidOid
@@ -368,9 +525,9 @@ unsafe extern "C-unwind" fn before_utility(pstmt: *mut pg_sys::PlannedStmt) {
         }
         if let Some(action) = refused_action(node, &protected) {
             WardenError::privilege(format!(
-                "{action} on the audit log is refused: the audit log is append-only"
+                "{action} is refused: it would change the audit log or pg_warden's own functions"
             ))
-            .detail("warden.audit_log and warden.audit_checkpoints refuse changes for every role, superusers included.")
+            .detail("warden.audit_log, warden.audit_checkpoints, warden.audit_inbox and the functions that guard them refuse changes for every role, superusers included.")
             .hint("Erase a payload with warden.audit_redact() and old events with warden.audit_prune(); both are audited.")
             .raise();
         }

@@ -26,8 +26,10 @@ use crate::workers::{
     register_task, wake_task_on_commit, Task, TaskContext, TaskId, TaskReport, TaskSpec,
 };
 
-/// Inbox rows chained per statement batch.
+/// Inbox rows chained per statement batch, and the most bytes of fields
+/// one batch reads (so a run of huge events cannot exhaust memory).
 const BATCH: i64 = 1000;
+const BATCH_BYTES: i64 = 64 << 20;
 /// Ring records moved to the inbox per run.
 const RING_BATCH: usize = 20_000;
 
@@ -118,10 +120,11 @@ impl Task for Sequencer {
         self.signed_this_run.clear();
         self.unsigned_this_run.clear();
         let mut advanced = Heads::new();
-        let mut chained = BATCH;
-        while chained == BATCH {
-            chained = as_superuser(|| chain_batch(&mut advanced))?;
-        }
+        // within a run, each batch starts after the last one (the index
+        // scan does not walk the entries of rows this run deleted); a row
+        // with a lower id that commits later is taken by the next run
+        let mut after = 0i64;
+        while as_superuser(|| chain_batch(&mut advanced, &mut after))? {}
         self.checkpoint(advanced)?;
         let backlog = crate::spi_read::read_one::<i64>(
             "SELECT pg_catalog.count(*) FROM warden.audit_inbox",
@@ -238,33 +241,71 @@ struct Chained {
     hash: Vec<Vec<u8>>,
 }
 
-/// Where `chain` stands: its last seq and hash (0 and GENESIS when empty).
+/// Where `chain` stands: its last seq and hash; when it has no event
+/// (all pruned), its last signed checkpoint; else 0 and GENESIS.
 fn chain_head(chain: &str) -> Result<(i64, [u8; 32]), WardenError> {
     let last = crate::spi_read::read_two::<i64, Vec<u8>>(
         "SELECT l.seq, l.hash FROM warden.audit_log l WHERE l.chain OPERATOR(pg_catalog.=) $1
           ORDER BY l.seq DESC LIMIT 1",
         &[chain.into()],
     );
-    match last {
-        Ok((Some(seq), Some(hash))) => Ok((seq, hash.try_into().unwrap_or(GENESIS))),
-        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Ok((0, GENESIS)),
+    let head = |last: Result<(Option<i64>, Option<Vec<u8>>), pgrx::spi::Error>| match last {
+        Ok((Some(seq), Some(hash))) => Ok(Some((seq, hash.try_into().unwrap_or(GENESIS)))),
+        Ok(_) | Err(pgrx::spi::Error::InvalidPosition) => Ok(None),
         Err(e) => Err(spi_error(e)),
+    };
+    if let Some(h) = head(last)? {
+        return Ok(h);
     }
+    let anchor = crate::spi_read::read_two::<i64, Vec<u8>>(
+        "SELECT c.seq, c.hash FROM warden.audit_checkpoints c WHERE c.chain OPERATOR(pg_catalog.=) $1
+          ORDER BY c.seq DESC LIMIT 1",
+        &[chain.into()],
+    );
+    Ok(head(anchor)?.unwrap_or((0, GENESIS)))
 }
 
-/// Chains up to BATCH inbox rows; returns how many. `checkpoints` gets
-/// the new head of every chain it advanced.
-fn chain_batch(checkpoints: &mut Heads) -> Result<i64, WardenError> {
+/// Chains the next inbox rows after id `after` (at most BATCH, and at
+/// most BATCH_BYTES of fields but at least one); returns whether there may
+/// be more. `heads` holds where each chain stands (read once per run) and
+/// gets the new head of every chain it advanced.
+fn chain_batch(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenError> {
+    let sizes: Vec<(i64, i64)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT x.id, pg_catalog.pg_column_size(x.fields)::pg_catalog.int8 FROM warden.audit_inbox x
+                  WHERE x.id OPERATOR(pg_catalog.>) $1 ORDER BY x.id LIMIT $2",
+                None,
+                &[(*after).into(), BATCH.into()],
+            )?
+            .map(|r| Ok((r.get(1)?.unwrap_or(0), r.get(2)?.unwrap_or(0))))
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)?;
+    let Some(&(first, _)) = sizes.first() else {
+        return Ok(false);
+    };
+    let mut bytes = 0;
+    let mut last = first;
+    for &(id, size) in &sizes {
+        bytes += size;
+        if bytes > BATCH_BYTES && id != first {
+            break;
+        }
+        last = id;
+    }
+    let more = sizes.len() as i64 == BATCH || last != sizes[sizes.len() - 1].0;
     let rows: Vec<InboxRow> = Spi::connect(|client| {
         client
             .select(
                 concat!(
                     "SELECT x.id, ",
                     header_columns!(),
-                    ", x.fields::text FROM warden.audit_inbox x ORDER BY x.id LIMIT $1"
+                    ", x.fields::text FROM warden.audit_inbox x
+                      WHERE x.id OPERATOR(pg_catalog.>) $1 AND x.id OPERATOR(pg_catalog.<=) $2 ORDER BY x.id"
                 ),
                 None,
-                &[BATCH.into()],
+                &[(*after).into(), last.into()],
             )?
             .map(|r| {
                 Ok(InboxRow {
@@ -278,11 +319,7 @@ fn chain_batch(checkpoints: &mut Heads) -> Result<i64, WardenError> {
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
     .map_err(spi_error)?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    // where each chain stands: its last seq and hash
-    let mut heads: HashMap<String, (i64, [u8; 32])> = HashMap::new();
+    *after = last;
     let mut chained = Chained::default();
     for row in &rows {
         let chain = row.header.tenant.clone().unwrap_or_else(|| "global".into());
@@ -344,9 +381,5 @@ fn chain_batch(checkpoints: &mut Heads) -> Result<i64, WardenError> {
         &[chained.id.into()],
     )
     .map_err(spi_error)?;
-    // the heads after this batch, for the checkpoints
-    for (chain, (seq, hash)) in heads {
-        checkpoints.insert(chain, (seq, hash));
-    }
-    Ok(rows.len() as i64)
+    Ok(more)
 }

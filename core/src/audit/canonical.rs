@@ -129,3 +129,12 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
         }
     }
 }
+
+/// How deeply a JSON value nests (a scalar is 0, `[]` and `{}` are 1).
+pub fn json_depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}

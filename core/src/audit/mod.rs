@@ -13,7 +13,8 @@ pub mod ring;
 mod signed;
 
 pub use canonical::{
-    canonical_fields, canonical_fields_text, canonical_header, EventHeader, HEADER_MAGIC,
+    canonical_fields, canonical_fields_text, canonical_header, json_depth, EventHeader,
+    HEADER_MAGIC,
 };
 pub use capture::{capture_event, fingerprint_text, CaptureSpec, CapturedEvent, RowChange};
 pub use chain::{
