@@ -104,7 +104,12 @@ fn assert_chains_verify(client: &mut Client) -> i64 {
         let v = verify_export(&lines.join("\n"), &key).unwrap();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].failure, None, "offline verifier on {chain}");
-        assert_eq!(v[0].checked as i64, *checked, "{chain}");
+        // (each export is recorded in the global chain, so that one grows)
+        if chain == "global" {
+            assert!(v[0].checked as i64 >= *checked, "{chain}");
+        } else {
+            assert_eq!(v[0].checked as i64, *checked, "{chain}");
+        }
         offline += *checked;
     }
     offline
@@ -193,7 +198,8 @@ fn sixteen_writers_with_rollbacks_and_errors_chain_each_event_once() {
     );
     assert_eq!(chained, expected);
     let checked = assert_chains_verify(&mut admin);
-    assert_eq!(checked, count);
+    // the test's events, and the verification's own exports
+    assert!(checked >= count, "{checked} < {count}");
     let durable = expected.iter().filter(|e| e.2 == "d").count();
     println!(
         "{} events in {secs} s by 16 writers ({durable} durable, {} transactional), drained {:?} after the last",

@@ -5,15 +5,10 @@
 //! (`durable.rs`). The tenant, actor and correlation id are the
 //! transaction's, never the caller's say.
 
-use std::cell::RefCell;
-
-use pgrx::pg_sys::{BuiltinOid, PgOid};
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
 use pgrx::JsonB;
 
 use crate::error::{not_null, WardenError};
-use crate::privileged::as_superuser;
 
 /// Event type prefixes only pg_warden itself writes (its own operations,
 /// table capture): an application cannot forge them.
@@ -82,15 +77,6 @@ fn audit_emit(
     insert_into_inbox(event_type, tenant.as_deref(), fields);
 }
 
-thread_local! {
-    /// The inbox insert, planned once per backend (every emit runs it).
-    static INBOX_INSERT: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
-}
-
-const INBOX_INSERT_SQL: &str =
-    "INSERT INTO warden.audit_inbox (ts, event_type, tenant, actor, actor_kind, correlation_id, txid, fields)
-     VALUES (pg_catalog.clock_timestamp(), $1, $2, $3, $4, $5, pg_catalog.pg_current_xact_id(), $6)";
-
 /// Refuses fields nested deeper than MAX_DEPTH or larger than
 /// MAX_FIELDS_BYTES (54000): an event the sequencer could not chain would
 /// stop the chain for everyone.
@@ -117,48 +103,14 @@ fn check_fields_size(fields: &serde_json::Value) {
 /// commit (when preloaded; otherwise the inbox waits for a worker).
 pub(super) fn insert_into_inbox(event_type: &str, tenant: Option<&str>, fields: JsonB) {
     let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
-    as_superuser(|| {
-        Spi::connect_mut(|client| {
-            let text = PgOid::BuiltIn(BuiltinOid::TEXTOID);
-            let planned = INBOX_INSERT.with(|p| p.borrow().is_some());
-            if !planned {
-                let plan = client
-                    .prepare_mut(
-                        INBOX_INSERT_SQL,
-                        &[
-                            text,
-                            text,
-                            text,
-                            text,
-                            text,
-                            PgOid::BuiltIn(BuiltinOid::JSONBOID),
-                        ],
-                    )?
-                    .keep();
-                INBOX_INSERT.with(|p| *p.borrow_mut() = Some(plan));
-            }
-            INBOX_INSERT.with(|p| {
-                let plan = p.borrow();
-                client
-                    .update(
-                        plan.as_ref().expect("planned above"),
-                        None,
-                        &[
-                            event_type.into(),
-                            tenant.into(),
-                            actor.into(),
-                            actor_kind.into(),
-                            correlation_id.into(),
-                            fields.into(),
-                        ],
-                    )
-                    .map(|_| ())
-            })
-        })
-    })
-    .unwrap_or_else(|e: pgrx::spi::Error| {
-        WardenError::prerequisite(format!("cannot emit the audit event: {e}")).raise()
-    });
+    super::inbox_write::append(
+        event_type,
+        tenant,
+        actor.as_deref(),
+        actor_kind.as_deref(),
+        correlation_id.as_deref(),
+        fields,
+    );
     if crate::preload::is_preloaded() {
         super::sequencer_task::wake_at_commit();
     }

@@ -4,6 +4,7 @@
 //! - `log_table`: `warden.audit_log` (append-only), `warden.audit_inbox`.
 //! - `context`: `warden.set_actor`, `warden.set_correlation_id`.
 //! - `emit`: `warden.audit_emit`, the transactional path.
+//! - `inbox_write`: its write, a heap insert into the inbox.
 //! - `durable`: the durable path and its Rust API (`record_durable`).
 //! - `ring`: the durable path's rings in shared memory.
 //! - `header_row`: an event's header columns, read the same way by both.
@@ -30,6 +31,7 @@ mod emit;
 mod evidence;
 mod guard;
 mod header_row;
+mod inbox_write;
 mod log_table;
 mod prune;
 mod redact;
