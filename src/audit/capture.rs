@@ -233,6 +233,9 @@ fn audit_table(
     })
     .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot register {table}: {e}")).raise());
     attach_triggers(tbl, &table);
+    // every backend reads the capture afresh
+    // SAFETY: queues an invalidation, sent at commit.
+    unsafe { pgrx::pg_sys::CacheInvalidateRelcacheByRelid(tbl) };
     let mut fields = serde_json::Map::new();
     fields.insert("table".into(), table.into());
     fields.insert("redact".into(), redact.into());
@@ -272,6 +275,8 @@ fn audit_untable(tbl: Option<Oid>) {
             });
         }
     });
+    // SAFETY: queues an invalidation, sent at commit.
+    unsafe { pgrx::pg_sys::CacheInvalidateRelcacheByRelid(tbl) };
     let mut fields = serde_json::Map::new();
     fields.insert("table".into(), table.into());
     super::durable::record_admin_event("audit.untable", None, fields);

@@ -3,12 +3,17 @@
 //! (the rows become JSON there, so the column types' output functions run
 //! with the writer's rights, never pg_warden's), turns each row into an
 //! event (`warden_core::audit::capture_event`: key, changed columns,
-//! fingerprints, exclusions), and appends the events to the inbox in
-//! chunks, each chunk with one constant INSERT as pg_warden. They commit
-//! or roll back with the writer's statement.
+//! fingerprints, exclusions), and appends it to the inbox with a heap
+//! insert (`inbox_write`): no SQL per statement once the table's capture
+//! is cached. The events commit or roll back with the writer's statement.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
 use serde_json::{Map, Value};
 use warden_core::audit::{capture_event, CaptureSpec, RowChange};
 
@@ -18,8 +23,36 @@ use crate::privileged::as_superuser;
 /// Rows read and appended per chunk.
 const CHUNK: i64 = 5_000;
 
+thread_local! {
+    /// Each captured table's capture (None: not captured), read once and
+    /// dropped when the table's relcache entry is invalidated (audit_table
+    /// and audit_untable invalidate it).
+    static SPECS: RefCell<HashMap<pg_sys::Oid, Option<Rc<CaptureSpec>>>> = RefCell::new(HashMap::new());
+}
+
+fn forget(rel: pg_sys::Oid) {
+    SPECS.with(|s| {
+        let mut s = s.borrow_mut();
+        if rel == pg_sys::InvalidOid {
+            s.clear();
+        } else {
+            s.remove(&rel);
+        }
+    });
+}
+
 /// The capture of `rel` as registered, if it is.
-fn spec(rel: pg_sys::Oid) -> Option<CaptureSpec> {
+fn spec(rel: pg_sys::Oid) -> Option<Rc<CaptureSpec>> {
+    if let Some(cached) = SPECS.with(|s| s.borrow().get(&rel).cloned()) {
+        return cached;
+    }
+    crate::dispatch::invalidation::on_relcache("audit capture", forget);
+    let loaded = load_spec(rel).map(Rc::new);
+    SPECS.with(|s| s.borrow_mut().insert(rel, loaded.clone()));
+    loaded
+}
+
+fn load_spec(rel: pg_sys::Oid) -> Option<CaptureSpec> {
     let (key, redact, exclude, tenant_column) = as_superuser(|| {
         Spi::connect(|client| {
             let row = client
@@ -53,40 +86,6 @@ fn spec(rel: pg_sys::Oid) -> Option<CaptureSpec> {
     })
 }
 
-/// Appends events (type, tenant, fields JSON) to the inbox, as pg_warden.
-fn append(events: &[(&'static str, Option<String>, String)]) {
-    if events.is_empty() {
-        return;
-    }
-    let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
-    let types: Vec<&str> = events.iter().map(|e| e.0).collect();
-    let tenants: Vec<Option<String>> = events.iter().map(|e| e.1.clone()).collect();
-    let fields: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
-    as_superuser(|| {
-        Spi::run_with_args(
-            "INSERT INTO warden.audit_inbox (ts, event_type, tenant, actor, actor_kind, correlation_id, txid, fields)
-             SELECT pg_catalog.clock_timestamp(), r.event_type, r.tenant, $4, $5, $6,
-                    pg_catalog.pg_current_xact_id(), r.fields::pg_catalog.jsonb
-               -- multi-argument unnest is FROM-clause syntax only when
-               -- unqualified (search_path is pg_catalog here)
-               FROM unnest($1::pg_catalog.text[], $2::pg_catalog.text[], $3::pg_catalog.text[])
-                    WITH ORDINALITY AS r(event_type, tenant, fields, n)
-              ORDER BY r.n",
-            &[
-                types.into(),
-                tenants.into(),
-                fields.into(),
-                actor.into(),
-                actor_kind.into(),
-                correlation_id.into(),
-            ],
-        )
-    })
-    .unwrap_or_else(|e| {
-        WardenError::prerequisite(format!("cannot record the captured changes: {e}")).raise()
-    });
-}
-
 fn too_deep() -> ! {
     WardenError::new(
         PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -109,71 +108,118 @@ fn object(text: &str) -> Map<String, Value> {
     }
 }
 
-/// Reads the transition tables chunk by chunk (as the writer) and
-/// appends each chunk's events.
+/// A transition table read row by row through a read pointer of our own
+/// (other triggers of the statement read it too). Each row becomes JSON
+/// by `row_to_json`, run here as the writing role: the column types'
+/// output functions never run with more rights than the writer's.
+struct TransitionRows {
+    store: *mut pg_sys::Tuplestorestate,
+    slot: *mut pg_sys::TupleTableSlot,
+}
+
+impl TransitionRows {
+    /// # Safety
+    /// `store` is a transition table of the running trigger, of rows of
+    /// `desc`.
+    unsafe fn new(store: *mut pg_sys::Tuplestorestate, desc: pg_sys::TupleDesc) -> Self {
+        // SAFETY: per the contract.
+        unsafe {
+            let pointer = pg_sys::tuplestore_alloc_read_pointer(store, 0);
+            pg_sys::tuplestore_select_read_pointer(store, pointer);
+            pg_sys::tuplestore_rescan(store);
+            TransitionRows {
+                store,
+                slot: pg_sys::MakeSingleTupleTableSlot(desc, &raw const pg_sys::TTSOpsMinimalTuple),
+            }
+        }
+    }
+
+    /// The next row as JSON text.
+    fn next_json(&mut self) -> Option<String> {
+        // SAFETY: reads the tuplestore into our slot; the composite datum
+        // carries the row type, which row_to_json reads.
+        unsafe {
+            if !pg_sys::tuplestore_gettupleslot(self.store, true, false, self.slot) {
+                return None;
+            }
+            let row = pg_sys::ExecFetchSlotHeapTupleDatum(self.slot);
+            let json = pgrx::direct_function_call::<String>(pg_sys::row_to_json, &[Some(row)]);
+            json.or_else(|| Some("{}".into()))
+        }
+    }
+}
+
+impl Drop for TransitionRows {
+    fn drop(&mut self) {
+        // SAFETY: our slot; the tuplestore is the trigger manager's.
+        unsafe { pg_sys::ExecDropSingleTupleTableSlot(self.slot) };
+    }
+}
+
+/// Turns each changed row into an event and appends it to the inbox.
 unsafe fn capture_rows(data: &pg_sys::TriggerData, spec: &CaptureSpec, op: u32) {
-    let query = match op {
-        pg_sys::TRIGGER_EVENT_INSERT => {
-            "SELECT pg_catalog.to_jsonb(n)::pg_catalog.text, NULL FROM warden_new n"
-        }
-        pg_sys::TRIGGER_EVENT_DELETE => {
-            "SELECT pg_catalog.to_jsonb(o)::pg_catalog.text, NULL FROM warden_old o"
-        }
+    // SAFETY: the trigger's relation and transition tables.
+    let desc = unsafe { (*data.tg_relation).rd_att };
+    let (first, second) = match op {
+        pg_sys::TRIGGER_EVENT_INSERT => (data.tg_newtable, std::ptr::null_mut()),
+        pg_sys::TRIGGER_EVENT_DELETE => (data.tg_oldtable, std::ptr::null_mut()),
         // both transition tables keep the rows in the order they were
         // updated: the n-th old row is the n-th new row's
-        _ => {
-            "SELECT o.j, n.j
-               FROM (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(o)::pg_catalog.text AS j
-                       FROM warden_old o) o
-               JOIN (SELECT pg_catalog.row_number() OVER () AS rn, pg_catalog.to_jsonb(n)::pg_catalog.text AS j
-                       FROM warden_new n) n ON o.rn OPERATOR(pg_catalog.=) n.rn"
-        }
+        _ => (data.tg_oldtable, data.tg_newtable),
     };
+    if first.is_null() {
+        return;
+    }
+    // SAFETY: transition tables of this trigger, of the relation's rows.
+    let mut rows = unsafe { TransitionRows::new(first, desc) };
+    let mut news = (!second.is_null()).then(|| unsafe { TransitionRows::new(second, desc) });
     let statement_tenant = crate::guc::tenant().map(str::to_string);
-    let result = Spi::connect(|client| -> Result<(), pgrx::spi::Error> {
-        // SAFETY: the trigger data of the running trigger, for this
-        // SPI connection's queries on the transition tables.
-        unsafe {
-            pg_sys::SPI_register_trigger_data((data as *const pg_sys::TriggerData).cast_mut())
-        };
-        let mut cursor = client.open_cursor(query, &[]);
-        loop {
-            let rows: Vec<(String, Option<String>)> = cursor
-                .fetch(CHUNK as _)?
-                .map(|r| Ok((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?)))
-                .collect::<Result<_, pgrx::spi::Error>>()?;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            let mut events = Vec::with_capacity(rows.len());
-            for (first, second) in &rows {
-                let first = object(first);
-                let second = second.as_deref().map(object);
-                let change = match (op, &second) {
-                    (pg_sys::TRIGGER_EVENT_INSERT, _) => RowChange::Insert(&first),
-                    (pg_sys::TRIGGER_EVENT_DELETE, _) => RowChange::Delete(&first),
-                    (_, Some(new)) => RowChange::Update(&first, new),
-                    _ => continue,
-                };
-                let e = capture_event(spec, change, |tenant, bytes| {
-                    let t = tenant.or(statement_tenant.as_deref()).unwrap_or("");
-                    crate::crypto::audit_fingerprint(t, bytes)
-                });
-                if warden_core::audit::json_depth(&e.fields) > super::emit::MAX_DEPTH {
-                    too_deep();
+    let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
+    // a memory context per chunk: row_to_json's text is palloc'd
+    let mut chunk = PgMemoryContexts::new("pg_warden audit capture");
+    loop {
+        let more = unsafe {
+            chunk.switch_to(|_| {
+                for _ in 0..CHUNK {
+                    let Some(first) = rows.next_json() else {
+                        return false;
+                    };
+                    let first = object(&first);
+                    let second = news
+                        .as_mut()
+                        .and_then(TransitionRows::next_json)
+                        .map(|t| object(&t));
+                    let change = match (op, &second) {
+                        (pg_sys::TRIGGER_EVENT_INSERT, _) => RowChange::Insert(&first),
+                        (pg_sys::TRIGGER_EVENT_DELETE, _) => RowChange::Delete(&first),
+                        (_, Some(new)) => RowChange::Update(&first, new),
+                        _ => continue,
+                    };
+                    let e = capture_event(spec, change, |tenant, bytes| {
+                        let t = tenant.or(statement_tenant.as_deref()).unwrap_or("");
+                        crate::crypto::audit_fingerprint(t, bytes)
+                    });
+                    if warden_core::audit::json_depth(&e.fields) > super::emit::MAX_DEPTH {
+                        too_deep();
+                    }
+                    let tenant = e.tenant.or_else(|| statement_tenant.clone());
+                    super::inbox_write::append(
+                        e.event_type,
+                        tenant.as_deref(),
+                        actor.as_deref(),
+                        actor_kind.as_deref(),
+                        correlation_id.as_deref(),
+                        pgrx::JsonB(e.fields),
+                    );
                 }
-                events.push((
-                    e.event_type,
-                    e.tenant.or_else(|| statement_tenant.clone()),
-                    e.fields.to_string(),
-                ));
-            }
-            append(&events);
+                true
+            })
+        };
+        chunk.reset();
+        if !more {
+            break;
         }
-    });
-    result.unwrap_or_else(|e| {
-        WardenError::prerequisite(format!("cannot read the changed rows: {e}")).raise()
-    });
+    }
 }
 
 crate::fmgr::function_info_v1!(pg_finfo_audit_capture);
@@ -208,9 +254,15 @@ pub unsafe extern "C-unwind" fn audit_capture(fcinfo: pg_sys::FunctionCallInfo) 
         };
         let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
         if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
-            let fields = serde_json::json!({ "table": spec.table }).to_string();
-            let tenant = crate::guc::tenant().map(str::to_string);
-            append(&[("table.truncate", tenant, fields)]);
+            let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
+            super::inbox_write::append(
+                "table.truncate",
+                crate::guc::tenant(),
+                actor.as_deref(),
+                actor_kind.as_deref(),
+                correlation_id.as_deref(),
+                pgrx::JsonB(serde_json::json!({ "table": spec.table })),
+            );
         } else {
             capture_rows(data, &spec, op);
         }
