@@ -511,8 +511,10 @@ fn capture_records_a_bulk_load_in_chunks_and_works_beside_scd2() {
         )
         .unwrap();
     wait_running(&mut admin, "postgres");
-    // one statement, 20 000 rows: four chunks of the trigger
+    // one statement, 20 000 rows: four chunks of the trigger, read from
+    // transition tables that spill to disk (a small work_mem)
     for stmt in [
+        "SET work_mem = '64kB'",
         "INSERT INTO t SELECT g, 'user' || g || '@example.com', g FROM generate_series(1, 20000) g",
         "UPDATE t SET v = v + 1 WHERE id <= 10",
         "DELETE FROM t WHERE id > 19990",

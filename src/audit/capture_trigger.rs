@@ -149,6 +149,22 @@ impl TransitionRows {
     }
 }
 
+impl TransitionRows {
+    /// Lets go of the row the slot holds: a row read back from a
+    /// tuplestore that spilled to disk is palloc'd in the chunk's memory
+    /// context, and the slot would free it on the next read, after the
+    /// context was reset.
+    fn clear(&mut self) {
+        // SAFETY: ExecClearTuple (an inline function in PostgreSQL 15).
+        unsafe {
+            if let Some(clear) = (*(*self.slot).tts_ops).clear {
+                clear(self.slot);
+            }
+            (*self.slot).tts_flags |= pg_sys::TTS_FLAG_EMPTY as u16;
+        }
+    }
+}
+
 impl Drop for TransitionRows {
     fn drop(&mut self) {
         // SAFETY: our slot; the tuplestore is the trigger manager's.
@@ -215,6 +231,10 @@ unsafe fn capture_rows(data: &pg_sys::TriggerData, spec: &CaptureSpec, op: u32) 
                 true
             })
         };
+        rows.clear();
+        if let Some(n) = news.as_mut() {
+            n.clear();
+        }
         chunk.reset();
         if !more {
             break;
