@@ -21,15 +21,7 @@ thread_local! {
 /// and redact, constant SQL only). The flag is cleared when `f` returns
 /// or raises.
 pub(super) fn with_maintenance<R>(f: impl FnOnce() -> R) -> R {
-    struct Clear;
-    impl Drop for Clear {
-        fn drop(&mut self) {
-            MAINTENANCE.set(false);
-        }
-    }
-    MAINTENANCE.set(true);
-    let _clear = Clear;
-    f()
+    super::flag::with_flag(&MAINTENANCE, f)
 }
 
 crate::fmgr::function_info_v1!(pg_finfo_audit_refuse_change);

@@ -42,15 +42,7 @@ thread_local! {
 /// Runs `f` (audit_untable's DROP TRIGGERs) with the capture triggers
 /// droppable.
 pub(super) fn with_capture_triggers_droppable<R>(f: impl FnOnce() -> R) -> R {
-    struct Clear;
-    impl Drop for Clear {
-        fn drop(&mut self) {
-            CAPTURE_DDL.set(false);
-        }
-    }
-    CAPTURE_DDL.set(true);
-    let _clear = Clear;
-    f()
+    super::flag::with_flag(&CAPTURE_DDL, f)
 }
 
 /// The last name of a qualified name list (a trigger's name).

@@ -15,6 +15,7 @@
 //! - `status`: `warden.audit_status`, `warden.audit_chains`.
 //! - `guard`: the utility hook refusing DDL that would change the log.
 //! - `append_only`: the trigger refusing row changes (but prune's, redact's).
+//! - `flag`: the backend-local permission flags only Rust code sets.
 //! - `prune`, `redact`: `warden.audit_prune`, `warden.audit_redact`.
 //! - `break_glass`: `warden.break_glass`, audited emergency access.
 //! - `capture`: `warden.audit_table`/`audit_untable`, `warden.audited_tables`.
@@ -29,6 +30,7 @@ mod context;
 mod durable;
 mod emit;
 mod evidence;
+mod flag;
 mod guard;
 mod header_row;
 mod inbox_write;
