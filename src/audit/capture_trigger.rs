@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
-use pgrx::PgMemoryContexts;
+use pgrx::{IntoDatum, PgMemoryContexts};
 use serde_json::{Map, Value};
 use warden_core::audit::{capture_event, CaptureSpec, RowChange};
 
@@ -225,7 +225,9 @@ unsafe fn capture_rows(data: &pg_sys::TriggerData, spec: &CaptureSpec, op: u32) 
                         actor.as_deref(),
                         actor_kind.as_deref(),
                         correlation_id.as_deref(),
-                        pgrx::JsonB(e.fields),
+                        pgrx::JsonB(e.fields)
+                            .into_datum()
+                            .expect("jsonb is a datum"),
                     );
                 }
                 true
@@ -281,7 +283,9 @@ pub unsafe extern "C-unwind" fn audit_capture(fcinfo: pg_sys::FunctionCallInfo) 
                 actor.as_deref(),
                 actor_kind.as_deref(),
                 correlation_id.as_deref(),
-                pgrx::JsonB(serde_json::json!({ "table": spec.table })),
+                pgrx::JsonB(serde_json::json!({ "table": spec.table }))
+                    .into_datum()
+                    .expect("jsonb is a datum"),
             );
         } else {
             capture_rows(data, &spec, op);

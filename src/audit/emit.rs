@@ -5,8 +5,9 @@
 //! (`durable.rs`). The tenant, actor and correlation id are the
 //! transaction's, never the caller's say.
 
+use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
-use pgrx::JsonB;
+use pgrx::{IntoDatum, JsonB};
 
 use crate::error::{not_null, WardenError};
 
@@ -32,12 +33,15 @@ fn valid_event_type(t: &str) -> bool {
         })
 }
 
-#[pg_extern(volatile, parallel_unsafe)]
+/// `fields` arrives as the jsonb datum itself (declared `jsonb` in SQL
+/// below): the transactional path stores it as it came, with no trip
+/// through text and serde.
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn audit_emit(
     event_type: Option<&str>,
-    fields: default!(Option<JsonB>, "'{}'"),
-    durable: default!(Option<bool>, false),
-    strict: default!(Option<bool>, false),
+    fields: Option<pgrx::AnyElement>,
+    durable: Option<bool>,
+    strict: Option<bool>,
 ) {
     crate::preload::require("warden.audit_emit (the sequencer is a pg_warden worker task)");
     let durable = not_null(durable, "durable");
@@ -57,14 +61,24 @@ fn audit_emit(
         .raise();
     }
     let fields = not_null(fields, "fields");
-    if !fields.0.is_object() {
-        WardenError::invalid_parameter("fields must be a JSON object")
-            .hint("Pass '{}'::jsonb or an object such as '{\"id\": 42}'.")
-            .raise();
+    if fields.oid() != pg_sys::JSONBOID {
+        WardenError::invalid_parameter("fields must be jsonb").raise();
     }
-    check_fields_size(&fields.0);
+    // SAFETY: a jsonb argument, detoasted for the checks and the write.
+    let jsonb = unsafe { pg_sys::pg_detoast_datum(fields.datum().cast_mut_ptr()) };
+    check_fields(jsonb);
     if durable {
-        super::durable::record_durable(event_type, &fields.0.to_string(), strict);
+        // SAFETY: the detoasted jsonb's root container, printed as text.
+        let text = unsafe {
+            let jb = jsonb.cast::<pg_sys::Jsonb>();
+            let c = pg_sys::JsonbToCString(
+                std::ptr::null_mut(),
+                &raw mut (*jb).root,
+                pgrx::varsize_any(jsonb) as i32,
+            );
+            std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
+        };
+        super::durable::record_durable(event_type, &text, strict);
         return;
     }
     if strict {
@@ -73,22 +87,65 @@ fn audit_emit(
             .hint("Pass durable => true as well, or leave strict out.")
             .raise();
     }
-    let tenant = crate::guc::tenant().map(str::to_string);
-    insert_into_inbox(event_type, tenant.as_deref(), fields);
+    let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
+    super::inbox_write::append(
+        event_type,
+        crate::guc::tenant(),
+        actor.as_deref(),
+        actor_kind.as_deref(),
+        correlation_id.as_deref(),
+        Datum::from(jsonb),
+    );
+    if crate::preload::is_preloaded() {
+        super::sequencer_task::wake_at_commit();
+    }
 }
 
-/// Refuses fields nested deeper than MAX_DEPTH or larger than
-/// MAX_FIELDS_BYTES (54000): an event the sequencer could not chain would
-/// stop the chain for everyone.
-fn check_fields_size(fields: &serde_json::Value) {
-    if warden_core::audit::json_depth(fields) > MAX_DEPTH {
+/// Refuses fields that are not a JSON object (22023), nest deeper than
+/// MAX_DEPTH or are larger than MAX_FIELDS_BYTES (54000): an event the
+/// sequencer could not chain would stop the chain for everyone. Walks the
+/// jsonb in place.
+fn check_fields(jsonb: *mut pg_sys::varlena) {
+    // SAFETY: a detoasted jsonb; the iterator walks its containers.
+    let (object, size, depth) = unsafe {
+        let jb = jsonb.cast::<pg_sys::Jsonb>();
+        let header = (*jb).root.header;
+        let object = header & pg_sys::JB_FOBJECT != 0 && header & pg_sys::JB_FSCALAR == 0;
+        let size = pgrx::varsize_any(jsonb);
+        let mut it = pg_sys::JsonbIteratorInit(&raw mut (*jb).root);
+        let mut value = std::mem::zeroed::<pg_sys::JsonbValue>();
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        loop {
+            match pg_sys::JsonbIteratorNext(&mut it, &mut value, false) {
+                pg_sys::JsonbIteratorToken::WJB_DONE => break,
+                pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY
+                | pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                    if deepest > MAX_DEPTH {
+                        break;
+                    }
+                }
+                pg_sys::JsonbIteratorToken::WJB_END_ARRAY
+                | pg_sys::JsonbIteratorToken::WJB_END_OBJECT => depth -= 1,
+                _ => {}
+            }
+        }
+        (object, size, deepest)
+    };
+    if !object {
+        WardenError::invalid_parameter("fields must be a JSON object")
+            .hint("Pass '{}'::jsonb or an object such as '{\"id\": 42}'.")
+            .raise();
+    }
+    if depth > MAX_DEPTH {
         WardenError::new(
             pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!("fields nest deeper than {MAX_DEPTH} levels"),
         )
         .raise();
     }
-    if fields.to_string().len() > MAX_FIELDS_BYTES {
+    if size > MAX_FIELDS_BYTES {
         WardenError::new(
             pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!("fields are larger than {MAX_FIELDS_BYTES} bytes"),
@@ -109,7 +166,7 @@ pub(super) fn insert_into_inbox(event_type: &str, tenant: Option<&str>, fields: 
         actor.as_deref(),
         actor_kind.as_deref(),
         correlation_id.as_deref(),
-        fields,
+        fields.into_datum().expect("jsonb is a datum"),
     );
     if crate::preload::is_preloaded() {
         super::sequencer_task::wake_at_commit();
@@ -118,9 +175,11 @@ pub(super) fn insert_into_inbox(event_type: &str, tenant: Option<&str>, fields: 
 
 extension_sql!(
     r#"
+CREATE FUNCTION warden.audit_emit(event_type text, fields jsonb DEFAULT '{}', durable boolean DEFAULT false, strict boolean DEFAULT false) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'audit_emit_wrapper';
 COMMENT ON FUNCTION warden.audit_emit(text, jsonb, boolean, boolean) IS
   'Records an audit event in the tenant''s chain (global without a tenant): in the current transaction (gone if it rolls back), or with durable => true whether or not it commits; strict => true (or warden.audit_strict) returns only once the event is committed.';
 "#,
     name = "audit_emit_comments",
-    requires = [audit_emit],
+    requires = ["audit_log_table"],
 );

@@ -10,7 +10,6 @@
 use std::ffi::CString;
 
 use pgrx::pg_sys::{self, Datum};
-use pgrx::IntoDatum;
 
 use crate::error::WardenError;
 
@@ -53,7 +52,7 @@ pub(super) fn append(
     actor: Option<&str>,
     actor_kind: Option<&str>,
     correlation_id: Option<&str>,
-    fields: pgrx::JsonB,
+    fields: Datum,
 ) {
     let (inbox, sequence) = inbox_oids();
     if inbox == pg_sys::InvalidOid || sequence == pg_sys::InvalidOid {
@@ -81,7 +80,7 @@ pub(super) fn append(
             text_datum(actor_kind),
             text_datum(correlation_id),
             (Datum::from(pg_sys::GetTopFullTransactionId().value), false),
-            (fields.into_datum().expect("jsonb is a datum"), false),
+            (fields, false),
         ];
         let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
         let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();
