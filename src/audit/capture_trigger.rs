@@ -219,16 +219,17 @@ unsafe fn capture_rows(data: &pg_sys::TriggerData, spec: &CaptureSpec, op: u32) 
                         too_deep();
                     }
                     let tenant = e.tenant.or_else(|| statement_tenant.clone());
-                    super::inbox_write::append(
-                        e.event_type,
-                        tenant.as_deref(),
-                        actor.as_deref(),
-                        actor_kind.as_deref(),
-                        correlation_id.as_deref(),
-                        pgrx::JsonB(e.fields)
+                    super::inbox_write::append(&super::inbox_write::InboxEvent {
+                        event_type: e.event_type,
+                        tenant: tenant.as_deref(),
+                        actor: actor.as_deref(),
+                        actor_kind: actor_kind.as_deref(),
+                        correlation_id: correlation_id.as_deref(),
+                        emitted: None,
+                        fields: pgrx::JsonB(e.fields)
                             .into_datum()
                             .expect("jsonb is a datum"),
-                    );
+                    });
                 }
                 true
             })
@@ -276,22 +277,17 @@ pub unsafe extern "C-unwind" fn audit_capture(fcinfo: pg_sys::FunctionCallInfo) 
         };
         let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
         if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
-            let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
-            super::inbox_write::append(
+            let fields = pgrx::JsonB(serde_json::json!({ "table": spec.table })).into_datum();
+            super::emit::insert_into_inbox(
                 "table.truncate",
                 crate::guc::tenant(),
-                actor.as_deref(),
-                actor_kind.as_deref(),
-                correlation_id.as_deref(),
-                pgrx::JsonB(serde_json::json!({ "table": spec.table }))
-                    .into_datum()
-                    .expect("jsonb is a datum"),
+                fields.expect("jsonb is a datum"),
             );
         } else {
             capture_rows(data, &spec, op);
-        }
-        if crate::preload::is_preloaded() {
-            super::sequencer_task::wake_at_commit();
+            if crate::preload::is_preloaded() {
+                super::sequencer_task::wake_at_commit();
+            }
         }
         Datum::from(0usize)
     }

@@ -22,7 +22,7 @@ use crate::error::WardenError;
 use crate::guc;
 
 /// Microseconds from the Unix epoch to Postgres' (2000-01-01).
-const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub(super) const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Microseconds since the Unix epoch, now.
 pub(super) fn now_micros() -> i64 {
@@ -111,7 +111,8 @@ fn admin_event(
     }
     fields.insert("role".into(), role.into());
     if !crate::preload::is_preloaded() {
-        super::emit::insert_into_inbox(event_type, tenant, pgrx::JsonB(fields.into()));
+        let fields = pgrx::IntoDatum::into_datum(pgrx::JsonB(fields.into()));
+        super::emit::insert_into_inbox(event_type, tenant, fields.expect("jsonb is a datum"));
         return;
     }
     record(

@@ -7,7 +7,6 @@
 
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
-use pgrx::{IntoDatum, JsonB};
 
 use crate::error::{not_null, WardenError};
 
@@ -87,18 +86,7 @@ fn audit_emit(
             .hint("Pass durable => true as well, or leave strict out.")
             .raise();
     }
-    let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
-    super::inbox_write::append(
-        event_type,
-        crate::guc::tenant(),
-        actor.as_deref(),
-        actor_kind.as_deref(),
-        correlation_id.as_deref(),
-        Datum::from(jsonb),
-    );
-    if crate::preload::is_preloaded() {
-        super::sequencer_task::wake_at_commit();
-    }
+    insert_into_inbox(event_type, crate::guc::tenant(), Datum::from(jsonb));
 }
 
 /// Refuses fields that are not a JSON object (22023), nest deeper than
@@ -158,16 +146,17 @@ fn check_fields(jsonb: *mut pg_sys::varlena) {
 /// Appends an event to the inbox in the current transaction, with the
 /// transaction's actor and correlation id, and runs the sequencer at
 /// commit (when preloaded; otherwise the inbox waits for a worker).
-pub(super) fn insert_into_inbox(event_type: &str, tenant: Option<&str>, fields: JsonB) {
+pub(super) fn insert_into_inbox(event_type: &str, tenant: Option<&str>, fields: Datum) {
     let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
-    super::inbox_write::append(
+    super::inbox_write::append(&super::inbox_write::InboxEvent {
         event_type,
         tenant,
-        actor.as_deref(),
-        actor_kind.as_deref(),
-        correlation_id.as_deref(),
-        fields.into_datum().expect("jsonb is a datum"),
-    );
+        actor: actor.as_deref(),
+        actor_kind: actor_kind.as_deref(),
+        correlation_id: correlation_id.as_deref(),
+        emitted: None,
+        fields,
+    });
     if crate::preload::is_preloaded() {
         super::sequencer_task::wake_at_commit();
     }

@@ -44,16 +44,24 @@ fn text_datum(s: Option<&str>) -> (Datum, bool) {
     }
 }
 
+/// One event on its way into the inbox.
+pub(super) struct InboxEvent<'a> {
+    pub event_type: &'a str,
+    pub tenant: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub actor_kind: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    /// When, and in which top-level transaction, it was emitted: a
+    /// Postgres TimestampTz and a full transaction id. None: now, in the
+    /// current transaction (which gets an id if it has none).
+    pub emitted: Option<(pg_sys::TimestampTz, u64)>,
+    /// A jsonb object.
+    pub fields: Datum,
+}
+
 /// Appends one event to the inbox (columns in table order: id, ts,
 /// event_type, tenant, actor, actor_kind, correlation_id, txid, fields).
-pub(super) fn append(
-    event_type: &str,
-    tenant: Option<&str>,
-    actor: Option<&str>,
-    actor_kind: Option<&str>,
-    correlation_id: Option<&str>,
-    fields: Datum,
-) {
+pub(super) fn append(e: &InboxEvent) {
     let (inbox, sequence) = inbox_oids();
     if inbox == pg_sys::InvalidOid || sequence == pg_sys::InvalidOid {
         WardenError::prerequisite("warden.audit_inbox is missing").raise();
@@ -71,16 +79,22 @@ pub(super) fn append(
                 .raise();
         }
         let id = nextval_internal(sequence, false);
+        let (ts, txid) = e.emitted.unwrap_or_else(|| {
+            (
+                pg_sys::GetCurrentTimestamp(),
+                pg_sys::GetTopFullTransactionId().value,
+            )
+        });
         let cells = [
             (Datum::from(id), false),
-            (Datum::from(pg_sys::GetCurrentTimestamp()), false),
-            text_datum(Some(event_type)),
-            text_datum(tenant),
-            text_datum(actor),
-            text_datum(actor_kind),
-            text_datum(correlation_id),
-            (Datum::from(pg_sys::GetTopFullTransactionId().value), false),
-            (fields, false),
+            (Datum::from(ts), false),
+            text_datum(Some(e.event_type)),
+            text_datum(e.tenant),
+            text_datum(e.actor),
+            text_datum(e.actor_kind),
+            text_datum(e.correlation_id),
+            (Datum::from(txid), false),
+            (e.fields, false),
         ];
         let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
         let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();

@@ -168,54 +168,42 @@ fn discard_dropped_databases_events(slot: usize, dboid: u32) -> Result<(), Warde
     Ok(())
 }
 
-/// Inserts ring records into the inbox, in ring order.
+/// Inserts ring records into the inbox, in ring order, with the heap
+/// insert every other path uses, then makes them visible to this run's
+/// next queries.
 fn move_to_inbox(records: &[Vec<u8>]) -> Result<(), WardenError> {
-    let mut ts = Vec::with_capacity(records.len());
-    let mut event_type = Vec::with_capacity(records.len());
-    let mut tenant = Vec::with_capacity(records.len());
-    let mut actor = Vec::with_capacity(records.len());
-    let mut actor_kind = Vec::with_capacity(records.len());
-    let mut correlation_id = Vec::with_capacity(records.len());
-    let mut txid = Vec::with_capacity(records.len());
-    let mut fields = Vec::with_capacity(records.len());
     for r in records {
-        let (h, f) = decode_pending(r).ok_or_else(|| {
+        let (h, fields) = decode_pending(r).ok_or_else(|| {
             WardenError::prerequisite("audit sequencer: a ring record does not decode")
         })?;
-        ts.push(h.ts_micros);
-        event_type.push(h.event_type);
-        tenant.push(h.tenant);
-        actor.push(h.actor);
-        actor_kind.push(h.actor_kind);
-        correlation_id.push(h.correlation_id);
-        txid.push(h.txid.to_string());
-        fields.push(f);
+        // JSON text written by serde_json never holds a NUL
+        let fields = std::ffi::CString::new(fields).map_err(|_| {
+            WardenError::prerequisite("audit sequencer: a ring record's fields hold a NUL")
+        })?;
+        // SAFETY: jsonb_in of a C string of this call.
+        let fields = unsafe {
+            pgrx::direct_function_call_as_datum(
+                pg_sys::jsonb_in,
+                &[Some(pg_sys::Datum::from(fields.as_ptr()))],
+            )
+        }
+        .expect("jsonb_in returns a value or raises");
+        super::inbox_write::append(&super::inbox_write::InboxEvent {
+            event_type: &h.event_type,
+            tenant: h.tenant.as_deref(),
+            actor: h.actor.as_deref(),
+            actor_kind: h.actor_kind.as_deref(),
+            correlation_id: h.correlation_id.as_deref(),
+            emitted: Some((h.ts_micros - super::durable::POSTGRES_EPOCH_MICROS, h.txid)),
+            fields,
+        });
     }
-    Spi::run_with_args(
-        "INSERT INTO warden.audit_inbox (ts, event_type, tenant, actor, actor_kind, correlation_id, txid, fields)
-         SELECT pg_catalog.timestamptz '1970-01-01 00:00:00+00' OPERATOR(pg_catalog.+)
-                    (r.ts OPERATOR(pg_catalog.*) pg_catalog.interval '1 microsecond'),
-                r.event_type, r.tenant, r.actor, r.actor_kind, r.correlation_id,
-                r.txid::pg_catalog.xid8, r.fields::pg_catalog.jsonb
-           -- multi-argument unnest is FROM-clause syntax only when
-           -- unqualified (search_path is pg_catalog here)
-           FROM unnest($1::pg_catalog.int8[], $2::pg_catalog.text[], $3::pg_catalog.text[],
-                                  $4::pg_catalog.text[], $5::pg_catalog.text[], $6::pg_catalog.text[],
-                                  $7::pg_catalog.text[], $8::pg_catalog.text[])
-                WITH ORDINALITY AS r(ts, event_type, tenant, actor, actor_kind, correlation_id, txid, fields, n)
-          ORDER BY r.n",
-        &[
-            ts.into(),
-            event_type.into(),
-            tenant.into(),
-            actor.into(),
-            actor_kind.into(),
-            correlation_id.into(),
-            txid.into(),
-            fields.into(),
-        ],
-    )
-    .map_err(spi_error)
+    // SAFETY: the run's transaction and the snapshot the runner pushed.
+    unsafe {
+        pg_sys::CommandCounterIncrement();
+        pg_sys::UpdateActiveSnapshotCommandId();
+    }
+    Ok(())
 }
 
 struct InboxRow {
