@@ -78,16 +78,13 @@ pub(super) fn write_checkpoints(
         let tenant = (chain != "global").then_some(chain.as_str());
         Spi::run_with_args(
             "INSERT INTO warden.audit_checkpoints (chain, seq, hash, ts, system_identifier, timeline, signature, tenant)
-             VALUES ($1, $2, $3,
-                     pg_catalog.timestamptz '1970-01-01 00:00:00+00' OPERATOR(pg_catalog.+)
-                        ($4 OPERATOR(pg_catalog.*) pg_catalog.interval '1 microsecond'),
-                     $5, $6, $7, $8)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (chain, seq) DO NOTHING",
             &[
                 chain.as_str().into(),
                 (*seq).into(),
                 hash.to_vec().into(),
-                ts_micros.into(),
+                super::durable::timestamptz(ts_micros).into(),
                 (system_identifier as i64).into(),
                 (timeline as i32).into(),
                 signature.to_vec().into(),

@@ -30,6 +30,19 @@ pub(super) fn now_micros() -> i64 {
     (unsafe { pg_sys::GetCurrentTimestamp() }) + POSTGRES_EPOCH_MICROS
 }
 
+/// Microseconds since the Unix epoch as a timestamptz (to bind as a
+/// parameter).
+pub(super) fn timestamptz(unix_micros: i64) -> pgrx::datum::TimestampWithTimeZone {
+    pgrx::datum::TimestampWithTimeZone::try_from(unix_micros - POSTGRES_EPOCH_MICROS)
+        .unwrap_or_else(|_| WardenError::invalid_parameter("timestamp out of range").raise())
+}
+
+/// Microseconds since the Unix epoch of a finite timestamptz.
+pub(super) fn unix_micros(ts: pgrx::datum::TimestampWithTimeZone) -> Option<i64> {
+    ts.is_finite()
+        .then(|| pg_sys::TimestampTz::from(ts) + POSTGRES_EPOCH_MICROS)
+}
+
 /// The header of a durable event emitted now, in this transaction: its
 /// tenant, actor and correlation id, and the top-level transaction id
 /// when it has one (0 otherwise: a durable event does not make a

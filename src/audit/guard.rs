@@ -453,14 +453,14 @@ fn refuse_drop_within_retention() {
     let young = crate::privileged::as_superuser(|| {
         crate::spi_read::read_one::<bool>(
             "SELECT EXISTS (SELECT FROM warden.audit_log l
-                             WHERE l.ts OPERATOR(pg_catalog.>)
-                                   (pg_catalog.timestamptz '1970-01-01 00:00:00+00' OPERATOR(pg_catalog.+)
-                                    ($1 OPERATOR(pg_catalog.*) pg_catalog.interval '1 microsecond')))
+                             WHERE l.ts OPERATOR(pg_catalog.>) $1)
                  OR EXISTS (SELECT FROM warden.audit_inbox)",
-            &[cutoff.into()],
+            &[super::durable::timestamptz(cutoff).into()],
         )
     })
-    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot read the audit log: {e}")).raise())
+    .unwrap_or_else(|e| {
+        WardenError::prerequisite(format!("cannot read the audit log: {e}")).raise()
+    })
     .unwrap_or(true);
     if young {
         WardenError::privilege("DROP EXTENSION pg_warden is refused: the audit log holds events younger than warden.audit_min_retention")

@@ -22,13 +22,8 @@ fn audit_prune(chain: Option<&str>, before: Option<TimestampWithTimeZone>) -> i6
     let chain = not_null(chain, "chain");
     let before = not_null(before, "before");
     let retention = crate::guc::audit_min_retention();
-    let before_micros = crate::spi_read::read_one::<i64>(
-        "SELECT (EXTRACT(epoch FROM $1::pg_catalog.timestamptz) * 1000000)::bigint",
-        &[before.into()],
-    )
-    .map_err(spi_error)
-    .and_then(|v| v.ok_or_else(|| WardenError::invalid_parameter("before must be a finite time")))
-    .unwrap_or_else(|e| e.raise());
+    let before_micros = super::durable::unix_micros(before)
+        .unwrap_or_else(|| WardenError::invalid_parameter("before must be a finite time").raise());
     if before_micros > super::durable::now_micros() - retention.as_micros() as i64 {
         WardenError::invalid_parameter(
             "audit_prune would delete events younger than warden.audit_min_retention",
