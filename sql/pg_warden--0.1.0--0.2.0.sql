@@ -437,3 +437,5 @@ COMMENT ON INDEX warden.audit_checkpoints_tenant_idx IS 'Finds a tenant''s check
 COMMENT ON INDEX warden.audit_log_tenant_idx IS 'Finds a tenant''s chain (made by enable_tenancy).';
 COMMENT ON INDEX warden.audit_inbox_tenant_idx IS 'Finds a tenant''s waiting events (made by enable_tenancy).';
 
+COMMENT ON VIEW warden.worker_status IS
+  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed, excluded by warden.databases), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';

@@ -232,8 +232,20 @@ fn sighup_applies_warden_databases_and_stops_excluded_workers() {
     wait_for(
         Duration::from_secs(10),
         "the excluded worker to stop",
-        || worker_row(&mut admin, "postgres").is_none().then_some(()),
+        || {
+            worker_row(&mut admin, "postgres")
+                .filter(|r| r.state == "excluded" && r.pid.is_none())
+                .map(|_| ())
+        },
     );
+    let workers: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_warden worker'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(workers, 0, "the excluded database's worker still runs");
     admin
         .batch_execute("ALTER SYSTEM RESET warden.databases")
         .unwrap();

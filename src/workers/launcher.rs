@@ -103,12 +103,23 @@ impl Launcher {
                 if slot.state() == SlotState::Free {
                     continue;
                 }
-                let keep = databases
-                    .iter()
-                    .any(|d| d.oid == slot.dboid && d.eligible && filter.allows(&d.name));
-                if !keep {
+                let Some(db) = databases.iter().find(|d| d.oid == slot.dboid && d.eligible) else {
+                    // dropped, or no longer takes connections: forget it
                     to_stop.push(slot.dboid);
                     shared.claim(index, 0, SlotState::Free);
+                    continue;
+                };
+                let allowed = filter.allows(&db.name);
+                let slot = &mut shared.slots[index];
+                if !allowed && slot.state() != SlotState::Excluded {
+                    // the slot stays the database's, so a backend that
+                    // queued work under its index finds it there again
+                    to_stop.push(slot.dboid);
+                    slot.set_state(SlotState::Excluded);
+                } else if allowed && slot.state() == SlotState::Excluded {
+                    slot.set_state(SlotState::Probe);
+                    slot.consecutive_failures = 0;
+                    slot.next_start_at = 0;
                 }
             }
             let mut full = false;
@@ -194,7 +205,11 @@ impl Launcher {
             // could only fail to connect
             self.rescan();
             let shared = SHARED.share();
-            to_start.retain(|d| shared.slot(*d).is_some());
+            to_start.retain(|d| {
+                shared
+                    .slot(*d)
+                    .is_some_and(|s| matches!(s.state(), SlotState::Probe | SlotState::Wanted))
+            });
         }
         for dboid in to_start {
             let name = self

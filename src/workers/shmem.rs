@@ -31,6 +31,10 @@ pub enum SlotState {
     Wanted = 2,
     /// The worker found no extension; nothing runs until CREATE EXTENSION.
     Absent = 3,
+    /// `warden.databases` leaves the database out: no worker runs, but it
+    /// keeps its slot (and so the index of everything kept per slot, like
+    /// its audit ring) until it is allowed again or dropped.
+    Excluded = 4,
 }
 
 impl SlotState {
@@ -39,6 +43,7 @@ impl SlotState {
             1 => SlotState::Probe,
             2 => SlotState::Wanted,
             3 => SlotState::Absent,
+            4 => SlotState::Excluded,
             _ => SlotState::Free,
         }
     }

@@ -24,6 +24,7 @@ fn state_name(slot: &DatabaseSlot) -> &'static str {
         (SlotState::Wanted, true) => "running",
         (SlotState::Wanted, false) => "restarting",
         (SlotState::Absent, _) => "not_installed",
+        (SlotState::Excluded, _) => "excluded",
         (SlotState::Free, _) => "free",
     }
 }
@@ -141,7 +142,7 @@ SELECT s.datid, d.datname, s.state, s.pid, s.started_at, s.starts, s.wake_reques
 COMMENT ON FUNCTION warden.worker_status_snapshot() IS
   'The rows of warden.worker_status, read from shared memory now (other databases'' errors for superusers only).';
 COMMENT ON VIEW warden.worker_status IS
-  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';
+  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed, excluded by warden.databases), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';
 "#,
     name = "worker_status_view",
     requires = [worker_status_snapshot],

@@ -129,7 +129,7 @@ fn on_commit() {
         let latch = {
             let mut shared = SHARED.exclusive();
             if let Some(slot) = shared.slot_or_claim(dboid, SlotState::Wanted) {
-                if slot.state() != SlotState::Wanted {
+                if !matches!(slot.state(), SlotState::Wanted | SlotState::Excluded) {
                     slot.set_state(SlotState::Wanted);
                     slot.consecutive_failures = 0;
                     slot.next_start_at = 0;

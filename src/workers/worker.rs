@@ -53,6 +53,9 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         }
         let index = shared.index_of(dboid).expect("claimed above");
         let slot = &mut shared.slots[index];
+        if slot.state() == SlotState::Excluded {
+            return; // warden.databases changed while we started
+        }
         slot.set_state(SlotState::Wanted);
         slot.stop_requested = false;
         // SAFETY: reads our pid.
