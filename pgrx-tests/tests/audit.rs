@@ -498,6 +498,80 @@ fn a_pruned_chain_verifies_from_its_anchor_and_a_redacted_event_keeps_it_whole()
     );
 }
 
+/// A captured statement's rows reach the inbox in batches, one inbox row
+/// per thousand events of a chain, and come out as one event per row, in
+/// the order the rows changed, in each row's tenant chain.
+#[test]
+fn a_captured_bulk_load_is_batched_per_chain_and_chained_in_row_order() {
+    let cluster = Cluster::start("audit_capture_batches", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             CREATE TABLE orders (tenant text NOT NULL, id int PRIMARY KEY, amount numeric, note text);
+             SELECT warden.enable_tenancy('orders');
+             SELECT warden.audit_table('orders');",
+        )
+        .unwrap();
+    wait_running(&mut admin, "postgres");
+    let mut tx = admin.transaction().unwrap();
+    // two tenants interleaved row by row; a numeric written with a scale
+    tx.batch_execute(
+        "INSERT INTO orders SELECT CASE WHEN g % 2 = 0 THEN 'acme' ELSE 'globex' END, g, (g || '.50')::numeric, 'n' || g
+           FROM generate_series(1, 2500) g",
+    )
+    .unwrap();
+    // seen before commit, in our own transaction: 1250 events per
+    // tenant make a batch of 1000 and one of 250 each
+    let batches: Vec<(String, Option<i32>)> = tx
+        .query(
+            "SELECT tenant, events FROM warden.audit_inbox WHERE event_type = 'row.insert' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut sizes: Vec<(String, i32)> = batches
+        .iter()
+        .map(|(t, n)| (t.clone(), n.unwrap_or(1)))
+        .collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        vec![
+            ("acme".into(), 250),
+            ("acme".into(), 1000),
+            ("globex".into(), 250),
+            ("globex".into(), 1000)
+        ],
+        "{batches:?}"
+    );
+    tx.commit().unwrap();
+    wait_inbox_empty(&mut admin);
+    for (tenant, parity) in [("acme", 0), ("globex", 1)] {
+        let rows: Vec<(i64, i32, String)> = admin
+            .query(
+                "SELECT seq, (fields->'key'->>'id')::int, fields->'new'->>'amount'
+                   FROM warden.audit_log WHERE chain = $1 AND event_type = 'row.insert' ORDER BY seq",
+                &[&tenant],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(rows.len(), 1250, "{tenant}");
+        for (i, (seq, id, amount)) in rows.iter().enumerate() {
+            let expected = 2 * i as i32 + 2 - parity;
+            assert_eq!(*id, expected, "{tenant} seq {seq}: out of row order");
+            assert_eq!(amount, &format!("{expected}.50"), "the value as written");
+        }
+        let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{tenant}: gaps");
+    }
+    assert!(verdicts(&mut admin).iter().all(|v| v.1.is_none()));
+}
+
 #[test]
 fn capture_records_a_bulk_load_in_chunks_and_works_beside_scd2() {
     let cluster = Cluster::start("audit_capture", &[]);

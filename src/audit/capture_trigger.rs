@@ -172,16 +172,90 @@ impl Drop for TransitionRows {
     }
 }
 
-/// Turns each changed row into an event and appends it to the inbox.
+/// Events of one chain waiting to be appended as one inbox row.
+struct Batch {
+    tenant: Option<String>,
+    fields: Vec<Value>,
+    /// A rough size: the JSON text of the rows they came from.
+    bytes: usize,
+}
+
+/// Events per inbox row, and a rough bound on its size: a bulk load
+/// writes one inbox row per thousand changed rows instead of one each.
+const BATCH_EVENTS: usize = 1000;
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Where a statement's events go: one inbox row per batch of events of
+/// the same chain, in the order the rows changed (events of one chain
+/// stay in order; different chains are independent).
+struct Batches<'a> {
+    writer: super::inbox_write::InboxWriter,
+    event_type: &'static str,
+    actor: Option<&'a str>,
+    actor_kind: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+    open: Vec<Batch>,
+}
+
+impl Batches<'_> {
+    fn add(&mut self, tenant: Option<String>, fields: Value, bytes: usize) {
+        let i = match self.open.iter().position(|b| b.tenant == tenant) {
+            Some(i) => i,
+            None => {
+                self.open.push(Batch {
+                    tenant,
+                    fields: Vec::new(),
+                    bytes: 0,
+                });
+                self.open.len() - 1
+            }
+        };
+        let batch = &mut self.open[i];
+        batch.fields.push(fields);
+        batch.bytes += bytes;
+        if batch.fields.len() >= BATCH_EVENTS || batch.bytes >= BATCH_BYTES {
+            let full = self.open.swap_remove(i);
+            self.write(full);
+        }
+    }
+
+    fn flush(&mut self) {
+        for batch in std::mem::take(&mut self.open) {
+            self.write(batch);
+        }
+    }
+
+    fn write(&mut self, batch: Batch) {
+        let (fields, events) = match batch.fields.as_slice() {
+            [one] => (super::jsonb_build::jsonb_datum(one), None),
+            many => (
+                super::jsonb_build::jsonb_array_datum(many),
+                Some(many.len() as i32),
+            ),
+        };
+        self.writer.append(&super::inbox_write::InboxEvent {
+            event_type: self.event_type,
+            tenant: batch.tenant.as_deref(),
+            actor: self.actor,
+            actor_kind: self.actor_kind,
+            correlation_id: self.correlation_id,
+            emitted: None,
+            fields,
+            events,
+        });
+    }
+}
+
+/// Turns each changed row into an event and appends them to the inbox.
 unsafe fn capture_rows(data: &pg_sys::TriggerData, spec: &CaptureSpec, op: u32) {
     // SAFETY: the trigger's relation and transition tables.
     let desc = unsafe { (*data.tg_relation).rd_att };
-    let (first, second) = match op {
-        pg_sys::TRIGGER_EVENT_INSERT => (data.tg_newtable, std::ptr::null_mut()),
-        pg_sys::TRIGGER_EVENT_DELETE => (data.tg_oldtable, std::ptr::null_mut()),
+    let (first, second, event_type) = match op {
+        pg_sys::TRIGGER_EVENT_INSERT => (data.tg_newtable, std::ptr::null_mut(), "row.insert"),
+        pg_sys::TRIGGER_EVENT_DELETE => (data.tg_oldtable, std::ptr::null_mut(), "row.delete"),
         // both transition tables keep the rows in the order they were
         // updated: the n-th old row is the n-th new row's
-        _ => (data.tg_oldtable, data.tg_newtable),
+        _ => (data.tg_oldtable, data.tg_newtable, "row.update"),
     };
     if first.is_null() {
         return;
@@ -191,20 +265,31 @@ unsafe fn capture_rows(data: &pg_sys::TriggerData, spec: &CaptureSpec, op: u32) 
     let mut news = (!second.is_null()).then(|| unsafe { TransitionRows::new(second, desc) });
     let statement_tenant = crate::guc::tenant().map(str::to_string);
     let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
-    // a memory context per chunk: row_to_json's text is palloc'd
+    let mut batches = Batches {
+        writer: super::inbox_write::InboxWriter::open(),
+        event_type,
+        actor: actor.as_deref(),
+        actor_kind: actor_kind.as_deref(),
+        correlation_id: correlation_id.as_deref(),
+        open: Vec::new(),
+    };
+    // a memory context per chunk: row_to_json's text and the batches'
+    // jsonb are palloc'd
     let mut chunk = PgMemoryContexts::new("pg_warden audit capture");
     loop {
         let more = unsafe {
             chunk.switch_to(|_| {
                 for _ in 0..CHUNK {
                     let Some(first) = rows.next_json() else {
+                        batches.flush();
                         return false;
                     };
+                    let mut bytes = first.len();
                     let first = object(&first);
-                    let second = news
-                        .as_mut()
-                        .and_then(TransitionRows::next_json)
-                        .map(|t| object(&t));
+                    let second = news.as_mut().and_then(TransitionRows::next_json).map(|t| {
+                        bytes += t.len();
+                        object(&t)
+                    });
                     let change = match (op, &second) {
                         (pg_sys::TRIGGER_EVENT_INSERT, _) => RowChange::Insert(&first),
                         (pg_sys::TRIGGER_EVENT_DELETE, _) => RowChange::Delete(&first),
@@ -219,18 +304,10 @@ unsafe fn capture_rows(data: &pg_sys::TriggerData, spec: &CaptureSpec, op: u32) 
                         too_deep();
                     }
                     let tenant = e.tenant.or_else(|| statement_tenant.clone());
-                    super::inbox_write::append(&super::inbox_write::InboxEvent {
-                        event_type: e.event_type,
-                        tenant: tenant.as_deref(),
-                        actor: actor.as_deref(),
-                        actor_kind: actor_kind.as_deref(),
-                        correlation_id: correlation_id.as_deref(),
-                        emitted: None,
-                        fields: pgrx::JsonB(e.fields)
-                            .into_datum()
-                            .expect("jsonb is a datum"),
-                    });
+                    batches.add(tenant, e.fields, bytes);
                 }
+                // this chunk's jsonb goes with its context
+                batches.flush();
                 true
             })
         };
@@ -243,6 +320,7 @@ unsafe fn capture_rows(data: &pg_sys::TriggerData, spec: &CaptureSpec, op: u32) 
             break;
         }
     }
+    batches.writer.close();
 }
 
 crate::fmgr::function_info_v1!(pg_finfo_audit_capture);

@@ -156,6 +156,7 @@ pub(super) fn insert_into_inbox(event_type: &str, tenant: Option<&str>, fields: 
         correlation_id: correlation_id.as_deref(),
         emitted: None,
         fields,
+        events: None,
     });
     if crate::preload::is_preloaded() {
         super::sequencer_task::wake_at_commit();

@@ -1,6 +1,7 @@
 //! The transactional path's write: one heap insert into
 //! `warden.audit_inbox` and one entry in each of its indexes, no SQL, no
-//! planner, no executor (the way the SCD2 deferred trigger queues a
+//! planner, no executor; a captured statement's rows go in batches, one
+//! inbox row per batch of events (the way the SCD2 deferred trigger queues a
 //! change). The inbox is pg_warden's own table: no trigger, rule or
 //! policy of anyone's runs, so the caller needs no rights on it and
 //! nothing runs with more rights than the caller's. Its indexes are
@@ -44,7 +45,8 @@ fn text_datum(s: Option<&str>) -> (Datum, bool) {
     }
 }
 
-/// One event on its way into the inbox.
+/// One event, or a batch of events that share their header, on its way
+/// into the inbox.
 pub(super) struct InboxEvent<'a> {
     pub event_type: &'a str,
     pub tenant: Option<&'a str>,
@@ -55,92 +57,151 @@ pub(super) struct InboxEvent<'a> {
     /// Postgres TimestampTz and a full transaction id. None: now, in the
     /// current transaction (which gets an id if it has none).
     pub emitted: Option<(pg_sys::TimestampTz, u64)>,
-    /// A jsonb object.
+    /// A jsonb object, or with `events` a jsonb array of that many
+    /// objects (one per event).
     pub fields: Datum,
+    /// None: one event; Some(n): `fields` holds n events' fields.
+    pub events: Option<i32>,
 }
 
-/// Appends one event to the inbox (columns in table order: id, ts,
-/// event_type, tenant, actor, actor_kind, correlation_id, txid, fields).
-pub(super) fn append(e: &InboxEvent) {
-    let (inbox, sequence) = inbox_oids();
-    if inbox == pg_sys::InvalidOid || sequence == pg_sys::InvalidOid {
-        WardenError::prerequisite("warden.audit_inbox is missing").raise();
-    }
-    // SAFETY: the inbox is locked and opened here and closed at the end;
-    // the tuple is formed from datums that live to the end of the call
-    // and freed after the inserts copied it.
-    unsafe {
-        let rel = pg_sys::table_open(inbox, pg_sys::RowExclusiveLock as i32);
-        let desc = (*rel).rd_att;
-        if (*desc).natts != 9 || !(*rel).trigdesc.is_null() || !(*rel).rd_rules.is_null() {
-            pg_sys::table_close(rel, pg_sys::NoLock as i32);
-            WardenError::prerequisite("warden.audit_inbox is not as pg_warden made it")
-                .hint("ALTER EXTENSION pg_warden UPDATE, or reinstall the extension.")
-                .raise();
+/// The inbox opened for appending: relation, id sequence and the index
+/// descriptions, looked up once for however many rows a caller appends
+/// (a captured bulk load appends many). `close` when done; an ERROR in
+/// between leaves them to the transaction's abort, as for any relation.
+pub(super) struct InboxWriter {
+    rel: pg_sys::Relation,
+    sequence: pg_sys::Oid,
+    indexes: Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>,
+}
+
+/// Columns of the inbox, in table order: id, ts, event_type, tenant,
+/// actor, actor_kind, correlation_id, txid, fields, events.
+const INBOX_COLUMNS: i32 = 10;
+
+impl InboxWriter {
+    pub(super) fn open() -> InboxWriter {
+        let (inbox, sequence) = inbox_oids();
+        if inbox == pg_sys::InvalidOid || sequence == pg_sys::InvalidOid {
+            WardenError::prerequisite("warden.audit_inbox is missing").raise();
         }
-        let id = nextval_internal(sequence, false);
-        let (ts, txid) = e.emitted.unwrap_or_else(|| {
-            (
-                pg_sys::GetCurrentTimestamp(),
-                pg_sys::GetTopFullTransactionId().value,
-            )
-        });
-        let cells = [
-            (Datum::from(id), false),
-            (Datum::from(ts), false),
-            text_datum(Some(e.event_type)),
-            text_datum(e.tenant),
-            text_datum(e.actor),
-            text_datum(e.actor_kind),
-            text_datum(e.correlation_id),
-            (Datum::from(txid), false),
-            (e.fields, false),
-        ];
-        let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
-        let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();
-        let tuple = pg_sys::heap_form_tuple(desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-        pg_sys::simple_heap_insert(rel, tuple);
-        let indexes = pg_sys::RelationGetIndexList(rel);
-        let n = if indexes.is_null() {
-            0
-        } else {
-            (*indexes).length
-        };
-        for i in 0..n as usize {
-            let oid = (*(*indexes).elements.add(i)).oid_value;
-            let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as i32);
-            let info = pg_sys::BuildIndexInfo(index);
-            if !(*info).ii_Expressions.is_null() || !(*info).ii_Predicate.is_null() {
-                pg_sys::index_close(index, pg_sys::NoLock as i32);
+        // SAFETY: the inbox and its indexes are locked and opened here and
+        // closed by `close` (or by the transaction's abort).
+        unsafe {
+            let rel = pg_sys::table_open(inbox, pg_sys::RowExclusiveLock as i32);
+            let desc = (*rel).rd_att;
+            if (*desc).natts != INBOX_COLUMNS
+                || !(*rel).trigdesc.is_null()
+                || !(*rel).rd_rules.is_null()
+            {
                 pg_sys::table_close(rel, pg_sys::NoLock as i32);
-                WardenError::prerequisite("warden.audit_inbox has an index pg_warden did not make")
+                WardenError::prerequisite("warden.audit_inbox is not as pg_warden made it")
+                    .hint("ALTER EXTENSION pg_warden UPDATE, or reinstall the extension.")
                     .raise();
             }
-            let keys = (*info).ii_NumIndexAttrs as usize;
-            let mut key_values = Vec::with_capacity(keys);
-            let mut key_nulls = Vec::with_capacity(keys);
-            for k in 0..keys {
-                let att = (*info).ii_IndexAttrNumbers[k] as usize;
-                key_values.push(values[att - 1]);
-                key_nulls.push(nulls[att - 1]);
+            let list = pg_sys::RelationGetIndexList(rel);
+            let n = if list.is_null() { 0 } else { (*list).length };
+            let mut indexes = Vec::with_capacity(n as usize);
+            for i in 0..n as usize {
+                let oid = (*(*list).elements.add(i)).oid_value;
+                let index = pg_sys::index_open(oid, pg_sys::RowExclusiveLock as i32);
+                let info = pg_sys::BuildIndexInfo(index);
+                if !(*info).ii_Expressions.is_null() || !(*info).ii_Predicate.is_null() {
+                    pg_sys::index_close(index, pg_sys::NoLock as i32);
+                    for (opened, _) in indexes {
+                        pg_sys::index_close(opened, pg_sys::NoLock as i32);
+                    }
+                    pg_sys::table_close(rel, pg_sys::NoLock as i32);
+                    WardenError::prerequisite(
+                        "warden.audit_inbox has an index pg_warden did not make",
+                    )
+                    .raise();
+                }
+                indexes.push((index, info));
             }
-            pg_sys::index_insert(
-                index,
-                key_values.as_mut_ptr(),
-                key_nulls.as_mut_ptr(),
-                &mut (*tuple).t_self,
+            InboxWriter {
                 rel,
-                if (*info).ii_Unique {
-                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
-                } else {
-                    pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
-                },
-                false,
-                info,
-            );
-            pg_sys::index_close(index, pg_sys::NoLock as i32);
+                sequence,
+                indexes,
+            }
         }
-        pg_sys::heap_freetuple(tuple);
-        pg_sys::table_close(rel, pg_sys::NoLock as i32);
     }
+
+    /// Appends one row.
+    pub(super) fn append(&mut self, e: &InboxEvent) {
+        // SAFETY: the relation and indexes opened by `open`; the tuple is
+        // formed from datums that live to the end of the call and freed
+        // after the inserts copied it.
+        unsafe {
+            let id = nextval_internal(self.sequence, false);
+            let (ts, txid) = e.emitted.unwrap_or_else(|| {
+                (
+                    pg_sys::GetCurrentTimestamp(),
+                    pg_sys::GetTopFullTransactionId().value,
+                )
+            });
+            let cells = [
+                (Datum::from(id), false),
+                (Datum::from(ts), false),
+                text_datum(Some(e.event_type)),
+                text_datum(e.tenant),
+                text_datum(e.actor),
+                text_datum(e.actor_kind),
+                text_datum(e.correlation_id),
+                (Datum::from(txid), false),
+                (e.fields, false),
+                (Datum::from(e.events.unwrap_or(0)), e.events.is_none()),
+            ];
+            let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
+            let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();
+            let tuple = pg_sys::heap_form_tuple(
+                (*self.rel).rd_att,
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
+            );
+            pg_sys::simple_heap_insert(self.rel, tuple);
+            for &(index, info) in &self.indexes {
+                let keys = (*info).ii_NumIndexAttrs as usize;
+                let mut key_values = Vec::with_capacity(keys);
+                let mut key_nulls = Vec::with_capacity(keys);
+                for k in 0..keys {
+                    let att = (*info).ii_IndexAttrNumbers[k] as usize;
+                    key_values.push(values[att - 1]);
+                    key_nulls.push(nulls[att - 1]);
+                }
+                pg_sys::index_insert(
+                    index,
+                    key_values.as_mut_ptr(),
+                    key_nulls.as_mut_ptr(),
+                    &mut (*tuple).t_self,
+                    self.rel,
+                    if (*info).ii_Unique {
+                        pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+                    } else {
+                        pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+                    },
+                    false,
+                    info,
+                );
+            }
+            pg_sys::heap_freetuple(tuple);
+        }
+    }
+
+    pub(super) fn close(self) {
+        // SAFETY: closes what `open` opened, keeping the locks to the end
+        // of the transaction.
+        unsafe {
+            for (index, _) in self.indexes {
+                pg_sys::index_close(index, pg_sys::NoLock as i32);
+            }
+            pg_sys::table_close(self.rel, pg_sys::NoLock as i32);
+        }
+    }
+}
+
+/// Appends one row to the inbox.
+pub(super) fn append(e: &InboxEvent) {
+    let mut writer = InboxWriter::open();
+    writer.append(e);
+    writer.close();
 }

@@ -39,8 +39,12 @@ CREATE TABLE warden.audit_inbox (
     actor_kind     text,
     correlation_id text,
     txid           xid8 NOT NULL,
-    fields         jsonb NOT NULL
+    fields         jsonb NOT NULL,
+    events         integer CHECK (events > 0)
 );
+-- written once, read once by the sequencer and deleted: compressing a
+-- captured statement's batch costed the writer more than the row itself
+ALTER TABLE warden.audit_inbox ALTER COLUMN fields SET STORAGE EXTERNAL;
 SELECT pg_catalog.pg_extension_config_dump('warden.audit_log', '');
 
 CREATE FUNCTION warden._audit_refuse_change() RETURNS trigger
@@ -56,6 +60,8 @@ COMMENT ON TABLE warden.audit_log IS
   'The tamper-evident audit log: one hash chain per tenant and one named global, seq gapless from 1 per chain (format v1 in the README). Append-only.';
 COMMENT ON TABLE warden.audit_inbox IS
   'Events emitted in committed transactions and not chained yet (the sequencer task chains and removes them). Internal.';
+COMMENT ON COLUMN warden.audit_inbox.events IS
+  'NULL: the row is one event and fields its fields; n: fields is an array of n events'' fields sharing the row''s header (a captured statement''s rows, in the order they changed).';
 COMMENT ON INDEX warden.audit_log_pkey IS 'One event per (chain, seq).';
 COMMENT ON INDEX warden.audit_inbox_pkey IS 'Inbox rows in arrival order.';
 COMMENT ON SEQUENCE warden.audit_inbox_id_seq IS 'Arrival order of inbox rows.';

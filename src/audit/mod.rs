@@ -4,7 +4,9 @@
 //! - `log_table`: `warden.audit_log` (append-only), `warden.audit_inbox`.
 //! - `context`: `warden.set_actor`, `warden.set_correlation_id`.
 //! - `emit`: `warden.audit_emit`, the transactional path.
-//! - `inbox_write`: its write, a heap insert into the inbox.
+//! - `inbox_write`: its write, a heap insert into the inbox (a batch of
+//!   events per row for captured statements).
+//! - `jsonb_build`: jsonb datums built from serde values without text.
 //! - `durable`: the durable path and its Rust API (`record_durable`).
 //! - `ring`: the durable path's rings in shared memory.
 //! - `header_row`: an event's header columns, read the same way by both.
@@ -34,6 +36,7 @@ mod flag;
 mod guard;
 mod header_row;
 mod inbox_write;
+mod jsonb_build;
 mod log_table;
 mod prune;
 mod redact;

@@ -14,8 +14,8 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use warden_core::audit::ring::Taken;
 use warden_core::audit::{
-    canonical_fields_text, decode_pending, event_hash, payload_digest, EventHeader, GENESIS,
-    SALT_BYTES,
+    canonical_fields, canonical_fields_text, decode_pending, event_hash, payload_digest,
+    EventHeader, GENESIS, SALT_BYTES,
 };
 use warden_core::crypto::fill_random;
 
@@ -26,9 +26,12 @@ use crate::workers::{
     register_task, wake_task_on_commit, Task, TaskContext, TaskId, TaskReport, TaskSpec,
 };
 
-/// Inbox rows chained per statement batch, and the most bytes of fields
-/// one batch reads (so a run of huge events cannot exhaust memory).
+/// Inbox rows chained per statement batch, the most events they may hold
+/// (a captured statement's row holds up to a thousand) and the most bytes
+/// of fields one batch reads (so a run of huge events cannot exhaust
+/// memory); a batch takes at least one row.
 const BATCH: i64 = 1000;
+const BATCH_EVENTS: i64 = 10_000;
 const BATCH_BYTES: i64 = 64 << 20;
 /// Ring records moved to the inbox per run.
 const RING_BATCH: usize = 20_000;
@@ -127,7 +130,8 @@ impl Task for Sequencer {
         while as_superuser(|| chain_batch(&mut advanced, &mut after))? {}
         self.checkpoint(advanced)?;
         let backlog = crate::spi_read::read_one::<i64>(
-            "SELECT pg_catalog.count(*) FROM warden.audit_inbox",
+            "SELECT coalesce(pg_catalog.sum(coalesce(x.events, 1)), 0)::pg_catalog.int8
+               FROM warden.audit_inbox x",
             &[],
         )
         .ok()
@@ -172,6 +176,7 @@ fn discard_dropped_databases_events(slot: usize, dboid: u32) -> Result<(), Warde
 /// insert every other path uses, then makes them visible to this run's
 /// next queries.
 fn move_to_inbox(records: &[Vec<u8>]) -> Result<(), WardenError> {
+    let mut writer = super::inbox_write::InboxWriter::open();
     for r in records {
         let (h, fields) = decode_pending(r).ok_or_else(|| {
             WardenError::prerequisite("audit sequencer: a ring record does not decode")
@@ -188,7 +193,7 @@ fn move_to_inbox(records: &[Vec<u8>]) -> Result<(), WardenError> {
             )
         }
         .expect("jsonb_in returns a value or raises");
-        super::inbox_write::append(&super::inbox_write::InboxEvent {
+        writer.append(&super::inbox_write::InboxEvent {
             event_type: &h.event_type,
             tenant: h.tenant.as_deref(),
             actor: h.actor.as_deref(),
@@ -196,8 +201,10 @@ fn move_to_inbox(records: &[Vec<u8>]) -> Result<(), WardenError> {
             correlation_id: h.correlation_id.as_deref(),
             emitted: Some((h.ts_micros - super::durable::POSTGRES_EPOCH_MICROS, h.txid)),
             fields,
+            events: None,
         });
     }
+    writer.close();
     // SAFETY: the run's transaction and the snapshot the runner pushed.
     unsafe {
         pg_sys::CommandCounterIncrement();
@@ -211,6 +218,8 @@ struct InboxRow {
     /// chain and seq not yet given
     header: EventHeader,
     fields: String,
+    /// Some(n): `fields` is an array of n events' fields.
+    events: Option<i32>,
 }
 
 fn spi_error(e: pgrx::spi::Error) -> WardenError {
@@ -221,6 +230,9 @@ fn spi_error(e: pgrx::spi::Error) -> WardenError {
 #[derive(Default)]
 struct Chained {
     id: Vec<i64>,
+    /// An event of a batch row: its fields as JSON text (None: the
+    /// row's own fields).
+    fields: Vec<Option<String>>,
     chain: Vec<String>,
     seq: Vec<i64>,
     salt: Vec<Vec<u8>>,
@@ -258,26 +270,35 @@ fn chain_head(chain: &str) -> Result<(i64, [u8; 32]), WardenError> {
 /// be more. `heads` holds where each chain stands (read once per run) and
 /// gets the new head of every chain it advanced.
 fn chain_batch(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenError> {
-    let sizes: Vec<(i64, i64)> = Spi::connect(|client| {
+    let sizes: Vec<(i64, i64, i64)> = Spi::connect(|client| {
         client
             .select(
-                "SELECT x.id, pg_catalog.pg_column_size(x.fields)::pg_catalog.int8 FROM warden.audit_inbox x
+                "SELECT x.id, pg_catalog.pg_column_size(x.fields)::pg_catalog.int8,
+                        coalesce(x.events, 1)::pg_catalog.int8
+                   FROM warden.audit_inbox x
                   WHERE x.id OPERATOR(pg_catalog.>) $1 ORDER BY x.id LIMIT $2",
                 None,
                 &[(*after).into(), BATCH.into()],
             )?
-            .map(|r| Ok((r.get(1)?.unwrap_or(0), r.get(2)?.unwrap_or(0))))
+            .map(|r| {
+                Ok((
+                    r.get(1)?.unwrap_or(0),
+                    r.get(2)?.unwrap_or(0),
+                    r.get(3)?.unwrap_or(1),
+                ))
+            })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
     .map_err(spi_error)?;
-    let Some(&(first, _)) = sizes.first() else {
+    let Some(&(first, _, _)) = sizes.first() else {
         return Ok(false);
     };
-    let mut bytes = 0;
+    let (mut bytes, mut events) = (0, 0);
     let mut last = first;
-    for &(id, size) in &sizes {
+    for &(id, size, n) in &sizes {
         bytes += size;
-        if bytes > BATCH_BYTES && id != first {
+        events += n;
+        if (bytes > BATCH_BYTES || events > BATCH_EVENTS) && id != first {
             break;
         }
         last = id;
@@ -289,7 +310,7 @@ fn chain_batch(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenError> 
                 concat!(
                     "SELECT x.id, ",
                     header_columns!(),
-                    ", x.fields::text FROM warden.audit_inbox x
+                    ", x.fields::text, x.events FROM warden.audit_inbox x
                       WHERE x.id OPERATOR(pg_catalog.>) $1 AND x.id OPERATOR(pg_catalog.<=) $2 ORDER BY x.id"
                 ),
                 None,
@@ -302,6 +323,7 @@ fn chain_batch(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenError> 
                     fields: r
                         .get(2 + HEADER_COLUMN_COUNT)?
                         .unwrap_or_else(|| "{}".into()),
+                    events: r.get(3 + HEADER_COLUMN_COUNT)?,
                 })
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
@@ -314,44 +336,74 @@ fn chain_batch(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenError> 
         if !heads.contains_key(&chain) {
             heads.insert(chain.clone(), chain_head(&chain)?);
         }
-        let (seq, prev) = heads[&chain];
-        let seq = seq + 1;
-        let canonical = canonical_fields_text(&row.fields).ok_or_else(|| {
+        let not_json = || {
             WardenError::prerequisite(format!(
                 "audit sequencer: fields of inbox row {} are not JSON",
                 row.id
             ))
-        })?;
-        let mut salt = [0u8; SALT_BYTES];
-        fill_random(&mut salt).map_err(|_| WardenError::random_source_failed())?;
-        let digest = payload_digest(&salt, &canonical);
-        let header = EventHeader {
-            chain: chain.clone(),
-            seq,
-            ..row.header.clone()
         };
-        let hash = event_hash(&prev, &header, &digest);
-        chained.id.push(row.id);
-        chained.chain.push(chain.clone());
-        chained.seq.push(seq);
-        chained.salt.push(salt.to_vec());
-        chained.digest.push(digest.to_vec());
-        chained.prev.push(prev.to_vec());
-        chained.hash.push(hash.to_vec());
-        heads.insert(chain, (seq, hash));
+        // (canonical encoding, fields text for the log when not the row's)
+        let events: Vec<(Vec<u8>, Option<String>)> = match row.events {
+            None => vec![(
+                canonical_fields_text(&row.fields).ok_or_else(not_json)?,
+                None,
+            )],
+            Some(n) => {
+                let Ok(serde_json::Value::Array(items)) = serde_json::from_str(&row.fields) else {
+                    return Err(not_json());
+                };
+                if items.len() != n as usize {
+                    return Err(WardenError::prerequisite(format!(
+                        "audit sequencer: inbox row {} says {n} events and holds {}",
+                        row.id,
+                        items.len()
+                    )));
+                }
+                items
+                    .iter()
+                    .map(|v| (canonical_fields(v), Some(v.to_string())))
+                    .collect()
+            }
+        };
+        for (canonical, fields) in events {
+            let (seq, prev) = heads[&chain];
+            let seq = seq + 1;
+            let mut salt = [0u8; SALT_BYTES];
+            fill_random(&mut salt).map_err(|_| WardenError::random_source_failed())?;
+            let digest = payload_digest(&salt, &canonical);
+            let header = EventHeader {
+                chain: chain.clone(),
+                seq,
+                ..row.header.clone()
+            };
+            let hash = event_hash(&prev, &header, &digest);
+            chained.id.push(row.id);
+            chained.fields.push(fields);
+            chained.chain.push(chain.clone());
+            chained.seq.push(seq);
+            chained.salt.push(salt.to_vec());
+            chained.digest.push(digest.to_vec());
+            chained.prev.push(prev.to_vec());
+            chained.hash.push(hash.to_vec());
+            heads.insert(chain.clone(), (seq, hash));
+        }
     }
     // one statement for the batch: the header columns come from the
-    // inbox row as stored, the chain columns from the arrays
+    // inbox row as stored, the chain columns from the arrays, the fields
+    // from the row (one event) or from the array (an event of a batch
+    // row: its text as read, so the log holds the value that was hashed)
     Spi::run_with_args(
         "INSERT INTO warden.audit_log (chain, seq, ts, event_type, tenant, actor, actor_kind, correlation_id,
                                        txid, fields, fields_salt, payload_digest, prev_hash, hash)
          SELECT b.chain, b.seq, i.ts, i.event_type, i.tenant, i.actor, i.actor_kind, i.correlation_id,
-                i.txid, i.fields, b.salt, b.digest, b.prev, b.hash
+                i.txid, coalesce(b.fields::pg_catalog.jsonb, i.fields),
+                b.salt, b.digest, b.prev, b.hash
            -- multi-argument unnest is FROM-clause syntax only when
            -- unqualified (search_path is pg_catalog here)
            FROM unnest($1::pg_catalog.int8[], $2::pg_catalog.text[], $3::pg_catalog.int8[],
                                   $4::pg_catalog.bytea[], $5::pg_catalog.bytea[], $6::pg_catalog.bytea[],
-                                  $7::pg_catalog.bytea[]) AS b(id, chain, seq, salt, digest, prev, hash)
+                                  $7::pg_catalog.bytea[], $8::pg_catalog.text[])
+                AS b(id, chain, seq, salt, digest, prev, hash, fields)
            JOIN warden.audit_inbox i ON i.id OPERATOR(pg_catalog.=) b.id",
         &[
             chained.id.clone().into(),
@@ -361,6 +413,7 @@ fn chain_batch(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenError> 
             chained.digest.into(),
             chained.prev.into(),
             chained.hash.into(),
+            chained.fields.into(),
         ],
     )
     .map_err(spi_error)?;

@@ -33,7 +33,9 @@ fn audit_status_snapshot() -> TableIterator<
     crate::preload::require("warden.audit_status");
     let (inbox, oldest) = as_superuser(|| {
         crate::spi_read::read_two::<i64, pgrx::datum::TimestampWithTimeZone>(
-            "SELECT pg_catalog.count(*), pg_catalog.min(i.ts) FROM warden.audit_inbox i",
+            "SELECT coalesce(pg_catalog.sum(coalesce(i.events, 1)), 0)::pg_catalog.int8,
+                    pg_catalog.min(i.ts)
+               FROM warden.audit_inbox i",
             &[],
         )
     })

@@ -58,8 +58,14 @@ fn row_tenant(spec: &CaptureSpec, row: &Map<String, Value>) -> Option<String> {
 
 /// The fingerprint of a value under `tenant`'s key.
 pub fn fingerprint_text(mac: [u8; 32]) -> String {
-    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-    format!("fp:{hex}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(3 + 64);
+    out.push_str("fp:");
+    for b in mac {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// The recorded form of `row`'s columns `cols` (all when None).
@@ -168,6 +174,20 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_fingerprint_is_fp_and_lowercase_hex_of_the_mac() {
+        let mut mac = [0u8; 32];
+        mac[0] = 0x01;
+        mac[1] = 0xab;
+        mac[31] = 0xf0;
+        let text = fingerprint_text(mac);
+        assert_eq!(
+            text,
+            format!("fp:01ab{}f0", "00".repeat(29)),
+            "the README's format"
+        );
     }
 
     #[test]
