@@ -7,8 +7,7 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use warden_core::audit::{
-    checkpoint_line, event_line, from_hex, parse_checkpoint, to_hex, verify_checkpoint,
-    verify_signed_chain, Checkpoint,
+    checkpoint_line, event_line, from_hex, parse_checkpoint, to_hex, verify_checkpoint, Checkpoint,
 };
 
 use super::checkpoints::{read_checkpoints, server_identity};
@@ -122,11 +121,13 @@ fn audit_verify_digest(
             }
             // the log from its start (or anchor) through its head, with
             // every stored checkpoint and the kept one
-            let events = super::verify_sql::stored(&kept_cp.chain, 1)?;
-            let mut checkpoints = read_checkpoints(&kept_cp.chain, 0)?;
-            checkpoints.push((kept_cp.clone(), sig));
-            let outcome =
-                verify_signed_chain(&events, &checkpoints, key.as_ref().map(|k| &k[..]), None);
+            let outcome = super::verify_sql::verify_stored_chain(
+                &kept_cp.chain,
+                1,
+                None,
+                key.as_ref().map(|k| &k[..]),
+                Some((kept_cp.clone(), sig)),
+            )?;
             out.push(verdict(outcome.err().map(|f| f.reason.as_str())));
         }
         Ok(out)

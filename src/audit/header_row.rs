@@ -3,15 +3,16 @@
 //! reader, so the sequencer that hashes an event and `audit_verify` that
 //! checks it can never read it differently.
 
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys;
 use pgrx::spi::{SpiHeapTupleData, SpiResult};
 use warden_core::audit::EventHeader;
 
 /// The header columns of table alias `x`, in the order `read_header`
-/// takes them: `ts` as microseconds since the Unix epoch (exact: EXTRACT
-/// gives numeric), `txid` as text (an xid8 is a u64).
+/// takes them: `txid` as text (an xid8 is a u64).
 macro_rules! header_columns {
     () => {
-        "(EXTRACT(epoch FROM x.ts) * 1000000)::bigint, x.event_type, x.tenant, x.actor, x.actor_kind, x.correlation_id, x.txid::text"
+        "x.ts, x.event_type, x.tenant, x.actor, x.actor_kind, x.correlation_id, x.txid::text"
     };
 }
 pub(super) use header_columns;
@@ -22,7 +23,11 @@ pub(super) fn read_header(row: &SpiHeapTupleData, first: usize) -> SpiResult<Eve
     Ok(EventHeader {
         chain: String::new(),
         seq: 0,
-        ts_micros: row.get(first)?.unwrap_or(0),
+        // microseconds since the Unix epoch; an infinite timestamp (only
+        // ever written by hand) saturates, and cannot match its hash
+        ts_micros: row.get::<TimestampWithTimeZone>(first)?.map_or(0, |ts| {
+            pg_sys::TimestampTz::from(ts).saturating_add(super::durable::POSTGRES_EPOCH_MICROS)
+        }),
         event_type: row.get(first + 1)?.unwrap_or_default(),
         tenant: row.get(first + 2)?,
         actor: row.get(first + 3)?,

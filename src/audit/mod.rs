@@ -12,6 +12,7 @@
 //! - `header_row`: an event's header columns, read the same way by both.
 //! - `sequencer_task`: the worker task that chains inbox rows.
 //! - `verify_sql`: `warden.audit_verify`.
+//! - `log_scan`: the log's rows read for verification by a direct index scan.
 //! - `checkpoints`: `warden.audit_checkpoints`, signed by the sequencer.
 //! - `evidence`: public key, digest, digest verification, export.
 //! - `status`: `warden.audit_status`, `warden.audit_chains`.
@@ -37,6 +38,7 @@ mod guard;
 mod header_row;
 mod inbox_write;
 mod jsonb_build;
+mod log_scan;
 mod log_table;
 mod prune;
 mod redact;

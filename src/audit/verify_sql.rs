@@ -4,7 +4,8 @@
 
 use pgrx::prelude::*;
 use warden_core::audit::{
-    canonical_fields_text, verify_signed_chain, EventHeader, StoredEvent, VerifyFrom,
+    canonical_fields_text, start_signed_check, Checkpoint, EventHeader, Failure, StoredEvent,
+    VerifyFrom,
 };
 
 use super::header_row::{header_columns, read_header, HEADER_COLUMN_COUNT};
@@ -15,13 +16,12 @@ fn hash32(v: Option<Vec<u8>>) -> [u8; 32] {
     v.and_then(|b| b.try_into().ok()).unwrap_or([0xff; 32])
 }
 
-/// The rows of `chain` from `from_seq` on, in seq order.
-pub(super) fn stored(chain: &str, from_seq: i64) -> Result<Vec<StoredEvent>, pgrx::spi::Error> {
-    Ok(stored_with_fields(chain, from_seq)?.0)
-}
+/// Seqs `audit_verify` reads and checks at a time: a long chain is never
+/// held in memory whole.
+const WINDOW: i64 = 10_000;
 
-/// As `stored`, with each row's fields as stored (JSON text; None once
-/// redacted), for the export.
+/// The rows of `chain` from `from_seq` on, in seq order, with each row's
+/// fields as stored (JSON text; None once redacted), for the export.
 #[allow(clippy::type_complexity)]
 pub(super) fn stored_with_fields(
     chain: &str,
@@ -66,6 +66,53 @@ pub(super) fn stored_with_fields(
             .collect::<Result<Vec<_>, _>>()
             .map(|rows| rows.into_iter().unzip())
     })
+}
+
+/// Checks `chain` from `from_seq` (with its signed checkpoints, and
+/// `kept`, one kept outside, under `public_key`) a window of rows at a
+/// time.
+pub(super) fn verify_stored_chain(
+    chain: &str,
+    from_seq: i64,
+    from: Option<VerifyFrom>,
+    public_key: Option<&[u8]>,
+    kept: Option<(Checkpoint, Vec<u8>)>,
+) -> Result<Result<u64, Failure>, pgrx::spi::Error> {
+    let mut checkpoints = super::checkpoints::read_checkpoints(chain, from_seq - 1)?;
+    checkpoints.extend(kept);
+    // checkpoints without a key to check them: the key is gone, and with
+    // it any proof that they are genuine
+    let key = public_key
+        .map(<[u8]>::to_vec)
+        .or_else(|| (!checkpoints.is_empty()).then(Vec::new));
+    let (first_seq, last_seq) = crate::spi_read::read_two::<i64, i64>(
+        "SELECT pg_catalog.min(x.seq), pg_catalog.max(x.seq) FROM warden.audit_log x
+          WHERE x.chain OPERATOR(pg_catalog.=) $1 AND x.seq OPERATOR(pg_catalog.>=) $2",
+        &[chain.into(), from_seq.into()],
+    )?;
+    let mut check = match start_signed_check(first_seq, &checkpoints, key.as_deref(), from) {
+        Ok(check) => check,
+        Err(f) => return Ok(Err(f)),
+    };
+    let mut next = first_seq;
+    while let Some(from) = next.filter(|&n| n <= last_seq.unwrap_or(0)) {
+        let rows = super::log_scan::read_window(chain, from, from.saturating_add(WINDOW));
+        let rest = |seq| {
+            Ok::<_, std::convert::Infallible>(super::log_scan::read_window(chain, seq, i64::MAX))
+        };
+        let Ok(outcome) = check.feed_window(&rows, rest);
+        if let Err(f) = outcome {
+            return Ok(Err(f));
+        }
+        // the next window starts at the next stored seq (a forged row far
+        // ahead is one window away, not a billion empty ones)
+        next = crate::spi_read::read_one::<i64>(
+            "SELECT pg_catalog.min(x.seq) FROM warden.audit_log x
+              WHERE x.chain OPERATOR(pg_catalog.=) $1 AND x.seq OPERATOR(pg_catalog.>=) $2",
+            &[chain.into(), from.saturating_add(WINDOW).into()],
+        )?;
+    }
+    Ok(check.finish())
 }
 
 #[allow(clippy::type_complexity)]
@@ -122,14 +169,8 @@ fn audit_verify(
                     prev_hash: hash32(prev),
                 })
             };
-            let events = stored(&c, from_seq)?;
-            let checkpoints = super::checkpoints::read_checkpoints(&c, from_seq - 1)?;
-            // checkpoints without a key to check them: the key is gone,
-            // and with it any proof that they are genuine
-            let key = public_key.map(|k| k.to_vec()).or_else(|| {
-                (!checkpoints.is_empty()).then(Vec::new)
-            });
-            out.push(match verify_signed_chain(&events, &checkpoints, key.as_deref(), from) {
+            let key = public_key.map(|k| k.to_vec());
+            out.push(match verify_stored_chain(&c, from_seq, from, key.as_deref(), None)? {
                 Ok(n) => (c, n as i64, true, None, None),
                 Err(f) => (c, 0, false, Some(f.seq), Some(f.reason.as_str().to_string())),
             });

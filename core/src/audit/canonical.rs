@@ -130,6 +130,122 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
+/// The canonical encoding built from a stream of tokens, the way a jsonb
+/// iterator walks a stored value (no JSON text in between): begin and end
+/// containers, keys, scalars. Gives exactly `canonical_fields` of the
+/// value the tokens describe.
+#[derive(Debug, Default)]
+pub struct CanonicalBuilder {
+    stack: Vec<Frame>,
+    done: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+enum Frame {
+    Array {
+        count: usize,
+        out: Vec<u8>,
+    },
+    Object {
+        entries: Vec<(Vec<u8>, Vec<u8>)>,
+        key: Option<Vec<u8>>,
+    },
+}
+
+impl CanonicalBuilder {
+    pub fn new() -> CanonicalBuilder {
+        CanonicalBuilder::default()
+    }
+
+    pub fn begin_array(&mut self) {
+        self.stack.push(Frame::Array {
+            count: 0,
+            out: Vec::new(),
+        });
+    }
+
+    pub fn begin_object(&mut self) {
+        self.stack.push(Frame::Object {
+            entries: Vec::new(),
+            key: None,
+        });
+    }
+
+    /// The key of the next value of the open object.
+    pub fn key(&mut self, key: &[u8]) {
+        if let Some(Frame::Object { key: k, .. }) = self.stack.last_mut() {
+            *k = Some(key.to_vec());
+        }
+    }
+
+    pub fn null(&mut self) {
+        self.value(vec![b'n']);
+    }
+
+    pub fn boolean(&mut self, b: bool) {
+        self.value(vec![if b { b't' } else { b'f' }]);
+    }
+
+    /// A number, as Postgres prints it.
+    pub fn number(&mut self, text: &str) {
+        let mut out = vec![b'd'];
+        put_text(&mut out, text);
+        self.value(out);
+    }
+
+    /// A string's UTF-8 bytes.
+    pub fn string(&mut self, s: &[u8]) {
+        let mut out = vec![b's'];
+        put_len(&mut out, s.len());
+        out.extend_from_slice(s);
+        self.value(out);
+    }
+
+    /// Closes the open array or object.
+    pub fn end(&mut self) {
+        let encoded = match self.stack.pop() {
+            Some(Frame::Array { count, out }) => {
+                let mut e = Vec::with_capacity(5 + out.len());
+                e.push(b'a');
+                put_len(&mut e, count);
+                e.extend_from_slice(&out);
+                e
+            }
+            Some(Frame::Object { mut entries, .. }) => {
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut e = vec![b'o'];
+                put_len(&mut e, entries.len());
+                for (k, v) in entries {
+                    put_len(&mut e, k.len());
+                    e.extend_from_slice(&k);
+                    e.extend_from_slice(&v);
+                }
+                e
+            }
+            None => return,
+        };
+        self.value(encoded);
+    }
+
+    fn value(&mut self, encoded: Vec<u8>) {
+        match self.stack.last_mut() {
+            Some(Frame::Array { count, out }) => {
+                *count += 1;
+                out.extend_from_slice(&encoded);
+            }
+            Some(Frame::Object { entries, key }) => {
+                entries.push((key.take().unwrap_or_default(), encoded));
+            }
+            None => self.done = Some(encoded),
+        }
+    }
+
+    /// The encoding of the whole value, once every container is closed.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        self.stack.is_empty().then_some(self.done).flatten()
+    }
+}
+
 /// How deeply a JSON value nests (a scalar is 0, `[]` and `{}` are 1).
 pub fn json_depth(v: &Value) -> usize {
     match v {

@@ -110,83 +110,156 @@ impl Default for VerifyFrom {
     }
 }
 
+/// A check of one chain's rows, fed in seq order a window at a time (so a
+/// long chain is never held in memory whole): `feed` each window, then
+/// `finish`. Failures are reported with the same precedence as a check of
+/// all rows at once: a broken link first, then a tail shorter than the
+/// last signed checkpoint, then a row whose hash disagrees with a signed
+/// checkpoint. A broken link is classified by the rows after it in the
+/// same window: a caller that wants the classification a whole-chain
+/// check gives feeds, from a clone taken before the window, everything
+/// from that window on.
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    expected_seq: i64,
+    prev_hash: [u8; HASH_BYTES],
+    checked: u64,
+    /// Signed checkpoints (seq, hash), by seq.
+    checkpoints: Vec<(i64, [u8; HASH_BYTES])>,
+    /// The first checkpoint the rows disagree with.
+    bad_checkpoint: Option<i64>,
+}
+
+impl ChainCheck {
+    /// Starts at `from` with the chain's signed checkpoints (seq, hash)
+    /// at or after it.
+    pub fn new(from: VerifyFrom, checkpoints: &[(i64, [u8; HASH_BYTES])]) -> ChainCheck {
+        let mut checkpoints = checkpoints.to_vec();
+        checkpoints.sort_by_key(|(seq, _)| *seq);
+        ChainCheck {
+            expected_seq: from.seq,
+            prev_hash: from.prev_hash,
+            checked: 0,
+            checkpoints,
+            bad_checkpoint: None,
+        }
+    }
+
+    /// The seq the next row must have.
+    pub fn next_seq(&self) -> i64 {
+        self.expected_seq
+    }
+
+    /// Checks the next rows (in seq order, following the last fed).
+    pub fn feed(&mut self, rows: &[StoredEvent]) -> Result<(), Failure> {
+        for (i, row) in rows.iter().enumerate() {
+            let seq = row.header.seq;
+            let expected_seq = self.expected_seq;
+            let prev_hash = self.prev_hash;
+            let fail = |reason| {
+                Err(Failure {
+                    seq: expected_seq.min(seq),
+                    reason,
+                })
+            };
+            if seq > expected_seq {
+                // a gap: the rows in it are gone
+                return fail(Tamper::Deleted);
+            }
+            if seq < expected_seq {
+                return fail(Tamper::Reordered);
+            }
+            if row.prev_hash != prev_hash {
+                // this row continues from a later one, or a row further on
+                // continues from where this one should: rows were swapped;
+                // the next row continues from our previous one: this row was
+                // slipped in; otherwise something was changed
+                let later = &rows[i + 1..];
+                let follows_a_later_row = later.iter().any(|r| r.hash == row.prev_hash);
+                let next_skips_this = later.first().is_some_and(|r| r.prev_hash == prev_hash);
+                let a_later_row_continues = later.iter().any(|r| r.prev_hash == prev_hash);
+                let reason = if follows_a_later_row || (a_later_row_continues && !next_skips_this) {
+                    Tamper::Reordered
+                } else if next_skips_this {
+                    Tamper::Inserted
+                } else {
+                    Tamper::Edited
+                };
+                return fail(reason);
+            }
+            if let (Some(fields), Some(salt)) = (&row.canonical_fields, &row.fields_salt) {
+                if payload_digest(salt, fields) != row.payload_digest {
+                    return fail(Tamper::Edited);
+                }
+            }
+            if event_hash(&prev_hash, &row.header, &row.payload_digest) != row.hash {
+                return fail(Tamper::Edited);
+            }
+            if self.bad_checkpoint.is_none() {
+                if let Ok(at) = self.checkpoints.binary_search_by_key(&seq, |(s, _)| *s) {
+                    if self.checkpoints[at].1 != row.hash {
+                        self.bad_checkpoint = Some(seq);
+                    }
+                }
+            }
+            self.prev_hash = row.hash;
+            self.expected_seq = seq + 1;
+            self.checked += 1;
+        }
+        Ok(())
+    }
+
+    /// Feeds the next window of rows; when a link breaks in it, feeds
+    /// again, from where the window started, every row from the window's
+    /// first on (`rest`, given that seq), so the failure is classified
+    /// exactly as a check of the whole chain at once classifies it.
+    pub fn feed_window<E>(
+        &mut self,
+        window: &[StoredEvent],
+        rest: impl FnOnce(i64) -> Result<Vec<StoredEvent>, E>,
+    ) -> Result<Result<(), Failure>, E> {
+        let before = self.clone();
+        match self.feed(window) {
+            Ok(()) => Ok(Ok(())),
+            Err(_) => {
+                *self = before;
+                let all = rest(window[0].header.seq)?;
+                Ok(self.feed(&all))
+            }
+        }
+    }
+
+    /// After the last row: how many rows were checked, or why the chain
+    /// does not verify.
+    pub fn finish(self) -> Result<u64, Failure> {
+        if let Some(&(last, _)) = self.checkpoints.last() {
+            if self.expected_seq <= last {
+                return Err(Failure {
+                    seq: self.expected_seq,
+                    reason: Tamper::Truncated,
+                });
+            }
+        }
+        if let Some(seq) = self.bad_checkpoint {
+            return Err(Failure {
+                seq,
+                reason: Tamper::Edited,
+            });
+        }
+        Ok(self.checked)
+    }
+}
+
 /// Verifies one chain's rows, ordered by seq as stored, against the
 /// (seq, hash) of its signed checkpoints: the rows must reach the latest
 /// and agree with each. Returns how many rows were checked, or the first
 /// failure.
-pub fn verify_chain<'a>(
-    rows: impl IntoIterator<Item = &'a StoredEvent>,
+pub fn verify_chain(
+    rows: &[StoredEvent],
     from: VerifyFrom,
     checkpoints: &[(i64, [u8; HASH_BYTES])],
 ) -> Result<u64, Failure> {
-    let rows: Vec<&StoredEvent> = rows.into_iter().collect();
-    let mut expected_seq = from.seq;
-    let mut prev_hash = from.prev_hash;
-    let mut checked = 0u64;
-    for (i, row) in rows.iter().enumerate() {
-        let seq = row.header.seq;
-        let fail = |reason| {
-            Err(Failure {
-                seq: expected_seq.min(seq),
-                reason,
-            })
-        };
-        if seq > expected_seq {
-            // a gap: the rows in it are gone
-            return fail(Tamper::Deleted);
-        }
-        if seq < expected_seq {
-            return fail(Tamper::Reordered);
-        }
-        if row.prev_hash != prev_hash {
-            // this row continues from a later one, or a row further on
-            // continues from where this one should: rows were swapped;
-            // the next row continues from our previous one: this row was
-            // slipped in; otherwise something was changed
-            let later = &rows[i + 1..];
-            let follows_a_later_row = later.iter().any(|r| r.hash == row.prev_hash);
-            let next_skips_this = later.first().is_some_and(|r| r.prev_hash == prev_hash);
-            let a_later_row_continues = later.iter().any(|r| r.prev_hash == prev_hash);
-            let reason = if follows_a_later_row || (a_later_row_continues && !next_skips_this) {
-                Tamper::Reordered
-            } else if next_skips_this {
-                Tamper::Inserted
-            } else {
-                Tamper::Edited
-            };
-            return fail(reason);
-        }
-        if let (Some(fields), Some(salt)) = (&row.canonical_fields, &row.fields_salt) {
-            if payload_digest(salt, fields) != row.payload_digest {
-                return fail(Tamper::Edited);
-            }
-        }
-        if event_hash(&prev_hash, &row.header, &row.payload_digest) != row.hash {
-            return fail(Tamper::Edited);
-        }
-        prev_hash = row.hash;
-        expected_seq = seq + 1;
-        checked += 1;
-    }
-    if let Some(last) = checkpoints.iter().map(|(seq, _)| *seq).max() {
-        if expected_seq <= last {
-            return Err(Failure {
-                seq: expected_seq,
-                reason: Tamper::Truncated,
-            });
-        }
-    }
-    // rows are in seq order from `from.seq`, gapless by now
-    for (cp_seq, cp_hash) in checkpoints {
-        let at = usize::try_from(cp_seq - from.seq)
-            .ok()
-            .and_then(|i| rows.get(i));
-        if at.is_some_and(|r| r.hash != *cp_hash) {
-            return Err(Failure {
-                seq: *cp_seq,
-                reason: Tamper::Edited,
-            });
-        }
-    }
-    Ok(checked)
+    let mut check = ChainCheck::new(from, checkpoints);
+    check.feed(rows)?;
+    check.finish()
 }

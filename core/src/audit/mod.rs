@@ -13,13 +13,13 @@ pub mod ring;
 mod signed;
 
 pub use canonical::{
-    canonical_fields, canonical_fields_text, canonical_header, json_depth, EventHeader,
-    HEADER_MAGIC,
+    canonical_fields, canonical_fields_text, canonical_header, json_depth, CanonicalBuilder,
+    EventHeader, HEADER_MAGIC,
 };
 pub use capture::{capture_event, fingerprint_text, CaptureSpec, CapturedEvent, RowChange};
 pub use chain::{
-    event_hash, payload_digest, verify_chain, Failure, StoredEvent, Tamper, VerifyFrom, GENESIS,
-    HASH_BYTES, SALT_BYTES,
+    event_hash, payload_digest, verify_chain, ChainCheck, Failure, StoredEvent, Tamper, VerifyFrom,
+    GENESIS, HASH_BYTES, SALT_BYTES,
 };
 pub use checkpoint::{
     canonical_checkpoint, public_key, sign_checkpoint, verify_checkpoint, Checkpoint,
@@ -30,7 +30,7 @@ pub use export::{
     ExportError,
 };
 pub use pending::{decode_pending, encode_pending};
-pub use signed::verify_signed_chain;
+pub use signed::{start_signed_check, verify_signed_chain};
 
 #[cfg(test)]
 mod tests;

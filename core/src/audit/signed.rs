@@ -1,7 +1,7 @@
 //! A chain verified with its signed checkpoints: what `warden.audit_verify`
 //! and the offline verifier both run.
 
-use super::chain::{verify_chain, Failure, StoredEvent, Tamper, VerifyFrom};
+use super::chain::{ChainCheck, Failure, StoredEvent, Tamper, VerifyFrom};
 use super::checkpoint::{verify_checkpoint, Checkpoint};
 
 /// Verifies one chain's events (in seq order) and its checkpoints (each
@@ -17,6 +17,22 @@ pub fn verify_signed_chain(
     public_key: Option<&[u8]>,
     from: Option<VerifyFrom>,
 ) -> Result<u64, Failure> {
+    let first_seq = events.first().map(|e| e.header.seq);
+    let mut check = start_signed_check(first_seq, checkpoints, public_key, from)?;
+    check.feed(events)?;
+    check.finish()
+}
+
+/// As `verify_signed_chain`, for a caller that feeds the events a window
+/// at a time: checks the signatures and where the chain starts (from the
+/// seq of its first stored event, None when it has none) and returns the
+/// check to feed.
+pub fn start_signed_check(
+    first_seq: Option<i64>,
+    checkpoints: &[(Checkpoint, Vec<u8>)],
+    public_key: Option<&[u8]>,
+    from: Option<VerifyFrom>,
+) -> Result<ChainCheck, Failure> {
     if let Some(key) = public_key {
         if let Some((c, _)) = checkpoints
             .iter()
@@ -32,7 +48,7 @@ pub fn verify_signed_chain(
     let from = match from {
         Some(from) => from,
         None => {
-            let first = events.first().map_or(1, |e| e.header.seq);
+            let first = first_seq.unwrap_or(1);
             let anchor = checkpoints.iter().find(|(c, _)| c.seq == first - 1);
             match anchor {
                 _ if first <= 1 => VerifyFrom::default(),
@@ -54,5 +70,5 @@ pub fn verify_signed_chain(
         .filter(|(c, _)| c.seq >= from.seq)
         .map(|(c, _)| (c.seq, c.hash))
         .collect();
-    verify_chain(events, from, &signed)
+    Ok(ChainCheck::new(from, &signed))
 }

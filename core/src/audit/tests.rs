@@ -96,6 +96,35 @@ fn known_answer_vectors() {
 const KAT_DIGEST: &str = "59faedc5f5cccef362ed3db629bf61229ae3ea242f236350a9eb29228885a005";
 const KAT_HASH: &str = "4c64fd7ed98e41c1b6e66aef92e7179ca496ae46d6812cdaef068bcd17ab9e44";
 
+/// Two rows' contents swapped, each keeping its place's seq (as in a
+/// table read in seq order).
+fn swap_keeping_seqs(events: &mut [StoredEvent], a: usize, b: usize) {
+    events.swap(a, b);
+    let (sa, sb) = (events[a].header.seq, events[b].header.seq);
+    events[a].header.seq = sb;
+    events[b].header.seq = sa;
+}
+
+// two rows swapped across the end of a window are still found as
+// reordered (the window's last row cannot tell by itself)
+#[test]
+fn a_swap_across_a_window_end_is_reordered() {
+    let mut events = chain(10);
+    swap_keeping_seqs(&mut events, 3, 4);
+    let mut check = ChainCheck::new(VerifyFrom::default(), &[]);
+    let first = &events[..4];
+    let result = check
+        .feed_window(first, |_| Ok::<_, ()>(events.clone()))
+        .unwrap();
+    assert_eq!(
+        result,
+        Err(Failure {
+            seq: 4,
+            reason: Tamper::Reordered
+        })
+    );
+}
+
 #[test]
 fn an_untouched_chain_verifies() {
     let events = chain(10);
@@ -224,6 +253,39 @@ proptest! {
         prop_assert_ne!(canonical_header(&a), canonical_header(&b));
     }
 
+    // the token-stream builder (what a jsonb iterator drives) encodes
+    // exactly as the encoder of a parsed value
+    #[test]
+    fn the_token_builder_encodes_as_canonical_fields(v in any_json()) {
+        fn walk(b: &mut CanonicalBuilder, v: &Value) {
+            match v {
+                Value::Null => b.null(),
+                Value::Bool(x) => b.boolean(*x),
+                Value::Number(n) => b.number(&n.to_string()),
+                Value::String(s) => b.string(s.as_bytes()),
+                Value::Array(items) => {
+                    b.begin_array();
+                    items.iter().for_each(|i| walk(b, i));
+                    b.end();
+                }
+                Value::Object(map) => {
+                    b.begin_object();
+                    // in jsonb's order (by length, then bytes), not ours
+                    let mut entries: Vec<_> = map.iter().collect();
+                    entries.sort_by_key(|(k, _)| (k.len(), k.as_bytes().to_vec()));
+                    for (k, item) in entries {
+                        b.key(k.as_bytes());
+                        walk(b, item);
+                    }
+                    b.end();
+                }
+            }
+        }
+        let mut b = CanonicalBuilder::new();
+        walk(&mut b, &v);
+        prop_assert_eq!(b.finish(), Some(canonical_fields(&v)));
+    }
+
     #[test]
     fn different_values_encode_differently(a in any_json(), b in any_json()) {
         prop_assume!(a != b);
@@ -246,6 +308,62 @@ proptest! {
             }
         }
         prop_assert!(verify_chain(&events, VerifyFrom::default(), &[]).is_err());
+    }
+
+    // a chain checked a window at a time (as audit_verify reads it) gives
+    // exactly what a check of all rows at once gives, whatever was done
+    // to it and wherever the windows end
+    #[test]
+    fn a_windowed_check_agrees_with_a_whole_one(
+        n in 1i64..40,
+        tamper in 0usize..7,
+        at in 0usize..40,
+        other in 0usize..40,
+        window in 1usize..6,
+        checkpoint in proptest::option::of(0usize..40),
+    ) {
+        let mut events = chain(n);
+        let len = events.len();
+        let (at, other) = (at % len, other % len);
+        match tamper {
+            0 => {}
+            1 => events[at].canonical_fields = Some(canonical_fields(&json!({ "forged": true }))),
+            2 => { events.remove(at); }
+            3 => swap_keeping_seqs(&mut events, at, other),
+            4 => {
+                let mut forged = events[at].clone();
+                forged.header.actor = Some("mallory".into());
+                events.insert(at, forged);
+            }
+            5 => {
+                events[at].header.actor = Some("mallory".into());
+                rechain(&mut events, at);
+            }
+            _ => events.truncate(at),
+        }
+        let signed: Vec<(i64, [u8; 32])> = checkpoint
+            .map(|c| {
+                let original = chain(n);
+                let c = c % original.len();
+                (original[c].header.seq, original[c].hash)
+            })
+            .into_iter()
+            .collect();
+        let whole = verify_chain(&events, VerifyFrom::default(), &signed);
+        let mut check = ChainCheck::new(VerifyFrom::default(), &signed);
+        let mut windowed = Ok(());
+        for (i, w) in events.chunks(window).enumerate() {
+            let start = i * window;
+            let result = check
+                .feed_window(w, |_| Ok::<_, ()>(events[start..].to_vec()))
+                .unwrap();
+            if result.is_err() {
+                windowed = result;
+                break;
+            }
+        }
+        let windowed = windowed.and_then(|()| check.finish());
+        prop_assert_eq!(windowed, whole);
     }
 }
 
