@@ -36,3 +36,32 @@ SELECT bench_seconds(format('INSERT INTO bench_cap_plain (email, amount, note) S
        bench_seconds(format('INSERT INTO bench_cap_audited (email, amount, note) SELECT ''user'' || g || ''@example.com'', g, ''x'' FROM generate_series(1, %s) g', :rows));
 SQL
 }
+
+# Commit-to-chained lag under a steady load: SCRIPT at RATE transactions/s
+# (pgbench -R, $CLIENTS clients) for $SECONDS_PER_RUN seconds while one
+# session samples the age of the oldest unchained inbox event every 20
+# ms. Prints "p50|p99|max|samples|tps reached" (milliseconds).
+audit_lag_group() {
+  local script=$1 rate=$2; shift 2
+  local psql_cmd=("$@")
+  "${psql_cmd[@]}" -q -c "CREATE TABLE IF NOT EXISTS bench_lag_samples (ms float8)" -c "TRUNCATE bench_lag_samples"
+  PGOPTIONS="-c bench.seconds=$SECONDS_PER_RUN" "${psql_cmd[@]}" -q <<'SQL' &
+DO $$
+DECLARE t_end timestamptz := clock_timestamp() + make_interval(secs => current_setting('bench.seconds')::int);
+BEGIN
+  WHILE clock_timestamp() < t_end LOOP
+    INSERT INTO bench_lag_samples
+      SELECT coalesce(extract(epoch FROM clock_timestamp() - oldest_unchained_at) * 1000, 0) FROM warden.audit_status;
+    PERFORM pg_sleep(0.02);
+  END LOOP;
+END $$;
+SQL
+  local sampler=$! tps
+  tps=$("$PG_BINDIR/pgbench" -h "$BENCH_DIR" -p "$BENCH_PORT" -U "${BENCH_USER:-postgres}" -n -M prepared \
+    -c "$CLIENTS" -j "$CLIENTS" -R "$rate" -T "$SECONDS_PER_RUN" -f "$script" postgres 2>/dev/null \
+    | awk '/^tps = / {print $3}')
+  wait "$sampler"
+  "${psql_cmd[@]}" -At -F '|' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+      round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), round(max(ms)::numeric, 1), count(*), '$tps'
+    FROM bench_lag_samples"
+}

@@ -1,15 +1,16 @@
 //! Reads a chain's stored rows for verification straight from the log's
 //! primary key index, in seq order: no SQL, no projection, no copy into an
-//! SPI result and no JSON text. Each row's fields are encoded canonically
-//! by walking the stored jsonb (`CanonicalBuilder`), which gives the same
-//! bytes as parsing its text. `audit_verify` checks about twice as many
+//! SPI result and no JSON text (each row's fields are encoded canonically
+//! by walking the stored jsonb, `datum_read::canonical_jsonb`). `audit_verify` checks about twice as many
 //! events a second this way as through SPI.
 
 use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Datum};
 use pgrx::PgMemoryContexts;
-use warden_core::audit::{CanonicalBuilder, EventHeader, StoredEvent};
+use warden_core::audit::{EventHeader, StoredEvent};
+
+use super::datum_read::{bytes, canonical_jsonb, hash32, text};
 
 use crate::error::WardenError;
 
@@ -33,103 +34,11 @@ const COLUMNS: [&CStr; 14] = [
 ];
 
 fn relation(name: &CStr) -> pg_sys::Oid {
-    // SAFETY: catalog lookups by name.
-    let oid = unsafe {
-        let schema = pg_sys::get_namespace_oid(c"warden".as_ptr(), false);
-        pg_sys::get_relname_relid(name.as_ptr(), schema)
-    };
+    let oid = super::heap_append::warden_relation(name);
     if oid == pg_sys::InvalidOid {
         WardenError::prerequisite(format!("warden.{} is missing", name.to_string_lossy())).raise();
     }
     oid
-}
-
-/// # Safety
-/// A non-null varlena datum.
-unsafe fn bytes<'a>(d: Datum) -> &'a [u8] {
-    // SAFETY: detoasted (a copy in the current memory context when it
-    // was toasted or compressed), then read in place.
-    unsafe {
-        let v = pg_sys::pg_detoast_datum_packed(d.cast_mut_ptr());
-        std::slice::from_raw_parts(
-            pgrx::vardata_any(v).cast::<u8>(),
-            pgrx::varsize_any_exhdr(v),
-        )
-    }
-}
-
-/// # Safety
-/// As `bytes`; text.
-unsafe fn text(d: Datum, null: bool) -> Option<String> {
-    // SAFETY: per the contract.
-    (!null).then(|| String::from_utf8_lossy(unsafe { bytes(d) }).into_owned())
-}
-
-fn hash32(b: &[u8]) -> [u8; 32] {
-    // a wrong length cannot be what was chained: it will not match
-    b.try_into().unwrap_or([0xff; 32])
-}
-
-/// The canonical encoding of a stored jsonb.
-///
-/// # Safety
-/// A jsonb datum.
-unsafe fn canonical_jsonb(d: Datum) -> Vec<u8> {
-    let mut b = CanonicalBuilder::new();
-    // SAFETY: the iterator walks the detoasted jsonb; scalar values it
-    // hands out point into it.
-    unsafe {
-        let jb = pg_sys::pg_detoast_datum(d.cast_mut_ptr()).cast::<pg_sys::Jsonb>();
-        let mut it = pg_sys::JsonbIteratorInit(&raw mut (*jb).root);
-        let mut v = std::mem::zeroed::<pg_sys::JsonbValue>();
-        // a scalar stored as jsonb is a one-element "raw scalar" array
-        let mut raw_scalar = Vec::new();
-        loop {
-            match pg_sys::JsonbIteratorNext(&mut it, &mut v, false) {
-                pg_sys::JsonbIteratorToken::WJB_DONE => break,
-                pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY => {
-                    raw_scalar.push(v.val.array.rawScalar);
-                    if !v.val.array.rawScalar {
-                        b.begin_array();
-                    }
-                }
-                pg_sys::JsonbIteratorToken::WJB_END_ARRAY => {
-                    if !raw_scalar.pop().unwrap_or(false) {
-                        b.end();
-                    }
-                }
-                pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT => b.begin_object(),
-                pg_sys::JsonbIteratorToken::WJB_END_OBJECT => b.end(),
-                pg_sys::JsonbIteratorToken::WJB_KEY => b.key(string(&v)),
-                _ => match v.type_ {
-                    pg_sys::jbvType::jbvNull => b.null(),
-                    pg_sys::jbvType::jbvBool => b.boolean(v.val.boolean),
-                    pg_sys::jbvType::jbvString => b.string(string(&v)),
-                    pg_sys::jbvType::jbvNumeric => {
-                        // printed as jsonb prints it
-                        let out = pgrx::direct_function_call_as_datum(
-                            pg_sys::numeric_out,
-                            &[Some(Datum::from(v.val.numeric))],
-                        )
-                        .expect("numeric_out returns a value");
-                        let out = out.cast_mut_ptr::<std::ffi::c_char>();
-                        b.number(&CStr::from_ptr(out).to_string_lossy());
-                        pg_sys::pfree(out.cast());
-                    }
-                    // nothing else is ever stored in a jsonb
-                    _ => b.null(),
-                },
-            }
-        }
-    }
-    b.finish().unwrap_or_default()
-}
-
-/// # Safety
-/// A string JsonbValue pointing into a live jsonb.
-unsafe fn string(v: &pg_sys::JsonbValue) -> &[u8] {
-    // SAFETY: per the contract.
-    unsafe { std::slice::from_raw_parts(v.val.string.val.cast::<u8>(), v.val.string.len as usize) }
 }
 
 /// The rows of `chain` with `from_seq <= seq < before`, in seq order.

@@ -4,14 +4,17 @@
 //! - `log_table`: `warden.audit_log` (append-only), `warden.audit_inbox`.
 //! - `context`: `warden.set_actor`, `warden.set_correlation_id`.
 //! - `emit`: `warden.audit_emit`, the transactional path.
-//! - `inbox_write`: its write, a heap insert into the inbox (a batch of
-//!   events per row for captured statements).
+//! - `heap_append`: heap inserts into pg_warden's own tables.
+//! - `inbox_write`: the inbox's write (a batch of events per row for
+//!   captured statements).
 //! - `jsonb_build`: jsonb datums built from serde values without text.
 //! - `durable`: the durable path and its Rust API (`record_durable`).
 //! - `ring`: the durable path's rings in shared memory.
 //! - `header_row`: an event's header columns, read the same way by both.
 //! - `sequencer_task`: the worker task that chains inbox rows.
+//! - `inbox_read`: its read of the inbox by a direct index scan.
 //! - `verify_sql`: `warden.audit_verify`.
+//! - `datum_read`: stored datums read without SQL; canonical jsonb.
 //! - `log_scan`: the log's rows read for verification by a direct index scan.
 //! - `checkpoints`: `warden.audit_checkpoints`, signed by the sequencer.
 //! - `evidence`: public key, digest, digest verification, export.
@@ -30,12 +33,15 @@ mod capture;
 mod capture_trigger;
 mod checkpoints;
 mod context;
+mod datum_read;
 mod durable;
 mod emit;
 mod evidence;
 mod flag;
 mod guard;
 mod header_row;
+mod heap_append;
+mod inbox_read;
 mod inbox_write;
 mod jsonb_build;
 mod log_scan;

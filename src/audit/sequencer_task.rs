@@ -10,16 +10,16 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pgrx::pg_sys;
-use pgrx::prelude::*;
+use pgrx::pg_sys::{self, Datum};
+use pgrx::PgMemoryContexts;
 use warden_core::audit::ring::Taken;
 use warden_core::audit::{
-    canonical_fields, canonical_fields_text, decode_pending, event_hash, payload_digest,
-    EventHeader, GENESIS, SALT_BYTES,
+    decode_pending, event_hash, payload_digest, EventHeader, GENESIS, SALT_BYTES,
 };
 use warden_core::crypto::fill_random;
 
-use super::header_row::{header_columns, read_header, HEADER_COLUMN_COUNT};
+use super::datum_read::canonical_jsonb;
+use super::heap_append::{bytea_datum, text_datum, HeapAppender};
 use crate::error::WardenError;
 use crate::privileged::as_superuser;
 use crate::workers::{
@@ -129,15 +129,19 @@ impl Task for Sequencer {
         let mut after = 0i64;
         while as_superuser(|| chain_batch(&mut advanced, &mut after))? {}
         self.checkpoint(advanced)?;
-        let backlog = crate::spi_read::read_one::<i64>(
-            "SELECT coalesce(pg_catalog.sum(coalesce(x.events, 1)), 0)::pg_catalog.int8
-               FROM warden.audit_inbox x",
-            &[],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(0);
-        Ok(TaskReport { backlog })
+        // the inbox is drained up to what this run's snapshot saw; what is
+        // left is what the ring still holds beyond this run's share (not a
+        // count of the inbox, whose scan would walk every row deleted since
+        // the last vacuum, on every run)
+        let backlog = super::ring::stats(ctx.slot_index, ctx.dboid).records as i64
+            - self
+                .taken
+                .iter()
+                .map(|(_, t)| t.records as i64)
+                .sum::<i64>();
+        Ok(TaskReport {
+            backlog: backlog.max(0),
+        })
     }
 
     fn committed(&mut self, _ctx: &TaskContext) {
@@ -213,33 +217,14 @@ fn move_to_inbox(records: &[Vec<u8>]) -> Result<(), WardenError> {
     Ok(())
 }
 
-struct InboxRow {
-    id: i64,
-    /// chain and seq not yet given
-    header: EventHeader,
-    fields: String,
-    /// Some(n): `fields` is an array of n events' fields.
-    events: Option<i32>,
-}
-
 fn spi_error(e: pgrx::spi::Error) -> WardenError {
     WardenError::prerequisite(format!("audit sequencer: {e}"))
 }
 
-/// The columns of the events of one batch, for one INSERT.
-#[derive(Default)]
-struct Chained {
-    id: Vec<i64>,
-    /// An event of a batch row: its fields as JSON text (None: the
-    /// row's own fields).
-    fields: Vec<Option<String>>,
-    chain: Vec<String>,
-    seq: Vec<i64>,
-    salt: Vec<Vec<u8>>,
-    digest: Vec<Vec<u8>>,
-    prev: Vec<Vec<u8>>,
-    hash: Vec<Vec<u8>>,
-}
+/// Columns of the log, in table order: chain, seq, ts, event_type,
+/// tenant, actor, actor_kind, correlation_id, txid, fields, fields_salt,
+/// payload_digest, prev_hash, hash, redacted_at.
+const LOG_COLUMNS: i32 = 15;
 
 /// Where `chain` stands: its last seq and hash; when it has no event
 /// (all pruned), its last signed checkpoint; else 0 and GENESIS.
@@ -265,93 +250,49 @@ fn chain_head(chain: &str) -> Result<(i64, [u8; 32]), WardenError> {
     Ok(head(anchor)?.unwrap_or((0, GENESIS)))
 }
 
-/// Chains the next inbox rows after id `after` (at most BATCH, and at
-/// most BATCH_BYTES of fields but at least one); returns whether there may
-/// be more. `heads` holds where each chain stands (read once per run) and
-/// gets the new head of every chain it advanced.
+/// Chains the next inbox rows after id `after` (at most BATCH rows,
+/// BATCH_EVENTS events and BATCH_BYTES of fields, but at least one row);
+/// returns whether there may be more. `heads` holds where each chain
+/// stands (read once per run) and gets the new head of every chain it
+/// advanced. Everything it allocates goes with the batch.
 fn chain_batch(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenError> {
-    let sizes: Vec<(i64, i64, i64)> = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT x.id, pg_catalog.pg_column_size(x.fields)::pg_catalog.int8,
-                        coalesce(x.events, 1)::pg_catalog.int8
-                   FROM warden.audit_inbox x
-                  WHERE x.id OPERATOR(pg_catalog.>) $1 ORDER BY x.id LIMIT $2",
-                None,
-                &[(*after).into(), BATCH.into()],
-            )?
-            .map(|r| {
-                Ok((
-                    r.get(1)?.unwrap_or(0),
-                    r.get(2)?.unwrap_or(0),
-                    r.get(3)?.unwrap_or(1),
-                ))
-            })
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })
-    .map_err(spi_error)?;
-    let Some(&(first, _, _)) = sizes.first() else {
+    let mut scratch = PgMemoryContexts::new("pg_warden audit sequencer batch");
+    // SAFETY: the batch's work in a memory context of its own.
+    unsafe { scratch.switch_to(|_| chain_batch_in(heads, after)) }
+}
+
+fn chain_batch_in(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenError> {
+    let rows = super::inbox_read::read_after(
+        *after,
+        &super::inbox_read::Limits {
+            rows: BATCH as usize,
+            events: BATCH_EVENTS,
+            bytes: BATCH_BYTES as usize,
+        },
+    );
+    let Some(last) = rows.last() else {
         return Ok(false);
     };
-    let (mut bytes, mut events) = (0, 0);
-    let mut last = first;
-    for &(id, size, n) in &sizes {
-        bytes += size;
-        events += n;
-        if (bytes > BATCH_BYTES || events > BATCH_EVENTS) && id != first {
-            break;
-        }
-        last = id;
-    }
-    let more = sizes.len() as i64 == BATCH || last != sizes[sizes.len() - 1].0;
-    let rows: Vec<InboxRow> = Spi::connect(|client| {
-        client
-            .select(
-                concat!(
-                    "SELECT x.id, ",
-                    header_columns!(),
-                    ", x.fields::text, x.events FROM warden.audit_inbox x
-                      WHERE x.id OPERATOR(pg_catalog.>) $1 AND x.id OPERATOR(pg_catalog.<=) $2 ORDER BY x.id"
-                ),
-                None,
-                &[(*after).into(), last.into()],
-            )?
-            .map(|r| {
-                Ok(InboxRow {
-                    id: r.get(1)?.unwrap_or(0),
-                    header: read_header(&r, 2)?,
-                    fields: r
-                        .get(2 + HEADER_COLUMN_COUNT)?
-                        .unwrap_or_else(|| "{}".into()),
-                    events: r.get(3 + HEADER_COLUMN_COUNT)?,
-                })
-            })
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })
-    .map_err(spi_error)?;
-    *after = last;
-    let mut chained = Chained::default();
+    *after = last.id;
+    let events: usize = rows.iter().map(|r| r.events.unwrap_or(1) as usize).sum();
+    let mut salts = vec![0u8; events * SALT_BYTES];
+    fill_random(&mut salts).map_err(|_| WardenError::random_source_failed())?;
+    let mut salts = salts.chunks_exact(SALT_BYTES);
+    let inbox = super::heap_append::warden_relation(c"audit_inbox");
+    let mut log = HeapAppender::open(c"audit_log", LOG_COLUMNS);
+    // SAFETY: the inbox is opened here and closed below (or by the abort
+    // of an ERROR); the rows deleted are the ones this run's snapshot read.
+    let inbox_rel = unsafe { pg_sys::table_open(inbox, pg_sys::RowExclusiveLock as i32) };
     for row in &rows {
         let chain = row.header.tenant.clone().unwrap_or_else(|| "global".into());
         if !heads.contains_key(&chain) {
             heads.insert(chain.clone(), chain_head(&chain)?);
         }
-        let not_json = || {
-            WardenError::prerequisite(format!(
-                "audit sequencer: fields of inbox row {} are not JSON",
-                row.id
-            ))
-        };
-        // (canonical encoding, fields text for the log when not the row's)
-        let events: Vec<(Vec<u8>, Option<String>)> = match row.events {
-            None => vec![(
-                canonical_fields_text(&row.fields).ok_or_else(not_json)?,
-                None,
-            )],
+        let fields = match row.events {
+            None => vec![row.fields],
             Some(n) => {
-                let Ok(serde_json::Value::Array(items)) = serde_json::from_str(&row.fields) else {
-                    return Err(not_json());
-                };
+                // SAFETY: a detoasted jsonb of this batch.
+                let items = unsafe { array_elements(row.fields) };
                 if items.len() != n as usize {
                     return Err(WardenError::prerequisite(format!(
                         "audit sequencer: inbox row {} says {n} events and holds {}",
@@ -360,67 +301,91 @@ fn chain_batch(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenError> 
                     )));
                 }
                 items
-                    .iter()
-                    .map(|v| (canonical_fields(v), Some(v.to_string())))
-                    .collect()
             }
         };
-        for (canonical, fields) in events {
+        let (chain_text, _) = text_datum(Some(&chain));
+        let fixed = [
+            text_datum(Some(&row.header.event_type)),
+            text_datum(row.header.tenant.as_deref()),
+            text_datum(row.header.actor.as_deref()),
+            text_datum(row.header.actor_kind.as_deref()),
+            text_datum(row.header.correlation_id.as_deref()),
+        ];
+        for fields in fields {
+            // SAFETY: a jsonb of this batch.
+            let canonical = unsafe { canonical_jsonb(fields) };
+            let salt = salts.next().expect("a salt per event");
             let (seq, prev) = heads[&chain];
             let seq = seq + 1;
-            let mut salt = [0u8; SALT_BYTES];
-            fill_random(&mut salt).map_err(|_| WardenError::random_source_failed())?;
-            let digest = payload_digest(&salt, &canonical);
+            let digest = payload_digest(salt, &canonical);
             let header = EventHeader {
                 chain: chain.clone(),
                 seq,
                 ..row.header.clone()
             };
             let hash = event_hash(&prev, &header, &digest);
-            chained.id.push(row.id);
-            chained.fields.push(fields);
-            chained.chain.push(chain.clone());
-            chained.seq.push(seq);
-            chained.salt.push(salt.to_vec());
-            chained.digest.push(digest.to_vec());
-            chained.prev.push(prev.to_vec());
-            chained.hash.push(hash.to_vec());
+            let cells = [
+                (chain_text, false),
+                (Datum::from(seq), false),
+                (Datum::from(row.ts), false),
+                fixed[0],
+                fixed[1],
+                fixed[2],
+                fixed[3],
+                fixed[4],
+                (Datum::from(row.header.txid), false),
+                (fields, false),
+                bytea_datum(salt),
+                bytea_datum(&digest),
+                bytea_datum(&prev),
+                bytea_datum(&hash),
+                (Datum::from(0usize), true),
+            ];
+            let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
+            let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();
+            log.append(&mut values, &mut nulls);
             heads.insert(chain.clone(), (seq, hash));
         }
+        // SAFETY: a row of the inbox this run read and nobody else deletes
+        // (one sequencer per database).
+        unsafe { pg_sys::simple_heap_delete(inbox_rel, &row.tid as *const _ as *mut _) };
     }
-    // one statement for the batch: the header columns come from the
-    // inbox row as stored, the chain columns from the arrays, the fields
-    // from the row (one event) or from the array (an event of a batch
-    // row: its text as read, so the log holds the value that was hashed)
-    Spi::run_with_args(
-        "INSERT INTO warden.audit_log (chain, seq, ts, event_type, tenant, actor, actor_kind, correlation_id,
-                                       txid, fields, fields_salt, payload_digest, prev_hash, hash)
-         SELECT b.chain, b.seq, i.ts, i.event_type, i.tenant, i.actor, i.actor_kind, i.correlation_id,
-                i.txid, coalesce(b.fields::pg_catalog.jsonb, i.fields),
-                b.salt, b.digest, b.prev, b.hash
-           -- multi-argument unnest is FROM-clause syntax only when
-           -- unqualified (search_path is pg_catalog here)
-           FROM unnest($1::pg_catalog.int8[], $2::pg_catalog.text[], $3::pg_catalog.int8[],
-                                  $4::pg_catalog.bytea[], $5::pg_catalog.bytea[], $6::pg_catalog.bytea[],
-                                  $7::pg_catalog.bytea[], $8::pg_catalog.text[])
-                AS b(id, chain, seq, salt, digest, prev, hash, fields)
-           JOIN warden.audit_inbox i ON i.id OPERATOR(pg_catalog.=) b.id",
-        &[
-            chained.id.clone().into(),
-            chained.chain.into(),
-            chained.seq.into(),
-            chained.salt.into(),
-            chained.digest.into(),
-            chained.prev.into(),
-            chained.hash.into(),
-            chained.fields.into(),
-        ],
-    )
-    .map_err(spi_error)?;
-    Spi::run_with_args(
-        "DELETE FROM warden.audit_inbox WHERE id OPERATOR(pg_catalog.=) ANY ($1)",
-        &[chained.id.into()],
-    )
-    .map_err(spi_error)?;
-    Ok(more)
+    log.close();
+    // SAFETY: closes the inbox keeping its lock; then this run's next
+    // reads see what the batch wrote.
+    unsafe {
+        pg_sys::table_close(inbox_rel, pg_sys::NoLock as i32);
+        pg_sys::CommandCounterIncrement();
+        pg_sys::UpdateActiveSnapshotCommandId();
+    }
+    Ok(true)
+}
+
+/// The elements of a jsonb array, each as a jsonb of its own.
+///
+/// # Safety
+/// A detoasted jsonb.
+unsafe fn array_elements(array: Datum) -> Vec<Datum> {
+    let mut out = Vec::new();
+    // SAFETY: iterates the array's top level; each element is copied into
+    // a new jsonb.
+    unsafe {
+        let jb = array.cast_mut_ptr::<pg_sys::Jsonb>();
+        let header = (*jb).root.header;
+        if header & pg_sys::JB_FARRAY == 0 || header & pg_sys::JB_FSCALAR != 0 {
+            return out;
+        }
+        let mut it = pg_sys::JsonbIteratorInit(&raw mut (*jb).root);
+        let mut v = std::mem::zeroed::<pg_sys::JsonbValue>();
+        loop {
+            match pg_sys::JsonbIteratorNext(&mut it, &mut v, true) {
+                pg_sys::JsonbIteratorToken::WJB_DONE => break,
+                pg_sys::JsonbIteratorToken::WJB_ELEM => {
+                    out.push(Datum::from(pg_sys::JsonbValueToJsonb(&mut v)))
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }

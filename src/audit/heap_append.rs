@@ -1,0 +1,158 @@
+//! Appends rows to pg_warden's own audit tables (the inbox, the log) by
+//! heap insert, with one entry in each of their indexes: no SQL, no
+//! planner, no executor. These tables take no triggers, rules or
+//! policies of anyone's (the guard refuses them), so nothing runs with
+//! the inserter's rights; their indexes are plain columns, and anything
+//! else is refused rather than left unmaintained. A heap insert checks no
+//! constraint: callers write only what the table's constraints allow.
+
+use std::ffi::{CStr, CString};
+
+use pgrx::pg_sys::{self, Datum};
+
+use crate::error::WardenError;
+
+/// The relation `warden.<name>` in this database.
+pub(super) fn warden_relation(name: &CStr) -> pg_sys::Oid {
+    // SAFETY: catalog lookups by name.
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"warden".as_ptr(), false);
+        pg_sys::get_relname_relid(name.as_ptr(), schema)
+    }
+}
+
+/// A text datum (palloc'd) and its null flag.
+pub(super) fn text_datum(s: Option<&str>) -> (Datum, bool) {
+    match s {
+        None => (Datum::from(0usize), true),
+        Some(s) => {
+            let c = CString::new(s).unwrap_or_default();
+            // SAFETY: copies the string into a palloc'd text.
+            (
+                Datum::from(unsafe { pg_sys::cstring_to_text(c.as_ptr()) }),
+                false,
+            )
+        }
+    }
+}
+
+/// A bytea datum (palloc'd).
+pub(super) fn bytea_datum(b: &[u8]) -> (Datum, bool) {
+    // SAFETY: a fresh varlena of the right size, filled.
+    unsafe {
+        let v = pg_sys::palloc(pg_sys::VARHDRSZ + b.len()).cast::<pg_sys::varlena>();
+        pgrx::set_varsize_4b(v, (pg_sys::VARHDRSZ + b.len()) as i32);
+        std::ptr::copy_nonoverlapping(b.as_ptr(), pgrx::vardata_4b(v).cast_mut().cast(), b.len());
+        (Datum::from(v), false)
+    }
+}
+
+/// A table opened for appending, with its index descriptions, looked up
+/// once for however many rows. `close` when done; an ERROR in between
+/// leaves them to the transaction's abort, as for any relation.
+pub(super) struct HeapAppender {
+    rel: pg_sys::Relation,
+    indexes: Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>,
+}
+
+impl HeapAppender {
+    /// Opens `warden.<name>`, which must have `columns` columns and no
+    /// row-level INSERT trigger or rule.
+    pub(super) fn open(name: &CStr, columns: i32) -> HeapAppender {
+        let oid = warden_relation(name);
+        let shown = name.to_string_lossy();
+        if oid == pg_sys::InvalidOid {
+            WardenError::prerequisite(format!("warden.{shown} is missing")).raise();
+        }
+        // SAFETY: the table and its indexes are locked and opened here and
+        // closed by `close` (or by the transaction's abort).
+        unsafe {
+            let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as i32);
+            let trig = (*rel).trigdesc;
+            let insert_triggers = !trig.is_null()
+                && ((*trig).trig_insert_before_row
+                    || (*trig).trig_insert_after_row
+                    || (*trig).trig_insert_instead_row
+                    || (*trig).trig_insert_before_statement
+                    || (*trig).trig_insert_after_statement
+                    || (*trig).trig_insert_new_table);
+            if (*(*rel).rd_att).natts != columns || insert_triggers || !(*rel).rd_rules.is_null() {
+                pg_sys::table_close(rel, pg_sys::NoLock as i32);
+                WardenError::prerequisite(format!("warden.{shown} is not as pg_warden made it"))
+                    .hint("ALTER EXTENSION pg_warden UPDATE, or reinstall the extension.")
+                    .raise();
+            }
+            let list = pg_sys::RelationGetIndexList(rel);
+            let n = if list.is_null() { 0 } else { (*list).length };
+            let mut indexes = Vec::with_capacity(n as usize);
+            for i in 0..n as usize {
+                let index_oid = (*(*list).elements.add(i)).oid_value;
+                let index = pg_sys::index_open(index_oid, pg_sys::RowExclusiveLock as i32);
+                let info = pg_sys::BuildIndexInfo(index);
+                if !(*info).ii_Expressions.is_null() || !(*info).ii_Predicate.is_null() {
+                    pg_sys::index_close(index, pg_sys::NoLock as i32);
+                    for (opened, _) in indexes {
+                        pg_sys::index_close(opened, pg_sys::NoLock as i32);
+                    }
+                    pg_sys::table_close(rel, pg_sys::NoLock as i32);
+                    WardenError::prerequisite(format!(
+                        "warden.{shown} has an index pg_warden did not make"
+                    ))
+                    .raise();
+                }
+                indexes.push((index, info));
+            }
+            HeapAppender { rel, indexes }
+        }
+    }
+
+    /// Appends one row (values in column order).
+    pub(super) fn append(&mut self, values: &mut [Datum], nulls: &mut [bool]) {
+        // SAFETY: the relation and indexes opened by `open`, values of its
+        // row type; the tuple is freed after the inserts copied it.
+        unsafe {
+            let tuple = pg_sys::heap_form_tuple(
+                (*self.rel).rd_att,
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
+            );
+            pg_sys::simple_heap_insert(self.rel, tuple);
+            for &(index, info) in &self.indexes {
+                let keys = (*info).ii_NumIndexAttrs as usize;
+                let mut key_values = Vec::with_capacity(keys);
+                let mut key_nulls = Vec::with_capacity(keys);
+                for k in 0..keys {
+                    let att = (*info).ii_IndexAttrNumbers[k] as usize;
+                    key_values.push(values[att - 1]);
+                    key_nulls.push(nulls[att - 1]);
+                }
+                pg_sys::index_insert(
+                    index,
+                    key_values.as_mut_ptr(),
+                    key_nulls.as_mut_ptr(),
+                    &mut (*tuple).t_self,
+                    self.rel,
+                    if (*info).ii_Unique {
+                        pg_sys::IndexUniqueCheck::UNIQUE_CHECK_YES
+                    } else {
+                        pg_sys::IndexUniqueCheck::UNIQUE_CHECK_NO
+                    },
+                    false,
+                    info,
+                );
+            }
+            pg_sys::heap_freetuple(tuple);
+        }
+    }
+
+    pub(super) fn close(self) {
+        // SAFETY: closes what `open` opened, keeping the locks to the end
+        // of the transaction.
+        unsafe {
+            for (index, _) in self.indexes {
+                pg_sys::index_close(index, pg_sys::NoLock as i32);
+            }
+            pg_sys::table_close(self.rel, pg_sys::NoLock as i32);
+        }
+    }
+}
