@@ -232,6 +232,46 @@ fn fields_of_every_json_shape_verify_in_the_database_and_offline() {
     assert!(v.iter().all(|v| v.1.is_none()), "{v:?}");
 }
 
+/// A transaction that drew its inbox id long before it committed (here
+/// 200 000 ids before the newest chained event, past the window each run
+/// looks back) is still chained, by the periodic scan from the start.
+#[test]
+fn an_event_committed_long_after_its_id_was_drawn_is_chained() {
+    let cluster = Cluster::start("audit_straggler", &[]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE EXTENSION pg_warden").unwrap();
+    wait_running(&mut admin, "postgres");
+    let mut late = cluster.connect("postgres");
+    late.batch_execute("BEGIN; SELECT warden.audit_emit('test.late', '{\"n\": 1}')")
+        .unwrap();
+    admin
+        .batch_execute(
+            "SELECT setval('warden.audit_inbox_id_seq', nextval('warden.audit_inbox_id_seq') + 200000);
+             SELECT warden.audit_emit('test.early', '{\"n\": 2}');",
+        )
+        .unwrap();
+    let count = |c: &mut Client, t: &str| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM warden.audit_log WHERE event_type = $1",
+            &[&t],
+        )
+        .unwrap()
+        .get(0)
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "the later id to be chained",
+        || (count(&mut admin, "test.early") == 1).then_some(()),
+    );
+    late.batch_execute("COMMIT").unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the earlier id to be chained",
+        || (count(&mut admin, "test.late") == 1).then_some(()),
+    );
+    assert!(verdicts(&mut admin).iter().all(|v| v.1.is_none()));
+}
+
 #[test]
 fn the_log_refuses_changes_and_each_tampering_is_found_with_its_reason() {
     let cluster = Cluster::start("audit_tamper", &[]);

@@ -15,7 +15,8 @@ use crate::error::WardenError;
 /// One inbox row.
 pub(super) struct InboxRow {
     pub id: i64,
-    pub tid: pg_sys::ItemPointerData,
+    /// Where the row is (None: an event that is not in the inbox).
+    pub tid: Option<pg_sys::ItemPointerData>,
     /// chain and seq not yet given
     pub header: EventHeader,
     /// When it was emitted, as stored (a Postgres TimestampTz).
@@ -122,7 +123,7 @@ pub(super) fn read_after(after: i64, limits: &Limits) -> Vec<InboxRow> {
             let ts = col(1).0.value() as i64;
             out.push(InboxRow {
                 id: col(0).0.value() as i64,
-                tid: (*slot).tts_tid,
+                tid: Some((*slot).tts_tid),
                 header: EventHeader {
                     chain: String::new(),
                     seq: 0,

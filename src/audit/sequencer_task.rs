@@ -20,6 +20,7 @@ use warden_core::crypto::fill_random;
 
 use super::datum_read::canonical_jsonb;
 use super::heap_append::{bytea_datum, text_datum, HeapAppender};
+use super::inbox_read::InboxRow;
 use crate::error::WardenError;
 use crate::privileged::as_superuser;
 use crate::workers::{
@@ -77,7 +78,21 @@ struct Sequencer {
     signed_at: HashMap<String, Instant>,
     /// Chains this run checkpointed, noted once it commits.
     signed_this_run: Vec<String>,
+    /// The highest inbox id a committed run chained, and this run's.
+    high_water: i64,
+    high_water_this_run: i64,
+    /// When a run last scanned the inbox from its start.
+    full_scan_at: Option<Instant>,
 }
+
+/// A run scans the inbox from LOOKBACK ids below the highest id chained
+/// so far: rows chained and deleted since the last vacuum stay in the
+/// index, and walking all of them on every run (every commit wakes one)
+/// cost more than the chaining. A row whose transaction held its id
+/// longer than that is chained by the next full scan, at most
+/// FULL_SCAN_EVERY later.
+const LOOKBACK: i64 = 100_000;
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
 
 impl Sequencer {
     /// Writes the checkpoints that are due, in the run's transaction.
@@ -115,19 +130,32 @@ impl Task for Sequencer {
     fn run(&mut self, ctx: &TaskContext) -> Result<TaskReport, WardenError> {
         self.taken.clear();
         discard_dropped_databases_events(ctx.slot_index, ctx.dboid)?;
-        let (records, taken) = super::ring::take(ctx.dboid, RING_BATCH);
-        if !records.is_empty() {
-            as_superuser(|| move_to_inbox(&records))?;
-            self.taken = taken;
-        }
         self.signed_this_run.clear();
         self.unsigned_this_run.clear();
         let mut advanced = Heads::new();
+        // durable events are chained straight from the ring, in its order,
+        // in this run's transaction; their room is freed once it commits
+        let (records, taken) = super::ring::take(ctx.dboid, RING_BATCH);
+        if !records.is_empty() {
+            as_superuser(|| chain_ring_records(&mut advanced, &records))?;
+            self.taken = taken;
+        }
         // within a run, each batch starts after the last one (the index
         // scan does not walk the entries of rows this run deleted); a row
-        // with a lower id that commits later is taken by the next run
-        let mut after = 0i64;
+        // with a lower id that commits later is taken by a later run
+        let full = self
+            .full_scan_at
+            .is_none_or(|at| at.elapsed() >= FULL_SCAN_EVERY);
+        if full {
+            self.full_scan_at = Some(Instant::now());
+        }
+        let mut after = if full {
+            0
+        } else {
+            (self.high_water - LOOKBACK).max(0)
+        };
         while as_superuser(|| chain_batch(&mut advanced, &mut after))? {}
+        self.high_water_this_run = after;
         self.checkpoint(advanced)?;
         // the inbox is drained up to what this run's snapshot saw; what is
         // left is what the ring still holds beyond this run's share (not a
@@ -146,6 +174,7 @@ impl Task for Sequencer {
 
     fn committed(&mut self, _ctx: &TaskContext) {
         super::ring::release(std::mem::take(&mut self.taken));
+        self.high_water = self.high_water.max(self.high_water_this_run);
         let now = Instant::now();
         for chain in self.signed_this_run.drain(..) {
             self.unsigned.remove(&chain);
@@ -176,45 +205,47 @@ fn discard_dropped_databases_events(slot: usize, dboid: u32) -> Result<(), Warde
     Ok(())
 }
 
-/// Inserts ring records into the inbox, in ring order, with the heap
-/// insert every other path uses, then makes them visible to this run's
-/// next queries.
-fn move_to_inbox(records: &[Vec<u8>]) -> Result<(), WardenError> {
-    let mut writer = super::inbox_write::InboxWriter::open();
-    for r in records {
-        let (h, fields) = decode_pending(r).ok_or_else(|| {
-            WardenError::prerequisite("audit sequencer: a ring record does not decode")
-        })?;
-        // JSON text written by serde_json never holds a NUL
-        let fields = std::ffi::CString::new(fields).map_err(|_| {
-            WardenError::prerequisite("audit sequencer: a ring record's fields hold a NUL")
-        })?;
-        // SAFETY: jsonb_in of a C string of this call.
-        let fields = unsafe {
-            pgrx::direct_function_call_as_datum(
-                pg_sys::jsonb_in,
-                &[Some(pg_sys::Datum::from(fields.as_ptr()))],
-            )
-        }
-        .expect("jsonb_in returns a value or raises");
-        writer.append(&super::inbox_write::InboxEvent {
-            event_type: &h.event_type,
-            tenant: h.tenant.as_deref(),
-            actor: h.actor.as_deref(),
-            actor_kind: h.actor_kind.as_deref(),
-            correlation_id: h.correlation_id.as_deref(),
-            emitted: Some((h.ts_micros - super::durable::POSTGRES_EPOCH_MICROS, h.txid)),
-            fields,
-            events: None,
-        });
-    }
-    writer.close();
-    // SAFETY: the run's transaction and the snapshot the runner pushed.
-    unsafe {
-        pg_sys::CommandCounterIncrement();
-        pg_sys::UpdateActiveSnapshotCommandId();
+/// Chains ring records (durable events) in ring order, a thousand at a
+/// time, each batch in a memory context of its own.
+fn chain_ring_records(heads: &mut Heads, records: &[Vec<u8>]) -> Result<(), WardenError> {
+    for chunk in records.chunks(BATCH as usize) {
+        let mut scratch = PgMemoryContexts::new("pg_warden audit sequencer ring batch");
+        // SAFETY: the batch's work in a memory context of its own.
+        unsafe {
+            scratch.switch_to(|_| {
+                let rows = chunk
+                    .iter()
+                    .map(|r| ring_record_row(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                chain_rows(heads, &rows)
+            })
+        }?;
     }
     Ok(())
+}
+
+/// A ring record as a row to chain (nothing to delete afterwards).
+fn ring_record_row(record: &[u8]) -> Result<InboxRow, WardenError> {
+    let (header, fields) = decode_pending(record).ok_or_else(|| {
+        WardenError::prerequisite("audit sequencer: a ring record does not decode")
+    })?;
+    // JSON text written by serde_json never holds a NUL
+    let fields = std::ffi::CString::new(fields).map_err(|_| {
+        WardenError::prerequisite("audit sequencer: a ring record's fields hold a NUL")
+    })?;
+    // SAFETY: jsonb_in of a C string of this call.
+    let fields = unsafe {
+        pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(Datum::from(fields.as_ptr()))])
+    }
+    .expect("jsonb_in returns a value or raises");
+    Ok(InboxRow {
+        id: 0,
+        tid: None,
+        ts: header.ts_micros - super::durable::POSTGRES_EPOCH_MICROS,
+        header,
+        fields,
+        events: None,
+    })
 }
 
 fn spi_error(e: pgrx::spi::Error) -> WardenError {
@@ -274,6 +305,14 @@ fn chain_batch_in(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenErro
         return Ok(false);
     };
     *after = last.id;
+    chain_rows(heads, &rows)?;
+    Ok(true)
+}
+
+/// Gives each event of `rows` the next seq of its chain, its salt, digest
+/// and hash, appends it to the log and deletes the inbox rows it came
+/// from, then makes all of it visible to the run's next reads.
+fn chain_rows(heads: &mut Heads, rows: &[InboxRow]) -> Result<(), WardenError> {
     let events: usize = rows.iter().map(|r| r.events.unwrap_or(1) as usize).sum();
     let mut salts = vec![0u8; events * SALT_BYTES];
     fill_random(&mut salts).map_err(|_| WardenError::random_source_failed())?;
@@ -283,7 +322,7 @@ fn chain_batch_in(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenErro
     // SAFETY: the inbox is opened here and closed below (or by the abort
     // of an ERROR); the rows deleted are the ones this run's snapshot read.
     let inbox_rel = unsafe { pg_sys::table_open(inbox, pg_sys::RowExclusiveLock as i32) };
-    for row in &rows {
+    for row in rows {
         let chain = row.header.tenant.clone().unwrap_or_else(|| "global".into());
         if !heads.contains_key(&chain) {
             heads.insert(chain.clone(), chain_head(&chain)?);
@@ -346,9 +385,11 @@ fn chain_batch_in(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenErro
             log.append(&mut values, &mut nulls);
             heads.insert(chain.clone(), (seq, hash));
         }
-        // SAFETY: a row of the inbox this run read and nobody else deletes
-        // (one sequencer per database).
-        unsafe { pg_sys::simple_heap_delete(inbox_rel, &row.tid as *const _ as *mut _) };
+        if let Some(tid) = row.tid {
+            // SAFETY: a row of the inbox this run read and nobody else
+            // deletes (one sequencer per database).
+            unsafe { pg_sys::simple_heap_delete(inbox_rel, &tid as *const _ as *mut _) };
+        }
     }
     log.close();
     // SAFETY: closes the inbox keeping its lock; then this run's next
@@ -358,7 +399,7 @@ fn chain_batch_in(heads: &mut Heads, after: &mut i64) -> Result<bool, WardenErro
         pg_sys::CommandCounterIncrement();
         pg_sys::UpdateActiveSnapshotCommandId();
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The elements of a jsonb array, each as a jsonb of its own.
