@@ -444,4 +444,4 @@ COMMENT ON INDEX warden.audit_log_tenant_idx IS 'Finds a tenant''s chain (made b
 COMMENT ON INDEX warden.audit_inbox_tenant_idx IS 'Finds a tenant''s waiting events (made by enable_tenancy).';
 
 COMMENT ON VIEW warden.worker_status IS
-  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed, excluded by warden.databases), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';
+  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed, excluded: no worker may run but durable audit events wait in its ring), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';

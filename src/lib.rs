@@ -21,6 +21,7 @@ mod shared_memory;
 mod spi_read;
 mod tenancy;
 mod tenant_context;
+mod tuple_desc;
 mod workers;
 
 ::pgrx::pg_module_magic!(name, version);

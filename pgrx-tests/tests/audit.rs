@@ -280,6 +280,7 @@ fn the_log_refuses_changes_and_each_tampering_is_found_with_its_reason() {
     wait_running(&mut admin, "postgres");
     let cases = [
         "t_edit", "t_forge", "t_resign", "t_delete", "t_tail", "t_insert", "t_swap", "t_intact",
+        "t_far",
     ];
     for chain in cases {
         // eight events each, chained (and checkpointed) in one batch
@@ -356,7 +357,12 @@ fn the_log_refuses_changes_and_each_tampering_is_found_with_its_reason() {
                  FROM warden.audit_log WHERE chain = 't_insert' AND seq = 3;
              UPDATE warden.audit_log SET seq = 1004 WHERE chain = 't_swap' AND seq = 4;
              UPDATE warden.audit_log SET seq = 4 WHERE chain = 't_swap' AND seq = 5;
-             UPDATE warden.audit_log SET seq = 5 WHERE chain = 't_swap' AND seq = 1004;",
+             UPDATE warden.audit_log SET seq = 5 WHERE chain = 't_swap' AND seq = 1004;
+             -- a forged row at the last possible seq
+             INSERT INTO warden.audit_log
+               SELECT chain, 9223372036854775807, ts, event_type, tenant, actor, actor_kind, correlation_id,
+                      txid, fields, fields_salt, payload_digest, prev_hash, hash, redacted_at
+                 FROM warden.audit_log WHERE chain = 't_far' AND seq = 3;",
         )
         .unwrap();
     forge_from(&mut forger, "t_forge", 3);
@@ -375,6 +381,7 @@ fn the_log_refuses_changes_and_each_tampering_is_found_with_its_reason() {
     let want: Vec<(String, Option<i64>, Option<String>)> = [
         ("t_delete", Some(4), Some("deleted")),
         ("t_edit", Some(3), Some("edited")),
+        ("t_far", Some(9), Some("deleted")),
         ("t_forge", Some(8), Some("edited")),
         ("t_insert", Some(4), Some("inserted")),
         ("t_intact", None, None),

@@ -26,8 +26,21 @@ pub(super) unsafe fn bytes<'a>(d: Datum) -> &'a [u8] {
 /// # Safety
 /// As `bytes`; text.
 pub(super) unsafe fn text(d: Datum, null: bool) -> Option<String> {
+    if null {
+        return None;
+    }
     // SAFETY: per the contract.
-    (!null).then(|| String::from_utf8_lossy(unsafe { bytes(d) }).into_owned())
+    match std::str::from_utf8(unsafe { bytes(d) }) {
+        Ok(s) => Some(s.to_string()),
+        // the chain's format is UTF-8 text: a value of another server
+        // encoding would be hashed as something other than what is stored
+        Err(_) => crate::error::WardenError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
+            "an audit event holds text that is not UTF-8",
+        )
+        .hint("pg_warden's audit chain needs a database created with ENCODING 'UTF8'.")
+        .raise(),
+    }
 }
 
 pub(super) fn hash32(b: &[u8]) -> [u8; 32] {

@@ -56,9 +56,11 @@ pub(super) struct HeapAppender {
 }
 
 impl HeapAppender {
-    /// Opens `warden.<name>`, which must have `columns` columns and no
-    /// row-level INSERT trigger or rule.
-    pub(super) fn open(name: &CStr, columns: i32) -> HeapAppender {
+    /// Opens `warden.<name>`, which must be a heap table of exactly the
+    /// column types `types` (rule 3 of docs/security.md: the tuple is
+    /// formed from values of those types), with no INSERT trigger or rule,
+    /// and only valid btree indexes on plain columns.
+    pub(super) fn open(name: &CStr, types: &[pg_sys::Oid]) -> HeapAppender {
         let oid = warden_relation(name);
         let shown = name.to_string_lossy();
         if oid == pg_sys::InvalidOid {
@@ -76,7 +78,18 @@ impl HeapAppender {
                     || (*trig).trig_insert_before_statement
                     || (*trig).trig_insert_after_statement
                     || (*trig).trig_insert_new_table);
-            if (*(*rel).rd_att).natts != columns || insert_triggers || !(*rel).rd_rules.is_null() {
+            let desc = (*rel).rd_att;
+            let types_match = (*desc).natts as usize == types.len()
+                && types.iter().enumerate().all(|(i, &typ)| {
+                    let a = crate::tuple_desc::attribute(desc, i);
+                    !a.attisdropped && a.atttypid == typ
+                });
+            if (*(*rel).rd_rel).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
+                || (*(*rel).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID
+                || !types_match
+                || insert_triggers
+                || !(*rel).rd_rules.is_null()
+            {
                 pg_sys::table_close(rel, pg_sys::NoLock as i32);
                 WardenError::prerequisite(format!("warden.{shown} is not as pg_warden made it"))
                     .hint("ALTER EXTENSION pg_warden UPDATE, or reinstall the extension.")
@@ -89,7 +102,13 @@ impl HeapAppender {
                 let index_oid = (*(*list).elements.add(i)).oid_value;
                 let index = pg_sys::index_open(index_oid, pg_sys::RowExclusiveLock as i32);
                 let info = pg_sys::BuildIndexInfo(index);
-                if !(*info).ii_Expressions.is_null() || !(*info).ii_Predicate.is_null() {
+                let form = (*index).rd_index;
+                if !(*info).ii_Expressions.is_null()
+                    || !(*info).ii_Predicate.is_null()
+                    || (*(*index).rd_rel).relam != pg_sys::BTREE_AM_OID
+                    || !(*form).indisvalid
+                    || !(*form).indisready
+                {
                     pg_sys::index_close(index, pg_sys::NoLock as i32);
                     for (opened, _) in indexes {
                         pg_sys::index_close(opened, pg_sys::NoLock as i32);

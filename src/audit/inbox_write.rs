@@ -42,7 +42,18 @@ pub(super) struct InboxWriter {
 
 /// Columns of the inbox, in table order: id, ts, event_type, tenant,
 /// actor, actor_kind, correlation_id, txid, fields, events.
-const INBOX_COLUMNS: i32 = 10;
+const INBOX_COLUMNS: [pg_sys::Oid; 10] = [
+    pg_sys::INT8OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::XID8OID,
+    pg_sys::JSONBOID,
+    pg_sys::INT4OID,
+];
 
 impl InboxWriter {
     pub(super) fn open() -> InboxWriter {
@@ -51,7 +62,7 @@ impl InboxWriter {
             WardenError::prerequisite("warden.audit_inbox_id_seq is missing").raise();
         }
         InboxWriter {
-            table: HeapAppender::open(c"audit_inbox", INBOX_COLUMNS),
+            table: HeapAppender::open(c"audit_inbox", &INBOX_COLUMNS),
             sequence,
         }
     }

@@ -54,6 +54,7 @@ unsafe fn push(
 ) -> *mut pg_sys::JsonbValue {
     // SAFETY: per the caller's contract.
     unsafe {
+        pg_sys::check_stack_depth();
         match value {
             Value::Object(map) => {
                 pg_sys::pushJsonbValue(

@@ -8,7 +8,7 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Datum};
 use pgrx::PgMemoryContexts;
-use warden_core::audit::{EventHeader, StoredEvent};
+use warden_core::audit::{payload_digest, EventHeader, StoredEvent};
 
 use super::datum_read::{bytes, canonical_jsonb, hash32, text};
 
@@ -41,16 +41,24 @@ fn relation(name: &CStr) -> pg_sys::Oid {
     oid
 }
 
-/// The rows of `chain` with `from_seq <= seq < before`, in seq order.
-pub(super) fn read_window(chain: &str, from_seq: i64, before: i64) -> Vec<StoredEvent> {
+/// A scan of `chain`'s rows with `from_seq <= seq <= last_seq` in seq
+/// order under `snapshot`, calling `row` with each row's slot until it
+/// returns false.
+///
+/// # Safety
+/// `snapshot` is registered (or active) for the whole call.
+unsafe fn scan_log(
+    chain: &str,
+    from_seq: i64,
+    last_seq: i64,
+    snapshot: pg_sys::Snapshot,
+    mut row: impl FnMut(&[Datum], &[bool], &[usize]) -> bool,
+) {
     let log = relation(c"audit_log");
     let pkey = relation(c"audit_log_pkey");
-    let mut out = Vec::new();
-    // what the scan detoasts and builds goes with the window
-    let mut scratch = PgMemoryContexts::new("pg_warden audit_verify window");
-    // SAFETY: the log and its primary key are opened, scanned under the
-    // active snapshot and closed here; the scan keys follow the index's
-    // (chain, seq) columns with its collation.
+    // SAFETY: the log and its primary key are opened, scanned and closed
+    // here; the scan keys follow the index's (chain, seq) columns with its
+    // collation.
     unsafe {
         let rel = pg_sys::table_open(log, pg_sys::AccessShareLock as i32);
         let index = pg_sys::index_open(pkey, pg_sys::AccessShareLock as i32);
@@ -84,59 +92,22 @@ pub(super) fn read_window(chain: &str, from_seq: i64, before: i64) -> Vec<Stored
         pg_sys::ScanKeyInit(
             &mut keys[2],
             2,
-            pg_sys::BTLessStrategyNumber as u16,
-            pg_sys::Oid::from(pg_sys::F_INT8LT),
-            Datum::from(before),
+            pg_sys::BTLessEqualStrategyNumber as u16,
+            pg_sys::Oid::from(pg_sys::F_INT8LE),
+            Datum::from(last_seq),
         );
-        let snapshot = pg_sys::GetActiveSnapshot();
         #[cfg(not(feature = "pg18"))]
         let scan = pg_sys::index_beginscan(rel, index, snapshot, 3, 0);
         #[cfg(feature = "pg18")]
         let scan = pg_sys::index_beginscan(rel, index, snapshot, std::ptr::null_mut(), 3, 0);
         pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, std::ptr::null_mut(), 0);
         let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
-        let mut n = 0usize;
         while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            let event = scratch.switch_to(|_| {
-                pg_sys::slot_getallattrs(slot);
-                let values = std::slice::from_raw_parts((*slot).tts_values, (*desc).natts as usize);
-                let nulls = std::slice::from_raw_parts((*slot).tts_isnull, (*desc).natts as usize);
-                let col = |i: usize| (values[attnums[i] - 1], nulls[attnums[i] - 1]);
-                let text_col = |i: usize| {
-                    let (d, null) = col(i);
-                    text(d, null)
-                };
-                let bytes_col = |i: usize| {
-                    let (d, null) = col(i);
-                    (!null).then(|| bytes(d).to_vec())
-                };
-                let (ts, _) = col(2);
-                let (txid, _) = col(8);
-                let (fields, fields_null) = col(9);
-                StoredEvent {
-                    header: EventHeader {
-                        chain: chain.to_string(),
-                        seq: col(1).0.value() as i64,
-                        ts_micros: (ts.value() as i64)
-                            .saturating_add(super::durable::POSTGRES_EPOCH_MICROS),
-                        event_type: text_col(3).unwrap_or_default(),
-                        tenant: text_col(4),
-                        actor: text_col(5),
-                        actor_kind: text_col(6),
-                        correlation_id: text_col(7),
-                        txid: txid.value() as u64,
-                    },
-                    canonical_fields: (!fields_null).then(|| canonical_jsonb(fields)),
-                    fields_salt: bytes_col(10),
-                    payload_digest: hash32(&bytes_col(11).unwrap_or_default()),
-                    prev_hash: hash32(&bytes_col(12).unwrap_or_default()),
-                    hash: hash32(&bytes_col(13).unwrap_or_default()),
-                }
-            });
-            out.push(event);
-            n += 1;
-            if n.is_multiple_of(1000) {
-                scratch.reset();
+            pg_sys::slot_getallattrs(slot);
+            let values = std::slice::from_raw_parts((*slot).tts_values, (*desc).natts as usize);
+            let nulls = std::slice::from_raw_parts((*slot).tts_isnull, (*desc).natts as usize);
+            if !row(values, nulls, &attnums) {
+                break;
             }
         }
         pg_sys::ExecDropSingleTupleTableSlot(slot);
@@ -144,5 +115,101 @@ pub(super) fn read_window(chain: &str, from_seq: i64, before: i64) -> Vec<Stored
         pg_sys::index_close(index, pg_sys::NoLock as i32);
         pg_sys::table_close(rel, pg_sys::NoLock as i32);
     }
+}
+
+/// The first seq of `chain` at or after `from_seq` under `snapshot`.
+///
+/// # Safety
+/// As `scan_log`.
+pub(super) unsafe fn first_seq_from(
+    chain: &str,
+    from_seq: i64,
+    snapshot: pg_sys::Snapshot,
+) -> Option<i64> {
+    let mut first = None;
+    // SAFETY: per the contract.
+    unsafe {
+        scan_log(chain, from_seq, i64::MAX, snapshot, |values, _, attnums| {
+            first = Some(values[attnums[1] - 1].value() as i64);
+            false
+        })
+    };
+    first
+}
+
+/// The rows of `chain` with `from_seq <= seq <= last_seq`, in seq order,
+/// under `snapshot`. A row whose fields match its payload digest comes
+/// without them (as an erased payload does: nothing is left to check),
+/// so a window holds headers and hashes, whatever size the events are.
+///
+/// # Safety
+/// As `scan_log`.
+pub(super) unsafe fn read_window(
+    chain: &str,
+    from_seq: i64,
+    last_seq: i64,
+    snapshot: pg_sys::Snapshot,
+) -> Vec<StoredEvent> {
+    let mut out = Vec::new();
+    // what a row detoasts goes with it
+    let mut scratch = PgMemoryContexts::new("pg_warden audit_verify row");
+    // SAFETY: per the contract; each row's datums are read while the slot
+    // holds it, copied into Rust, and the scratch context reset after.
+    unsafe {
+        scan_log(
+            chain,
+            from_seq,
+            last_seq,
+            snapshot,
+            |values, nulls, attnums| {
+                let col = |i: usize| (values[attnums[i] - 1], nulls[attnums[i] - 1]);
+                let event = scratch.switch_to(|_| {
+                    let text_col = |i: usize| {
+                        let (d, null) = col(i);
+                        text(d, null)
+                    };
+                    let bytes_col = |i: usize| {
+                        let (d, null) = col(i);
+                        (!null).then(|| bytes(d).to_vec())
+                    };
+                    let (ts, _) = col(2);
+                    let (txid, _) = col(8);
+                    let (fields, fields_null) = col(9);
+                    let digest = hash32(&bytes_col(11).unwrap_or_default());
+                    let mut canonical_fields = (!fields_null).then(|| canonical_jsonb(fields));
+                    let mut fields_salt = bytes_col(10);
+                    if let (Some(f), Some(salt)) = (&canonical_fields, &fields_salt) {
+                        if payload_digest(salt, f) == digest {
+                            // checked: the chain check needs only the digest
+                            canonical_fields = None;
+                            fields_salt = None;
+                        }
+                    }
+                    StoredEvent {
+                        header: EventHeader {
+                            chain: chain.to_string(),
+                            seq: col(1).0.value() as i64,
+                            ts_micros: (ts.value() as i64)
+                                .saturating_add(super::durable::POSTGRES_EPOCH_MICROS),
+                            event_type: text_col(3).unwrap_or_default(),
+                            tenant: text_col(4),
+                            actor: text_col(5),
+                            actor_kind: text_col(6),
+                            correlation_id: text_col(7),
+                            txid: txid.value() as u64,
+                        },
+                        canonical_fields,
+                        fields_salt,
+                        payload_digest: digest,
+                        prev_hash: hash32(&bytes_col(12).unwrap_or_default()),
+                        hash: hash32(&bytes_col(13).unwrap_or_default()),
+                    }
+                });
+                out.push(event);
+                scratch.reset();
+                true
+            },
+        )
+    };
     out
 }

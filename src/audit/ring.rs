@@ -228,6 +228,12 @@ pub fn take(dboid: u32, max: usize) -> (Vec<Vec<u8>>, Vec<(usize, Taken)>) {
     (records, taken)
 }
 
+/// Whether ring `i` holds events not committed yet (its slot must then
+/// stay its database's).
+pub fn holds_records(i: usize) -> bool {
+    with_ring(i, |state, _, _| state.records > 0)
+}
+
 /// The database whose events ring `i` holds, when that is not `dboid`
 /// and it holds some.
 pub fn foreign_owner(i: usize, dboid: u32) -> Option<u32> {

@@ -44,6 +44,7 @@ pub fn register() {
         name: "audit_sequencer",
         runs_on_any_wakeup: false,
         make: || Box::new(Sequencer::default()),
+        holds_slot: Some(super::ring::holds_records),
     });
     let _ = TASK.set(id);
     super::ring::register();
@@ -255,7 +256,23 @@ fn spi_error(e: pgrx::spi::Error) -> WardenError {
 /// Columns of the log, in table order: chain, seq, ts, event_type,
 /// tenant, actor, actor_kind, correlation_id, txid, fields, fields_salt,
 /// payload_digest, prev_hash, hash, redacted_at.
-const LOG_COLUMNS: i32 = 15;
+const LOG_COLUMNS: [pg_sys::Oid; 15] = [
+    pg_sys::TEXTOID,
+    pg_sys::INT8OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::XID8OID,
+    pg_sys::JSONBOID,
+    pg_sys::BYTEAOID,
+    pg_sys::BYTEAOID,
+    pg_sys::BYTEAOID,
+    pg_sys::BYTEAOID,
+    pg_sys::TIMESTAMPTZOID,
+];
 
 /// Where `chain` stands: its last seq and hash; when it has no event
 /// (all pruned), its last signed checkpoint; else 0 and GENESIS.
@@ -318,7 +335,7 @@ fn chain_rows(heads: &mut Heads, rows: &[InboxRow]) -> Result<(), WardenError> {
     fill_random(&mut salts).map_err(|_| WardenError::random_source_failed())?;
     let mut salts = salts.chunks_exact(SALT_BYTES);
     let inbox = super::heap_append::warden_relation(c"audit_inbox");
-    let mut log = HeapAppender::open(c"audit_log", LOG_COLUMNS);
+    let mut log = HeapAppender::open(c"audit_log", &LOG_COLUMNS);
     // SAFETY: the inbox is opened here and closed below (or by the abort
     // of an ERROR); the rows deleted are the ones this run's snapshot read.
     let inbox_rel = unsafe { pg_sys::table_open(inbox, pg_sys::RowExclusiveLock as i32) };
@@ -355,7 +372,13 @@ fn chain_rows(heads: &mut Heads, rows: &[InboxRow]) -> Result<(), WardenError> {
             let canonical = unsafe { canonical_jsonb(fields) };
             let salt = salts.next().expect("a salt per event");
             let (seq, prev) = heads[&chain];
-            let seq = seq + 1;
+            // (a head at i64::MAX can only have been forged by hand)
+            let seq = seq.checked_add(1).ok_or_else(|| {
+                WardenError::prerequisite(format!(
+                    "audit sequencer: chain {chain} is at the last seq"
+                ))
+                .hint("Verify the chain: its head was written by hand.")
+            })?;
             let digest = payload_digest(salt, &canonical);
             let header = EventHeader {
                 chain: chain.clone(),

@@ -2,6 +2,7 @@
 //! the same code as the offline verifier (`warden_core::audit`), naming
 //! the first bad seq of each and why.
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use warden_core::audit::{
     canonical_fields_text, start_signed_check, Checkpoint, EventHeader, Failure, StoredEvent,
@@ -19,6 +20,9 @@ fn hash32(v: Option<Vec<u8>>) -> [u8; 32] {
 /// Seqs `audit_verify` reads and checks at a time: a long chain is never
 /// held in memory whole.
 const WINDOW: i64 = 10_000;
+/// Rows read after a broken link to tell why it broke (a row swapped
+/// with one further away than this reads as edited, not reordered).
+const RECLASSIFY_ROWS: i64 = 200_000;
 
 /// The rows of `chain` from `from_seq` on, in seq order, with each row's
 /// fields as stored (JSON text; None once redacted), for the export.
@@ -85,34 +89,62 @@ pub(super) fn verify_stored_chain(
     let key = public_key
         .map(<[u8]>::to_vec)
         .or_else(|| (!checkpoints.is_empty()).then(Vec::new));
-    let (first_seq, last_seq) = crate::spi_read::read_two::<i64, i64>(
-        "SELECT pg_catalog.min(x.seq), pg_catalog.max(x.seq) FROM warden.audit_log x
-          WHERE x.chain OPERATOR(pg_catalog.=) $1 AND x.seq OPERATOR(pg_catalog.>=) $2",
-        &[chain.into(), from_seq.into()],
-    )?;
-    let mut check = match start_signed_check(first_seq, &checkpoints, key.as_deref(), from) {
-        Ok(check) => check,
-        Err(f) => return Ok(Err(f)),
-    };
+    // every read below under one snapshot, taken after the checkpoints
+    // were read: it holds every event they sign
+    // SAFETY: registered here, unregistered below (or by the abort of an
+    // ERROR in between).
+    let snapshot = unsafe { pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot()) };
+    let outcome = check_chain(
+        chain,
+        from_seq,
+        from,
+        &checkpoints,
+        key.as_deref(),
+        snapshot,
+    );
+    // SAFETY: registered above.
+    unsafe { pg_sys::UnregisterSnapshot(snapshot) };
+    Ok(outcome)
+}
+
+/// The check of `verify_stored_chain` under `snapshot`.
+fn check_chain(
+    chain: &str,
+    from_seq: i64,
+    from: Option<VerifyFrom>,
+    checkpoints: &[(Checkpoint, Vec<u8>)],
+    key: Option<&[u8]>,
+    snapshot: pg_sys::Snapshot,
+) -> Result<u64, Failure> {
+    // SAFETY (the log_scan calls): the snapshot is registered by the caller.
+    let first_seq = unsafe { super::log_scan::first_seq_from(chain, from_seq, snapshot) };
+    let mut check = start_signed_check(first_seq, checkpoints, key, from)?;
     let mut next = first_seq;
-    while let Some(from) = next.filter(|&n| n <= last_seq.unwrap_or(0)) {
-        let rows = super::log_scan::read_window(chain, from, from.saturating_add(WINDOW));
-        let rest = |seq| {
-            Ok::<_, std::convert::Infallible>(super::log_scan::read_window(chain, seq, i64::MAX))
+    while let Some(from) = next {
+        let last = from.saturating_add(WINDOW - 1);
+        let rows = unsafe { super::log_scan::read_window(chain, from, last, snapshot) };
+        // a broken link is classified by the rows after it: up to
+        // RECLASSIFY_ROWS of them (held as headers and hashes)
+        let rest = |seq: i64| {
+            Ok::<_, std::convert::Infallible>(unsafe {
+                super::log_scan::read_window(
+                    chain,
+                    seq,
+                    seq.saturating_add(RECLASSIFY_ROWS - 1),
+                    snapshot,
+                )
+            })
         };
         let Ok(outcome) = check.feed_window(&rows, rest);
-        if let Err(f) = outcome {
-            return Ok(Err(f));
-        }
+        outcome?;
         // the next window starts at the next stored seq (a forged row far
-        // ahead is one window away, not a billion empty ones)
-        next = crate::spi_read::read_one::<i64>(
-            "SELECT pg_catalog.min(x.seq) FROM warden.audit_log x
-              WHERE x.chain OPERATOR(pg_catalog.=) $1 AND x.seq OPERATOR(pg_catalog.>=) $2",
-            &[chain.into(), from.saturating_add(WINDOW).into()],
-        )?;
+        // ahead is one window away, not billions)
+        next = match last.checked_add(1) {
+            Some(after) => unsafe { super::log_scan::first_seq_from(chain, after, snapshot) },
+            None => None,
+        };
     }
-    Ok(check.finish())
+    check.finish()
 }
 
 #[allow(clippy::type_complexity)]

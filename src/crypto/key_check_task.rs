@@ -24,5 +24,6 @@ pub fn register() {
         name: "key_check",
         runs_on_any_wakeup: false,
         make: || Box::new(KeyCheck),
+        holds_slot: None,
     });
 }

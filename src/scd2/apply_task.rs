@@ -27,5 +27,6 @@ pub fn register() {
         // instead of one apply per commit elsewhere in the database.
         runs_on_any_wakeup: false,
         make: || Box::new(Scd2Apply),
+        holds_slot: None,
     });
 }

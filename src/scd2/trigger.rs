@@ -28,9 +28,10 @@ use pgrx::PgSqlErrorCode;
 
 use warden_core::scd2::RowEncoder;
 
-use super::type_encoding::{attribute, column_positions, Fields};
+use super::type_encoding::{column_positions, Fields};
 use crate::error::WardenError;
 use crate::privileged::{as_owner, as_superuser};
+use crate::tuple_desc::attribute;
 
 /// Indexes into `Tracked::plans`, in the order `_scd2_statements` returns.
 mod stmt {

@@ -17,6 +17,7 @@ pub fn register() {
         name: "heartbeat",
         runs_on_any_wakeup: true,
         make: || Box::new(Heartbeat),
+        holds_slot: None,
     });
 }
 

@@ -20,7 +20,8 @@ use warden_core::workers::restart_delay;
 use crate::guc;
 
 use super::catalog::list_databases;
-use super::shmem::{my_latch, wake_state, SlotState, MAX_DATABASES, SHARED};
+use super::registry;
+use super::shmem::{my_latch, set_latch, wake_state, SlotState, MAX_DATABASES, SHARED};
 use super::task::now;
 
 struct Handle {
@@ -103,23 +104,37 @@ impl Launcher {
                 if slot.state() == SlotState::Free {
                     continue;
                 }
-                let Some(db) = databases.iter().find(|d| d.oid == slot.dboid && d.eligible) else {
-                    // dropped, or no longer takes connections: forget it
+                let Some(db) = databases.iter().find(|d| d.oid == slot.dboid) else {
+                    // dropped: forget it (the next owner's worker discards
+                    // what it left in shared memory)
                     to_stop.push(slot.dboid);
                     shared.claim(index, 0, SlotState::Free);
                     continue;
                 };
-                let allowed = filter.allows(&db.name);
+                let runs = db.eligible && filter.allows(&db.name);
                 let slot = &mut shared.slots[index];
-                if !allowed && slot.state() != SlotState::Excluded {
-                    // the slot stays the database's, so a backend that
-                    // queued work under its index finds it there again
+                if runs {
+                    if slot.state() == SlotState::Excluded {
+                        slot.set_state(SlotState::Probe);
+                        slot.consecutive_failures = 0;
+                        slot.next_start_at = 0;
+                    }
+                    continue;
+                }
+                // no worker may run here (left out by warden.databases, or
+                // not taking connections): stop it, also one an earlier
+                // launcher started (no handle here), through its latch
+                if slot.state() != SlotState::Excluded {
                     to_stop.push(slot.dboid);
+                    slot.stop_requested = true;
+                    set_latch(wake_state(index).latch());
+                }
+                if registry::slot_held(index) {
+                    // work queued under the slot's index (durable audit
+                    // events) waits there for the database's next worker
                     slot.set_state(SlotState::Excluded);
-                } else if allowed && slot.state() == SlotState::Excluded {
-                    slot.set_state(SlotState::Probe);
-                    slot.consecutive_failures = 0;
-                    slot.next_start_at = 0;
+                } else {
+                    shared.claim(index, 0, SlotState::Free);
                 }
             }
             let mut full = false;

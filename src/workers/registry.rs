@@ -24,6 +24,19 @@ pub struct TaskSpec {
     pub runs_on_any_wakeup: bool,
     /// Makes the task's state for one worker.
     pub make: fn() -> Box<dyn Task>,
+    /// Whether the task keeps work in shared memory under database slot
+    /// `index` (the audit ring): a slot whose database has no worker
+    /// (left out by `warden.databases`, or not taking connections) is
+    /// kept for it while this says so, and freed otherwise.
+    pub holds_slot: Option<fn(usize) -> bool>,
+}
+
+/// Whether any task keeps work under database slot `index`.
+pub fn slot_held(index: usize) -> bool {
+    tasks()
+        .iter()
+        .filter_map(|t| t.holds_slot)
+        .any(|held| held(index))
 }
 
 /// A registered task, by position (below MAX_TASKS: only the registry

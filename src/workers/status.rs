@@ -142,7 +142,7 @@ SELECT s.datid, d.datname, s.state, s.pid, s.started_at, s.starts, s.wake_reques
 COMMENT ON FUNCTION warden.worker_status_snapshot() IS
   'The rows of warden.worker_status, read from shared memory now (other databases'' errors for superusers only).';
 COMMENT ON VIEW warden.worker_status IS
-  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed, excluded by warden.databases), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';
+  'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed, excluded: no worker may run but durable audit events wait in its ring), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';
 "#,
     name = "worker_status_view",
     requires = [worker_status_snapshot],

@@ -196,10 +196,15 @@ impl ChainCheck {
                 return fail(Tamper::Edited);
             }
             if self.bad_checkpoint.is_none() {
-                if let Ok(at) = self.checkpoints.binary_search_by_key(&seq, |(s, _)| *s) {
-                    if self.checkpoints[at].1 != row.hash {
-                        self.bad_checkpoint = Some(seq);
-                    }
+                // every checkpoint at this seq (a digest kept outside sits
+                // beside the stored one) must agree
+                let at = self.checkpoints.partition_point(|(s, _)| *s < seq);
+                if self.checkpoints[at..]
+                    .iter()
+                    .take_while(|(s, _)| *s == seq)
+                    .any(|(_, h)| *h != row.hash)
+                {
+                    self.bad_checkpoint = Some(seq);
                 }
             }
             self.prev_hash = row.hash;

@@ -125,6 +125,24 @@ fn a_swap_across_a_window_end_is_reordered() {
     );
 }
 
+// two checkpoints at one seq (a stored one and a digest kept outside):
+// the chain must agree with both, whichever order they come in
+#[test]
+fn every_checkpoint_at_a_seq_must_agree() {
+    let events = chain(10);
+    let good = (5, events[4].hash);
+    let bad = (5, [7u8; 32]);
+    for signed in [[good, bad], [bad, good]] {
+        assert_eq!(
+            verify_chain(&events, VerifyFrom::default(), &signed),
+            Err(Failure {
+                seq: 5,
+                reason: Tamper::Edited
+            })
+        );
+    }
+}
+
 #[test]
 fn an_untouched_chain_verifies() {
     let events = chain(10);
