@@ -66,6 +66,16 @@ pub fn wake_now() {
 
 type Heads = HashMap<String, (i64, [u8; 32])>;
 
+thread_local! {
+    /// Where each chain stood after this worker's last committed run: only
+    /// the sequencer appends to a chain, and pruning never removes its
+    /// head, so the next run need not read the head back (a query per
+    /// chain per run). Lost with the worker; bounded.
+    static COMMITTED_HEADS: std::cell::RefCell<Heads> = std::cell::RefCell::new(Heads::new());
+}
+/// Chains whose heads are remembered at most.
+const REMEMBERED_HEADS: usize = 100_000;
+
 #[derive(Default)]
 struct Sequencer {
     /// Ring records this run moved to the inbox, freed once it committed.
@@ -79,6 +89,8 @@ struct Sequencer {
     signed_at: HashMap<String, Instant>,
     /// Chains this run checkpointed, noted once it commits.
     signed_this_run: Vec<String>,
+    /// The heads this run advanced, remembered once it commits.
+    advanced_this_run: Heads,
     /// The highest inbox id a committed run chained, and this run's.
     high_water: i64,
     high_water_this_run: i64,
@@ -130,6 +142,7 @@ impl Task for Sequencer {
 
     fn run(&mut self, ctx: &TaskContext) -> Result<TaskReport, WardenError> {
         self.taken.clear();
+        self.advanced_this_run.clear();
         discard_dropped_databases_events(ctx.slot_index, ctx.dboid)?;
         self.signed_this_run.clear();
         self.unsigned_this_run.clear();
@@ -157,6 +170,7 @@ impl Task for Sequencer {
         };
         while as_superuser(|| chain_batch(&mut advanced, &mut after))? {}
         self.high_water_this_run = after;
+        self.advanced_this_run = advanced.clone();
         self.checkpoint(advanced)?;
         // the inbox is drained up to what this run's snapshot saw; what is
         // left is what the ring still holds beyond this run's share (not a
@@ -176,6 +190,14 @@ impl Task for Sequencer {
     fn committed(&mut self, _ctx: &TaskContext) {
         super::ring::release(std::mem::take(&mut self.taken));
         self.high_water = self.high_water.max(self.high_water_this_run);
+        let advanced = std::mem::take(&mut self.advanced_this_run);
+        COMMITTED_HEADS.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() + advanced.len() > REMEMBERED_HEADS {
+                c.clear();
+            }
+            c.extend(advanced);
+        });
         let now = Instant::now();
         for chain in self.signed_this_run.drain(..) {
             self.unsigned.remove(&chain);
@@ -342,7 +364,8 @@ fn chain_rows(heads: &mut Heads, rows: &[InboxRow]) -> Result<(), WardenError> {
     for row in rows {
         let chain = row.header.tenant.clone().unwrap_or_else(|| "global".into());
         if !heads.contains_key(&chain) {
-            heads.insert(chain.clone(), chain_head(&chain)?);
+            let known = COMMITTED_HEADS.with(|c| c.borrow().get(&chain).copied());
+            heads.insert(chain.clone(), known.map_or_else(|| chain_head(&chain), Ok)?);
         }
         let fields = match row.events {
             None => vec![row.fields],
