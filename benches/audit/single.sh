@@ -41,29 +41,28 @@ SQL
 # (pgbench -R, $CLIENTS clients) for $SECONDS_PER_RUN seconds while one
 # session samples the age of the oldest unchained inbox event (the lowest
 # id: ids are drawn when an event is emitted) every 20 ms, 0 when the
-# inbox is empty. Prints "p50|p99|max|samples|tps reached" (milliseconds).
+# inbox is empty, each sample its own transaction (psql \watch: a
+# sampler holding one transaction open would hold back the xmin horizon
+# and measure its own effect). Prints "p50|p99|max|samples|tps reached"
+# (milliseconds).
 audit_lag_group() {
   local script=$1 rate=$2; shift 2
-  local psql_cmd=("$@")
-  "${psql_cmd[@]}" -q -c "CREATE TABLE IF NOT EXISTS bench_lag_samples (ms float8)" -c "TRUNCATE bench_lag_samples"
-  PGOPTIONS="-c bench.seconds=$SECONDS_PER_RUN" "${psql_cmd[@]}" -q <<'SQL' &
-DO $$
-DECLARE t_end timestamptz := clock_timestamp() + make_interval(secs => current_setting('bench.seconds')::int);
-BEGIN
-  WHILE clock_timestamp() < t_end LOOP
-    INSERT INTO bench_lag_samples
-      SELECT coalesce((SELECT extract(epoch FROM clock_timestamp() - i.ts) * 1000
-                         FROM warden.audit_inbox i ORDER BY i.id LIMIT 1), 0);
-    PERFORM pg_sleep(0.02);
-  END LOOP;
-END $$;
-SQL
-  local sampler=$! tps
+  local psql_cmd=("$@") samples tps
+  samples=$(mktemp)
+  printf '%s\n' "SELECT coalesce((SELECT round(extract(epoch FROM clock_timestamp() - i.ts) * 1000)
+                     FROM warden.audit_inbox i ORDER BY i.id LIMIT 1), 0)" '\watch 0.02' \
+    | timeout "$SECONDS_PER_RUN" "${psql_cmd[@]}" -At -q > "$samples" 2>/dev/null &
+  local sampler=$!
   tps=$("$PG_BINDIR/pgbench" -h "$BENCH_DIR" -p "$BENCH_PORT" -U "${BENCH_USER:-postgres}" -n -M prepared \
     -c "$CLIENTS" -j "$CLIENTS" -R "$rate" -T "$SECONDS_PER_RUN" -f "$script" postgres 2>/dev/null \
     | awk '/^tps = / {print $3}')
-  wait "$sampler"
-  "${psql_cmd[@]}" -At -F '|' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
-      round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1), round(max(ms)::numeric, 1), count(*), '$tps'
-    FROM bench_lag_samples"
+  wait "$sampler" || true
+  grep -E '^[0-9.]+$' "$samples" | sort -g | awk -v tps="$tps" '
+    {a[NR] = $1}
+    END {
+      if (NR == 0) { print "0|0|0|0|" tps; exit }
+      p50 = a[int((NR - 1) * 0.5) + 1]; p99 = a[int((NR - 1) * 0.99) + 1]
+      printf "%s|%s|%s|%d|%s\n", p50, p99, a[NR], NR, tps
+    }'
+  rm -f "$samples"
 }

@@ -99,12 +99,13 @@ struct Sequencer {
 }
 
 /// A run scans the inbox from LOOKBACK ids below the highest id chained
-/// so far: rows chained and deleted since the last vacuum stay in the
-/// index, and walking all of them on every run (every commit wakes one)
-/// cost more than the chaining. A row whose transaction held its id
-/// longer than that is chained by the next full scan, at most
+/// so far: rows chained and deleted stay in the index until vacuum (and
+/// longer while an old transaction holds the xmin horizon), and walking
+/// all of them on every run (every commit wakes one) cost more than the
+/// chaining. A row whose transaction held its id while more than
+/// LOOKBACK others were drawn is chained by the next full scan, at most
 /// FULL_SCAN_EVERY later.
-const LOOKBACK: i64 = 100_000;
+const LOOKBACK: i64 = 10_000;
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
 
 impl Sequencer {
