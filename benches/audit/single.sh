@@ -41,17 +41,19 @@ SQL
 # (pgbench -R, $CLIENTS clients) for $SECONDS_PER_RUN seconds while one
 # session samples the age of the oldest unchained inbox event (the lowest
 # id: ids are drawn when an event is emitted) every 20 ms, 0 when the
-# inbox is empty, each sample its own transaction (psql \watch: a
-# sampler holding one transaction open would hold back the xmin horizon
-# and measure its own effect). Prints "p50|p99|max|samples|tps reached"
-# (milliseconds).
+# inbox is empty, each sample its own transaction (a sampler holding one
+# transaction open would hold back the xmin horizon and measure its own
+# effect). Prints "p50|p99|max|samples|tps reached" (milliseconds).
 audit_lag_group() {
   local script=$1 rate=$2; shift 2
   local psql_cmd=("$@") samples tps
   samples=$(mktemp)
-  printf '%s\n' "SELECT coalesce((SELECT round(extract(epoch FROM clock_timestamp() - i.ts) * 1000)
-                     FROM warden.audit_inbox i ORDER BY i.id LIMIT 1), 0)" '\watch 0.02' \
-    | timeout "$SECONDS_PER_RUN" "${psql_cmd[@]}" -At -q > "$samples" 2>/dev/null &
+  local i
+  for ((i = 0; i < SECONDS_PER_RUN * 50; i++)); do
+    echo "SELECT coalesce((SELECT round(extract(epoch FROM clock_timestamp() - i.ts) * 1000)
+            FROM warden.audit_inbox i ORDER BY i.id LIMIT 1), 0);"
+    echo "SELECT pg_sleep(0.02);"
+  done | "${psql_cmd[@]}" -At -q > "$samples" 2>/dev/null &
   local sampler=$!
   tps=$("$PG_BINDIR/pgbench" -h "$BENCH_DIR" -p "$BENCH_PORT" -U "${BENCH_USER:-postgres}" -n -M prepared \
     -c "$CLIENTS" -j "$CLIENTS" -R "$rate" -T "$SECONDS_PER_RUN" -f "$script" postgres 2>/dev/null \
