@@ -11,8 +11,7 @@ use pgrx::PgMemoryContexts;
 use warden_core::audit::{payload_digest, EventHeader, StoredEvent};
 
 use super::datum_read::{bytes, canonical_jsonb, hash32, text};
-
-use crate::error::WardenError;
+use super::index_scan::{scan_by_primary_key, scan_key, ScannedRow};
 
 /// The log's columns a verifier reads, by name (so their order in the
 /// table does not matter).
@@ -33,17 +32,9 @@ const COLUMNS: [&CStr; 14] = [
     c"hash",
 ];
 
-fn relation(name: &CStr) -> pg_sys::Oid {
-    let oid = super::heap_append::warden_relation(name);
-    if oid == pg_sys::InvalidOid {
-        WardenError::prerequisite(format!("warden.{} is missing", name.to_string_lossy())).raise();
-    }
-    oid
-}
-
 /// A scan of `chain`'s rows with `from_seq <= seq <= last_seq` in seq
-/// order under `snapshot`, calling `row` with each row's slot until it
-/// returns false.
+/// order under `snapshot`, calling `row` with each row until it returns
+/// false.
 ///
 /// # Safety
 /// `snapshot` is registered (or active) for the whole call.
@@ -52,68 +43,47 @@ unsafe fn scan_log(
     from_seq: i64,
     last_seq: i64,
     snapshot: pg_sys::Snapshot,
-    mut row: impl FnMut(&[Datum], &[bool], &[usize]) -> bool,
+    row: impl FnMut(&ScannedRow) -> bool,
 ) {
-    let log = relation(c"audit_log");
-    let pkey = relation(c"audit_log_pkey");
-    // SAFETY: the log and its primary key are opened, scanned and closed
-    // here; the scan keys follow the index's (chain, seq) columns with its
-    // collation.
-    unsafe {
-        let rel = pg_sys::table_open(log, pg_sys::AccessShareLock as i32);
-        let index = pg_sys::index_open(pkey, pg_sys::AccessShareLock as i32);
-        let desc = (*rel).rd_att;
-        let attnums: Vec<usize> = COLUMNS
-            .iter()
-            .map(|c| pg_sys::get_attnum(log, c.as_ptr()) as usize)
-            .collect();
-        if attnums.contains(&0) || (*(*index).rd_index).indnatts != 2 {
-            pg_sys::index_close(index, pg_sys::NoLock as i32);
-            pg_sys::table_close(rel, pg_sys::NoLock as i32);
-            WardenError::prerequisite("warden.audit_log is not as pg_warden made it").raise();
-        }
-        let chain_text = pgrx::IntoDatum::into_datum(chain).expect("text is a datum");
-        let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(); 3];
-        pg_sys::ScanKeyInit(
-            &mut keys[0],
+    let chain_text = pgrx::IntoDatum::into_datum(chain).expect("text is a datum");
+    // the scan keys follow the index's (chain, seq) columns, the text one
+    // with the index's collation
+    let keys = |index: pg_sys::Relation| {
+        let mut chain_key = scan_key(
             1,
-            pg_sys::BTEqualStrategyNumber as u16,
-            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+            pg_sys::BTEqualStrategyNumber,
+            pg_sys::F_TEXTEQ,
             chain_text,
         );
-        keys[0].sk_collation = *(*index).rd_indcollation;
-        pg_sys::ScanKeyInit(
-            &mut keys[1],
+        // SAFETY: the open index's collation of its first column.
+        chain_key.sk_collation = unsafe { *(*index).rd_indcollation };
+        vec![
+            chain_key,
+            scan_key(
+                2,
+                pg_sys::BTGreaterEqualStrategyNumber,
+                pg_sys::F_INT8GE,
+                Datum::from(from_seq),
+            ),
+            scan_key(
+                2,
+                pg_sys::BTLessEqualStrategyNumber,
+                pg_sys::F_INT8LE,
+                Datum::from(last_seq),
+            ),
+        ]
+    };
+    // SAFETY: per the contract.
+    unsafe {
+        scan_by_primary_key(
+            c"audit_log",
+            c"audit_log_pkey",
             2,
-            pg_sys::BTGreaterEqualStrategyNumber as u16,
-            pg_sys::Oid::from(pg_sys::F_INT8GE),
-            Datum::from(from_seq),
-        );
-        pg_sys::ScanKeyInit(
-            &mut keys[2],
-            2,
-            pg_sys::BTLessEqualStrategyNumber as u16,
-            pg_sys::Oid::from(pg_sys::F_INT8LE),
-            Datum::from(last_seq),
-        );
-        #[cfg(not(feature = "pg18"))]
-        let scan = pg_sys::index_beginscan(rel, index, snapshot, 3, 0);
-        #[cfg(feature = "pg18")]
-        let scan = pg_sys::index_beginscan(rel, index, snapshot, std::ptr::null_mut(), 3, 0);
-        pg_sys::index_rescan(scan, keys.as_mut_ptr(), 3, std::ptr::null_mut(), 0);
-        let slot = pg_sys::table_slot_create(rel, std::ptr::null_mut());
-        while pg_sys::index_getnext_slot(scan, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            pg_sys::slot_getallattrs(slot);
-            let values = std::slice::from_raw_parts((*slot).tts_values, (*desc).natts as usize);
-            let nulls = std::slice::from_raw_parts((*slot).tts_isnull, (*desc).natts as usize);
-            if !row(values, nulls, &attnums) {
-                break;
-            }
-        }
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::index_endscan(scan);
-        pg_sys::index_close(index, pg_sys::NoLock as i32);
-        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+            &COLUMNS,
+            keys,
+            snapshot,
+            row,
+        )
     }
 }
 
@@ -129,8 +99,8 @@ pub(super) unsafe fn first_seq_from(
     let mut first = None;
     // SAFETY: per the contract.
     unsafe {
-        scan_log(chain, from_seq, i64::MAX, snapshot, |values, _, attnums| {
-            first = Some(values[attnums[1] - 1].value() as i64);
+        scan_log(chain, from_seq, i64::MAX, snapshot, |r| {
+            first = Some(r.col(1).0.value() as i64);
             false
         })
     };
@@ -156,60 +126,54 @@ pub(super) unsafe fn read_window(
     // SAFETY: per the contract; each row's datums are read while the slot
     // holds it, copied into Rust, and the scratch context reset after.
     unsafe {
-        scan_log(
-            chain,
-            from_seq,
-            last_seq,
-            snapshot,
-            |values, nulls, attnums| {
-                let col = |i: usize| (values[attnums[i] - 1], nulls[attnums[i] - 1]);
-                let event = scratch.switch_to(|_| {
-                    let text_col = |i: usize| {
-                        let (d, null) = col(i);
-                        text(d, null)
-                    };
-                    let bytes_col = |i: usize| {
-                        let (d, null) = col(i);
-                        (!null).then(|| bytes(d).to_vec())
-                    };
-                    let (ts, _) = col(2);
-                    let (txid, _) = col(8);
-                    let (fields, fields_null) = col(9);
-                    let digest = hash32(&bytes_col(11).unwrap_or_default());
-                    let mut canonical_fields = (!fields_null).then(|| canonical_jsonb(fields));
-                    let mut fields_salt = bytes_col(10);
-                    if let (Some(f), Some(salt)) = (&canonical_fields, &fields_salt) {
-                        if payload_digest(salt, f) == digest {
-                            // checked: the chain check needs only the digest
-                            canonical_fields = None;
-                            fields_salt = None;
-                        }
+        scan_log(chain, from_seq, last_seq, snapshot, |r| {
+            let col = |i: usize| r.col(i);
+            let event = scratch.switch_to(|_| {
+                let text_col = |i: usize| {
+                    let (d, null) = col(i);
+                    text(d, null)
+                };
+                let bytes_col = |i: usize| {
+                    let (d, null) = col(i);
+                    (!null).then(|| bytes(d).to_vec())
+                };
+                let (ts, _) = col(2);
+                let (txid, _) = col(8);
+                let (fields, fields_null) = col(9);
+                let digest = hash32(&bytes_col(11).unwrap_or_default());
+                let mut canonical_fields = (!fields_null).then(|| canonical_jsonb(fields));
+                let mut fields_salt = bytes_col(10);
+                if let (Some(f), Some(salt)) = (&canonical_fields, &fields_salt) {
+                    if payload_digest(salt, f) == digest {
+                        // checked: the chain check needs only the digest
+                        canonical_fields = None;
+                        fields_salt = None;
                     }
-                    StoredEvent {
-                        header: EventHeader {
-                            chain: chain.to_string(),
-                            seq: col(1).0.value() as i64,
-                            ts_micros: (ts.value() as i64)
-                                .saturating_add(super::durable::POSTGRES_EPOCH_MICROS),
-                            event_type: text_col(3).unwrap_or_default(),
-                            tenant: text_col(4),
-                            actor: text_col(5),
-                            actor_kind: text_col(6),
-                            correlation_id: text_col(7),
-                            txid: txid.value() as u64,
-                        },
-                        canonical_fields,
-                        fields_salt,
-                        payload_digest: digest,
-                        prev_hash: hash32(&bytes_col(12).unwrap_or_default()),
-                        hash: hash32(&bytes_col(13).unwrap_or_default()),
-                    }
-                });
-                out.push(event);
-                scratch.reset();
-                true
-            },
-        )
+                }
+                StoredEvent {
+                    header: EventHeader {
+                        chain: chain.to_string(),
+                        seq: col(1).0.value() as i64,
+                        ts_micros: (ts.value() as i64)
+                            .saturating_add(super::durable::POSTGRES_EPOCH_MICROS),
+                        event_type: text_col(3).unwrap_or_default(),
+                        tenant: text_col(4),
+                        actor: text_col(5),
+                        actor_kind: text_col(6),
+                        correlation_id: text_col(7),
+                        txid: txid.value() as u64,
+                    },
+                    canonical_fields,
+                    fields_salt,
+                    payload_digest: digest,
+                    prev_hash: hash32(&bytes_col(12).unwrap_or_default()),
+                    hash: hash32(&bytes_col(13).unwrap_or_default()),
+                }
+            });
+            out.push(event);
+            scratch.reset();
+            true
+        })
     };
     out
 }

@@ -13,6 +13,7 @@
 //! - `header_row`: an event's header columns, read the same way by both.
 //! - `sequencer_task`: the worker task that chains inbox rows.
 //! - `inbox_read`: its read of the inbox by a direct index scan.
+//! - `index_scan`: the primary-key scan both direct reads share.
 //! - `verify_sql`: `warden.audit_verify`.
 //! - `datum_read`: stored datums read without SQL; canonical jsonb.
 //! - `log_scan`: the log's rows read for verification by a direct index scan.
@@ -43,6 +44,7 @@ mod header_row;
 mod heap_append;
 mod inbox_read;
 mod inbox_write;
+mod index_scan;
 mod jsonb_build;
 mod log_scan;
 mod log_table;
