@@ -239,7 +239,6 @@ impl Batches<'_> {
             actor: self.actor,
             actor_kind: self.actor_kind,
             correlation_id: self.correlation_id,
-            emitted: None,
             fields,
             events,
         });

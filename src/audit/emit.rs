@@ -154,7 +154,6 @@ pub(super) fn insert_into_inbox(event_type: &str, tenant: Option<&str>, fields: 
         actor: actor.as_deref(),
         actor_kind: actor_kind.as_deref(),
         correlation_id: correlation_id.as_deref(),
-        emitted: None,
         fields,
         events: None,
     });

@@ -22,10 +22,6 @@ pub(super) struct InboxEvent<'a> {
     pub actor: Option<&'a str>,
     pub actor_kind: Option<&'a str>,
     pub correlation_id: Option<&'a str>,
-    /// When, and in which top-level transaction, it was emitted: a
-    /// Postgres TimestampTz and a full transaction id. None: now, in the
-    /// current transaction (which gets an id if it has none).
-    pub emitted: Option<(pg_sys::TimestampTz, u64)>,
     /// A jsonb object, or with `events` a jsonb array of that many
     /// objects (one per event).
     pub fields: Datum,
@@ -67,17 +63,16 @@ impl InboxWriter {
         }
     }
 
-    /// Appends one row.
+    /// Appends one row, emitted now in the current transaction (which
+    /// gets an id if it has none).
     pub(super) fn append(&mut self, e: &InboxEvent) {
         // SAFETY: reads the clock and the transaction id; draws an id.
         let (id, ts, txid) = unsafe {
-            let (ts, txid) = e.emitted.unwrap_or_else(|| {
-                (
-                    pg_sys::GetCurrentTimestamp(),
-                    pg_sys::GetTopFullTransactionId().value,
-                )
-            });
-            (nextval_internal(self.sequence, false), ts, txid)
+            (
+                nextval_internal(self.sequence, false),
+                pg_sys::GetCurrentTimestamp(),
+                pg_sys::GetTopFullTransactionId().value,
+            )
         };
         let cells = [
             (Datum::from(id), false),

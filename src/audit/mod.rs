@@ -10,7 +10,7 @@
 //! - `jsonb_build`: jsonb datums built from serde values without text.
 //! - `durable`: the durable path and its Rust API (`record_durable`).
 //! - `ring`: the durable path's rings in shared memory.
-//! - `header_row`: an event's header columns, read the same way by both.
+//! - `header_row`: an event's header columns as `audit_export` reads them.
 //! - `sequencer_task`: the worker task that chains inbox rows.
 //! - `inbox_read`: its read of the inbox by a direct index scan.
 //! - `index_scan`: the primary-key scan both direct reads share.
