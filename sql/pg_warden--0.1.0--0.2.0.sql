@@ -441,7 +441,9 @@ SELECT warden.enable_tenancy('warden.audit_inbox');
 SELECT warden.enable_tenancy('warden.audit_checkpoints');
 COMMENT ON INDEX warden.audit_checkpoints_tenant_idx IS 'Finds a tenant''s checkpoints (made by enable_tenancy).';
 COMMENT ON INDEX warden.audit_log_tenant_idx IS 'Finds a tenant''s chain (made by enable_tenancy).';
-COMMENT ON INDEX warden.audit_inbox_tenant_idx IS 'Finds a tenant''s waiting events (made by enable_tenancy).';
+-- the sequencer reads the inbox in id order only; an index on tenant
+-- would cost every audit_emit a btree insert for nothing
+DROP INDEX warden.audit_inbox_tenant_idx;
 
 COMMENT ON VIEW warden.worker_status IS
   'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed, excluded: no worker may run but durable audit events wait in its ring), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';

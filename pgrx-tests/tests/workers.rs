@@ -411,6 +411,51 @@ fn a_task_woken_by_name_runs_at_commit() {
     let _ = cluster;
 }
 
+/// The audit sequencer is woken by every commit that emitted an event;
+/// commits that come within its wake gap are chained by one run, not one
+/// run each.
+#[test]
+fn commits_within_a_tasks_wake_gap_share_one_run() {
+    let (cluster, mut client) = cluster_with_extension("wake_gap", &[]);
+    wait_running(&mut client, "postgres");
+    let runs = |client: &mut Client| -> i64 {
+        client
+            .query_one(
+                "SELECT runs FROM warden.worker_status WHERE datname = 'postgres' AND task = 'audit_sequencer'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let chained = |client: &mut Client| -> i64 {
+        client
+            .query_one(
+                "SELECT count(*) FROM warden.audit_log WHERE event_type = 'gap.test'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let before = runs(&mut client);
+    const COMMITS: i64 = 300;
+    for _ in 0..COMMITS {
+        // one autocommit transaction each, every one waking the sequencer
+        client
+            .batch_execute("SELECT warden.audit_emit('gap.test')")
+            .unwrap();
+    }
+    wait_for(Duration::from_secs(20), "every event chained", || {
+        (chained(&mut client) == COMMITS).then_some(())
+    });
+    let spent = runs(&mut client) - before;
+    println!("{COMMITS} commits woke the sequencer; it ran {spent} times");
+    assert!(
+        spent < COMMITS / 3,
+        "{spent} runs for {COMMITS} commits: wake-ups within the gap were not served together"
+    );
+    let _ = cluster;
+}
+
 #[test]
 fn database_ddl_that_needs_the_database_alone_is_not_blocked_by_the_worker() {
     let cluster = Cluster::start("database_ddl", &[]);

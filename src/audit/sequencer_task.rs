@@ -108,6 +108,14 @@ struct Sequencer {
 const LOOKBACK: i64 = 10_000;
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
 
+/// Commits that wake the sequencer within this time of its last run are
+/// chained together at the end of it. Without it, a run per commit under
+/// load (2 400 runs/s for 7 000 events/s at 8 clients) spent a
+/// transaction, a snapshot, an index descent and a checkpoint on a
+/// handful of events, on the cores the writers needed. It bounds what
+/// it adds to a strict caller's wait.
+const WAKE_GAP: Duration = Duration::from_millis(10);
+
 impl Sequencer {
     /// Writes the checkpoints that are due, in the run's transaction.
     fn checkpoint(&mut self, advanced: Heads) -> Result<(), WardenError> {
@@ -139,6 +147,10 @@ impl Sequencer {
 impl Task for Sequencer {
     fn interval(&self) -> Duration {
         Duration::from_secs(1)
+    }
+
+    fn wake_gap(&self) -> Duration {
+        WAKE_GAP
     }
 
     fn run(&mut self, ctx: &TaskContext) -> Result<TaskReport, WardenError> {

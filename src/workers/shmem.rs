@@ -92,8 +92,11 @@ pub struct WakeState {
     pub latch: AtomicUsize,
     /// Commit-time wake-ups requested by committed transactions.
     pub requests: AtomicU64,
-    /// Tasks to run at once, one bit per registered task.
+    /// Tasks to run, one bit per registered task: at once, or at the end
+    /// of the task's wake gap.
     pub tasks: AtomicU64,
+    /// Tasks to run at once even within their wake gap (someone waits).
+    pub urgent: AtomicU64,
 }
 
 impl WakeState {
@@ -111,6 +114,7 @@ impl WakeState {
         self.latch.store(0, Ordering::Release);
         self.requests.store(0, Ordering::Relaxed);
         self.tasks.store(0, Ordering::Relaxed);
+        self.urgent.store(0, Ordering::Relaxed);
     }
 }
 

@@ -25,6 +25,13 @@ pub struct TaskReport {
 pub trait Task {
     /// Time between runs when nothing wakes the worker.
     fn interval(&self) -> Duration;
+    /// Shortest time from the end of a run to a run a wake-up asks for;
+    /// wake-ups within it are served together when it ends (a task woken
+    /// by every commit then runs once per gap under load, not once per
+    /// commit).
+    fn wake_gap(&self) -> Duration {
+        Duration::ZERO
+    }
     /// Start-up recovery: runs once when the worker starts, in its own
     /// transaction, before the first run (say, to take back work a
     /// crashed worker left half done).

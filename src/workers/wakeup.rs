@@ -63,15 +63,17 @@ pub fn wake_task_on_commit(task: TaskId) {
     request(&WORKER_LEVEL);
 }
 
-/// Runs `task` of this database's worker now, not at commit: for work
-/// handed over outside any transaction (the durable audit ring). Returns
+/// Runs `task` of this database's worker now, not at commit and not at
+/// the end of its wake gap: for work handed over outside any transaction
+/// that someone may be waiting for (the durable audit ring). Returns
 /// whether a worker was running to be woken.
 pub fn wake_task_now(task: TaskId) -> bool {
     let dboid = my_database();
     match wake_states().find(|w| w.dboid.load(Ordering::Acquire) == dboid) {
         Some(wake) => {
-            wake.tasks.fetch_or(task.bit(), Ordering::AcqRel);
             wake.requests.fetch_add(1, Ordering::Relaxed);
+            wake.urgent.fetch_or(task.bit(), Ordering::AcqRel);
+            wake.tasks.fetch_or(task.bit(), Ordering::AcqRel);
             set_latch(wake.latch());
             true
         }
@@ -120,9 +122,14 @@ fn on_commit() {
         // and the stores: that database's worker then runs its tasks once
         // early, which is harmless; the worker we meant has exited)
         if let Some(wake) = wake_states().find(|w| w.dboid.load(Ordering::Acquire) == dboid) {
-            wake.tasks.fetch_or(tasks, Ordering::AcqRel);
             wake.requests.fetch_add(1, Ordering::Relaxed);
-            set_latch(wake.latch());
+            // a bit already set is a wake-up the worker has not taken
+            // yet, or one it keeps until the task's wake gap ends: our
+            // commit is served by that run, the latch need not be set
+            let pending = wake.tasks.fetch_or(tasks, Ordering::AcqRel);
+            if tasks == 0 || pending & tasks != tasks {
+                set_latch(wake.latch());
+            }
         }
     }
     if LAUNCHER_LEVEL.replace(0) != 0 {

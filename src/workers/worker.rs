@@ -21,7 +21,7 @@ use crate::guc;
 use super::catalog::extension_installed;
 use super::fault;
 use super::registry;
-use super::shmem::{my_latch, set_latch, wake_state, SlotState, SHARED};
+use super::shmem::{my_latch, set_latch, wake_state, SlotState, WakeState, SHARED};
 use super::task::{now, run_task, start_task, Task, TaskContext};
 
 #[pg_guard]
@@ -43,7 +43,10 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
     let mut tasks: Vec<Box<dyn Task>> = specs.iter().map(|spec| (spec.make)()).collect();
     let mut clocks: Vec<TaskClock> = tasks
         .iter()
-        .map(|t| TaskClock::new(t.interval().as_micros() as i64))
+        .map(|t| {
+            TaskClock::new(t.interval().as_micros() as i64)
+                .with_wake_gap(t.wake_gap().as_micros() as i64)
+        })
         .collect();
     let slot_index = {
         let mut shared = SHARED.exclusive();
@@ -102,9 +105,9 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
 
         let now_us = now();
         // what committed transactions asked for, taken without the lock
-        let woken = wake.tasks.swap(0, Ordering::AcqRel);
+        take_wake_ups(wake, &mut clocks, now_us);
         for (i, task) in tasks.iter_mut().enumerate() {
-            if clocks[i].is_due(now_us) || woken & (1 << i) != 0 {
+            if clocks[i].is_due(now_us) {
                 run_task(task.as_mut(), &context(i));
                 let finished = now();
                 clocks[i].interval_us = task.interval().as_micros() as i64;
@@ -130,11 +133,9 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
 
         // a wake-up that came while a task waited on a lock may have had
         // its latch reset by that wait: its bits say so
-        let wait_us = if wake.tasks.load(Ordering::Acquire) != 0 {
-            0
-        } else {
-            next_wait(now(), &clocks, naptime.as_micros() as i64)
-        };
+        let now_us = now();
+        take_wake_ups(wake, &mut clocks, now_us);
+        let wait_us = next_wait(now_us, &clocks, naptime.as_micros() as i64);
         if !BackgroundWorker::wait_latch(Some(Duration::from_micros(wait_us as u64))) {
             break; // postmaster death
         }
@@ -144,6 +145,28 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         }
     }
     pgrx::log!("pg_warden worker for database {dboid} shutting down");
+}
+
+/// Takes the wake-ups asked for since the last look into the tasks'
+/// clocks. A task woken within its wake gap keeps its bit set until it
+/// runs, so the commits that would wake it again leave our latch alone.
+fn take_wake_ups(wake: &WakeState, clocks: &mut [TaskClock], now_us: i64) {
+    let urgent = wake.urgent.swap(0, Ordering::AcqRel);
+    let woken = wake.tasks.swap(0, Ordering::AcqRel) | urgent;
+    let mut deferred = 0u64;
+    for (i, clock) in clocks.iter_mut().enumerate() {
+        if urgent & (1 << i) != 0 {
+            clock.woken_now(now_us);
+        } else if woken & (1 << i) != 0 {
+            clock.woken(now_us);
+        }
+        if clock.wake_pending {
+            deferred |= 1 << i;
+        }
+    }
+    if deferred != 0 {
+        wake.tasks.fetch_or(deferred, Ordering::AcqRel);
+    }
 }
 
 /// Postgres' backend SIGTERM handler (as worker_spi installs it): sets
