@@ -19,9 +19,9 @@ use warden_core::audit::{
 use warden_core::crypto::fill_random;
 
 use super::datum_read::canonical_jsonb;
-use super::heap_append::{bytea_datum, text_datum, HeapAppender};
 use super::inbox_read::InboxRow;
 use crate::error::WardenError;
+use crate::heap_append::{bytea_datum, text_datum, HeapAppender};
 use crate::privileged::as_superuser;
 use crate::workers::{
     register_task, wake_task_on_commit, Task, TaskContext, TaskId, TaskReport, TaskSpec,
@@ -108,8 +108,9 @@ struct Sequencer {
 const LOOKBACK: i64 = 10_000;
 const FULL_SCAN_EVERY: Duration = Duration::from_secs(1);
 
-/// Commits that wake the sequencer within this time of its last run are
-/// chained together at the end of it. Without it, a run per commit under
+/// Commits that wake the sequencer within this time of the start of its
+/// last run are chained together at the end of it (a run that took longer
+/// is followed at once: under load the sequencer runs back to back). Without it, a run per commit under
 /// load (2 400 runs/s for 7 000 events/s at 8 clients) spent a
 /// transaction, a snapshot, an index descent and a checkpoint on a
 /// handful of events, on the cores the writers needed. It bounds what
@@ -369,7 +370,7 @@ fn chain_rows(heads: &mut Heads, rows: &[InboxRow]) -> Result<(), WardenError> {
     let mut salts = vec![0u8; events * SALT_BYTES];
     fill_random(&mut salts).map_err(|_| WardenError::random_source_failed())?;
     let mut salts = salts.chunks_exact(SALT_BYTES);
-    let inbox = super::heap_append::warden_relation(c"audit_inbox");
+    let inbox = crate::heap_append::warden_relation(c"audit_inbox");
     let mut log = HeapAppender::open(c"audit_log", &LOG_COLUMNS);
     // SAFETY: the inbox is opened here and closed below (or by the abort
     // of an ERROR); the rows deleted are the ones this run's snapshot read.

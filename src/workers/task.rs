@@ -25,10 +25,10 @@ pub struct TaskReport {
 pub trait Task {
     /// Time between runs when nothing wakes the worker.
     fn interval(&self) -> Duration;
-    /// Shortest time from the end of a run to a run a wake-up asks for;
-    /// wake-ups within it are served together when it ends (a task woken
-    /// by every commit then runs once per gap under load, not once per
-    /// commit).
+    /// Shortest time from the start of a run to the start of a run a
+    /// wake-up asks for; wake-ups within it are served together when it
+    /// ends (a task woken by every commit then runs at most once per gap,
+    /// not once per commit; back to back when a run takes longer).
     fn wake_gap(&self) -> Duration {
         Duration::ZERO
     }

@@ -108,10 +108,11 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         take_wake_ups(wake, &mut clocks, now_us);
         for (i, task) in tasks.iter_mut().enumerate() {
             if clocks[i].is_due(now_us) {
+                let started = now();
                 run_task(task.as_mut(), &context(i));
                 let finished = now();
                 clocks[i].interval_us = task.interval().as_micros() as i64;
-                clocks[i].ran(finished);
+                clocks[i].ran(started, finished);
                 let mut shared = SHARED.exclusive();
                 if shared.slots[slot_index].dboid == dboid {
                     shared.tasks_mut(slot_index)[i].next_run_at =

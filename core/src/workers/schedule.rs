@@ -9,11 +9,12 @@ pub struct TaskClock {
     pub interval_us: i64,
     /// When the task is next due; `None` before its first run (due at once).
     pub next_due_us: Option<i64>,
-    /// Shortest time from the end of a run to a run a wake-up asks for:
-    /// wake-ups that arrive sooner are served together, at the end of
-    /// the gap, in one run.
+    /// Shortest time from the start of a run to the start of a run a
+    /// wake-up asks for: wake-ups that arrive sooner are served together,
+    /// at the end of the gap, in one run. A run longer than the gap is
+    /// followed at once: under load the task runs back to back.
     pub wake_gap_us: i64,
-    /// When the last run finished.
+    /// When the last run started.
     pub last_ran_us: Option<i64>,
     /// A wake-up waits for the end of the gap.
     pub wake_pending: bool,
@@ -30,8 +31,8 @@ impl TaskClock {
         }
     }
 
-    /// A clock whose wake-ups within `wake_gap_us` of the last run wait
-    /// for the end of the gap.
+    /// A clock whose wake-ups within `wake_gap_us` of the start of the
+    /// last run wait for the end of the gap.
     pub fn with_wake_gap(mut self, wake_gap_us: i64) -> Self {
         self.wake_gap_us = wake_gap_us.max(0);
         self
@@ -60,10 +61,11 @@ impl TaskClock {
         self.wake_pending = false;
     }
 
-    /// Records a run that finished at `now_us`.
-    pub fn ran(&mut self, now_us: i64) {
-        self.next_due_us = Some(now_us.saturating_add(self.interval_us));
-        self.last_ran_us = Some(now_us);
+    /// Records a run that started at `started_us` and finished at
+    /// `finished_us`.
+    pub fn ran(&mut self, started_us: i64, finished_us: i64) {
+        self.next_due_us = Some(finished_us.saturating_add(self.interval_us));
+        self.last_ran_us = Some(started_us);
         self.wake_pending = false;
     }
 }
@@ -95,8 +97,8 @@ mod tests {
     fn waits_for_earliest_task_capped_by_naptime() {
         let mut a = TaskClock::new(500);
         let mut b = TaskClock::new(200);
-        a.ran(1_000);
-        b.ran(1_000);
+        a.ran(1_000, 1_000);
+        b.ran(1_000, 1_000);
         assert!(!a.is_due(1_100));
         assert_eq!(next_wait(1_100, &[a, b], 10_000), 100);
         assert_eq!(next_wait(1_100, &[a, b], 50), 50);
@@ -111,32 +113,37 @@ mod tests {
         // the first wake-up, before any run: due at once
         c.woken(0);
         assert!(c.is_due(0));
-        c.ran(1_000);
+        c.ran(500, 1_000);
         // woken 2 ms after the run: due when the gap ends, not before
         c.woken(3_000);
-        assert!(!c.is_due(10_999));
-        assert!(c.is_due(11_000));
+        assert!(!c.is_due(10_499));
+        assert!(c.is_due(10_500));
         assert!(c.wake_pending);
-        assert_eq!(next_wait(3_000, &[c], 1_000_000), 8_000);
+        assert_eq!(next_wait(3_000, &[c], 1_000_000), 7_500);
         // a second wake-up in the gap changes nothing
         c.woken(5_000);
-        assert_eq!(c.next_due_us, Some(11_000));
+        assert_eq!(c.next_due_us, Some(10_500));
         // one that cannot wait is due at once
         let mut urgent = c;
         urgent.woken_now(6_000);
         assert!(urgent.is_due(6_000) && !urgent.wake_pending);
-        c.ran(11_500);
+        c.ran(11_000, 11_500);
         assert!(!c.wake_pending);
+        // a run longer than the gap: a wake-up at its end is due at once
+        c.ran(12_000, 40_000);
+        c.woken(40_000);
+        assert!(c.is_due(40_000));
+        c.ran(40_000, 41_000);
         // woken after the gap: due at once
-        c.woken(30_000);
-        assert!(c.is_due(30_000));
+        c.woken(60_000);
+        assert!(c.is_due(60_000));
         assert!(!c.wake_pending);
     }
 
     #[test]
     fn without_a_gap_a_wake_up_is_due_at_once() {
         let mut c = TaskClock::new(1_000_000);
-        c.ran(1_000);
+        c.ran(1_000, 1_000);
         c.woken(1_001);
         assert!(c.is_due(1_001));
     }
@@ -147,7 +154,7 @@ mod tests {
         #[test]
         fn a_wake_up_is_served_by_the_end_of_the_gap(ran in 0i64..1_000_000, after in 0i64..100_000, gap in 0i64..50_000, interval in 0i64..2_000_000) {
             let mut c = TaskClock::new(interval).with_wake_gap(gap);
-            c.ran(ran);
+            c.ran(ran, ran);
             let before = c.next_due_us.unwrap();
             let now = ran + after;
             c.woken(now);
