@@ -1,5 +1,5 @@
-//! Appends rows to pg_warden's own audit tables (the inbox, the log) by
-//! heap insert, with one entry in each of their indexes: no SQL, no
+//! Appends rows to pg_warden's own tables (the audit inbox and log, the
+//! outbox's messages) by heap insert, with one entry in each of their indexes: no SQL, no
 //! planner, no executor. These tables take no triggers, rules or
 //! policies of anyone's (the guard refuses them), so nothing runs with
 //! the inserter's rights; their indexes are plain columns, and anything
@@ -12,8 +12,20 @@ use pgrx::pg_sys::{self, Datum};
 
 use crate::error::WardenError;
 
+unsafe extern "C-unwind" {
+    /// `nextval` without the permission check (commands/sequence.h).
+    fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
+}
+
+/// The next value of the sequence `sequence` (one of pg_warden's own:
+/// the caller needs no rights on it).
+pub(crate) fn next_id(sequence: pg_sys::Oid) -> i64 {
+    // SAFETY: draws from an existing sequence.
+    unsafe { nextval_internal(sequence, false) }
+}
+
 /// The relation `warden.<name>` in this database.
-pub(super) fn warden_relation(name: &CStr) -> pg_sys::Oid {
+pub(crate) fn warden_relation(name: &CStr) -> pg_sys::Oid {
     // SAFETY: catalog lookups by name.
     unsafe {
         let schema = pg_sys::get_namespace_oid(c"warden".as_ptr(), false);
@@ -22,7 +34,7 @@ pub(super) fn warden_relation(name: &CStr) -> pg_sys::Oid {
 }
 
 /// A text datum (palloc'd) and its null flag.
-pub(super) fn text_datum(s: Option<&str>) -> (Datum, bool) {
+pub(crate) fn text_datum(s: Option<&str>) -> (Datum, bool) {
     match s {
         None => (Datum::from(0usize), true),
         Some(s) => {
@@ -37,7 +49,7 @@ pub(super) fn text_datum(s: Option<&str>) -> (Datum, bool) {
 }
 
 /// A bytea datum (palloc'd).
-pub(super) fn bytea_datum(b: &[u8]) -> (Datum, bool) {
+pub(crate) fn bytea_datum(b: &[u8]) -> (Datum, bool) {
     // SAFETY: a fresh varlena of the right size, filled.
     unsafe {
         let v = pg_sys::palloc(pg_sys::VARHDRSZ + b.len()).cast::<pg_sys::varlena>();
@@ -50,7 +62,7 @@ pub(super) fn bytea_datum(b: &[u8]) -> (Datum, bool) {
 /// A table opened for appending, with its index descriptions, looked up
 /// once for however many rows. `close` when done; an ERROR in between
 /// leaves them to the transaction's abort, as for any relation.
-pub(super) struct HeapAppender {
+pub(crate) struct HeapAppender {
     rel: pg_sys::Relation,
     indexes: Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>,
 }
@@ -60,7 +72,7 @@ impl HeapAppender {
     /// column types `types` (rule 3 of docs/security.md: the tuple is
     /// formed from values of those types), with no INSERT trigger or rule,
     /// and only valid btree indexes on plain columns.
-    pub(super) fn open(name: &CStr, types: &[pg_sys::Oid]) -> HeapAppender {
+    pub(crate) fn open(name: &CStr, types: &[pg_sys::Oid]) -> HeapAppender {
         let oid = warden_relation(name);
         let shown = name.to_string_lossy();
         if oid == pg_sys::InvalidOid {
@@ -126,7 +138,7 @@ impl HeapAppender {
     }
 
     /// Appends one row (values in column order).
-    pub(super) fn append(&mut self, values: &mut [Datum], nulls: &mut [bool]) {
+    pub(crate) fn append(&mut self, values: &mut [Datum], nulls: &mut [bool]) {
         // SAFETY: the relation and indexes opened by `open`, values of its
         // row type; the tuple is freed after the inserts copied it.
         unsafe {
@@ -164,7 +176,7 @@ impl HeapAppender {
         }
     }
 
-    pub(super) fn close(self) {
+    pub(crate) fn close(self) {
         // SAFETY: closes what `open` opened, keeping the locks to the end
         // of the transaction.
         unsafe {

@@ -11,6 +11,7 @@ mod dispatch;
 mod error;
 mod fmgr;
 mod guc;
+mod heap_append;
 mod names;
 mod preload;
 mod privileged;

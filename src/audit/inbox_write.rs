@@ -6,13 +6,8 @@
 
 use pgrx::pg_sys::{self, Datum};
 
-use super::heap_append::{text_datum, warden_relation, HeapAppender};
 use crate::error::WardenError;
-
-unsafe extern "C-unwind" {
-    /// `nextval` without the permission check (commands/sequence.h).
-    fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
-}
+use crate::heap_append::{text_datum, warden_relation, HeapAppender};
 
 /// One event, or a batch of events that share their header, on its way
 /// into the inbox.
@@ -69,7 +64,7 @@ impl InboxWriter {
         // SAFETY: reads the clock and the transaction id; draws an id.
         let (id, ts, txid) = unsafe {
             (
-                nextval_internal(self.sequence, false),
+                crate::heap_append::next_id(self.sequence),
                 pg_sys::GetCurrentTimestamp(),
                 pg_sys::GetTopFullTransactionId().value,
             )

@@ -8,8 +8,8 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Datum};
 
-use super::heap_append::warden_relation;
 use crate::error::WardenError;
+use crate::heap_append::warden_relation;
 
 /// One row of the scan, while the scan holds it.
 pub(super) struct ScannedRow<'a> {

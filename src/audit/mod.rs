@@ -4,7 +4,6 @@
 //! - `log_table`: `warden.audit_log` (append-only), `warden.audit_inbox`.
 //! - `context`: `warden.set_actor`, `warden.set_correlation_id`.
 //! - `emit`: `warden.audit_emit`, the transactional path.
-//! - `heap_append`: heap inserts into pg_warden's own tables.
 //! - `inbox_write`: the inbox's write (a batch of events per row for
 //!   captured statements).
 //! - `jsonb_build`: jsonb datums built from serde values without text.
@@ -41,7 +40,6 @@ mod evidence;
 mod flag;
 mod guard;
 mod header_row;
-mod heap_append;
 mod inbox_read;
 mod inbox_write;
 mod index_scan;
