@@ -34,8 +34,14 @@ SELECT p.oid::regprocedure::text AS uncommented
    AND obj_description(p.oid, 'pg_proc') IS NULL
 UNION ALL
 SELECT c.oid::regclass::text
-  FROM pg_class c WHERE c.relnamespace = 'warden'::regnamespace
-   AND obj_description(c.oid, 'pg_class') IS NULL;
+  FROM pg_class c WHERE c.relnamespace = 'warden'::regnamespace AND c.relkind <> 'c'
+   AND obj_description(c.oid, 'pg_class') IS NULL
+UNION ALL
+-- composite types carry their comment on the type
+SELECT t.oid::regtype::text
+  FROM pg_type t WHERE t.typnamespace = 'warden'::regnamespace AND t.typtype = 'c'
+   AND t.typrelid IN (SELECT c.oid FROM pg_class c WHERE c.relkind = 'c')
+   AND obj_description(t.oid, 'pg_type') IS NULL;
 
 -- nothing is executable by PUBLIC
 SELECT p.oid::regprocedure AS public_can_execute

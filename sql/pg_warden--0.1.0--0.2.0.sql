@@ -447,3 +447,118 @@ DROP INDEX warden.audit_inbox_tenant_idx;
 
 COMMENT ON VIEW warden.worker_status IS
   'One row per pg_warden database worker and task: state (checking, running, restarting, not_installed, excluded: no worker may run but durable audit events wait in its ring), pid, starts, commit-time wake-ups, runs, failures, last run, last error (other databases'' errors for superusers only), backlog.';
+
+-- 0.2.0: the transactional outbox (src/outbox/)
+CREATE TYPE warden.message AS (
+    id           bigint,
+    topic        text,
+    key          text,
+    payload      jsonb,
+    headers      jsonb,
+    tenant       text,
+    published_at timestamptz,
+    attempt      integer,
+    subscription text
+);
+COMMENT ON TYPE warden.message IS
+  'A message as a handler or a pull consumer gets it: attempt counts from 1 (failed attempts before this one, plus one).';
+
+CREATE TABLE warden.outbox_messages (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    topic         text NOT NULL,
+    key           text,
+    payload       jsonb NOT NULL,
+    headers       jsonb NOT NULL,
+    tenant        text,
+    published_at  timestamptz NOT NULL,
+    deliver_after timestamptz,
+    txid          xid8 NOT NULL
+);
+COMMENT ON TABLE warden.outbox_messages IS
+  'Published messages, each written once by warden.publish in the publisher''s transaction and never updated. Internal: read it through the functions and views.';
+COMMENT ON COLUMN warden.outbox_messages.deliver_after IS 'Not delivered before this time (NULL: at once).';
+COMMENT ON COLUMN warden.outbox_messages.txid IS 'The publishing top-level transaction.';
+COMMENT ON INDEX warden.outbox_messages_pkey IS 'Messages in publishing order.';
+COMMENT ON SEQUENCE warden.outbox_messages_id_seq IS 'Message ids, in publishing order.';
+
+CREATE TABLE warden.outbox_dedupe (
+    scope        text NOT NULL,
+    dedupe_key   text NOT NULL,
+    message_id   bigint NOT NULL,
+    published_at timestamptz NOT NULL,
+    PRIMARY KEY (scope, dedupe_key)
+);
+COMMENT ON TABLE warden.outbox_dedupe IS
+  'The last message published with each dedupe_key, per tenant (scope: the tenant, '''' without one). Internal.';
+COMMENT ON INDEX warden.outbox_dedupe_pkey IS 'One message per dedupe_key and tenant.';
+
+CREATE TABLE warden.outbox_subscriptions (
+    id              integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name            text NOT NULL UNIQUE,
+    topic_pattern   text NOT NULL,
+    handler         regprocedure,
+    owner           regrole NOT NULL,
+    max_attempts    integer NOT NULL CHECK (max_attempts >= 1),
+    backoff         interval NOT NULL,
+    max_backoff     interval NOT NULL,
+    ordered         boolean NOT NULL,
+    handler_timeout interval NOT NULL,
+    filter          jsonb,
+    paused          boolean NOT NULL DEFAULT false,
+    dead_letters    boolean NOT NULL,
+    start_after     bigint NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE warden.outbox_subscriptions IS
+  'Subscriptions made by warden.subscribe. Internal: change them through warden.subscribe, unsubscribe, pause and resume.';
+COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg warden.message) RETURNS void the worker calls; NULL: a pull subscription.';
+COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
+COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
+COMMENT ON COLUMN warden.outbox_subscriptions.dead_letters IS 'The pattern matches warden.dead_letter: a failure here is never dead-lettered again.';
+COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
+COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
+COMMENT ON INDEX warden.outbox_subscriptions_name_key IS 'Subscriptions by name.';
+COMMENT ON SEQUENCE warden.outbox_subscriptions_id_seq IS 'Subscription ids.';
+
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_subscriptions', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_messages', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_dedupe', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_messages_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_subscriptions_id_seq', '');
+CREATE FUNCTION warden.publish(topic text, payload jsonb, key text DEFAULT NULL, headers jsonb DEFAULT '{}', dedupe_key text DEFAULT NULL, deliver_after interval DEFAULT NULL) RETURNS bigint
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'publish_wrapper';
+CREATE FUNCTION warden.publish_batch(topic text, payloads jsonb[], keys text[] DEFAULT NULL) RETURNS bigint[]
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'publish_batch_wrapper';
+COMMENT ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval) IS
+  'Publishes a message on a topic in the current transaction (delivered only if it commits) and returns its id; a dedupe_key seen within warden.outbox_dedupe_window publishes nothing and returns the first id.';
+COMMENT ON FUNCTION warden.publish_batch(text, jsonb[], text[]) IS
+  'Publishes one message per payload on a topic in the current transaction (keys: one per payload, or NULL) and returns their ids in order.';
+CREATE FUNCTION warden.subscribe(name text, topic_pattern text, handler regprocedure DEFAULT NULL, max_attempts integer DEFAULT 5, backoff interval DEFAULT '1 second', max_backoff interval DEFAULT '10 minutes', ordered boolean DEFAULT false, handler_timeout interval DEFAULT '30 seconds', filter jsonb DEFAULT NULL) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'subscribe_wrapper';
+CREATE FUNCTION warden.unsubscribe(name text) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'unsubscribe_wrapper';
+CREATE FUNCTION warden.pause(name text) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'pause_wrapper';
+CREATE FUNCTION warden.resume(name text) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'resume_wrapper';
+COMMENT ON FUNCTION warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb) IS
+  'Subscribes to the topics a pattern matches (* one segment, # the rest): with a handler (msg warden.message) RETURNS void the worker calls it as the subscribing role; without, consumers pull. Messages published from now on are delivered.';
+COMMENT ON FUNCTION warden.unsubscribe(text) IS 'Drops a subscription and what it had not delivered.';
+COMMENT ON FUNCTION warden.pause(text) IS 'Stops delivering to a subscription (messages keep arriving for it) until warden.resume.';
+COMMENT ON FUNCTION warden.resume(text) IS 'Delivers to a paused subscription again, from where it stopped.';
+REVOKE ALL ON warden.outbox_messages, warden.outbox_dedupe, warden.outbox_subscriptions FROM PUBLIC;
+REVOKE ALL ON SEQUENCE warden.outbox_messages_id_seq, warden.outbox_subscriptions_id_seq FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval),
+  warden.publish_batch(text, jsonb[], text[]),
+  warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb),
+  warden.unsubscribe(text), warden.pause(text), warden.resume(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval),
+  warden.publish_batch(text, jsonb[], text[]) TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb),
+  warden.unsubscribe(text), warden.pause(text), warden.resume(text) TO warden_admin;
+GRANT SELECT ON warden.outbox_subscriptions TO warden_admin;
+-- tenant-isolated like the audit inbox, and likewise read by id only, by
+-- pg_warden: no tenant index to cost every publish a btree insert
+SELECT warden.enable_tenancy('warden.outbox_messages');
+DROP INDEX warden.outbox_messages_tenant_idx;

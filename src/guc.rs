@@ -45,6 +45,8 @@ static AUDIT_RING_KB: GucSetting<i32> = GucSetting::<i32>::new(128);
 /// 30 days.
 static AUDIT_MIN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 static AUDIT_CHECKPOINT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// One day, as idempotency keys of payment APIs.
+static OUTBOX_DEDUPE_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 /// Transaction-local context of audit events, written only through
 /// warden.set_actor() and warden.set_correlation_id().
 pub const ACTOR_GUC: &CStr = c"warden.actor";
@@ -204,6 +206,16 @@ pub fn init(preloading: bool) {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"warden.outbox_dedupe_window",
+        c"How long a publish's dedupe_key keeps a repeated publish from publishing again.",
+        c"A publish with the dedupe_key of one published within this time publishes nothing and returns the first message's id.",
+        &OUTBOX_DEDUPE_WINDOW_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"warden.audit_min_retention",
         c"DROP EXTENSION pg_warden is refused while the audit log holds events younger than this.",
         c"Set it in postgresql.conf (reloaded); 0 allows the drop once every event is chained.",
@@ -360,6 +372,10 @@ pub fn audit_ring_bytes() -> usize {
 
 pub fn audit_min_retention() -> Duration {
     Duration::from_secs(AUDIT_MIN_RETENTION_S.get().max(0) as u64)
+}
+
+pub fn outbox_dedupe_window() -> Duration {
+    Duration::from_secs(OUTBOX_DEDUPE_WINDOW_S.get().max(0) as u64)
 }
 
 pub fn audit_checkpoint_interval() -> Duration {

@@ -13,6 +13,7 @@ mod fmgr;
 mod guc;
 mod heap_append;
 mod names;
+mod outbox;
 mod preload;
 mod privileged;
 mod redaction;

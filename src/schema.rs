@@ -120,6 +120,17 @@ GRANT EXECUTE ON FUNCTION
   warden.audit_untable(regclass)
 TO warden_admin;
 GRANT SELECT ON warden.audited_tables TO warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.publish(text, jsonb, text, jsonb, text, interval),
+  warden.publish_batch(text, jsonb[], text[])
+TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb),
+  warden.unsubscribe(text),
+  warden.pause(text),
+  warden.resume(text)
+TO warden_admin;
+GRANT SELECT ON warden.outbox_subscriptions TO warden_admin;
 GRANT SELECT ON warden.audit_status, warden.audit_chains TO warden_admin;
 -- row-level security: an application reads its own tenant's chain
 GRANT SELECT ON warden.audit_log, warden.audit_checkpoints TO warden_app, warden_admin;
@@ -136,6 +147,9 @@ COMMENT ON INDEX warden.audit_log_tenant_idx IS 'Finds a tenant''s chain (made b
 -- the sequencer reads the inbox in id order only; an index on tenant
 -- would cost every audit_emit a btree insert for nothing
 DROP INDEX warden.audit_inbox_tenant_idx;
+-- the outbox's messages likewise: read by id only, by pg_warden
+SELECT warden.enable_tenancy('warden.outbox_messages');
+DROP INDEX warden.outbox_messages_tenant_idx;
 
 -- Start this database's worker as soon as CREATE EXTENSION commits.
 SELECT warden._launcher_register_database();

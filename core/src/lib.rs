@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod crypto;
+pub mod outbox;
 pub mod redact;
 pub mod scd2;
 pub mod tenancy;

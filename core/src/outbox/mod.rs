@@ -1,0 +1,12 @@
+//! Transactional outbox rules: which topics are valid, which subscription
+//! patterns they match, and when a failed delivery is tried again.
+
+mod retry;
+mod topic;
+
+pub use retry::retry_delay_us;
+pub use topic::{validate_published_topic, validate_topic};
+pub use topic::{
+    Pattern, PatternError, TopicError, DEAD_LETTER_TOPIC, MAX_SEGMENTS, MAX_SEGMENT_BYTES,
+    MAX_TOPIC_BYTES, RESERVED_PREFIX,
+};

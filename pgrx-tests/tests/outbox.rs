@@ -1,0 +1,280 @@
+//! The outbox from outside (publishing and subscriptions): application
+//! roles of two tenants publish and keep to their own dedupe keys and
+//! cannot read the outbox or subscribe; two sessions publishing one
+//! dedupe key concurrently publish once (or twice when the first rolls
+//! back); a handler subscription never runs as a superuser nor as a role
+//! that may not execute it; subscriptions and messages survive a dump.
+
+use std::time::Duration;
+
+use pg_warden_integration::*;
+use postgres::error::SqlState;
+
+fn outbox_cluster(name: &str) -> (Cluster, Client) {
+    let cluster = Cluster::start(name, &[]);
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE EXTENSION pg_warden;
+             CREATE ROLE app LOGIN; GRANT warden_app TO app;
+             CREATE ROLE ops LOGIN; GRANT warden_admin TO ops;",
+        )
+        .unwrap();
+    (cluster, admin)
+}
+
+fn publish_as(app: &mut Client, tenant: &str, dedupe_key: &str) -> i64 {
+    let mut tx = app.transaction().unwrap();
+    tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
+        .unwrap();
+    let id: i64 = tx
+        .query_one(
+            "SELECT warden.publish('orders.created', jsonb_build_object('tenant', $1::text), dedupe_key => $2)",
+            &[&tenant, &dedupe_key],
+        )
+        .unwrap()
+        .get(0);
+    tx.commit().unwrap();
+    id
+}
+
+#[test]
+fn two_tenants_publish_through_an_app_role_and_keep_to_their_own_dedupe_keys() {
+    let (cluster, mut admin) = outbox_cluster("outbox_tenants");
+    let mut app = cluster.connect_as("postgres", "app");
+    let acme = publish_as(&mut app, "acme", "k1");
+    let beta = publish_as(&mut app, "beta", "k1");
+    assert_ne!(
+        acme, beta,
+        "one tenant's dedupe key answered another's publish"
+    );
+    assert_eq!(publish_as(&mut app, "acme", "k1"), acme);
+    assert_eq!(publish_as(&mut app, "beta", "k1"), beta);
+    // no tenant: a scope of its own
+    let none: i64 = app
+        .query_one(
+            "SELECT warden.publish('orders.created', '{}', dedupe_key => 'k1')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(none != acme && none != beta);
+    let rows: Vec<(i64, Option<String>, String)> = admin
+        .query(
+            "SELECT id, tenant, payload::text FROM warden.outbox_messages ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0].1.as_deref(), Some("acme"));
+    assert!(rows[0].2.contains("acme"));
+    assert_eq!(rows[1].1.as_deref(), Some("beta"));
+    assert_eq!(rows[2].1, None);
+
+    // what an application may not do
+    for (sql, code) in [
+        ("SELECT count(*) FROM warden.outbox_messages", SqlState::INSUFFICIENT_PRIVILEGE),
+        ("SELECT count(*) FROM warden.outbox_dedupe", SqlState::INSUFFICIENT_PRIVILEGE),
+        ("SELECT count(*) FROM warden.outbox_subscriptions", SqlState::INSUFFICIENT_PRIVILEGE),
+        ("SELECT warden.subscribe('spy', '#')", SqlState::INSUFFICIENT_PRIVILEGE),
+        ("SELECT warden.pause('x')", SqlState::INSUFFICIENT_PRIVILEGE),
+        ("INSERT INTO warden.outbox_messages (topic, payload, headers, published_at, txid) VALUES ('a', '{}', '{}', now(), pg_current_xact_id())", SqlState::INSUFFICIENT_PRIVILEGE),
+        ("SELECT warden.publish('warden.dead_letter', '{}')", SqlState::INVALID_PARAMETER_VALUE),
+    ] {
+        let err = app.batch_execute(sql).unwrap_err();
+        assert_eq!(err.code(), Some(&code), "{sql}: {err:?}");
+    }
+    // a failed publish wrote nothing
+    let n: i64 = admin
+        .query_one("SELECT count(*) FROM warden.outbox_messages", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn concurrent_publishes_with_one_dedupe_key_publish_once() {
+    let (cluster, mut admin) = outbox_cluster("outbox_dedupe_race");
+    for first_commits in [true, false] {
+        let key = format!("race-{first_commits}");
+        let mut first = cluster.connect_as("postgres", "app");
+        first
+            .batch_execute("BEGIN; SELECT warden.set_tenant('acme')")
+            .unwrap();
+        let first_id: i64 = first
+            .query_one(
+                "SELECT warden.publish('orders.created', '{\"n\": 1}', dedupe_key => $1)",
+                &[&key],
+            )
+            .unwrap()
+            .get(0);
+        let conn = cluster.conn_str("postgres", "app");
+        let second_key = key.clone();
+        let second = std::thread::spawn(move || {
+            let mut c = Client::connect(&conn, postgres::NoTls).unwrap();
+            let mut tx = c.transaction().unwrap();
+            tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
+            let id: i64 = tx
+                .query_one(
+                    "SELECT warden.publish('orders.created', '{\"n\": 2}', dedupe_key => $1)",
+                    &[&second_key],
+                )
+                .unwrap()
+                .get(0);
+            tx.commit().unwrap();
+            id
+        });
+        // the second publish waits for the first one's transaction
+        wait_for(
+            Duration::from_secs(10),
+            "the second publish to wait",
+            || {
+                let waiting: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%warden.publish%'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+                (waiting == 1).then_some(())
+            },
+        );
+        first
+            .batch_execute(if first_commits { "COMMIT" } else { "ROLLBACK" })
+            .unwrap();
+        let second_id = second.join().unwrap();
+        let published: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM warden.outbox_messages WHERE id IN ($1, $2)",
+                &[&first_id, &second_id],
+            )
+            .unwrap()
+            .get(0);
+        if first_commits {
+            assert_eq!(
+                second_id, first_id,
+                "the repeated publish did not return the first id"
+            );
+            assert_eq!(published, 1);
+        } else {
+            assert_ne!(second_id, first_id, "a rolled-back message's id came back");
+            assert_eq!(published, 1, "the second publish must stand alone");
+        }
+    }
+}
+
+#[test]
+fn a_handler_subscription_never_runs_as_a_superuser_nor_without_execute() {
+    let (cluster, mut admin) = outbox_cluster("outbox_handler_roles");
+    admin
+        .batch_execute(
+            "CREATE FUNCTION public.h(msg warden.message) RETURNS void LANGUAGE sql AS 'SELECT';
+             REVOKE EXECUTE ON FUNCTION public.h(warden.message) FROM PUBLIC;",
+        )
+        .unwrap();
+    let err = admin
+        .batch_execute("SELECT warden.subscribe('s', 'orders.*', 'public.h(warden.message)')")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    let message = err.as_db_error().unwrap().message().to_string();
+    assert!(message.contains("superuser"), "{message}");
+    let mut ops = cluster.connect_as("postgres", "ops");
+    let err = ops
+        .batch_execute("SELECT warden.subscribe('s', 'orders.*', 'public.h(warden.message)')")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    // a superuser in disguise: SET ROLE to a superuser role is still one
+    admin
+        .batch_execute("CREATE ROLE root_too SUPERUSER; GRANT root_too TO ops")
+        .unwrap();
+    let err = ops
+        .batch_execute(
+            "SET ROLE root_too; SELECT warden.subscribe('s', 'orders.*', 'public.h(warden.message)')",
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    ops.batch_execute("RESET ROLE").unwrap();
+    admin
+        .batch_execute("GRANT EXECUTE ON FUNCTION public.h(warden.message) TO ops")
+        .unwrap();
+    ops.batch_execute("SELECT warden.subscribe('s', 'orders.*', 'public.h(warden.message)')")
+        .unwrap();
+    let owner: String = admin
+        .query_one(
+            "SELECT owner::text FROM warden.outbox_subscriptions WHERE name = 's'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "ops");
+    // the name is taken
+    let err = ops
+        .batch_execute("SELECT warden.subscribe('s', 'orders.#')")
+        .unwrap_err();
+    assert_eq!(err.code(), Some(&SqlState::DUPLICATE_OBJECT), "{err:?}");
+}
+
+#[test]
+fn subscriptions_and_messages_survive_a_dump_and_ids_go_on() {
+    let (cluster, mut admin) = outbox_cluster("outbox_dump");
+    let mut app = cluster.connect_as("postgres", "app");
+    let last = publish_as(&mut app, "acme", "d1");
+    admin
+        .batch_execute("SELECT warden.subscribe('feed', 'orders.#', ordered => true)")
+        .unwrap();
+    admin.batch_execute("CREATE DATABASE restored").unwrap();
+    let dump = cluster.dir.join("outbox.dump");
+    let out = cluster.run_tool(
+        "pg_dump",
+        &[
+            "-Fc".as_ref(),
+            "-f".as_ref(),
+            dump.as_os_str(),
+            "postgres".as_ref(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.run_tool(
+        "pg_restore",
+        &["-d".as_ref(), "restored".as_ref(), dump.as_os_str()],
+    );
+    assert!(
+        out.status.success(),
+        "pg_restore failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut restored = cluster.connect("restored");
+    let (pattern, ordered): (String, bool) = {
+        let r = restored
+            .query_one(
+                "SELECT topic_pattern, ordered FROM warden.outbox_subscriptions WHERE name = 'feed'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((pattern.as_str(), ordered), ("orders.#", true));
+    let mut app = cluster.connect_as("restored", "app");
+    // the dedupe key is remembered, and a new message's id comes after
+    assert_eq!(publish_as(&mut app, "acme", "d1"), last);
+    assert!(publish_as(&mut app, "acme", "d2") > last);
+}

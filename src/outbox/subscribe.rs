@@ -1,0 +1,234 @@
+//! `warden.subscribe`, `unsubscribe`, `pause` and `resume` (warden_admin).
+//!
+//! A handler runs as the role that subscribed, never as a superuser: a
+//! superuser subscribes a handler as the role it should run as (`SET
+//! ROLE`), and that role needs EXECUTE on it. The signature
+//! `(warden.message) RETURNS void` is checked here, with a clear error,
+//! not at the first delivery.
+
+use pgrx::datum::Interval;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use warden_core::outbox::Pattern;
+
+use crate::error::{not_null, WardenError};
+use crate::privileged::as_superuser;
+
+/// Longest subscription name, in bytes.
+const MAX_NAME_BYTES: usize = 63;
+/// Longest handler timeout (statement_timeout is in int milliseconds).
+const MAX_HANDLER_TIMEOUT_US: i128 = 24 * 3600 * 1_000_000;
+
+fn check_name(name: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'));
+    if !ok {
+        WardenError::invalid_parameter("a subscription name is 1 to 63 of A-Z a-z 0-9 _ . - :")
+            .hint("For example 'billing.invoice_mailer'.")
+            .raise();
+    }
+}
+
+fn spi_error(e: pgrx::spi::Error) -> WardenError {
+    WardenError::prerequisite(format!("outbox subscriptions: {e}"))
+}
+
+/// A positive interval as microseconds (months count 30 days, as
+/// Postgres compares intervals), or 22023 naming `what`.
+fn positive_micros(value: Interval, what: &str) -> i128 {
+    let us = value.as_micros();
+    if us <= 0 {
+        WardenError::invalid_parameter(format!("{what} must be positive"))
+            .hint("For example '1 second'.")
+            .raise();
+    }
+    us
+}
+
+/// Checks a handler: a plain function `(warden.message) RETURNS void`
+/// the subscribing role may execute.
+fn check_handler(handler: pg_sys::Oid) {
+    let shape = crate::spi_read::read_two::<bool, bool>(
+        "SELECT p.prokind OPERATOR(pg_catalog.=) 'f' AND NOT p.proretset
+                AND p.prorettype OPERATOR(pg_catalog.=) 'pg_catalog.void'::pg_catalog.regtype
+                AND p.pronargs OPERATOR(pg_catalog.=) 1
+                AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'warden.message'::pg_catalog.regtype,
+                pg_catalog.has_function_privilege($2, p.oid, 'EXECUTE')
+           FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) $1",
+        &[handler.into(), unsafe { pg_sys::GetUserId() }.into()],
+    )
+    .unwrap_or_else(|e| spi_error(e).raise());
+    match shape {
+        (None, _) => WardenError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
+            "the handler function does not exist",
+        )
+        .raise(),
+        (Some(false), _) => WardenError::new(
+            PgSqlErrorCode::ERRCODE_INVALID_FUNCTION_DEFINITION,
+            "a handler must be a function (msg warden.message) RETURNS void",
+        )
+        .hint("CREATE FUNCTION my_handler(msg warden.message) RETURNS void LANGUAGE plpgsql AS $$ ... $$;")
+        .raise(),
+        (Some(true), Some(false)) => WardenError::privilege(
+            "the subscribing role may not execute the handler",
+        )
+        .detail("The handler runs as the role that subscribes.")
+        .hint("GRANT EXECUTE ON FUNCTION ... TO that role, or subscribe as a role that has it.")
+        .raise(),
+        _ => {}
+    }
+    // SAFETY: reads the current user.
+    if unsafe { pg_sys::superuser() } {
+        WardenError::privilege("a handler never runs as a superuser")
+            .detail("The handler would run as the role that subscribes, here a superuser.")
+            .hint("SET ROLE to the (non-superuser) role the handler should run as, then subscribe.")
+            .raise();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn subscribe(
+    name: Option<&str>,
+    topic_pattern: Option<&str>,
+    handler: Option<pg_sys::Oid>,
+    max_attempts: Option<i32>,
+    backoff: Option<Interval>,
+    max_backoff: Option<Interval>,
+    ordered: Option<bool>,
+    handler_timeout: Option<Interval>,
+    filter: Option<pgrx::JsonB>,
+) {
+    let name = not_null(name, "name");
+    check_name(name);
+    let pattern = not_null(topic_pattern, "topic_pattern");
+    let parsed = Pattern::parse(pattern).unwrap_or_else(|e| {
+        WardenError::invalid_parameter(e.message())
+            .hint("Patterns are topics whose segments may be '*' (one segment) or, last, '#' (the rest): 'orders.*', 'orders.#'.")
+            .raise()
+    });
+    let max_attempts = not_null(max_attempts, "max_attempts");
+    if max_attempts < 1 {
+        WardenError::invalid_parameter("max_attempts must be at least 1").raise();
+    }
+    let backoff = not_null(backoff, "backoff");
+    let max_backoff = not_null(max_backoff, "max_backoff");
+    if positive_micros(max_backoff, "max_backoff") < positive_micros(backoff, "backoff") {
+        WardenError::invalid_parameter("max_backoff must not be shorter than backoff").raise();
+    }
+    let ordered = not_null(ordered, "ordered");
+    let handler_timeout = not_null(handler_timeout, "handler_timeout");
+    if positive_micros(handler_timeout, "handler_timeout") > MAX_HANDLER_TIMEOUT_US {
+        WardenError::invalid_parameter("handler_timeout is at most 24 hours").raise();
+    }
+    if filter.as_ref().is_some_and(|f| !f.0.is_object()) {
+        WardenError::invalid_parameter("filter must be a JSON object")
+            .hint("A message is delivered when its payload contains the filter (jsonb @>), e.g. '{\"region\": \"eu\"}'.")
+            .raise();
+    }
+    if let Some(handler) = handler {
+        check_handler(handler);
+    }
+    // SAFETY: reads the current user.
+    let owner = unsafe { pg_sys::GetUserId() };
+    let created = as_superuser(|| {
+        super::write_one::<i32>(
+            "INSERT INTO warden.outbox_subscriptions AS s
+                    (name, topic_pattern, handler, owner, max_attempts, backoff, max_backoff,
+                     ordered, handler_timeout, filter, dead_letters, start_after)
+             SELECT $1, $2, $3::pg_catalog.regprocedure, $4::pg_catalog.regrole, $5, $6, $7, $8, $9, $10, $11,
+                    CASE WHEN q.is_called THEN q.last_value ELSE q.last_value OPERATOR(pg_catalog.-) 1 END
+               FROM warden.outbox_messages_id_seq q
+             ON CONFLICT (name) DO NOTHING
+             RETURNING s.id",
+            &[
+                name.into(),
+                pattern.into(),
+                handler.into(),
+                owner.into(),
+                max_attempts.into(),
+                backoff.into(),
+                max_backoff.into(),
+                ordered.into(),
+                handler_timeout.into(),
+                filter.into(),
+                parsed.matches_dead_letters().into(),
+            ],
+        )
+    })
+    .unwrap_or_else(|e| spi_error(e).raise());
+    if created.is_none() {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            format!("subscription \"{name}\" already exists"),
+        )
+        .hint("Pick another name, or warden.unsubscribe it first.")
+        .raise();
+    }
+}
+
+/// Runs `statement` (which returns the subscription's id) for the
+/// subscription `name`, or raises 42704 when there is none.
+fn change(name: Option<&str>, statement: &str) {
+    let name = not_null(name, "name");
+    check_name(name);
+    let found = as_superuser(|| super::write_one::<i32>(statement, &[name.into()]))
+        .unwrap_or_else(|e| spi_error(e).raise());
+    if found.is_none() {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("subscription \"{name}\" does not exist"),
+        )
+        .hint("warden.outbox_subscriptions lists the subscriptions.")
+        .raise();
+    }
+}
+
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn unsubscribe(name: Option<&str>) {
+    change(
+        name,
+        "DELETE FROM warden.outbox_subscriptions s WHERE s.name OPERATOR(pg_catalog.=) $1 RETURNING s.id",
+    );
+}
+
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn pause(name: Option<&str>) {
+    change(
+        name,
+        "UPDATE warden.outbox_subscriptions s SET paused = true WHERE s.name OPERATOR(pg_catalog.=) $1 RETURNING s.id",
+    );
+}
+
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn resume(name: Option<&str>) {
+    change(
+        name,
+        "UPDATE warden.outbox_subscriptions s SET paused = false WHERE s.name OPERATOR(pg_catalog.=) $1 RETURNING s.id",
+    );
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION warden.subscribe(name text, topic_pattern text, handler regprocedure DEFAULT NULL, max_attempts integer DEFAULT 5, backoff interval DEFAULT '1 second', max_backoff interval DEFAULT '10 minutes', ordered boolean DEFAULT false, handler_timeout interval DEFAULT '30 seconds', filter jsonb DEFAULT NULL) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'subscribe_wrapper';
+CREATE FUNCTION warden.unsubscribe(name text) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'unsubscribe_wrapper';
+CREATE FUNCTION warden.pause(name text) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'pause_wrapper';
+CREATE FUNCTION warden.resume(name text) RETURNS void
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'resume_wrapper';
+COMMENT ON FUNCTION warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb) IS
+  'Subscribes to the topics a pattern matches (* one segment, # the rest): with a handler (msg warden.message) RETURNS void the worker calls it as the subscribing role; without, consumers pull. Messages published from now on are delivered.';
+COMMENT ON FUNCTION warden.unsubscribe(text) IS 'Drops a subscription and what it had not delivered.';
+COMMENT ON FUNCTION warden.pause(text) IS 'Stops delivering to a subscription (messages keep arriving for it) until warden.resume.';
+COMMENT ON FUNCTION warden.resume(text) IS 'Delivers to a paused subscription again, from where it stopped.';
+"#,
+    name = "outbox_subscribe",
+    requires = ["outbox_tables"],
+);

@@ -1,0 +1,90 @@
+//! The outbox's tables. A message is written once, by `warden.publish`
+//! in the publisher's transaction, and never updated: what changes as it
+//! is delivered lives elsewhere, so a held xmin horizon leaves no dead
+//! message versions behind. Application roles have no rights on these
+//! tables; they publish, claim and acknowledge through functions.
+
+use pgrx::prelude::*;
+
+extension_sql!(
+    r#"
+CREATE TYPE warden.message AS (
+    id           bigint,
+    topic        text,
+    key          text,
+    payload      jsonb,
+    headers      jsonb,
+    tenant       text,
+    published_at timestamptz,
+    attempt      integer,
+    subscription text
+);
+COMMENT ON TYPE warden.message IS
+  'A message as a handler or a pull consumer gets it: attempt counts from 1 (failed attempts before this one, plus one).';
+
+CREATE TABLE warden.outbox_messages (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    topic         text NOT NULL,
+    key           text,
+    payload       jsonb NOT NULL,
+    headers       jsonb NOT NULL,
+    tenant        text,
+    published_at  timestamptz NOT NULL,
+    deliver_after timestamptz,
+    txid          xid8 NOT NULL
+);
+COMMENT ON TABLE warden.outbox_messages IS
+  'Published messages, each written once by warden.publish in the publisher''s transaction and never updated. Internal: read it through the functions and views.';
+COMMENT ON COLUMN warden.outbox_messages.deliver_after IS 'Not delivered before this time (NULL: at once).';
+COMMENT ON COLUMN warden.outbox_messages.txid IS 'The publishing top-level transaction.';
+COMMENT ON INDEX warden.outbox_messages_pkey IS 'Messages in publishing order.';
+COMMENT ON SEQUENCE warden.outbox_messages_id_seq IS 'Message ids, in publishing order.';
+
+CREATE TABLE warden.outbox_dedupe (
+    scope        text NOT NULL,
+    dedupe_key   text NOT NULL,
+    message_id   bigint NOT NULL,
+    published_at timestamptz NOT NULL,
+    PRIMARY KEY (scope, dedupe_key)
+);
+COMMENT ON TABLE warden.outbox_dedupe IS
+  'The last message published with each dedupe_key, per tenant (scope: the tenant, '''' without one). Internal.';
+COMMENT ON INDEX warden.outbox_dedupe_pkey IS 'One message per dedupe_key and tenant.';
+
+CREATE TABLE warden.outbox_subscriptions (
+    id              integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name            text NOT NULL UNIQUE,
+    topic_pattern   text NOT NULL,
+    handler         regprocedure,
+    owner           regrole NOT NULL,
+    max_attempts    integer NOT NULL CHECK (max_attempts >= 1),
+    backoff         interval NOT NULL,
+    max_backoff     interval NOT NULL,
+    ordered         boolean NOT NULL,
+    handler_timeout interval NOT NULL,
+    filter          jsonb,
+    paused          boolean NOT NULL DEFAULT false,
+    dead_letters    boolean NOT NULL,
+    start_after     bigint NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE warden.outbox_subscriptions IS
+  'Subscriptions made by warden.subscribe. Internal: change them through warden.subscribe, unsubscribe, pause and resume.';
+COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg warden.message) RETURNS void the worker calls; NULL: a pull subscription.';
+COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
+COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
+COMMENT ON COLUMN warden.outbox_subscriptions.dead_letters IS 'The pattern matches warden.dead_letter: a failure here is never dead-lettered again.';
+COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
+COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
+COMMENT ON INDEX warden.outbox_subscriptions_name_key IS 'Subscriptions by name.';
+COMMENT ON SEQUENCE warden.outbox_subscriptions_id_seq IS 'Subscription ids.';
+
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_subscriptions', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_messages', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_dedupe', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_messages_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_subscriptions_id_seq', '');
+"#,
+    name = "outbox_tables",
+    requires = ["audit_log_table"],
+);
