@@ -13,19 +13,26 @@ GRANT INSERT ON outbox_mail TO regress_outbox_admin;
 CREATE FUNCTION outbox_send_mail(msg warden.message) RETURNS void LANGUAGE sql
   AS $$ INSERT INTO outbox_mail VALUES (msg.id, msg.payload) $$;
 CREATE FUNCTION outbox_wrong_shape(msg jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+-- a handler's owner can change what it does: it must be the subscriber
+ALTER FUNCTION outbox_send_mail(warden.message) OWNER TO regress_outbox_admin;
+CREATE FUNCTION outbox_app_handler(msg warden.message) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+ALTER FUNCTION outbox_app_handler(warden.message) OWNER TO regress_outbox_app;
 
+SELECT warden.subscribe('dead_watch', 'warden.dead_letter');
 -- a handler never runs as a superuser: subscribe as the role it runs as
 SELECT warden.subscribe('mailer', 'orders.*', 'outbox_send_mail(warden.message)');
 SET ROLE regress_outbox_admin;
 SELECT warden.subscribe('mailer', 'orders.*', 'outbox_send_mail(warden.message)');
 SELECT warden.subscribe('mailer', 'orders.#');
 SELECT warden.subscribe('wrong', 'orders.*', 'outbox_wrong_shape(jsonb)');
+SELECT warden.subscribe('borrowed', 'orders.*', 'outbox_app_handler(warden.message)');
+-- another role's subscription is not this role's to change
+SELECT warden.pause('dead_watch');
 RESET ROLE;
 SELECT warden.subscribe('audit_feed', 'orders.#', max_attempts => 3, ordered => true);
 SELECT warden.subscribe('eu_only', '*.created', filter => '{"region": "eu"}');
-SELECT warden.subscribe('dead_watch', 'warden.dead_letter');
 SELECT name, topic_pattern, handler, owner, max_attempts, backoff, max_backoff, ordered,
-       handler_timeout, filter, paused, dead_letters
+       handler_timeout, filter, paused
   FROM warden.outbox_subscriptions ORDER BY name;
 SELECT warden.pause('audit_feed');
 SELECT name, paused FROM warden.outbox_subscriptions WHERE name = 'audit_feed';
@@ -42,6 +49,7 @@ SELECT warden.subscribe('p5', 'orders.*', backoff => '0 seconds');
 SELECT warden.subscribe('p6', 'orders.*', backoff => '1 minute', max_backoff => '1 second');
 SELECT warden.subscribe('p7', 'orders.*', handler_timeout => '2 days');
 SELECT warden.subscribe('p8', 'orders.*', filter => '[1]');
+SELECT warden.subscribe('p8', 'orders.*', max_backoff => '30 days');
 SELECT warden.subscribe('p9', NULL);
 SELECT warden.pause(NULL);
 
@@ -76,6 +84,12 @@ SELECT warden.publish('orders.created', NULL);
 SELECT warden.publish('orders.created', '{}', headers => '[]');
 SELECT warden.publish('orders.created', '{}', key => repeat('k', 256));
 SELECT warden.publish('orders.created', '{}', deliver_after => '-1 minute');
+SELECT warden.publish('orders.created', '{}', deliver_after => '20 years');
+SELECT warden.publish('orders.created', (repeat('[', 65) || repeat(']', 65))::jsonb);
+SELECT warden.publish_batch('orders.created', ARRAY[['{}', '{}'], ['{}', '{}']]::jsonb[]);
+BEGIN READ ONLY;
+SELECT warden.publish('orders.created', '{}');
+ROLLBACK;
 SELECT warden.publish_batch('orders.created', ARRAY['{}', NULL]::jsonb[]);
 SELECT warden.publish_batch('orders.created', ARRAY['{}', '{}']::jsonb[], ARRAY['a']);
 SELECT count(*) AS nothing_more FROM warden.outbox_messages;
@@ -89,7 +103,7 @@ SELECT count(*) FROM warden.outbox_subscriptions;
 RESET ROLE;
 
 SELECT warden.unsubscribe(name) FROM warden.outbox_subscriptions;
-DROP FUNCTION outbox_send_mail(warden.message), outbox_wrong_shape(jsonb);
+DROP FUNCTION outbox_send_mail(warden.message), outbox_wrong_shape(jsonb), outbox_app_handler(warden.message);
 DROP TABLE outbox_mail;
 DROP ROLE regress_outbox_app;
 DROP ROLE regress_outbox_admin;

@@ -505,7 +505,6 @@ CREATE TABLE warden.outbox_subscriptions (
     handler_timeout interval NOT NULL,
     filter          jsonb,
     paused          boolean NOT NULL DEFAULT false,
-    dead_letters    boolean NOT NULL,
     start_after     bigint NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -514,7 +513,6 @@ COMMENT ON TABLE warden.outbox_subscriptions IS
 COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg warden.message) RETURNS void the worker calls; NULL: a pull subscription.';
 COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
 COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
-COMMENT ON COLUMN warden.outbox_subscriptions.dead_letters IS 'The pattern matches warden.dead_letter: a failure here is never dead-lettered again.';
 COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
 COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
 COMMENT ON INDEX warden.outbox_subscriptions_name_key IS 'Subscriptions by name.';
@@ -543,7 +541,7 @@ CREATE FUNCTION warden.resume(name text) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'resume_wrapper';
 COMMENT ON FUNCTION warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb) IS
   'Subscribes to the topics a pattern matches (* one segment, # the rest): with a handler (msg warden.message) RETURNS void the worker calls it as the subscribing role; without, consumers pull. Messages published from now on are delivered.';
-COMMENT ON FUNCTION warden.unsubscribe(text) IS 'Drops a subscription and what it had not delivered.';
+COMMENT ON FUNCTION warden.unsubscribe(text) IS 'Drops a subscription (its owner''s, or a superuser''s act) and what it had not delivered.';
 COMMENT ON FUNCTION warden.pause(text) IS 'Stops delivering to a subscription (messages keep arriving for it) until warden.resume.';
 COMMENT ON FUNCTION warden.resume(text) IS 'Delivers to a paused subscription again, from where it stopped.';
 REVOKE ALL ON warden.outbox_messages, warden.outbox_dedupe, warden.outbox_subscriptions FROM PUBLIC;

@@ -1,9 +1,11 @@
 //! Appends rows to pg_warden's own tables (the audit inbox and log, the
 //! outbox's messages) by heap insert, with one entry in each of their indexes: no SQL, no
-//! planner, no executor. These tables take no triggers, rules or
-//! policies of anyone's (the guard refuses them), so nothing runs with
-//! the inserter's rights; their indexes are plain columns, and anything
-//! else is refused rather than left unmaintained. A heap insert checks no
+//! planner, no executor, so nothing attached to the table runs: the
+//! appender refuses a table with an INSERT trigger or rule (and the
+//! audit guard refuses them on the audit tables before they exist);
+//! row-level security does not apply, so the caller sets every value
+//! itself (the tenant is the transaction's). Indexes must be btrees on
+//! plain columns; anything else is refused rather than left unmaintained. A heap insert checks no
 //! constraint: callers write only what the table's constraints allow.
 
 use std::ffi::{CStr, CString};

@@ -12,6 +12,7 @@ mod error;
 mod fmgr;
 mod guc;
 mod heap_append;
+mod jsonb_shape;
 mod names;
 mod outbox;
 mod preload;

@@ -59,6 +59,19 @@ fn two_tenants_publish_through_an_app_role_and_keep_to_their_own_dedupe_keys() {
         .unwrap()
         .get(0);
     assert!(none != acme && none != beta);
+    // without a tenant, a role's keys are its own: another role can
+    // neither pre-empt nor probe them
+    let other_role: i64 = admin
+        .query_one(
+            "SELECT warden.publish('orders.created', '{}', dedupe_key => 'k1')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_ne!(
+        other_role, none,
+        "roles without a tenant shared a dedupe key"
+    );
     let rows: Vec<(i64, Option<String>, String)> = admin
         .query(
             "SELECT id, tenant, payload::text FROM warden.outbox_messages ORDER BY id",
@@ -68,7 +81,7 @@ fn two_tenants_publish_through_an_app_role_and_keep_to_their_own_dedupe_keys() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
     assert_eq!(rows[0].1.as_deref(), Some("acme"));
     assert!(rows[0].2.contains("acme"));
     assert_eq!(rows[1].1.as_deref(), Some("beta"));
@@ -92,7 +105,7 @@ fn two_tenants_publish_through_an_app_role_and_keep_to_their_own_dedupe_keys() {
         .query_one("SELECT count(*) FROM warden.outbox_messages", &[])
         .unwrap()
         .get(0);
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
 }
 
 #[test]
@@ -167,7 +180,7 @@ fn concurrent_publishes_with_one_dedupe_key_publish_once() {
 }
 
 #[test]
-fn a_handler_subscription_never_runs_as_a_superuser_nor_without_execute() {
+fn a_handler_subscription_never_runs_as_a_superuser_nor_anyone_elses_code() {
     let (cluster, mut admin) = outbox_cluster("outbox_handler_roles");
     admin
         .batch_execute(
@@ -185,7 +198,40 @@ fn a_handler_subscription_never_runs_as_a_superuser_nor_without_execute() {
     );
     let message = err.as_db_error().unwrap().message().to_string();
     assert!(message.contains("superuser"), "{message}");
+    // a handler someone else owns: its owner could rewrite it later and
+    // have it run with the subscriber's rights
     let mut ops = cluster.connect_as("postgres", "ops");
+    admin
+        .batch_execute(
+            "CREATE FUNCTION public.lure(msg warden.message) RETURNS void LANGUAGE sql AS 'SELECT';
+             ALTER FUNCTION public.lure(warden.message) OWNER TO app;",
+        )
+        .unwrap();
+    for handler in ["public.h(warden.message)", "public.lure(warden.message)"] {
+        let err = ops
+            .batch_execute(&format!(
+                "SELECT warden.subscribe('s', 'orders.*', '{handler}')"
+            ))
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{handler}: {err:?}"
+        );
+        let message = err.as_db_error().unwrap().message().to_string();
+        assert!(
+            message.contains("belongs to a role"),
+            "{handler}: {message}"
+        );
+    }
+    // owned by a role whose rights the subscriber has, but not executable
+    admin
+        .batch_execute(
+            "CREATE ROLE team; GRANT team TO ops;
+             ALTER FUNCTION public.h(warden.message) OWNER TO team;
+             REVOKE EXECUTE ON FUNCTION public.h(warden.message) FROM team;",
+        )
+        .unwrap();
     let err = ops
         .batch_execute("SELECT warden.subscribe('s', 'orders.*', 'public.h(warden.message)')")
         .unwrap_err();
@@ -194,6 +240,8 @@ fn a_handler_subscription_never_runs_as_a_superuser_nor_without_execute() {
         Some(&SqlState::INSUFFICIENT_PRIVILEGE),
         "{err:?}"
     );
+    let message = err.as_db_error().unwrap().message().to_string();
+    assert!(message.contains("may not execute"), "{message}");
     // a superuser in disguise: SET ROLE to a superuser role is still one
     admin
         .batch_execute("CREATE ROLE root_too SUPERUSER; GRANT root_too TO ops")
@@ -210,7 +258,7 @@ fn a_handler_subscription_never_runs_as_a_superuser_nor_without_execute() {
     );
     ops.batch_execute("RESET ROLE").unwrap();
     admin
-        .batch_execute("GRANT EXECUTE ON FUNCTION public.h(warden.message) TO ops")
+        .batch_execute("GRANT EXECUTE ON FUNCTION public.h(warden.message) TO team")
         .unwrap();
     ops.batch_execute("SELECT warden.subscribe('s', 'orders.*', 'public.h(warden.message)')")
         .unwrap();
@@ -227,6 +275,23 @@ fn a_handler_subscription_never_runs_as_a_superuser_nor_without_execute() {
         .batch_execute("SELECT warden.subscribe('s', 'orders.#')")
         .unwrap_err();
     assert_eq!(err.code(), Some(&SqlState::DUPLICATE_OBJECT), "{err:?}");
+    // another admin may not pause, resume or drop it (and so take its name)
+    admin
+        .batch_execute("CREATE ROLE ops2 LOGIN; GRANT warden_admin TO ops2")
+        .unwrap();
+    let mut ops2 = cluster.connect_as("postgres", "ops2");
+    for verb in ["pause", "resume", "unsubscribe"] {
+        let err = ops2
+            .batch_execute(&format!("SELECT warden.{verb}('s')"))
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{verb}: {err:?}"
+        );
+    }
+    ops.batch_execute("SELECT warden.pause('s'); SELECT warden.resume('s')")
+        .unwrap();
 }
 
 #[test]

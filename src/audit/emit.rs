@@ -94,33 +94,11 @@ fn audit_emit(
 /// sequencer could not chain would stop the chain for everyone. Walks the
 /// jsonb in place.
 fn check_fields(jsonb: *mut pg_sys::varlena) {
-    // SAFETY: a detoasted jsonb; the iterator walks its containers.
-    let (object, size, depth) = unsafe {
-        let jb = jsonb.cast::<pg_sys::Jsonb>();
-        let header = (*jb).root.header;
-        let object = header & pg_sys::JB_FOBJECT != 0 && header & pg_sys::JB_FSCALAR == 0;
-        let size = pgrx::varsize_any(jsonb);
-        let mut it = pg_sys::JsonbIteratorInit(&raw mut (*jb).root);
-        let mut value = std::mem::zeroed::<pg_sys::JsonbValue>();
-        let (mut depth, mut deepest) = (0usize, 0usize);
-        loop {
-            match pg_sys::JsonbIteratorNext(&mut it, &mut value, false) {
-                pg_sys::JsonbIteratorToken::WJB_DONE => break,
-                pg_sys::JsonbIteratorToken::WJB_BEGIN_ARRAY
-                | pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT => {
-                    depth += 1;
-                    deepest = deepest.max(depth);
-                    if deepest > MAX_DEPTH {
-                        break;
-                    }
-                }
-                pg_sys::JsonbIteratorToken::WJB_END_ARRAY
-                | pg_sys::JsonbIteratorToken::WJB_END_OBJECT => depth -= 1,
-                _ => {}
-            }
-        }
-        (object, size, deepest)
-    };
+    let crate::jsonb_shape::JsonbShape {
+        object,
+        size,
+        depth,
+    } = crate::jsonb_shape::shape(Datum::from(jsonb), MAX_DEPTH);
     if !object {
         WardenError::invalid_parameter("fields must be a JSON object")
             .hint("Pass '{}'::jsonb or an object such as '{\"id\": 42}'.")

@@ -17,6 +17,12 @@ use crate::privileged::as_superuser;
 
 /// Longest message key or dedupe key, in bytes.
 const MAX_KEY_BYTES: usize = 255;
+/// Deepest nesting of a payload or headers (as for audit events: the
+/// worker builds dead letters and handler arguments from them).
+const MAX_DEPTH: usize = 64;
+/// Longest `deliver_after`: ten years (an infinite or absurd delay would
+/// hold a message, and an ordered key behind it, for ever).
+const MAX_DELAY_US: i128 = 3_650 * 86_400 * 1_000_000;
 
 /// Columns of `warden.outbox_messages`, in table order: id, topic, key,
 /// payload, headers, tenant, published_at, deliver_after, txid.
@@ -36,7 +42,8 @@ const MESSAGE_COLUMNS: [pg_sys::Oid; 9] = [
 struct Envelope<'a> {
     topic: &'a str,
     headers: Datum,
-    tenant: Option<&'a str>,
+    /// Copied: the setting's string may change under SQL that runs later.
+    tenant: Option<String>,
     published_at: i64,
     deliver_after: Option<i64>,
     txid: u64,
@@ -81,7 +88,7 @@ impl MessageWriter {
             text_datum(key),
             (payload, false),
             (e.headers, false),
-            text_datum(e.tenant),
+            text_datum(e.tenant.as_deref()),
             (Datum::from(e.published_at), false),
             (
                 Datum::from(e.deliver_after.unwrap_or(0)),
@@ -105,7 +112,7 @@ impl MessageWriter {
 /// message's id. A concurrent publish with the same key waits for the
 /// first one's transaction (the primary key's insert), and so sees it.
 fn already_published(e: &Envelope, dedupe_key: &str, id: i64) -> Option<i64> {
-    let scope = e.tenant.unwrap_or("");
+    let scope = dedupe_scope(e.tenant.as_deref());
     let window = crate::guc::outbox_dedupe_window().as_micros() as i64;
     let expired_before = e.published_at.saturating_sub(window);
     let at = timestamptz(e.published_at);
@@ -119,7 +126,7 @@ fn already_published(e: &Envelope, dedupe_key: &str, id: i64) -> Option<i64> {
               WHERE d.published_at OPERATOR(pg_catalog.<) $5
              RETURNING d.message_id",
             &[
-                scope.into(),
+                scope.as_str().into(),
                 dedupe_key.into(),
                 id.into(),
                 at.into(),
@@ -132,10 +139,26 @@ fn already_published(e: &Envelope, dedupe_key: &str, id: i64) -> Option<i64> {
         crate::spi_read::read_one::<i64>(
             "SELECT d.message_id FROM warden.outbox_dedupe d
               WHERE d.scope OPERATOR(pg_catalog.=) $1 AND d.dedupe_key OPERATOR(pg_catalog.=) $2",
-            &[scope.into(), dedupe_key.into()],
+            &[scope.as_str().into(), dedupe_key.into()],
         )
     });
     outcome.unwrap_or_else(|e| WardenError::prerequisite(format!("outbox dedupe: {e}")).raise())
+}
+
+/// Whose dedupe keys a publish shares: the tenant's, or without a tenant
+/// the current role's (`#` cannot start a tenant id), so sessions of
+/// other roles without a tenant can neither pre-empt nor probe its keys.
+fn dedupe_scope(tenant: Option<&str>) -> String {
+    match tenant {
+        Some(t) => t.to_string(),
+        None => {
+            // SAFETY: the current user exists; the name is palloc'd.
+            let role = unsafe {
+                std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
+            };
+            format!("#{}", role.to_string_lossy())
+        }
+    }
 }
 
 fn timestamptz(micros: i64) -> pgrx::datum::TimestampWithTimeZone {
@@ -151,6 +174,15 @@ fn envelope<'a>(
     deliver_after: Option<Interval>,
 ) -> Envelope<'a> {
     crate::preload::require("warden.publish (messages are delivered by a pg_warden worker)");
+    // SAFETY: reads two flags.
+    if unsafe { pg_sys::RecoveryInProgress() || pg_sys::XactReadOnly } {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "warden.publish cannot run in a read-only transaction",
+        )
+        .hint("Publish on the primary, in a read-write transaction.")
+        .raise();
+    }
     let topic = not_null(topic, "topic");
     if let Err(e) = validate_published_topic(topic) {
         WardenError::invalid_parameter(e.message())
@@ -159,7 +191,7 @@ fn envelope<'a>(
     }
     let headers = not_null(headers, "headers");
     let headers = jsonb_datum(&headers, "headers");
-    if !is_object(headers) {
+    if !crate::jsonb_shape::shape(headers, MAX_DEPTH).object {
         WardenError::invalid_parameter("headers must be a JSON object")
             .hint("Pass '{}' or an object such as '{\"trace_id\": \"...\"}'.")
             .raise();
@@ -174,6 +206,15 @@ fn envelope<'a>(
         )
     };
     let deliver_after = deliver_after.map(|d| {
+        let us = d.as_micros();
+        if us < 0 {
+            WardenError::invalid_parameter("deliver_after must not be negative")
+                .hint("Pass an interval such as '5 minutes', or NULL to deliver at once.")
+                .raise();
+        }
+        if us > MAX_DELAY_US {
+            WardenError::invalid_parameter("deliver_after is at most 10 years").raise();
+        }
         let at: pgrx::datum::TimestampWithTimeZone = unsafe {
             pgrx::direct_function_call(
                 pg_sys::timestamptz_pl_interval,
@@ -181,39 +222,35 @@ fn envelope<'a>(
             )
         }
         .expect("a timestamptz");
-        let at = at.into_datum().expect("a datum").value() as i64;
-        if at < published_at {
-            WardenError::invalid_parameter("deliver_after must not be negative")
-                .hint("Pass an interval such as '5 minutes', or NULL to deliver at once.")
-                .raise();
-        }
-        at
+        at.into_datum().expect("a datum").value() as i64
     });
     Envelope {
         topic,
         headers,
-        tenant: crate::guc::tenant(),
+        tenant: crate::guc::tenant().map(str::to_owned),
         published_at,
         deliver_after,
         txid,
     }
 }
 
-/// A jsonb argument's datum, detoasted.
+/// A jsonb argument's datum, detoasted, no deeper than MAX_DEPTH.
 fn jsonb_datum(value: &pgrx::AnyElement, what: &str) -> Datum {
     if value.oid() != pg_sys::JSONBOID {
         WardenError::invalid_parameter(format!("{what} must be jsonb")).raise();
     }
-    // SAFETY: a jsonb datum.
-    Datum::from(unsafe { pg_sys::pg_detoast_datum(value.datum().cast_mut_ptr()) })
+    let jsonb = crate::jsonb_shape::detoasted(value.datum());
+    check_depth(jsonb, what);
+    jsonb
 }
 
-/// Whether a detoasted jsonb is an object.
-fn is_object(jsonb: Datum) -> bool {
-    // SAFETY: a detoasted jsonb's root header.
-    unsafe {
-        let header = (*jsonb.cast_mut_ptr::<pg_sys::Jsonb>()).root.header;
-        header & pg_sys::JB_FOBJECT != 0 && header & pg_sys::JB_FSCALAR == 0
+fn check_depth(jsonb: Datum, what: &str) {
+    if crate::jsonb_shape::shape(jsonb, MAX_DEPTH).depth > MAX_DEPTH {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("{what} nests deeper than {MAX_DEPTH} levels"),
+        )
+        .raise();
     }
 }
 
@@ -276,6 +313,10 @@ fn publish_batch(
         WardenError::invalid_parameter("payloads must be jsonb[]").raise();
     }
     let elements = jsonb_elements(payloads.datum());
+    elements
+        .iter()
+        .flatten()
+        .for_each(|p| check_depth(*p, "a payload"));
     if let Some(keys) = &keys {
         if keys.len() != elements.len() {
             WardenError::invalid_parameter("keys must have as many elements as payloads")
@@ -313,6 +354,13 @@ fn jsonb_elements(array: Datum) -> Vec<Option<Datum>> {
     // with palloc'd arrays of `n` entries.
     unsafe {
         let arr = pg_sys::pg_detoast_datum(array.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        if (*arr).ndim > 1 {
+            WardenError::new(
+                PgSqlErrorCode::ERRCODE_ARRAY_ELEMENT_ERROR,
+                "payloads must be a one-dimensional array",
+            )
+            .raise();
+        }
         let mut elems: *mut Datum = std::ptr::null_mut();
         let mut nulls: *mut bool = std::ptr::null_mut();
         let mut n = 0;

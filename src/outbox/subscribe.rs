@@ -17,6 +17,10 @@ use crate::privileged::as_superuser;
 
 /// Longest subscription name, in bytes.
 const MAX_NAME_BYTES: usize = 63;
+/// Deepest nesting of a filter.
+const MAX_FILTER_DEPTH: usize = 16;
+/// Longest backoff between two attempts: a week.
+const MAX_BACKOFF_US: i128 = 7 * 86_400 * 1_000_000;
 /// Longest handler timeout (statement_timeout is in int milliseconds).
 const MAX_HANDLER_TIMEOUT_US: i128 = 24 * 3600 * 1_000_000;
 
@@ -49,40 +53,59 @@ fn positive_micros(value: Interval, what: &str) -> i128 {
     us
 }
 
-/// Checks a handler: a plain function `(warden.message) RETURNS void`
-/// the subscribing role may execute.
+/// Checks a handler: a plain function `(warden.message) RETURNS void`,
+/// not in a temporary schema, owned by a role whose rights the
+/// subscribing role has (so neither its owner, who may replace its body,
+/// nor a SECURITY DEFINER clause gives it more than the subscriber has),
+/// which the subscribing role may execute and which is not a superuser.
 fn check_handler(handler: pg_sys::Oid) {
-    let shape = crate::spi_read::read_two::<bool, bool>(
-        "SELECT p.prokind OPERATOR(pg_catalog.=) 'f' AND NOT p.proretset
-                AND p.prorettype OPERATOR(pg_catalog.=) 'pg_catalog.void'::pg_catalog.regtype
-                AND p.pronargs OPERATOR(pg_catalog.=) 1
-                AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'warden.message'::pg_catalog.regtype,
-                pg_catalog.has_function_privilege($2, p.oid, 'EXECUTE')
+    // SAFETY: reads the current user.
+    let me = unsafe { pg_sys::GetUserId() };
+    // the first check that fails, or 'ok'
+    let verdict = crate::spi_read::read_one::<String>(
+        "SELECT CASE
+                  WHEN NOT (p.prokind OPERATOR(pg_catalog.=) 'f' AND NOT p.proretset
+                    AND p.prorettype OPERATOR(pg_catalog.=) 'pg_catalog.void'::pg_catalog.regtype
+                    AND p.pronargs OPERATOR(pg_catalog.=) 1
+                    AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'warden.message'::pg_catalog.regtype)
+                  THEN 'shape'
+                  WHEN p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()
+                    OR pg_catalog.pg_is_other_temp_schema(p.pronamespace) THEN 'temporary'
+                  WHEN NOT pg_catalog.pg_has_role($2, p.proowner, 'USAGE') THEN 'owner'
+                  WHEN NOT pg_catalog.has_function_privilege($2, p.oid, 'EXECUTE') THEN 'execute'
+                  ELSE 'ok' END
            FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) $1",
-        &[handler.into(), unsafe { pg_sys::GetUserId() }.into()],
+        &[handler.into(), me.into()],
     )
     .unwrap_or_else(|e| spi_error(e).raise());
-    match shape {
-        (None, _) => WardenError::new(
+    match verdict.as_deref() {
+        None => WardenError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
             "the handler function does not exist",
         )
         .raise(),
-        (Some(false), _) => WardenError::new(
+        Some("shape") => WardenError::new(
             PgSqlErrorCode::ERRCODE_INVALID_FUNCTION_DEFINITION,
             "a handler must be a function (msg warden.message) RETURNS void",
         )
         .hint("CREATE FUNCTION my_handler(msg warden.message) RETURNS void LANGUAGE plpgsql AS $$ ... $$;")
         .raise(),
-        (Some(true), Some(false)) => WardenError::privilege(
-            "the subscribing role may not execute the handler",
+        Some("temporary") => WardenError::invalid_parameter("a handler must not be a temporary function")
+            .detail("It would vanish with the session that made it.")
+            .raise(),
+        Some("owner") => WardenError::privilege(
+            "the handler belongs to a role whose rights the subscribing role does not have",
         )
-        .detail("The handler runs as the role that subscribes.")
-        .hint("GRANT EXECUTE ON FUNCTION ... TO that role, or subscribe as a role that has it.")
+        .detail("Its owner could change what it does, and it would run with the subscriber's rights.")
+        .hint("Subscribe a function the subscribing role (or a role it is a member of) owns.")
         .raise(),
-        _ => {}
+        Some("execute") => WardenError::privilege("the subscribing role may not execute the handler")
+            .detail("The handler runs as the role that subscribes.")
+            .hint("GRANT EXECUTE ON FUNCTION ... TO that role, or subscribe as a role that has it.")
+            .raise(),
+        Some(_) => {}
     }
-    // SAFETY: reads the current user.
+    // SAFETY: reads the current user's attribute.
     if unsafe { pg_sys::superuser() } {
         WardenError::privilege("a handler never runs as a superuser")
             .detail("The handler would run as the role that subscribes, here a superuser.")
@@ -102,12 +125,12 @@ fn subscribe(
     max_backoff: Option<Interval>,
     ordered: Option<bool>,
     handler_timeout: Option<Interval>,
-    filter: Option<pgrx::JsonB>,
+    filter: Option<pgrx::AnyElement>,
 ) {
     let name = not_null(name, "name");
     check_name(name);
     let pattern = not_null(topic_pattern, "topic_pattern");
-    let parsed = Pattern::parse(pattern).unwrap_or_else(|e| {
+    Pattern::parse(pattern).unwrap_or_else(|e| {
         WardenError::invalid_parameter(e.message())
             .hint("Patterns are topics whose segments may be '*' (one segment) or, last, '#' (the rest): 'orders.*', 'orders.#'.")
             .raise()
@@ -118,19 +141,32 @@ fn subscribe(
     }
     let backoff = not_null(backoff, "backoff");
     let max_backoff = not_null(max_backoff, "max_backoff");
-    if positive_micros(max_backoff, "max_backoff") < positive_micros(backoff, "backoff") {
+    let max_backoff_us = positive_micros(max_backoff, "max_backoff");
+    if max_backoff_us < positive_micros(backoff, "backoff") {
         WardenError::invalid_parameter("max_backoff must not be shorter than backoff").raise();
+    }
+    if max_backoff_us > MAX_BACKOFF_US {
+        WardenError::invalid_parameter("max_backoff is at most 7 days").raise();
     }
     let ordered = not_null(ordered, "ordered");
     let handler_timeout = not_null(handler_timeout, "handler_timeout");
     if positive_micros(handler_timeout, "handler_timeout") > MAX_HANDLER_TIMEOUT_US {
         WardenError::invalid_parameter("handler_timeout is at most 24 hours").raise();
     }
-    if filter.as_ref().is_some_and(|f| !f.0.is_object()) {
-        WardenError::invalid_parameter("filter must be a JSON object")
+    let filter = filter.map(|f| {
+        let jsonb = crate::jsonb_shape::detoasted(f.datum());
+        let shape = crate::jsonb_shape::shape(jsonb, MAX_FILTER_DEPTH);
+        if f.oid() != pg_sys::JSONBOID || !shape.object || shape.depth > MAX_FILTER_DEPTH {
+            WardenError::invalid_parameter(format!(
+                "filter must be a JSON object nested at most {MAX_FILTER_DEPTH} levels"
+            ))
             .hint("A message is delivered when its payload contains the filter (jsonb @>), e.g. '{\"region\": \"eu\"}'.")
             .raise();
-    }
+        }
+        // SAFETY: a jsonb datum of this call, as the argument it came as.
+        unsafe { pgrx::JsonB::from_polymorphic_datum(jsonb, false, pg_sys::JSONBOID) }
+            .expect("a jsonb")
+    });
     if let Some(handler) = handler {
         check_handler(handler);
     }
@@ -140,8 +176,8 @@ fn subscribe(
         super::write_one::<i32>(
             "INSERT INTO warden.outbox_subscriptions AS s
                     (name, topic_pattern, handler, owner, max_attempts, backoff, max_backoff,
-                     ordered, handler_timeout, filter, dead_letters, start_after)
-             SELECT $1, $2, $3::pg_catalog.regprocedure, $4::pg_catalog.regrole, $5, $6, $7, $8, $9, $10, $11,
+                     ordered, handler_timeout, filter, start_after)
+             SELECT $1, $2, $3::pg_catalog.regprocedure, $4::pg_catalog.regrole, $5, $6, $7, $8, $9, $10,
                     CASE WHEN q.is_called THEN q.last_value ELSE q.last_value OPERATOR(pg_catalog.-) 1 END
                FROM warden.outbox_messages_id_seq q
              ON CONFLICT (name) DO NOTHING
@@ -157,7 +193,6 @@ fn subscribe(
                 ordered.into(),
                 handler_timeout.into(),
                 filter.into(),
-                parsed.matches_dead_letters().into(),
             ],
         )
     })
@@ -172,28 +207,45 @@ fn subscribe(
     }
 }
 
-/// Runs `statement` (which returns the subscription's id) for the
-/// subscription `name`, or raises 42704 when there is none.
+/// Runs `statement` (which returns the subscription's id; `$1` its name,
+/// `$2` the caller, who must have the rights of the subscription's owner)
+/// for the subscription `name`, or raises 42704 when there is none and
+/// 42501 when it is another role's.
 fn change(name: Option<&str>, statement: &str) {
     let name = not_null(name, "name");
     check_name(name);
-    let found = as_superuser(|| super::write_one::<i32>(statement, &[name.into()]))
+    // SAFETY: reads the current user.
+    let me = unsafe { pg_sys::GetUserId() };
+    let found = as_superuser(|| super::write_one::<i32>(statement, &[name.into(), me.into()]))
         .unwrap_or_else(|e| spi_error(e).raise());
-    if found.is_none() {
-        WardenError::new(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("subscription \"{name}\" does not exist"),
-        )
-        .hint("warden.outbox_subscriptions lists the subscriptions.")
-        .raise();
+    if found.is_some() {
+        return;
     }
+    let exists = as_superuser(|| {
+        crate::spi_read::read_one::<bool>(
+            "SELECT EXISTS (SELECT FROM warden.outbox_subscriptions s WHERE s.name OPERATOR(pg_catalog.=) $1)",
+            &[name.into()],
+        )
+    })
+    .unwrap_or_else(|e| spi_error(e).raise());
+    if exists == Some(true) {
+        WardenError::privilege(format!("subscription \"{name}\" is another role's"))
+            .detail("Only its owner (or a member of its owner role) and superusers may change it.")
+            .raise();
+    }
+    WardenError::new(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        format!("subscription \"{name}\" does not exist"),
+    )
+    .hint("warden.outbox_subscriptions lists the subscriptions.")
+    .raise();
 }
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn unsubscribe(name: Option<&str>) {
     change(
         name,
-        "DELETE FROM warden.outbox_subscriptions s WHERE s.name OPERATOR(pg_catalog.=) $1 RETURNING s.id",
+        "DELETE FROM warden.outbox_subscriptions s WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE') RETURNING s.id",
     );
 }
 
@@ -201,7 +253,7 @@ fn unsubscribe(name: Option<&str>) {
 fn pause(name: Option<&str>) {
     change(
         name,
-        "UPDATE warden.outbox_subscriptions s SET paused = true WHERE s.name OPERATOR(pg_catalog.=) $1 RETURNING s.id",
+        "UPDATE warden.outbox_subscriptions s SET paused = true WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE') RETURNING s.id",
     );
 }
 
@@ -209,7 +261,7 @@ fn pause(name: Option<&str>) {
 fn resume(name: Option<&str>) {
     change(
         name,
-        "UPDATE warden.outbox_subscriptions s SET paused = false WHERE s.name OPERATOR(pg_catalog.=) $1 RETURNING s.id",
+        "UPDATE warden.outbox_subscriptions s SET paused = false WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE') RETURNING s.id",
     );
 }
 
@@ -225,7 +277,7 @@ CREATE FUNCTION warden.resume(name text) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'resume_wrapper';
 COMMENT ON FUNCTION warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb) IS
   'Subscribes to the topics a pattern matches (* one segment, # the rest): with a handler (msg warden.message) RETURNS void the worker calls it as the subscribing role; without, consumers pull. Messages published from now on are delivered.';
-COMMENT ON FUNCTION warden.unsubscribe(text) IS 'Drops a subscription and what it had not delivered.';
+COMMENT ON FUNCTION warden.unsubscribe(text) IS 'Drops a subscription (its owner''s, or a superuser''s act) and what it had not delivered.';
 COMMENT ON FUNCTION warden.pause(text) IS 'Stops delivering to a subscription (messages keep arriving for it) until warden.resume.';
 COMMENT ON FUNCTION warden.resume(text) IS 'Delivers to a paused subscription again, from where it stopped.';
 "#,

@@ -64,7 +64,6 @@ CREATE TABLE warden.outbox_subscriptions (
     handler_timeout interval NOT NULL,
     filter          jsonb,
     paused          boolean NOT NULL DEFAULT false,
-    dead_letters    boolean NOT NULL,
     start_after     bigint NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -73,7 +72,6 @@ COMMENT ON TABLE warden.outbox_subscriptions IS
 COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg warden.message) RETURNS void the worker calls; NULL: a pull subscription.';
 COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
 COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
-COMMENT ON COLUMN warden.outbox_subscriptions.dead_letters IS 'The pattern matches warden.dead_letter: a failure here is never dead-lettered again.';
 COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
 COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
 COMMENT ON INDEX warden.outbox_subscriptions_name_key IS 'Subscriptions by name.';
