@@ -12,6 +12,20 @@ CREATE TABLE outbox_mail (id bigint PRIMARY KEY, body jsonb);
 GRANT INSERT ON outbox_mail TO regress_outbox_admin;
 CREATE FUNCTION outbox_send_mail(msg warden.message) RETURNS void LANGUAGE sql
   AS $$ INSERT INTO outbox_mail VALUES (msg.id, msg.payload) $$;
+-- waits until the worker's fan-out has seen every message
+CREATE FUNCTION pg_temp.wait_fanned_out() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1..600 LOOP
+    IF (SELECT coalesce((SELECT f.upto >= coalesce((SELECT max(id) FROM warden.outbox_messages), 0)
+                                AND cardinality(f.pending_lo) = 0
+                           FROM warden.outbox_fanout f ORDER BY f.id DESC LIMIT 1), false)) THEN
+      RETURN 'fanned out';
+    END IF;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+  RETURN 'the fan-out did not catch up';
+END
+$$;
 CREATE FUNCTION outbox_wrong_shape(msg jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
 -- a handler's owner can change what it does: it must be the subscriber
 ALTER FUNCTION outbox_send_mail(warden.message) OWNER TO regress_outbox_admin;
@@ -76,6 +90,15 @@ COMMIT;
 SELECT topic, key, payload, headers, tenant, deliver_after IS NOT NULL AS delayed,
        deliver_after - published_at AS delay, txid IS NOT NULL AS has_txid
   FROM warden.outbox_messages ORDER BY id;
+-- the worker fans each message out to the matching subscriptions, in
+-- the order they became visible (the rolled-back one never)
+SELECT pg_temp.wait_fanned_out();
+SELECT s.name, m.topic, m.payload, d.ordered_key, d.tenant, d.attempts,
+       d.next_at > m.published_at AS delayed
+  FROM warden.outbox_deliveries d
+  JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
+  JOIN warden.outbox_messages m ON m.id = d.message_id
+ ORDER BY s.name, d.id;
 -- bad messages
 SELECT warden.publish('warden.dead_letter', '{}');
 SELECT warden.publish('orders created', '{}');
@@ -103,6 +126,7 @@ SELECT count(*) FROM warden.outbox_subscriptions;
 RESET ROLE;
 
 SELECT warden.unsubscribe(name) FROM warden.outbox_subscriptions;
+SELECT count(*) AS deliveries_left FROM warden.outbox_deliveries;
 DROP FUNCTION outbox_send_mail(warden.message), outbox_wrong_shape(jsonb), outbox_app_handler(warden.message);
 DROP TABLE outbox_mail;
 DROP ROLE regress_outbox_app;

@@ -40,6 +40,7 @@ pub extern "C-unwind" fn _PG_init() {
     crypto::init(preloading);
     scd2::init(preloading);
     audit::init(preloading);
+    outbox::init(preloading);
     if preloading {
         workers::init();
     }

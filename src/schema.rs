@@ -150,6 +150,8 @@ DROP INDEX warden.audit_inbox_tenant_idx;
 -- the outbox's messages likewise: read by id only, by pg_warden
 SELECT warden.enable_tenancy('warden.outbox_messages');
 DROP INDEX warden.outbox_messages_tenant_idx;
+SELECT warden.enable_tenancy('warden.outbox_deliveries');
+DROP INDEX warden.outbox_deliveries_tenant_idx;
 
 -- Start this database's worker as soon as CREATE EXTENSION commits.
 SELECT warden._launcher_register_database();

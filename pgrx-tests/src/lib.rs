@@ -605,3 +605,50 @@ pub fn assert_tracking_goes_on(admin: &mut Client, what: &str) {
         assert_eq!(versions, ["x false", "y true"], "{what}: {history}");
     }
 }
+
+/// `kill -9` of a server process (the postmaster then restarts every
+/// process: crash recovery).
+pub fn kill9(pid: i32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn crash_restarts(cluster: &Cluster) -> usize {
+    cluster
+        .log()
+        .matches("all server processes terminated; reinitializing")
+        .count()
+}
+
+/// Connects once the server restarted after the crash number `restarts`
+/// (until the postmaster notices the crash, a connection still reaches
+/// the old processes, and is reset).
+pub fn reconnect(cluster: &Cluster, restarts: usize) -> Client {
+    wait_for(Duration::from_secs(60), "the crash restart", || {
+        (crash_restarts(cluster) >= restarts).then_some(())
+    });
+    wait_for(Duration::from_secs(60), "the server to come back", || {
+        let mut c = Client::connect(&cluster.conn_str("postgres", "postgres"), NoTls).ok()?;
+        c.batch_execute("SELECT 1").ok()?;
+        Some(c)
+    })
+}
+
+/// Waits until the worker of database `postgres` runs `task`, and
+/// returns the worker's pid (to kill it mid-run).
+pub fn wait_task_running(client: &mut Client, task: &str) -> i32 {
+    let activity = format!("pg_warden: {task} run");
+    wait_for(Duration::from_secs(20), &format!("{task} to run"), || {
+        client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_warden worker'
+                    AND datname = 'postgres' AND query = $1",
+                &[&activity],
+            )
+            .unwrap()
+            .map(|r| r.get::<_, i32>(0))
+    })
+}

@@ -8,7 +8,6 @@
 //! middle of a stream.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -346,35 +345,6 @@ fn strict_fails_closed_without_a_worker_and_a_full_ring_waits_then_raises() {
     assert_chains_verify(&mut admin);
 }
 
-fn kill9(pid: i32) {
-    let status = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn crash_restarts(cluster: &Cluster) -> usize {
-    cluster
-        .log()
-        .matches("all server processes terminated; reinitializing")
-        .count()
-}
-
-/// Connects once the server restarted after the crash number `restarts`
-/// (until the postmaster notices the crash, a connection still reaches
-/// the old processes, and is reset).
-fn reconnect(cluster: &Cluster, restarts: usize) -> Client {
-    wait_for(Duration::from_secs(60), "the crash restart", || {
-        (crash_restarts(cluster) >= restarts).then_some(())
-    });
-    wait_for(Duration::from_secs(60), "the server to come back", || {
-        let mut c = Client::connect(&cluster.conn_str("postgres", "postgres"), NoTls).ok()?;
-        c.batch_execute("SELECT 1").ok()?;
-        Some(c)
-    })
-}
-
 #[test]
 fn kill_9_of_the_worker_or_of_a_strict_caller_loses_no_committed_event() {
     let cluster = Cluster::start("audit_kill9", &[]);
@@ -387,20 +357,7 @@ fn kill_9_of_the_worker_or_of_a_strict_caller_loses_no_committed_event() {
                FROM generate_series(1, 30000) g",
         )
         .unwrap();
-    let pid = wait_for(
-        Duration::from_secs(20),
-        "the sequencer to start chaining",
-        || {
-            admin
-                .query_opt(
-                    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_warden worker'
-                    AND datname = 'postgres' AND query = 'pg_warden: audit_sequencer run'",
-                    &[],
-                )
-                .unwrap()
-                .map(|r| r.get::<_, i32>(0))
-        },
-    );
+    let pid = wait_task_running(&mut admin, "audit_sequencer");
     kill9(pid);
     drop(admin);
     let mut admin = reconnect(&cluster, 1);

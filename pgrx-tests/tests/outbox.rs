@@ -343,3 +343,190 @@ fn subscriptions_and_messages_survive_a_dump_and_ids_go_on() {
     assert_eq!(publish_as(&mut app, "acme", "d1"), last);
     assert!(publish_as(&mut app, "acme", "d2") > last);
 }
+
+/// Waits until the fan-out has seen every message id and holds none
+/// pending.
+fn wait_fanned_out(admin: &mut Client) {
+    wait_for(Duration::from_secs(60), "the fan-out to catch up", || {
+        let caught_up: bool = admin
+            .query_one(
+                "SELECT coalesce((SELECT f.upto >= coalesce((SELECT max(id) FROM warden.outbox_messages), 0)
+                                         AND cardinality(f.pending_lo) = 0
+                                    FROM warden.outbox_fanout f ORDER BY f.id DESC LIMIT 1),
+                                 NOT EXISTS (SELECT FROM warden.outbox_messages))",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        caught_up.then_some(())
+    });
+}
+
+/// (subscription, message payload's "m", ordered_key, tenant) per
+/// delivery, in subscription and fan-out order.
+fn deliveries(admin: &mut Client) -> Vec<(String, i32, Option<String>, Option<String>)> {
+    admin
+        .query(
+            "SELECT s.name, (m.payload->>'m')::int, d.ordered_key, d.tenant
+               FROM warden.outbox_deliveries d
+               JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
+               JOIN warden.outbox_messages m ON m.id = d.message_id
+              ORDER BY s.name, d.id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+#[test]
+fn each_message_fans_out_once_to_each_matching_subscription() {
+    let (cluster, mut admin) = outbox_cluster("outbox_fanout");
+    admin
+        .batch_execute(
+            "SELECT warden.subscribe('a', 'orders.*');
+             SELECT warden.subscribe('b', 'orders.#', filter => '{\"region\": \"eu\"}');
+             SELECT warden.subscribe('c', 'invoices.*');
+             SELECT warden.subscribe('d', 'orders.*', ordered => true);
+             SELECT warden.pause('d');",
+        )
+        .unwrap();
+    let mut app = cluster.connect_as("postgres", "app");
+    app.batch_execute(
+        "BEGIN; SELECT warden.set_tenant('acme');
+         SELECT warden.publish('orders.created', '{\"m\": 1, \"region\": \"eu\"}', key => 'k1');
+         SELECT warden.publish('orders.created', '{\"m\": 2, \"region\": \"us\"}', key => 'k2');
+         SELECT warden.publish('orders.eu.created', '{\"m\": 3, \"region\": \"eu\"}');
+         SELECT warden.publish('invoices.paid', '{\"m\": 4}');
+         SELECT warden.publish('other.thing', '{\"m\": 5}');
+         COMMIT;",
+    )
+    .unwrap();
+    wait_fanned_out(&mut admin);
+    // a subscription made now gets only what is published from now on
+    admin
+        .batch_execute("SELECT warden.subscribe('e', '#')")
+        .unwrap();
+    app.batch_execute(
+        "BEGIN; SELECT warden.set_tenant('beta');
+         SELECT warden.publish('orders.created', '{\"m\": 6}', deliver_after => '1 hour');
+         COMMIT;",
+    )
+    .unwrap();
+    wait_fanned_out(&mut admin);
+    let acme = Some("acme".to_string());
+    let beta = Some("beta".to_string());
+    let k = |s: &str| Some(s.to_string());
+    assert_eq!(
+        deliveries(&mut admin),
+        vec![
+            ("a".into(), 1, None, acme.clone()),
+            ("a".into(), 2, None, acme.clone()),
+            ("a".into(), 6, None, beta.clone()),
+            ("b".into(), 1, None, acme.clone()),
+            ("b".into(), 3, None, acme.clone()),
+            ("c".into(), 4, None, acme.clone()),
+            // paused: deliveries still arrive; ordered: the key is kept
+            ("d".into(), 1, k("k1"), acme.clone()),
+            ("d".into(), 2, k("k2"), acme.clone()),
+            ("d".into(), 6, None, beta.clone()),
+            ("e".into(), 6, None, beta.clone()),
+        ]
+    );
+    let delayed: bool = admin
+        .query_one(
+            "SELECT bool_and(d.next_at = m.deliver_after AND d.next_at > now() + interval '59 minutes')
+               FROM warden.outbox_deliveries d JOIN warden.outbox_messages m ON m.id = d.message_id
+              WHERE m.payload->>'m' = '6'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(delayed, "a delayed message's deliveries wait for it");
+    // dropping a subscription drops its deliveries
+    admin
+        .batch_execute("SELECT warden.unsubscribe('a')")
+        .unwrap();
+    assert!(deliveries(&mut admin).iter().all(|d| d.0 != "a"));
+}
+
+#[test]
+fn a_message_committed_after_a_higher_id_is_fanned_out_once_after_it() {
+    let (cluster, mut admin) = outbox_cluster("outbox_late_commit");
+    admin
+        .batch_execute("SELECT warden.subscribe('all', '#')")
+        .unwrap();
+    let mut early = cluster.connect_as("postgres", "app");
+    early
+        .batch_execute("BEGIN; SELECT warden.publish('t.x', '{\"m\": 1}')")
+        .unwrap();
+    let mut rolled_back = cluster.connect_as("postgres", "app");
+    rolled_back
+        .batch_execute("BEGIN; SELECT warden.publish('t.x', '{\"m\": 2}')")
+        .unwrap();
+    let mut late = cluster.connect_as("postgres", "app");
+    late.batch_execute("SELECT warden.publish('t.x', '{\"m\": 3}')")
+        .unwrap();
+    wait_for(Duration::from_secs(20), "message 3 fanned out", || {
+        (deliveries(&mut admin).len() == 1).then_some(())
+    });
+    // runs go on while 1 and 2 are pending: nothing is fanned twice
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(deliveries(&mut admin).len(), 1);
+    early.batch_execute("COMMIT").unwrap();
+    rolled_back.batch_execute("ROLLBACK").unwrap();
+    wait_fanned_out(&mut admin);
+    let got: Vec<i32> = deliveries(&mut admin).iter().map(|d| d.1).collect();
+    // in the order they became visible, each once, the rolled-back never
+    assert_eq!(got, vec![3, 1]);
+}
+
+#[test]
+fn kill_9_of_the_worker_mid_fan_out_neither_loses_nor_repeats_a_delivery() {
+    let (cluster, mut admin) = outbox_cluster("outbox_fanout_kill9");
+    admin
+        .batch_execute(
+            "SELECT warden.subscribe('all', '#');
+             SELECT warden.subscribe('even', 'load.*', filter => '{\"even\": true}');
+             SELECT warden.publish('load.x', jsonb_build_object('m', g, 'even', g % 2 = 0))
+               FROM generate_series(1, 5000) g;",
+        )
+        .unwrap();
+    // a first share fanned out and its progress committed before the crash
+    wait_fanned_out(&mut admin);
+    admin
+        .batch_execute(
+            "SELECT warden.publish('load.x', jsonb_build_object('m', g, 'even', g % 2 = 0))
+               FROM generate_series(5001, 30000) g;",
+        )
+        .unwrap();
+    let pid = wait_task_running(&mut admin, "outbox_fanout");
+    kill9(pid);
+    drop(admin);
+    let mut admin = reconnect(&cluster, 1);
+    wait_running(&mut admin, "postgres");
+    // more messages after the restart
+    admin
+        .batch_execute(
+            "SELECT warden.publish('load.x', jsonb_build_object('m', g, 'even', g % 2 = 0))
+               FROM generate_series(30001, 31000) g",
+        )
+        .unwrap();
+    wait_fanned_out(&mut admin);
+    let (all, even, doubled): (i64, i64, i64) = {
+        let r = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.name = 'all'), count(*) FILTER (WHERE s.name = 'even'),
+                        (SELECT count(*) FROM (SELECT 1 FROM warden.outbox_deliveries
+                                                GROUP BY subscription_id, message_id HAVING count(*) > 1) x)
+                   FROM warden.outbox_deliveries d JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(doubled, 0, "a message fanned out twice to a subscription");
+    assert_eq!(all, 31_000, "every message, once");
+    assert_eq!(even, 15_500);
+}

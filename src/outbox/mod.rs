@@ -6,10 +6,22 @@
 //!   `warden.outbox_subscriptions` and the `warden.message` type.
 //! - `publish`: `warden.publish`, `warden.publish_batch`.
 //! - `subscribe`: `warden.subscribe`, `unsubscribe`, `pause`, `resume`.
+//! - `fanout_task`: the worker task that turns committed messages into
+//!   deliveries, one per matching subscription.
+//! - `topic_match`: the pattern match the fan-out's SQL calls.
 
+mod fanout_task;
 mod publish;
 mod subscribe;
 mod tables;
+mod topic_match;
+
+/// Registers the fan-out task (preload only).
+pub fn init(preloading: bool) {
+    if preloading {
+        fanout_task::register();
+    }
+}
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;

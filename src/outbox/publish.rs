@@ -266,7 +266,9 @@ fn check_key(key: Option<&str>, what: &str) {
 }
 
 fn wake_worker() {
-    // (the fan-out task is woken at commit once it exists)
+    if crate::preload::is_preloaded() {
+        super::fanout_task::wake_at_commit();
+    }
 }
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]

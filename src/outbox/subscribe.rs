@@ -170,6 +170,17 @@ fn subscribe(
     if let Some(handler) = handler {
         check_handler(handler);
     }
+    // the handler by schema-qualified name, whatever the search_path
+    let handler_name = handler.map(|h| {
+        crate::spi_read::read_one::<String>(
+            "SELECT pg_catalog.format('%I.%I(warden.message)', n.nspname, p.proname)
+               FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+              WHERE p.oid OPERATOR(pg_catalog.=) $1",
+            &[h.into()],
+        )
+        .unwrap_or_else(|e| spi_error(e).raise())
+        .expect("checked above")
+    });
     // SAFETY: reads the current user.
     let owner = unsafe { pg_sys::GetUserId() };
     let created = as_superuser(|| {
@@ -177,7 +188,7 @@ fn subscribe(
             "INSERT INTO warden.outbox_subscriptions AS s
                     (name, topic_pattern, handler, owner, max_attempts, backoff, max_backoff,
                      ordered, handler_timeout, filter, start_after)
-             SELECT $1, $2, $3::pg_catalog.regprocedure, $4::pg_catalog.regrole, $5, $6, $7, $8, $9, $10,
+             SELECT $1, $2, $3, $4::pg_catalog.regrole, $5, $6, $7, $8, $9, $10,
                     CASE WHEN q.is_called THEN q.last_value ELSE q.last_value OPERATOR(pg_catalog.-) 1 END
                FROM warden.outbox_messages_id_seq q
              ON CONFLICT (name) DO NOTHING
@@ -185,7 +196,7 @@ fn subscribe(
             &[
                 name.into(),
                 pattern.into(),
-                handler.into(),
+                handler_name.into(),
                 owner.into(),
                 max_attempts.into(),
                 backoff.into(),
@@ -245,7 +256,12 @@ fn change(name: Option<&str>, statement: &str) {
 fn unsubscribe(name: Option<&str>) {
     change(
         name,
-        "DELETE FROM warden.outbox_subscriptions s WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE') RETURNING s.id",
+        "WITH s AS (DELETE FROM warden.outbox_subscriptions s
+                     WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE')
+                    RETURNING s.id),
+              d AS (DELETE FROM warden.outbox_deliveries d
+                     WHERE d.subscription_id OPERATOR(pg_catalog.=) ANY (SELECT s.id FROM s))
+         SELECT s.id FROM s",
     );
 }
 

@@ -55,7 +55,7 @@ CREATE TABLE warden.outbox_subscriptions (
     id              integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name            text NOT NULL UNIQUE,
     topic_pattern   text NOT NULL,
-    handler         regprocedure,
+    handler         text,
     owner           regrole NOT NULL,
     max_attempts    integer NOT NULL CHECK (max_attempts >= 1),
     backoff         interval NOT NULL,
@@ -69,7 +69,7 @@ CREATE TABLE warden.outbox_subscriptions (
 );
 COMMENT ON TABLE warden.outbox_subscriptions IS
   'Subscriptions made by warden.subscribe. Internal: change them through warden.subscribe, unsubscribe, pause and resume.';
-COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg warden.message) RETURNS void the worker calls; NULL: a pull subscription.';
+COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg warden.message) RETURNS void the worker calls, by schema-qualified name (pg_upgrade cannot carry regprocedure columns, and the worker resolves and checks it again at each call); NULL: a pull subscription.';
 COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
 COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
 COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
@@ -77,6 +77,48 @@ COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
 COMMENT ON INDEX warden.outbox_subscriptions_name_key IS 'Subscriptions by name.';
 COMMENT ON SEQUENCE warden.outbox_subscriptions_id_seq IS 'Subscription ids.';
 
+CREATE TABLE warden.outbox_deliveries (
+    subscription_id  integer NOT NULL,
+    id               bigint NOT NULL,
+    message_id       bigint NOT NULL,
+    ordered_key      text,
+    tenant           text,
+    attempts         integer NOT NULL DEFAULT 0,
+    next_at          timestamptz NOT NULL,
+    lease            uuid,
+    lease_until      timestamptz,
+    first_attempt_at timestamptz,
+    last_attempt_at  timestamptz,
+    last_error       text,
+    PRIMARY KEY (subscription_id, id)
+);
+CREATE SEQUENCE warden.outbox_deliveries_id_seq;
+COMMENT ON TABLE warden.outbox_deliveries IS
+  'What each subscription has still to handle: one narrow row per message and matching subscription, written by the worker''s fan-out and removed once handled. Internal.';
+COMMENT ON COLUMN warden.outbox_deliveries.id IS 'Fan-out order: a subscription handles its deliveries in this order.';
+COMMENT ON COLUMN warden.outbox_deliveries.ordered_key IS 'The message''s key when the subscription is ordered (one delivery per key at a time).';
+COMMENT ON COLUMN warden.outbox_deliveries.attempts IS 'Failed attempts so far.';
+COMMENT ON COLUMN warden.outbox_deliveries.next_at IS 'Not attempted before this time (deliver_after, then the retry backoff).';
+COMMENT ON INDEX warden.outbox_deliveries_pkey IS 'A subscription''s deliveries in fan-out order.';
+COMMENT ON SEQUENCE warden.outbox_deliveries_id_seq IS 'Fan-out order of deliveries.';
+
+CREATE TABLE warden.outbox_fanout (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    upto       bigint NOT NULL,
+    pending_lo bigint[] NOT NULL,
+    pending_hi bigint[] NOT NULL,
+    settled_at bigint[] NOT NULL,
+    at         timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE warden.outbox_fanout IS
+  'How far the fan-out got, written in the transaction of the deliveries it made (only the last row counts): every message id up to upto was fanned out but those in the pending ranges, whose transactions may still commit until a snapshot''s xmin reaches settled_at. Internal.';
+COMMENT ON INDEX warden.outbox_fanout_pkey IS 'Progress records, the last one current.';
+COMMENT ON SEQUENCE warden.outbox_fanout_id_seq IS 'Progress record ids.';
+
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_fanout', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_fanout_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_subscriptions', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_messages', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_dedupe', '');

@@ -1,9 +1,11 @@
 //! Transactional outbox rules: which topics are valid, which subscription
 //! patterns they match, and when a failed delivery is tried again.
 
+mod progress;
 mod retry;
 mod topic;
 
+pub use progress::{FanoutProgress, PendingRange};
 pub use retry::retry_delay_us;
 pub use topic::{validate_published_topic, validate_topic};
 pub use topic::{
