@@ -530,3 +530,50 @@ fn kill_9_of_the_worker_mid_fan_out_neither_loses_nor_repeats_a_delivery() {
     assert_eq!(all, 31_000, "every message, once");
     assert_eq!(even, 15_500);
 }
+
+/// An `unsubscribe` while a fan-out run holds the subscription (KEY
+/// SHARE, as the fan-out's statement takes it) waits for that run and
+/// then removes what it wrote: no delivery outlives its subscription.
+#[test]
+fn unsubscribe_waits_for_a_fan_out_run_and_removes_what_it_wrote() {
+    let (cluster, mut admin) = outbox_cluster("outbox_unsubscribe_race");
+    admin
+        .batch_execute("SELECT warden.subscribe('gone', '#')")
+        .unwrap();
+    // a run of the fan-out, as the worker's statement does it
+    let mut run = cluster.connect("postgres");
+    run.batch_execute(
+        "BEGIN;
+         INSERT INTO warden.outbox_deliveries (subscription_id, id, message_id, next_at, tenant)
+         SELECT s.id, nextval('warden.outbox_deliveries_id_seq'), 1, now(), NULL
+           FROM warden.outbox_subscriptions s WHERE s.name = 'gone' FOR KEY SHARE OF s;",
+    )
+    .unwrap();
+    let conn = cluster.conn_str("postgres", "postgres");
+    let unsubscribe = std::thread::spawn(move || {
+        let mut c = Client::connect(&conn, postgres::NoTls).unwrap();
+        c.batch_execute("SELECT warden.unsubscribe('gone')")
+            .unwrap();
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "unsubscribe to wait for the run",
+        || {
+            let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%unsubscribe%'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+            (waiting == 1).then_some(())
+        },
+    );
+    run.batch_execute("COMMIT").unwrap();
+    unsubscribe.join().unwrap();
+    let left: i64 = admin
+        .query_one("SELECT count(*) FROM warden.outbox_deliveries", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "a delivery outlived its subscription");
+}

@@ -191,7 +191,9 @@ fn read_visible(p: &FanoutProgress) -> Result<(i64, i64, Vec<i64>, Vec<i64>), Wa
 
 /// One delivery row per matching subscription for each of `ids`, in
 /// message order (the delivery ids, drawn in that order, are the order in
-/// which a subscription's messages are handled).
+/// which a subscription's messages are handled). The subscriptions are
+/// locked (KEY SHARE) until the run commits: an `unsubscribe` waits for
+/// it and then removes what it wrote, or ran first and is skipped.
 fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
     pgrx::Spi::connect_mut(|client| {
         client.update(
@@ -207,7 +209,8 @@ fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
                         AND (s.filter IS NULL OR m.payload OPERATOR(pg_catalog.@>) s.filter)
                         AND warden._outbox_topic_matches(s.topic_pattern, m.topic)
                       WHERE m.id OPERATOR(pg_catalog.=) ANY ($1)
-                      ORDER BY m.id, s.id) q",
+                      ORDER BY m.id, s.id
+                        FOR KEY SHARE OF s) q",
             None,
             &[ids.to_vec().into()],
         )?;

@@ -222,15 +222,15 @@ fn subscribe(
 /// `$2` the caller, who must have the rights of the subscription's owner)
 /// for the subscription `name`, or raises 42704 when there is none and
 /// 42501 when it is another role's.
-fn change(name: Option<&str>, statement: &str) {
+fn change(name: Option<&str>, statement: &str) -> i32 {
     let name = not_null(name, "name");
     check_name(name);
     // SAFETY: reads the current user.
     let me = unsafe { pg_sys::GetUserId() };
     let found = as_superuser(|| super::write_one::<i32>(statement, &[name.into(), me.into()]))
         .unwrap_or_else(|e| spi_error(e).raise());
-    if found.is_some() {
-        return;
+    if let Some(id) = found {
+        return id;
     }
     let exists = as_superuser(|| {
         crate::spi_read::read_one::<bool>(
@@ -254,20 +254,31 @@ fn change(name: Option<&str>, statement: &str) {
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn unsubscribe(name: Option<&str>) {
-    change(
+    let id = change(
         name,
-        "WITH s AS (DELETE FROM warden.outbox_subscriptions s
-                     WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE')
-                    RETURNING s.id),
-              d AS (DELETE FROM warden.outbox_deliveries d
-                     WHERE d.subscription_id OPERATOR(pg_catalog.=) ANY (SELECT s.id FROM s))
-         SELECT s.id FROM s",
+        "DELETE FROM warden.outbox_subscriptions s
+          WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE')
+         RETURNING s.id",
     );
+    // a statement of its own, so under a snapshot taken after the delete
+    // above waited for a fan-out run holding the subscription: it sees
+    // (and removes) what that run wrote
+    as_superuser(|| {
+        pgrx::Spi::connect_mut(|client| {
+            client.update(
+                "DELETE FROM warden.outbox_deliveries d WHERE d.subscription_id OPERATOR(pg_catalog.=) $1",
+                None,
+                &[id.into()],
+            )?;
+            Ok::<_, pgrx::spi::Error>(())
+        })
+    })
+    .unwrap_or_else(|e| spi_error(e).raise());
 }
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn pause(name: Option<&str>) {
-    change(
+    let _ = change(
         name,
         "UPDATE warden.outbox_subscriptions s SET paused = true WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE') RETURNING s.id",
     );
@@ -275,7 +286,7 @@ fn pause(name: Option<&str>) {
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn resume(name: Option<&str>) {
-    change(
+    let _ = change(
         name,
         "UPDATE warden.outbox_subscriptions s SET paused = false WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE') RETURNING s.id",
     );
