@@ -307,6 +307,35 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("run {tool}: {e}"))
     }
 
+    /// `pg_dump -Fc` of `db` into `file` in the cluster's directory;
+    /// returns the dump's path.
+    pub fn dump(&self, db: &str, file: &str) -> PathBuf {
+        let dump = self.dir.join(file);
+        let out = self.run_tool(
+            "pg_dump",
+            &["-Fc".as_ref(), "-f".as_ref(), dump.as_os_str(), db.as_ref()],
+        );
+        assert!(
+            out.status.success(),
+            "pg_dump failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dump
+    }
+
+    /// `pg_restore` of `dump` into the existing database `db`.
+    pub fn restore_into(&self, dump: &Path, db: &str) {
+        let out = self.run_tool(
+            "pg_restore",
+            &["-d".as_ref(), db.as_ref(), dump.as_os_str()],
+        );
+        assert!(
+            out.status.success(),
+            "pg_restore failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `CREATE EXTENSION pg_warden` in `postgres`, a login role
     /// `owner_role` in `warden_admin` and a schema `s` it owns; returns a
     /// superuser connection and one as `owner_role`.

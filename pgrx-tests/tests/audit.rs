@@ -411,21 +411,7 @@ fn a_restored_older_copy_is_caught_by_a_digest_kept_outside() {
     };
     emit(&mut admin, 5);
     wait_inbox_empty(&mut admin);
-    let dump = cluster.dir.join("older.dump");
-    let out = cluster.run_tool(
-        "pg_dump",
-        &[
-            "-Fc".as_ref(),
-            "-f".as_ref(),
-            dump.as_os_str(),
-            "postgres".as_ref(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dump = cluster.dump("postgres", "older.dump");
     emit(&mut admin, 5);
     wait_inbox_empty(&mut admin);
     let digest: String = admin
@@ -433,15 +419,7 @@ fn a_restored_older_copy_is_caught_by_a_digest_kept_outside() {
         .unwrap()
         .get(0);
     admin.batch_execute("CREATE DATABASE restored").unwrap();
-    let out = cluster.run_tool(
-        "pg_restore",
-        &["-d".as_ref(), "restored".as_ref(), dump.as_os_str()],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.restore_into(&dump, "restored");
     let mut restored = cluster.connect("restored");
     // consistent in itself, and signed by the same key (the keyring was
     // dumped with it)...

@@ -46,30 +46,8 @@ fn a_dump_of_tenant_and_scd2_tables_restores_without_errors() {
         .unwrap();
     admin.batch_execute("CREATE DATABASE restored").unwrap();
     let before = policies(&mut admin);
-    let dump = cluster.dir.join("db.dump");
-    let out = cluster.run_tool(
-        "pg_dump",
-        &[
-            "-Fc".as_ref(),
-            "-f".as_ref(),
-            dump.as_os_str(),
-            "postgres".as_ref(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = cluster.run_tool(
-        "pg_restore",
-        &["-d".as_ref(), "restored".as_ref(), dump.as_os_str()],
-    );
-    assert!(
-        out.status.success(),
-        "pg_restore failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dump = cluster.dump("postgres", "db.dump");
+    cluster.restore_into(&dump, "restored");
     let mut restored = cluster.connect("restored");
     assert_eq!(policies(&mut restored), before);
     let n: i64 = restored
@@ -173,21 +151,7 @@ fn a_database_using_every_subsystem_restores_into_a_new_database_and_another_clu
     admin.batch_execute("CREATE ROLE app LOGIN").unwrap();
     admin.batch_execute("CREATE DATABASE prod").unwrap();
     populate(&cluster, "prod");
-    let dump = cluster.dir.join("prod.dump");
-    let out = cluster.run_tool(
-        "pg_dump",
-        &[
-            "-Fc".as_ref(),
-            "-f".as_ref(),
-            dump.as_os_str(),
-            "prod".as_ref(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dump = cluster.dump("prod", "prod.dump");
 
     restore(&cluster, &dump, "copy", "same cluster");
     check_copy(&cluster, "copy", "same cluster");

@@ -303,30 +303,8 @@ fn subscriptions_and_messages_survive_a_dump_and_ids_go_on() {
         .batch_execute("SELECT warden.subscribe('feed', 'orders.#', ordered => true)")
         .unwrap();
     admin.batch_execute("CREATE DATABASE restored").unwrap();
-    let dump = cluster.dir.join("outbox.dump");
-    let out = cluster.run_tool(
-        "pg_dump",
-        &[
-            "-Fc".as_ref(),
-            "-f".as_ref(),
-            dump.as_os_str(),
-            "postgres".as_ref(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = cluster.run_tool(
-        "pg_restore",
-        &["-d".as_ref(), "restored".as_ref(), dump.as_os_str()],
-    );
-    assert!(
-        out.status.success(),
-        "pg_restore failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dump = cluster.dump("postgres", "outbox.dump");
+    cluster.restore_into(&dump, "restored");
     let mut restored = cluster.connect("restored");
     let (pattern, ordered): (String, bool) = {
         let r = restored
