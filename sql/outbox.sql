@@ -1,4 +1,5 @@
--- The outbox as a psql user sees it (publishing and subscriptions):
+-- The outbox as a psql user sees it (publishing, subscriptions, delivery,
+-- dead letters and replay, pull consumers):
 -- subscriptions with and without a handler, patterns, a handler whose
 -- signature is wrong, a superuser refused as a handler's role; publish
 -- inside a transaction (a rollback leaves nothing), a batch, a dedupe key
@@ -10,8 +11,22 @@ CREATE ROLE regress_outbox_app LOGIN;
 GRANT warden_app TO regress_outbox_app;
 CREATE TABLE outbox_mail (id bigint PRIMARY KEY, body jsonb);
 GRANT INSERT ON outbox_mail TO regress_outbox_admin;
+-- a handler runs with search_path = pg_catalog, pg_temp: it names its
+-- tables with their schema (or sets its own search_path)
 CREATE FUNCTION outbox_send_mail(msg warden.message) RETURNS void LANGUAGE sql
-  AS $$ INSERT INTO outbox_mail VALUES (msg.id, msg.payload) $$;
+  AS $$ INSERT INTO public.outbox_mail VALUES (msg.id, msg.payload) $$;
+-- waits until a condition holds
+CREATE FUNCTION pg_temp.wait_for(condition text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE ok boolean;
+BEGIN
+  FOR i IN 1..600 LOOP
+    EXECUTE 'SELECT ' || condition INTO ok;
+    IF ok THEN RETURN 'done'; END IF;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+  RETURN 'timed out waiting for ' || condition;
+END
+$$;
 -- waits until the worker's fan-out has seen every message
 CREATE FUNCTION pg_temp.wait_fanned_out() RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
@@ -37,6 +52,8 @@ SELECT warden.subscribe('dead_watch', 'warden.dead_letter');
 SELECT warden.subscribe('mailer', 'orders.*', 'outbox_send_mail(warden.message)');
 SET ROLE regress_outbox_admin;
 SELECT warden.subscribe('mailer', 'orders.*', 'outbox_send_mail(warden.message)');
+-- held until the walk-through below delivers
+SELECT warden.pause('mailer');
 SELECT warden.subscribe('mailer', 'orders.#');
 SELECT warden.subscribe('wrong', 'orders.*', 'outbox_wrong_shape(jsonb)');
 SELECT warden.subscribe('borrowed', 'orders.*', 'outbox_app_handler(warden.message)');
@@ -125,9 +142,113 @@ SELECT count(*) FROM warden.outbox_messages;
 SELECT count(*) FROM warden.outbox_subscriptions;
 RESET ROLE;
 
+-- delivery: the worker calls the handler once per message, as the role
+-- that subscribed, in the transaction that removes the delivery
+SET ROLE regress_outbox_admin;
+SELECT warden.resume('mailer');
+RESET ROLE;
+SELECT pg_temp.wait_for($$(SELECT count(*) FROM outbox_mail) = 5$$);
+SELECT body FROM outbox_mail ORDER BY id;
+-- the reminder waits for its deliver_after
+SELECT subscription, pending, last_delivered_at IS NOT NULL AS delivered FROM warden.outbox_stats WHERE subscription = 'mailer';
+
+-- a failing handler: each failure rolls back what it did and is retried
+-- after a backoff; after max_attempts the delivery is a dead letter, and
+-- a message on warden.dead_letter announces it
+CREATE TABLE outbox_invoices (invoice int PRIMARY KEY);
+GRANT INSERT ON outbox_invoices TO regress_outbox_admin;
+CREATE FUNCTION outbox_bill(msg warden.message) RETURNS void LANGUAGE plpgsql
+  SET search_path = public AS $$
+BEGIN
+  INSERT INTO outbox_invoices VALUES ((msg.payload->>'invoice')::int);
+  RAISE EXCEPTION 'payment provider down (attempt %)', msg.attempt;
+END $$;
+ALTER FUNCTION outbox_bill(warden.message) OWNER TO regress_outbox_admin;
+SET ROLE regress_outbox_admin;
+SELECT warden.subscribe('biller', 'billing.#', 'outbox_bill(warden.message)', max_attempts => 2, backoff => '10 ms');
+RESET ROLE;
+BEGIN;
+SELECT warden.set_tenant('shop1');
+SELECT warden.publish('billing.due', '{"invoice": 7}', key => 'cust-9') > 0 AS published;
+COMMIT;
+SELECT pg_temp.wait_for($$EXISTS (SELECT FROM warden.dead_letters WHERE notice_id IS NOT NULL)$$);
+SELECT count(*) AS invoices_kept FROM outbox_invoices;
+SELECT subscription, topic, key, payload, tenant, attempts, last_error,
+       first_attempt_at <= last_attempt_at AS timed
+  FROM warden.dead_letters;
+SELECT pg_temp.wait_fanned_out();
+SELECT subscription, kind, pending, in_flight, retrying, failed, dead, dead_unannounced, last_error
+  FROM warden.outbox_stats ORDER BY subscription;
+-- dead_watch, a pull subscription on warden.dead_letter, gets the notice
+BEGIN;
+SELECT warden.set_tenant('shop1');
+SELECT (msg).topic, (msg).key, (msg).tenant, (msg).attempt,
+       (msg).payload->>'subscription' AS subscription, (msg).payload->'message'->'payload' AS payload,
+       (msg).payload->>'attempts' AS attempts, (msg).payload->>'last_error' AS last_error, lease
+  FROM warden.claim('dead_watch') \gset
+SELECT :'topic' AS topic, :'subscription' AS subscription, :'payload' AS payload, :'attempts' AS attempts;
+SELECT warden.ack(ARRAY[:'lease'::uuid]) AS acked;
+SELECT warden.ack(ARRAY[:'lease'::uuid]) AS acked_again;
+COMMIT;
+-- replay: the provider is back
+CREATE OR REPLACE FUNCTION outbox_bill(msg warden.message) RETURNS void LANGUAGE plpgsql
+  SET search_path = public AS $$
+BEGIN
+  INSERT INTO outbox_invoices VALUES ((msg.payload->>'invoice')::int);
+END $$;
+SELECT warden.replay_dead_letters(array_agg(dead_letter_id)) AS replayed FROM warden.dead_letters;
+SELECT pg_temp.wait_for($$EXISTS (SELECT FROM outbox_invoices)$$);
+SELECT invoice FROM outbox_invoices;
+SELECT count(*) AS dead_letters_left FROM warden.dead_letters;
+SELECT warden.replay_dead_letters(ARRAY[12345]) AS replayed_unknown;
+SELECT warden.purge_dead_letters(now()) AS purged;
+SELECT warden.replay_dead_letters(NULL);
+SELECT warden.purge_dead_letters(NULL);
+
+-- pull: an application claims, acknowledges, and gives back what failed
+SELECT warden.subscribe('exports', 'exports.#', max_attempts => 2);
+BEGIN;
+SELECT warden.set_tenant('shop1');
+SELECT warden.publish_batch('exports.ready', ARRAY['{"file": "a"}', '{"file": "b"}']::jsonb[]) IS NOT NULL AS published;
+COMMIT;
+BEGIN;
+SELECT warden.set_tenant('shop2');
+SELECT warden.publish('exports.ready', '{"file": "shop2 only"}') > 0 AS published;
+COMMIT;
+SELECT pg_temp.wait_fanned_out();
+SET ROLE regress_outbox_app;
+-- no tenant set: an application sees only messages without one
+SELECT count(*) AS without_tenant FROM warden.claim('exports');
+BEGIN;
+SELECT warden.set_tenant('shop1');
+CREATE TEMP TABLE claimed AS SELECT * FROM warden.claim('exports', 10, '1 minute');
+SELECT (msg).payload, (msg).attempt, (msg).subscription FROM claimed ORDER BY (msg).id;
+-- claimed messages are leased: a second claim gets none of them
+SELECT count(*) AS claimed_again FROM warden.claim('exports');
+SELECT warden.extend(lease, '2 minutes') AS extended FROM claimed ORDER BY (msg).id LIMIT 1;
+SELECT warden.nack(lease, 'file locked', retry_after => '0 seconds') AS nacked FROM claimed ORDER BY (msg).id LIMIT 1;
+SELECT warden.ack(array_agg(lease)) AS acked FROM claimed;
+SELECT (msg).payload, (msg).attempt FROM warden.claim('exports');
+COMMIT;
+DROP TABLE claimed;
+-- bad pull calls
+SELECT warden.claim('mailer');
+SELECT warden.claim('nope');
+SELECT warden.claim('exports', 0);
+SELECT warden.claim('exports', 10, '0 seconds');
+SELECT warden.nack('00000000-0000-0000-0000-000000000000', 'x', '-1 second');
+SELECT warden.ack(NULL);
+SELECT warden.ack(ARRAY['00000000-0000-0000-0000-000000000000'::uuid]) AS acked_unknown;
+-- an application cannot administer dead letters or read the stats
+SELECT warden.replay_dead_letters(ARRAY[1]);
+SELECT count(*) FROM warden.outbox_stats;
+RESET ROLE;
+
 SELECT warden.unsubscribe(name) FROM warden.outbox_subscriptions;
 SELECT count(*) AS deliveries_left FROM warden.outbox_deliveries;
-DROP FUNCTION outbox_send_mail(warden.message), outbox_wrong_shape(jsonb), outbox_app_handler(warden.message);
+DROP FUNCTION outbox_send_mail(warden.message), outbox_wrong_shape(jsonb), outbox_app_handler(warden.message),
+  outbox_bill(warden.message);
+DROP TABLE outbox_invoices;
 DROP TABLE outbox_mail;
 DROP ROLE regress_outbox_app;
 DROP ROLE regress_outbox_admin;

@@ -506,13 +506,15 @@ CREATE TABLE warden.outbox_subscriptions (
     filter          jsonb,
     paused          boolean NOT NULL DEFAULT false,
     start_after     bigint NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_delivered_at timestamptz
 );
 COMMENT ON TABLE warden.outbox_subscriptions IS
   'Subscriptions made by warden.subscribe. Internal: change them through warden.subscribe, unsubscribe, pause and resume.';
 COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg warden.message) RETURNS void the worker calls, by schema-qualified name (pg_upgrade cannot carry regprocedure columns, and the worker resolves and checks it again at each call); NULL: a pull subscription.';
 COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
 COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
+COMMENT ON COLUMN warden.outbox_subscriptions.last_delivered_at IS 'When a message was last handled or acknowledged (recorded at most about once a second, so acknowledgements do not queue on this row).';
 COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
 COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
 COMMENT ON INDEX warden.outbox_subscriptions_name_key IS 'Subscriptions by name.';
@@ -526,20 +528,27 @@ CREATE TABLE warden.outbox_deliveries (
     tenant           text,
     attempts         integer NOT NULL DEFAULT 0,
     next_at          timestamptz NOT NULL,
-    lease            uuid,
+    lease            integer,
     lease_until      timestamptz,
     first_attempt_at timestamptz,
     last_attempt_at  timestamptz,
     last_error       text,
+    failed_at        timestamptz,
     PRIMARY KEY (subscription_id, id)
 );
 CREATE SEQUENCE warden.outbox_deliveries_id_seq;
+CREATE INDEX outbox_deliveries_ordered_idx ON warden.outbox_deliveries (subscription_id, ordered_key, id)
+  WHERE ordered_key IS NOT NULL;
 COMMENT ON TABLE warden.outbox_deliveries IS
   'What each subscription has still to handle: one narrow row per message and matching subscription, written by the worker''s fan-out and removed once handled. Internal.';
 COMMENT ON COLUMN warden.outbox_deliveries.id IS 'Fan-out order: a subscription handles its deliveries in this order.';
 COMMENT ON COLUMN warden.outbox_deliveries.ordered_key IS 'The message''s key when the subscription is ordered (one delivery per key at a time).';
 COMMENT ON COLUMN warden.outbox_deliveries.attempts IS 'Failed attempts so far.';
 COMMENT ON COLUMN warden.outbox_deliveries.next_at IS 'Not attempted before this time (deliver_after, then the retry backoff).';
+COMMENT ON COLUMN warden.outbox_deliveries.lease IS 'The nonce of the pull claim that holds it (part of the lease token); NULL: not claimed.';
+COMMENT ON COLUMN warden.outbox_deliveries.lease_until IS 'When the pull claim lapses and the message goes to the next claimer.';
+COMMENT ON COLUMN warden.outbox_deliveries.failed_at IS 'A dead-letter message whose handling ran out of attempts: kept for inspection, never dead-lettered again.';
+COMMENT ON INDEX warden.outbox_deliveries_ordered_idx IS 'The head of each key of an ordered subscription.';
 COMMENT ON INDEX warden.outbox_deliveries_pkey IS 'A subscription''s deliveries in fan-out order.';
 COMMENT ON SEQUENCE warden.outbox_deliveries_id_seq IS 'Fan-out order of deliveries.';
 
@@ -556,6 +565,35 @@ COMMENT ON TABLE warden.outbox_fanout IS
 COMMENT ON INDEX warden.outbox_fanout_pkey IS 'Progress records, the last one current.';
 COMMENT ON SEQUENCE warden.outbox_fanout_id_seq IS 'Progress record ids.';
 
+CREATE TABLE warden.dead_letters (
+    dead_letter_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id       bigint NOT NULL,
+    topic            text NOT NULL,
+    key              text,
+    payload          jsonb NOT NULL,
+    headers          jsonb NOT NULL,
+    tenant           text,
+    published_at     timestamptz NOT NULL,
+    subscription     text NOT NULL,
+    attempts         integer NOT NULL,
+    last_error       text,
+    first_attempt_at timestamptz,
+    last_attempt_at  timestamptz,
+    dead_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    notice_id        bigint
+);
+CREATE INDEX dead_letters_unannounced_idx ON warden.dead_letters (dead_letter_id) WHERE notice_id IS NULL;
+COMMENT ON TABLE warden.dead_letters IS
+  'Deliveries that ran out of attempts, with a copy of their message. Each is announced by a message on topic warden.dead_letter. Replay with warden.replay_dead_letters, remove with warden.purge_dead_letters.';
+COMMENT ON COLUMN warden.dead_letters.subscription IS 'The subscription that failed to handle the message (replay delivers to it again).';
+COMMENT ON COLUMN warden.dead_letters.attempts IS 'Failed attempts.';
+COMMENT ON COLUMN warden.dead_letters.notice_id IS 'The warden.dead_letter message announcing it; NULL while publishing it failed (the worker tries again).';
+COMMENT ON INDEX warden.dead_letters_pkey IS 'Dead letters by id.';
+COMMENT ON INDEX warden.dead_letters_unannounced_idx IS 'Dead letters whose warden.dead_letter message is still to be published.';
+COMMENT ON SEQUENCE warden.dead_letters_dead_letter_id_seq IS 'Dead letter ids.';
+
+SELECT pg_catalog.pg_extension_config_dump('warden.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.dead_letters_dead_letter_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_fanout', '');
@@ -590,24 +628,119 @@ CREATE FUNCTION warden._outbox_topic_matches(pattern text, topic text) RETURNS b
   IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_outbox_topic_matches_wrapper';
 COMMENT ON FUNCTION warden._outbox_topic_matches(text, text) IS
   'Internal: whether a subscription pattern (* one segment, # the rest) matches a topic.';
+CREATE FUNCTION warden.claim(subscription text, batch integer DEFAULT 10, visibility interval DEFAULT '30 seconds')
+  RETURNS TABLE(lease uuid, msg warden.message)
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'claim_wrapper';
+CREATE FUNCTION warden.ack(leases uuid[]) RETURNS integer
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'ack_wrapper';
+CREATE FUNCTION warden.nack(lease uuid, error text, retry_after interval DEFAULT NULL) RETURNS boolean
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'nack_wrapper';
+CREATE FUNCTION warden.extend(lease uuid, visibility interval) RETURNS boolean
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'extend_wrapper';
+COMMENT ON FUNCTION warden.claim(text, integer, interval) IS
+  'Leases up to batch due messages of a pull subscription (of the current tenant) until visibility runs out; each comes with a fresh lease token for ack, nack and extend.';
+COMMENT ON FUNCTION warden.ack(uuid[]) IS
+  'Marks the messages of these leases handled; returns how many leases still held their message (a lapsed lease counts 0: the message went to another claimer).';
+COMMENT ON FUNCTION warden.nack(uuid, text, interval) IS
+  'Gives a leased message back as failed: retried after retry_after or the backoff, a dead letter after max_attempts. False when the lease had lapsed.';
+COMMENT ON FUNCTION warden.extend(uuid, interval) IS
+  'Keeps a lease for visibility more from now. False when it had lapsed.';
+CREATE FUNCTION warden.replay_dead_letters(ids bigint[]) RETURNS integer
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'replay_dead_letters_wrapper';
+CREATE FUNCTION warden.purge_dead_letters(before timestamptz) RETURNS bigint
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'purge_dead_letters_wrapper';
+COMMENT ON FUNCTION warden.replay_dead_letters(bigint[]) IS
+  'Delivers these dead letters again to the subscriptions that failed them, attempts reset (they leave warden.dead_letters; a new failure makes a new one). Returns how many were replayed.';
+COMMENT ON FUNCTION warden.purge_dead_letters(timestamptz) IS
+  'Removes the dead letters that died before the given time; returns how many.';
+CREATE VIEW warden.outbox_stats WITH (security_invoker = true) AS
+SELECT s.name AS subscription,
+       s.topic_pattern,
+       CASE WHEN s.handler IS NULL THEN 'pull' ELSE 'push' END AS kind,
+       s.handler,
+       s.paused,
+       COALESCE(d.pending, 0) AS pending,
+       COALESCE(d.in_flight, 0) AS in_flight,
+       d.oldest_pending_age,
+       COALESCE(d.retrying, 0) AS retrying,
+       COALESCE(d.failed, 0) AS failed,
+       COALESCE(l.dead, 0) AS dead,
+       COALESCE(l.unannounced, 0) AS dead_unannounced,
+       COALESCE(d.last_error, l.last_error) AS last_error,
+       s.last_delivered_at
+  FROM warden.outbox_subscriptions s
+  LEFT JOIN LATERAL (
+       SELECT pg_catalog.count(*) FILTER (WHERE d.failed_at IS NULL
+                AND (d.lease IS NULL OR d.lease_until <= pg_catalog.now())) AS pending,
+              pg_catalog.count(*) FILTER (WHERE d.failed_at IS NULL
+                AND d.lease IS NOT NULL AND d.lease_until > pg_catalog.now()) AS in_flight,
+              pg_catalog.now() - pg_catalog.min(m.published_at) FILTER (WHERE d.failed_at IS NULL) AS oldest_pending_age,
+              pg_catalog.count(*) FILTER (WHERE d.failed_at IS NULL AND d.attempts > 0) AS retrying,
+              pg_catalog.count(*) FILTER (WHERE d.failed_at IS NOT NULL) AS failed,
+              (pg_catalog.array_agg(d.last_error ORDER BY d.last_attempt_at DESC)
+                 FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error
+         FROM warden.outbox_deliveries d
+         JOIN warden.outbox_messages m ON m.id = d.message_id
+        WHERE d.subscription_id = s.id) d ON true
+  LEFT JOIN LATERAL (
+       SELECT pg_catalog.count(*) AS dead,
+              pg_catalog.count(*) FILTER (WHERE l.notice_id IS NULL) AS unannounced,
+              (pg_catalog.array_agg(l.last_error ORDER BY l.dead_letter_id DESC))[1] AS last_error
+         FROM warden.dead_letters l
+        WHERE l.subscription = s.name) l ON true;
+COMMENT ON VIEW warden.outbox_stats IS
+  'Per subscription: deliveries pending (due or waiting to be retried), in flight (leased by a pull consumer), the age of the oldest, those retrying, dead-letter deliveries failed for good, dead letters (and those whose warden.dead_letter message is still to be published), the last error, and when a message was last handled.';
+
+CREATE VIEW warden.outbox_blocked_keys WITH (security_invoker = true) AS
+SELECT s.name AS subscription,
+       d.ordered_key AS key,
+       d.message_id AS head_message_id,
+       d.attempts,
+       d.next_at AS retry_at,
+       d.last_error,
+       (SELECT pg_catalog.count(*) FROM warden.outbox_deliveries w
+         WHERE w.subscription_id = d.subscription_id AND w.ordered_key = d.ordered_key
+           AND w.failed_at IS NULL AND w.id > d.id) AS waiting
+  FROM warden.outbox_deliveries d
+  JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
+ WHERE d.ordered_key IS NOT NULL AND d.failed_at IS NULL AND d.attempts > 0
+   AND NOT EXISTS (SELECT FROM warden.outbox_deliveries e
+                    WHERE e.subscription_id = d.subscription_id AND e.ordered_key = d.ordered_key
+                      AND e.id < d.id AND e.failed_at IS NULL);
+COMMENT ON VIEW warden.outbox_blocked_keys IS
+  'Keys of ordered subscriptions whose oldest message failed and waits for its retry, holding back the messages behind it (waiting). A head that runs out of attempts becomes a dead letter and the key moves on.';
 REVOKE ALL ON warden.outbox_messages, warden.outbox_dedupe, warden.outbox_subscriptions,
-  warden.outbox_deliveries, warden.outbox_fanout FROM PUBLIC;
+  warden.outbox_deliveries, warden.outbox_fanout, warden.dead_letters,
+  warden.outbox_stats, warden.outbox_blocked_keys FROM PUBLIC;
 REVOKE ALL ON SEQUENCE warden.outbox_messages_id_seq, warden.outbox_subscriptions_id_seq,
-  warden.outbox_deliveries_id_seq, warden.outbox_fanout_id_seq FROM PUBLIC;
+  warden.outbox_deliveries_id_seq, warden.outbox_fanout_id_seq,
+  warden.dead_letters_dead_letter_id_seq FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval),
   warden.publish_batch(text, jsonb[], text[]),
   warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb),
   warden.unsubscribe(text), warden.pause(text), warden.resume(text),
-  warden._outbox_topic_matches(text, text) FROM PUBLIC;
+  warden._outbox_topic_matches(text, text),
+  warden.claim(text, integer, interval), warden.ack(uuid[]), warden.nack(uuid, text, interval),
+  warden.extend(uuid, interval),
+  warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval),
-  warden.publish_batch(text, jsonb[], text[]) TO warden_app, warden_admin;
+  warden.publish_batch(text, jsonb[], text[]),
+  warden.claim(text, integer, interval), warden.ack(uuid[]), warden.nack(uuid, text, interval),
+  warden.extend(uuid, interval) TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
   warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb),
-  warden.unsubscribe(text), warden.pause(text), warden.resume(text) TO warden_admin;
-GRANT SELECT ON warden.outbox_subscriptions TO warden_admin;
+  warden.unsubscribe(text), warden.pause(text), warden.resume(text),
+  warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz) TO warden_admin;
+GRANT SELECT ON warden.outbox_subscriptions, warden.dead_letters,
+  warden.outbox_stats, warden.outbox_blocked_keys TO warden_admin;
+-- the views are security_invoker: row-level security scopes what an
+-- operator counts to the current tenant (all with BYPASSRLS)
+GRANT SELECT ON warden.outbox_deliveries, warden.outbox_messages TO warden_admin;
 -- tenant-isolated like the audit inbox, and likewise read by id only, by
 -- pg_warden: no tenant index to cost every publish (or fan-out) a btree insert
 SELECT warden.enable_tenancy('warden.outbox_messages');
 DROP INDEX warden.outbox_messages_tenant_idx;
 SELECT warden.enable_tenancy('warden.outbox_deliveries');
 DROP INDEX warden.outbox_deliveries_tenant_idx;
+SELECT warden.enable_tenancy('warden.dead_letters');
+COMMENT ON INDEX warden.dead_letters_tenant_idx IS 'Finds a tenant''s dead letters (made by enable_tenancy).';

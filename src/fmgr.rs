@@ -37,20 +37,30 @@ use pgrx::IntoDatum;
 /// called.
 pub fn call_internal(signature: &CStr, args: &[Option<pg_sys::Datum>]) -> Option<pg_sys::Datum> {
     // SAFETY: regprocedurein parses a constant signature of our own (an
-    // error when the function is missing); fcinfo is sized for the
-    // arguments and freed after the call; the call is guarded so an error
-    // unwinds as usual.
-    unsafe {
+    // error when the function is missing).
+    let fnoid = unsafe {
         let oid_datum =
             pgrx::direct_function_call_as_datum(pg_sys::regprocedurein, &[signature.into_datum()])
                 .expect("regprocedurein returns a value or raises");
-        let fnoid = pg_sys::Oid::from(oid_datum.value() as u32);
+        pg_sys::Oid::from(oid_datum.value() as u32)
+    };
+    call_function(fnoid, args)
+}
+
+/// Calls the function `fnoid` through the function manager (no EXECUTE
+/// check: callers check what they must), with its own settings applied
+/// as in an SQL call. Returns None for an SQL NULL (a void SQL function
+/// returns one); a strict function given a NULL is not called.
+pub fn call_function(fnoid: pg_sys::Oid, args: &[Option<pg_sys::Datum>]) -> Option<pg_sys::Datum> {
+    // SAFETY: fcinfo is sized for the arguments and freed after the call;
+    // the call is guarded so an error unwinds as usual.
+    unsafe {
         let mut flinfo = pg_sys::FmgrInfo::default();
         pg_sys::fmgr_info(fnoid, &mut flinfo);
         let nargs = args.len();
         assert_eq!(
             nargs, flinfo.fn_nargs as usize,
-            "{signature:?}: wrong number of arguments"
+            "function {fnoid:?}: wrong number of arguments"
         );
         if flinfo.fn_strict && args.iter().any(Option::is_none) {
             return None;

@@ -22,6 +22,7 @@ mod scd2;
 mod schema;
 mod shared_memory;
 mod spi_read;
+mod subtransaction;
 mod tenancy;
 mod tenant_context;
 mod tuple_desc;

@@ -130,7 +130,21 @@ GRANT EXECUTE ON FUNCTION
   warden.pause(text),
   warden.resume(text)
 TO warden_admin;
-GRANT SELECT ON warden.outbox_subscriptions TO warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.claim(text, integer, interval),
+  warden.ack(uuid[]),
+  warden.nack(uuid, text, interval),
+  warden.extend(uuid, interval)
+TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.replay_dead_letters(bigint[]),
+  warden.purge_dead_letters(timestamptz)
+TO warden_admin;
+GRANT SELECT ON warden.outbox_subscriptions, warden.dead_letters,
+  warden.outbox_stats, warden.outbox_blocked_keys TO warden_admin;
+-- the views are security_invoker: row-level security scopes what an
+-- operator counts to the current tenant (all with BYPASSRLS)
+GRANT SELECT ON warden.outbox_deliveries, warden.outbox_messages TO warden_admin;
 GRANT SELECT ON warden.audit_status, warden.audit_chains TO warden_admin;
 -- row-level security: an application reads its own tenant's chain
 GRANT SELECT ON warden.audit_log, warden.audit_checkpoints TO warden_app, warden_admin;
@@ -152,6 +166,8 @@ SELECT warden.enable_tenancy('warden.outbox_messages');
 DROP INDEX warden.outbox_messages_tenant_idx;
 SELECT warden.enable_tenancy('warden.outbox_deliveries');
 DROP INDEX warden.outbox_deliveries_tenant_idx;
+SELECT warden.enable_tenancy('warden.dead_letters');
+COMMENT ON INDEX warden.dead_letters_tenant_idx IS 'Finds a tenant''s dead letters (made by enable_tenancy).';
 
 -- Start this database's worker as soon as CREATE EXTENSION commits.
 SELECT warden._launcher_register_database();

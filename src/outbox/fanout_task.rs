@@ -195,28 +195,43 @@ fn read_visible(p: &FanoutProgress) -> Result<(i64, i64, Vec<i64>, Vec<i64>), Wa
 /// locked (KEY SHARE) until the run commits: an `unsubscribe` waits for
 /// it and then removes what it wrote, or ran first and is skipped.
 fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
-    pgrx::Spi::connect_mut(|client| {
-        client.update(
-            "INSERT INTO warden.outbox_deliveries (subscription_id, id, message_id, ordered_key, tenant, next_at)
-             SELECT q.sid, pg_catalog.nextval('warden.outbox_deliveries_id_seq'::pg_catalog.regclass),
-                    q.mid, q.okey, q.tenant, q.next_at
-               FROM (SELECT s.id AS sid, m.id AS mid,
-                            CASE WHEN s.ordered THEN m.key END AS okey, m.tenant,
-                            COALESCE(m.deliver_after, m.published_at) AS next_at
-                       FROM warden.outbox_messages m
-                       JOIN warden.outbox_subscriptions s
-                         ON m.id OPERATOR(pg_catalog.>) s.start_after
-                        AND (s.filter IS NULL OR m.payload OPERATOR(pg_catalog.@>) s.filter)
-                        AND warden._outbox_topic_matches(s.topic_pattern, m.topic)
-                      WHERE m.id OPERATOR(pg_catalog.=) ANY ($1)
-                      ORDER BY m.id, s.id
-                        FOR KEY SHARE OF s) q",
-            None,
+    let (made, later) = pgrx::Spi::connect_mut(|client| {
+        let rows = client.update(
+            "WITH ins AS (
+               INSERT INTO warden.outbox_deliveries (subscription_id, id, message_id, ordered_key, tenant, next_at)
+               SELECT q.sid, pg_catalog.nextval('warden.outbox_deliveries_id_seq'::pg_catalog.regclass),
+                      q.mid, q.okey, q.tenant, q.next_at
+                 FROM (SELECT s.id AS sid, m.id AS mid,
+                              CASE WHEN s.ordered THEN m.key END AS okey, m.tenant,
+                              COALESCE(m.deliver_after, m.published_at) AS next_at
+                         FROM warden.outbox_messages m
+                         JOIN warden.outbox_subscriptions s
+                           ON m.id OPERATOR(pg_catalog.>) s.start_after
+                          AND (s.filter IS NULL OR m.payload OPERATOR(pg_catalog.@>) s.filter)
+                          AND warden._outbox_topic_matches(s.topic_pattern, m.topic)
+                        WHERE m.id OPERATOR(pg_catalog.=) ANY ($1)
+                        ORDER BY m.id, s.id
+                          FOR KEY SHARE OF s) q
+               RETURNING next_at)
+             SELECT pg_catalog.count(*),
+                    ((pg_catalog.date_part('epoch', pg_catalog.min(ins.next_at)
+                        FILTER (WHERE ins.next_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()))
+                      OPERATOR(pg_catalog.-) 946684800) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8
+               FROM ins",
+            Some(1),
             &[ids.to_vec().into()],
         )?;
-        Ok::<_, pgrx::spi::Error>(())
+        let row = rows.first();
+        Ok::<_, pgrx::spi::Error>((row.get::<i64>(1)?.unwrap_or(0), row.get::<i64>(2)?))
     })
-    .map_err(spi_error)
+    .map_err(spi_error)?;
+    if made > 0 {
+        super::dispatch_task::wake_at_commit();
+    }
+    if let Some(at) = later {
+        super::dispatch_task::due_later(at);
+    }
+    Ok(())
 }
 
 /// Records the progress (and forgets older records: only the last is

@@ -9,18 +9,49 @@
 //! - `fanout_task`: the worker task that turns committed messages into
 //!   deliveries, one per matching subscription.
 //! - `topic_match`: the pattern match the fan-out's SQL calls.
+//! - `dispatch_task`: the worker task that calls handlers
+//!   (`handler_call`), exactly once per message and subscription.
+//! - `pull`: `warden.claim`, `ack`, `nack`, `extend`.
+//! - `delivery_state`: retries, dead letters and their announcement.
+//! - `dead_letters`: `warden.replay_dead_letters`, `purge_dead_letters`.
+//! - `stats`: `warden.outbox_stats`, `warden.outbox_blocked_keys`.
 
+mod dead_letters;
+mod delivery_state;
+mod dispatch_task;
 mod fanout_task;
+mod handler_call;
 mod publish;
+mod pull;
+mod stats;
 mod subscribe;
 mod tables;
 mod topic_match;
 
-/// Registers the fan-out task (preload only).
+/// Registers the fan-out and dispatch tasks (preload only).
 pub fn init(preloading: bool) {
     if preloading {
         fanout_task::register();
+        dispatch_task::register();
     }
+}
+
+/// Records that these subscriptions just handled a message (at most
+/// about once a second each, so acknowledgements do not queue on the
+/// subscription's row).
+fn mark_delivered(subscription_ids: &[i32]) -> Result<(), crate::error::WardenError> {
+    Spi::connect_mut(|client| {
+        client.update(
+            "UPDATE warden.outbox_subscriptions s SET last_delivered_at = pg_catalog.clock_timestamp()
+              WHERE s.id = ANY ($1)
+                AND (s.last_delivered_at IS NULL
+                     OR s.last_delivered_at < pg_catalog.clock_timestamp() - '1 second'::pg_catalog.interval)",
+            None,
+            &[subscription_ids.to_vec().into()],
+        )?;
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .map_err(delivery_state::spi_error)
 }
 
 use pgrx::datum::DatumWithOid;

@@ -61,23 +61,7 @@ fn positive_micros(value: Interval, what: &str) -> i128 {
 fn check_handler(handler: pg_sys::Oid) {
     // SAFETY: reads the current user.
     let me = unsafe { pg_sys::GetUserId() };
-    // the first check that fails, or 'ok'
-    let verdict = crate::spi_read::read_one::<String>(
-        "SELECT CASE
-                  WHEN NOT (p.prokind OPERATOR(pg_catalog.=) 'f' AND NOT p.proretset
-                    AND p.prorettype OPERATOR(pg_catalog.=) 'pg_catalog.void'::pg_catalog.regtype
-                    AND p.pronargs OPERATOR(pg_catalog.=) 1
-                    AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'warden.message'::pg_catalog.regtype)
-                  THEN 'shape'
-                  WHEN p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()
-                    OR pg_catalog.pg_is_other_temp_schema(p.pronamespace) THEN 'temporary'
-                  WHEN NOT pg_catalog.pg_has_role($2, p.proowner, 'USAGE') THEN 'owner'
-                  WHEN NOT pg_catalog.has_function_privilege($2, p.oid, 'EXECUTE') THEN 'execute'
-                  ELSE 'ok' END
-           FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) $1",
-        &[handler.into(), me.into()],
-    )
-    .unwrap_or_else(|e| spi_error(e).raise());
+    let verdict = handler_verdict(handler, me).unwrap_or_else(|e| spi_error(e).raise());
     match verdict.as_deref() {
         None => WardenError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
@@ -103,15 +87,41 @@ fn check_handler(handler: pg_sys::Oid) {
             .detail("The handler runs as the role that subscribes.")
             .hint("GRANT EXECUTE ON FUNCTION ... TO that role, or subscribe as a role that has it.")
             .raise(),
-        Some(_) => {}
-    }
-    // SAFETY: reads the current user's attribute.
-    if unsafe { pg_sys::superuser() } {
-        WardenError::privilege("a handler never runs as a superuser")
+        Some("superuser") => WardenError::privilege("a handler never runs as a superuser")
             .detail("The handler would run as the role that subscribes, here a superuser.")
             .hint("SET ROLE to the (non-superuser) role the handler should run as, then subscribe.")
-            .raise();
+            .raise(),
+        Some(_) => {}
     }
+}
+
+/// The first rule `handler` breaks when run as `role`, or 'ok' (None: no
+/// such function): its shape (`shape`), a temporary schema
+/// (`temporary`), an owner whose rights `role` lacks (`owner`), no
+/// EXECUTE (`execute`), `role` a superuser (`superuser`). Checked at
+/// subscribe time and again before every call (the function, its owner
+/// and the role's rights may have changed since).
+pub(super) fn handler_verdict(
+    handler: pg_sys::Oid,
+    role: pg_sys::Oid,
+) -> Result<Option<String>, pgrx::spi::Error> {
+    crate::spi_read::read_one::<String>(
+        "SELECT CASE
+                  WHEN NOT (p.prokind OPERATOR(pg_catalog.=) 'f' AND NOT p.proretset
+                    AND p.prorettype OPERATOR(pg_catalog.=) 'pg_catalog.void'::pg_catalog.regtype
+                    AND p.pronargs OPERATOR(pg_catalog.=) 1
+                    AND p.proargtypes[0] OPERATOR(pg_catalog.=) 'warden.message'::pg_catalog.regtype)
+                  THEN 'shape'
+                  WHEN p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()
+                    OR pg_catalog.pg_is_other_temp_schema(p.pronamespace) THEN 'temporary'
+                  WHEN NOT pg_catalog.pg_has_role($2, p.proowner, 'USAGE') THEN 'owner'
+                  WHEN NOT pg_catalog.has_function_privilege($2, p.oid, 'EXECUTE') THEN 'execute'
+                  WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) $2)
+                    IS NOT FALSE THEN 'superuser'
+                  ELSE 'ok' END
+           FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) $1",
+        &[handler.into(), role.into()],
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -290,6 +300,8 @@ fn resume(name: Option<&str>) {
         name,
         "UPDATE warden.outbox_subscriptions s SET paused = false WHERE s.name OPERATOR(pg_catalog.=) $1 AND pg_catalog.pg_has_role($2, s.owner, 'USAGE') RETURNING s.id",
     );
+    // what waited while it was paused is due now
+    super::dispatch_task::wake_at_commit();
 }
 
 extension_sql!(

@@ -65,13 +65,15 @@ CREATE TABLE warden.outbox_subscriptions (
     filter          jsonb,
     paused          boolean NOT NULL DEFAULT false,
     start_after     bigint NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_delivered_at timestamptz
 );
 COMMENT ON TABLE warden.outbox_subscriptions IS
   'Subscriptions made by warden.subscribe. Internal: change them through warden.subscribe, unsubscribe, pause and resume.';
 COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg warden.message) RETURNS void the worker calls, by schema-qualified name (pg_upgrade cannot carry regprocedure columns, and the worker resolves and checks it again at each call); NULL: a pull subscription.';
 COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
 COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
+COMMENT ON COLUMN warden.outbox_subscriptions.last_delivered_at IS 'When a message was last handled or acknowledged (recorded at most about once a second, so acknowledgements do not queue on this row).';
 COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
 COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
 COMMENT ON INDEX warden.outbox_subscriptions_name_key IS 'Subscriptions by name.';
@@ -85,20 +87,27 @@ CREATE TABLE warden.outbox_deliveries (
     tenant           text,
     attempts         integer NOT NULL DEFAULT 0,
     next_at          timestamptz NOT NULL,
-    lease            uuid,
+    lease            integer,
     lease_until      timestamptz,
     first_attempt_at timestamptz,
     last_attempt_at  timestamptz,
     last_error       text,
+    failed_at        timestamptz,
     PRIMARY KEY (subscription_id, id)
 );
 CREATE SEQUENCE warden.outbox_deliveries_id_seq;
+CREATE INDEX outbox_deliveries_ordered_idx ON warden.outbox_deliveries (subscription_id, ordered_key, id)
+  WHERE ordered_key IS NOT NULL;
 COMMENT ON TABLE warden.outbox_deliveries IS
   'What each subscription has still to handle: one narrow row per message and matching subscription, written by the worker''s fan-out and removed once handled. Internal.';
 COMMENT ON COLUMN warden.outbox_deliveries.id IS 'Fan-out order: a subscription handles its deliveries in this order.';
 COMMENT ON COLUMN warden.outbox_deliveries.ordered_key IS 'The message''s key when the subscription is ordered (one delivery per key at a time).';
 COMMENT ON COLUMN warden.outbox_deliveries.attempts IS 'Failed attempts so far.';
 COMMENT ON COLUMN warden.outbox_deliveries.next_at IS 'Not attempted before this time (deliver_after, then the retry backoff).';
+COMMENT ON COLUMN warden.outbox_deliveries.lease IS 'The nonce of the pull claim that holds it (part of the lease token); NULL: not claimed.';
+COMMENT ON COLUMN warden.outbox_deliveries.lease_until IS 'When the pull claim lapses and the message goes to the next claimer.';
+COMMENT ON COLUMN warden.outbox_deliveries.failed_at IS 'A dead-letter message whose handling ran out of attempts: kept for inspection, never dead-lettered again.';
+COMMENT ON INDEX warden.outbox_deliveries_ordered_idx IS 'The head of each key of an ordered subscription.';
 COMMENT ON INDEX warden.outbox_deliveries_pkey IS 'A subscription''s deliveries in fan-out order.';
 COMMENT ON SEQUENCE warden.outbox_deliveries_id_seq IS 'Fan-out order of deliveries.';
 
@@ -115,6 +124,35 @@ COMMENT ON TABLE warden.outbox_fanout IS
 COMMENT ON INDEX warden.outbox_fanout_pkey IS 'Progress records, the last one current.';
 COMMENT ON SEQUENCE warden.outbox_fanout_id_seq IS 'Progress record ids.';
 
+CREATE TABLE warden.dead_letters (
+    dead_letter_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id       bigint NOT NULL,
+    topic            text NOT NULL,
+    key              text,
+    payload          jsonb NOT NULL,
+    headers          jsonb NOT NULL,
+    tenant           text,
+    published_at     timestamptz NOT NULL,
+    subscription     text NOT NULL,
+    attempts         integer NOT NULL,
+    last_error       text,
+    first_attempt_at timestamptz,
+    last_attempt_at  timestamptz,
+    dead_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    notice_id        bigint
+);
+CREATE INDEX dead_letters_unannounced_idx ON warden.dead_letters (dead_letter_id) WHERE notice_id IS NULL;
+COMMENT ON TABLE warden.dead_letters IS
+  'Deliveries that ran out of attempts, with a copy of their message. Each is announced by a message on topic warden.dead_letter. Replay with warden.replay_dead_letters, remove with warden.purge_dead_letters.';
+COMMENT ON COLUMN warden.dead_letters.subscription IS 'The subscription that failed to handle the message (replay delivers to it again).';
+COMMENT ON COLUMN warden.dead_letters.attempts IS 'Failed attempts.';
+COMMENT ON COLUMN warden.dead_letters.notice_id IS 'The warden.dead_letter message announcing it; NULL while publishing it failed (the worker tries again).';
+COMMENT ON INDEX warden.dead_letters_pkey IS 'Dead letters by id.';
+COMMENT ON INDEX warden.dead_letters_unannounced_idx IS 'Dead letters whose warden.dead_letter message is still to be published.';
+COMMENT ON SEQUENCE warden.dead_letters_dead_letter_id_seq IS 'Dead letter ids.';
+
+SELECT pg_catalog.pg_extension_config_dump('warden.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.dead_letters_dead_letter_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_fanout', '');

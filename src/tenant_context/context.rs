@@ -115,7 +115,8 @@ pub(crate) fn require_transaction_block_for(function: &str, what: &str) {
     .raise();
 }
 
-fn is_warden_admin() -> bool {
+/// Whether the current user has warden_admin's rights (superusers do).
+pub(crate) fn is_warden_admin() -> bool {
     // SAFETY: catalog lookups; a missing role means nobody is a member.
     unsafe {
         let admin = pg_sys::get_role_oid(c"warden_admin".as_ptr(), true);

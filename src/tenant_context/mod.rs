@@ -7,7 +7,7 @@ mod context;
 mod fast_path;
 
 pub(crate) use context::{
-    pins_another, refuse_if_pinned_elsewhere, require_transaction_block,
+    is_warden_admin, pins_another, refuse_if_pinned_elsewhere, require_transaction_block,
     require_transaction_block_for, reset_tenant_setting, set_tenant_setting,
 };
 pub use context::{tenant_or_raise, validate_tenant_or_raise};

@@ -28,7 +28,7 @@ mod worker;
 
 #[allow(unused_imports)]
 pub use registry::{register_task, TaskId, TaskSpec};
-pub use task::{Task, TaskContext, TaskReport};
+pub use task::{now as now_us, Task, TaskContext, TaskReport};
 // The Rust API subsystems (outbox, audit) call inside a transaction.
 pub use shmem::MAX_DATABASES;
 #[allow(unused_imports)]

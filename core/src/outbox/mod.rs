@@ -1,10 +1,15 @@
 //! Transactional outbox rules: which topics are valid, which subscription
-//! patterns they match, and when a failed delivery is tried again.
+//! patterns they match, when a failed delivery is tried again, and what a
+//! pull consumer's lease token holds.
 
+mod failure;
+mod lease;
 mod progress;
 mod retry;
 mod topic;
 
+pub use failure::{after_failure, AfterFailure};
+pub use lease::{lease_token, parse_lease};
 pub use progress::{FanoutProgress, PendingRange};
 pub use retry::retry_delay_us;
 pub use topic::{validate_published_topic, validate_topic};

@@ -1,0 +1,316 @@
+//! The dispatcher: a worker task that hands each due delivery of a
+//! handler subscription to its handler, in fan-out order, up to BATCH
+//! calls per transaction. Each call runs in a subtransaction of its own
+//! (`handler_call`), and the delivery's row is deleted (or its failure
+//! recorded) in the same transaction as the handler's effects: they
+//! commit together or not at all, so a handler's effects happen exactly
+//! once even when the worker is killed mid-batch. Attempts count
+//! failures, not calls a crash interrupted.
+//!
+//! An ordered subscription's deliveries with one key are handled one at
+//! a time, in fan-out order (the order their messages became visible):
+//! only the oldest delivery of a key is ever due.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pgrx::pg_sys;
+
+use crate::error::WardenError;
+use crate::privileged::as_superuser;
+use crate::workers::{
+    register_task, wake_task_on_commit, Task, TaskContext, TaskId, TaskReport, TaskSpec,
+};
+
+use super::delivery_state::{announce_waiting, record_failure, spi_error, Failure, Recorded};
+use super::handler_call::{call_handler, HandlerCall};
+
+/// Handler calls per transaction. Each is a subtransaction; staying well
+/// under 64 (PGPROC_MAX_CACHED_SUBXIDS) keeps every snapshot taken while
+/// the batch runs from overflowing to pg_subtrans lookups.
+const BATCH: i64 = 32;
+/// Longest sleep with nothing due (a fan-out wakes the task anyway).
+const IDLE: Duration = Duration::from_secs(60);
+/// How often lapsed pull leases that ran out of attempts are dead-lettered
+/// and unpublished dead-letter notices retried.
+const SWEEP_EVERY_US: i64 = 5_000_000;
+
+static TASK: OnceLock<TaskId> = OnceLock::new();
+
+/// The earliest `next_at` the fan-out wrote into the future (a message's
+/// deliver_after), for the dispatcher's next wake-up; i64::MAX: none.
+/// Both tasks run in the same worker process.
+static FANNED_OUT_DUE: AtomicI64 = AtomicI64::new(i64::MAX);
+
+pub fn register() {
+    let id = register_task(TaskSpec {
+        name: "outbox_dispatch",
+        runs_on_any_wakeup: false,
+        make: || Box::<Dispatch>::default(),
+        holds_slot: None,
+    });
+    let _ = TASK.set(id);
+}
+
+/// Runs the dispatcher when the current transaction commits.
+pub fn wake_at_commit() {
+    if let Some(id) = TASK.get() {
+        wake_task_on_commit(*id);
+    }
+}
+
+/// The fan-out wrote deliveries not due before `at` (Postgres clock).
+pub fn due_later(at: i64) {
+    FANNED_OUT_DUE.fetch_min(at, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+struct Dispatch {
+    /// When the earliest delivery not yet due becomes due; None: unknown
+    /// (look it up).
+    next_due: Option<i64>,
+    /// The last run found a full batch: run again at once.
+    more: bool,
+    last_sweep: i64,
+}
+
+/// A due delivery, with its message as the handler gets it.
+struct Due {
+    subscription_id: i32,
+    id: i64,
+    attempts: i32,
+    handler: Option<pg_sys::Oid>,
+    owner: pg_sys::Oid,
+    max_attempts: i32,
+    backoff_us: i64,
+    max_backoff_us: i64,
+    timeout_ms: i32,
+    tenant: Option<String>,
+    is_dead_letter: bool,
+    /// An ordered subscription's delivery with a key: handling it makes
+    /// the next one of its key due.
+    keyed: bool,
+    message_id: i64,
+    msg: pgrx::composite_type!('static, "warden.message"),
+}
+
+impl Task for Dispatch {
+    fn interval(&self) -> Duration {
+        if self.more {
+            return Duration::ZERO;
+        }
+        let now = crate::workers::now_us();
+        match self.next_due {
+            Some(at) => Duration::from_micros(
+                at.saturating_sub(now).clamp(0, IDLE.as_micros() as i64) as u64,
+            ),
+            None => Duration::ZERO,
+        }
+    }
+
+    fn run(&mut self, _ctx: &TaskContext) -> Result<TaskReport, WardenError> {
+        if crate::heap_append::warden_relation(c"dead_letters") == pg_sys::InvalidOid {
+            // the database's pg_warden predates the dispatcher
+            self.next_due = Some(crate::workers::now_us() + IDLE.as_micros() as i64);
+            return Ok(TaskReport::default());
+        }
+        let started = crate::workers::now_us();
+        let fanned = FANNED_OUT_DUE.swap(i64::MAX, Ordering::Relaxed);
+        if fanned != i64::MAX {
+            self.next_due = Some(self.next_due.map_or(fanned, |d| d.min(fanned)));
+        }
+        let look_up_next_due = self.next_due.is_none_or(|at| at <= started);
+        // should this run fail: try again in a second, not at once
+        self.more = false;
+        if look_up_next_due {
+            self.next_due = Some(started + 1_000_000);
+        }
+        let due = as_superuser(read_due)?;
+        let taken = due.len() as i64;
+        self.more = taken >= BATCH;
+        let mut delivered = BTreeSet::new();
+        for d in due {
+            let outcome = match d.handler {
+                None => Err("the handler function no longer exists".to_string()),
+                Some(handler) => {
+                    match as_superuser(|| super::subscribe::handler_verdict(handler, d.owner))
+                        .map_err(spi_error)?
+                        .as_deref()
+                    {
+                        Some("ok") => call_handler(
+                            &HandlerCall {
+                                handler,
+                                owner: d.owner,
+                                timeout_ms: d.timeout_ms,
+                                tenant: d.tenant.as_deref(),
+                                message_id: d.message_id,
+                            },
+                            d.msg,
+                        )
+                        .map_err(|f| format!("{} (SQLSTATE {})", f.message, f.sqlstate)),
+                        Some(rule) => Err(refusal(rule).to_string()),
+                        None => Err("the handler function no longer exists".to_string()),
+                    }
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    as_superuser(|| handled(d.subscription_id, d.id))?;
+                    delivered.insert(d.subscription_id);
+                    // the key's next delivery is due now
+                    self.more |= d.keyed;
+                }
+                Err(error) => {
+                    let recorded = as_superuser(|| {
+                        record_failure(&Failure {
+                            subscription_id: d.subscription_id,
+                            id: d.id,
+                            failures: d.attempts + 1,
+                            max_attempts: d.max_attempts,
+                            topic_is_dead_letter: d.is_dead_letter,
+                            backoff_us: d.backoff_us,
+                            max_backoff_us: d.max_backoff_us,
+                            error: &error,
+                            retry_after_us: None,
+                        })
+                    })?;
+                    if let Recorded::Retry(at) = recorded {
+                        self.next_due = Some(self.next_due.map_or(at, |n| n.min(at)));
+                    }
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            let ids: Vec<i32> = delivered.into_iter().collect();
+            as_superuser(|| super::mark_delivered(&ids))?;
+        }
+        let now = crate::workers::now_us();
+        if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY_US {
+            self.last_sweep = now;
+            as_superuser(|| -> Result<(), WardenError> {
+                super::pull::dead_letter_lapsed_leases()?;
+                announce_waiting(100)?;
+                Ok(())
+            })?;
+        }
+        if look_up_next_due {
+            // retries this run scheduled are in the table too
+            self.next_due = Some(as_superuser(next_due)?.unwrap_or(now + IDLE.as_micros() as i64));
+        }
+        Ok(TaskReport { backlog: taken })
+    }
+}
+
+/// What the worker says when a handler may no longer be called as its
+/// subscription's owner (handler_verdict's rules).
+fn refusal(rule: &str) -> &'static str {
+    match rule {
+        "shape" => "the handler is no longer a function (msg warden.message) RETURNS void",
+        "temporary" => "the handler is a temporary function",
+        "owner" => {
+            "the handler now belongs to a role whose rights the subscription's owner does not have"
+        }
+        "execute" => "the subscription's owner may no longer execute the handler",
+        "superuser" => "the subscription's owner is a superuser; a handler never runs as one",
+        _ => "the handler may not be called",
+    }
+}
+
+/// Up to BATCH due deliveries of handler subscriptions that are not
+/// paused, oldest first, locked (a concurrent unsubscribe or replay waits
+/// for this run), with their messages.
+fn read_due() -> Result<Vec<Due>, WardenError> {
+    // a locking read: SPI runs it as a volatile statement
+    pgrx::Spi::connect_mut(|client| {
+        let rows = client.update(
+            "SELECT d.subscription_id, d.id, d.attempts,
+                    pg_catalog.to_regprocedure(s.handler)::pg_catalog.oid, s.owner::pg_catalog.oid,
+                    s.max_attempts,
+                    (pg_catalog.date_part('epoch', s.backoff) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+                    (pg_catalog.date_part('epoch', s.max_backoff) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
+                    LEAST(pg_catalog.ceil(pg_catalog.date_part('epoch', s.handler_timeout) OPERATOR(pg_catalog.*) 1000), 2147483647)::pg_catalog.int4,
+                    m.tenant, m.topic OPERATOR(pg_catalog.=) 'warden.dead_letter', m.id,
+                    d.ordered_key IS NOT NULL,
+                    ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
+                        d.attempts OPERATOR(pg_catalog.+) 1, s.name)::warden.message
+               FROM warden.outbox_subscriptions s
+              CROSS JOIN LATERAL (
+                    SELECT d.subscription_id, d.id, d.message_id, d.attempts, d.ordered_key
+                      FROM warden.outbox_deliveries d
+                     WHERE d.subscription_id OPERATOR(pg_catalog.=) s.id
+                       AND d.next_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+                       AND d.failed_at IS NULL
+                       AND (d.ordered_key IS NULL OR NOT EXISTS (
+                             SELECT FROM warden.outbox_deliveries e
+                              WHERE e.subscription_id OPERATOR(pg_catalog.=) d.subscription_id
+                                AND e.ordered_key OPERATOR(pg_catalog.=) d.ordered_key
+                                AND e.id OPERATOR(pg_catalog.<) d.id
+                                AND e.failed_at IS NULL))
+                     ORDER BY d.id
+                     LIMIT $1
+                       FOR UPDATE SKIP LOCKED) d
+               JOIN warden.outbox_messages m ON m.id OPERATOR(pg_catalog.=) d.message_id
+              WHERE s.handler IS NOT NULL AND NOT s.paused
+              ORDER BY d.id
+              LIMIT $1",
+            None,
+            &[BATCH.into()],
+        )?;
+        let mut due = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(msg) = row.get::<pgrx::composite_type!('static, "warden.message")>(14)? else {
+                continue;
+            };
+            due.push(Due {
+                subscription_id: row.get::<i32>(1)?.unwrap_or(0),
+                id: row.get::<i64>(2)?.unwrap_or(0),
+                attempts: row.get::<i32>(3)?.unwrap_or(0),
+                handler: row.get::<pg_sys::Oid>(4)?.filter(|o| *o != pg_sys::InvalidOid),
+                owner: row.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
+                max_attempts: row.get::<i32>(6)?.unwrap_or(1),
+                backoff_us: row.get::<i64>(7)?.unwrap_or(0),
+                max_backoff_us: row.get::<i64>(8)?.unwrap_or(0),
+                timeout_ms: row.get::<i32>(9)?.unwrap_or(30_000),
+                tenant: row.get::<String>(10)?,
+                is_dead_letter: row.get::<bool>(11)?.unwrap_or(false),
+                message_id: row.get::<i64>(12)?.unwrap_or(0),
+                keyed: row.get::<bool>(13)?.unwrap_or(false),
+                msg,
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(due)
+    })
+    .map_err(spi_error)
+}
+
+/// The delivery was handled: it goes, in the transaction of the
+/// handler's effects.
+fn handled(subscription_id: i32, id: i64) -> Result<(), WardenError> {
+    pgrx::Spi::connect_mut(|client| {
+        client.update(
+            "DELETE FROM warden.outbox_deliveries d
+              WHERE d.subscription_id OPERATOR(pg_catalog.=) $1 AND d.id OPERATOR(pg_catalog.=) $2",
+            None,
+            &[subscription_id.into(), id.into()],
+        )?;
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .map_err(spi_error)
+}
+
+/// When the earliest delivery of a handler subscription that is not due
+/// yet becomes due (Postgres clock), if any.
+fn next_due() -> Result<Option<i64>, WardenError> {
+    crate::spi_read::read_one::<i64>(
+        "SELECT ((pg_catalog.date_part('epoch', min(d.next_at)) OPERATOR(pg_catalog.-) 946684800)
+                 OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8
+           FROM warden.outbox_deliveries d
+           JOIN warden.outbox_subscriptions s ON s.id OPERATOR(pg_catalog.=) d.subscription_id
+          WHERE s.handler IS NOT NULL AND NOT s.paused AND d.failed_at IS NULL
+            AND d.next_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()",
+        &[],
+    )
+    .map_err(spi_error)
+}
