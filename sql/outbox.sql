@@ -205,6 +205,28 @@ SELECT warden.purge_dead_letters(now()) AS purged;
 SELECT warden.replay_dead_letters(NULL);
 SELECT warden.purge_dead_letters(NULL);
 
+-- ordered: a key's messages one at a time; a failing head holds its key
+CREATE FUNCTION outbox_ledger(msg warden.message) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF msg.payload @> '{"bad": true}' THEN RAISE EXCEPTION 'cannot post entry'; END IF;
+END $$;
+ALTER FUNCTION outbox_ledger(warden.message) OWNER TO regress_outbox_admin;
+SET ROLE regress_outbox_admin;
+SELECT warden.subscribe('ledger', 'ledger.#', 'outbox_ledger(warden.message)', ordered => true,
+                        backoff => '1 hour', max_backoff => '1 hour');
+RESET ROLE;
+BEGIN;
+SELECT warden.set_tenant('shop1');
+SELECT warden.publish_batch('ledger.entry', ARRAY['{"bad": true}', '{"n": 2}', '{"n": 3}']::jsonb[],
+                            ARRAY['acct-1', 'acct-1', 'acct-2']) IS NOT NULL AS published;
+COMMIT;
+SELECT pg_temp.wait_for($$EXISTS (SELECT FROM warden.outbox_blocked_keys)$$);
+SELECT pg_temp.wait_for($$(SELECT pending FROM warden.outbox_stats WHERE subscription = 'ledger') = 2$$);
+SELECT subscription, key, attempts, last_error, waiting, retry_at > now() AS retry_later
+  FROM warden.outbox_blocked_keys;
+SELECT item, split_part(detail, ':', 1) AS detail FROM warden.outbox_health()
+ WHERE item IN ('dead_tuples', 'pending_deliveries') ORDER BY 1, 2;
+
 -- pull: an application claims, acknowledges, and gives back what failed
 SELECT warden.subscribe('exports', 'exports.#', max_attempts => 2);
 BEGIN;
@@ -247,7 +269,7 @@ RESET ROLE;
 SELECT warden.unsubscribe(name) FROM warden.outbox_subscriptions;
 SELECT count(*) AS deliveries_left FROM warden.outbox_deliveries;
 DROP FUNCTION outbox_send_mail(warden.message), outbox_wrong_shape(jsonb), outbox_app_handler(warden.message),
-  outbox_bill(warden.message);
+  outbox_bill(warden.message), outbox_ledger(warden.message);
 DROP TABLE outbox_invoices;
 DROP TABLE outbox_mail;
 DROP ROLE regress_outbox_app;

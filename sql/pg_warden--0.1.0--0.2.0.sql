@@ -582,6 +582,7 @@ CREATE TABLE warden.dead_letters (
     dead_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     notice_id        bigint
 );
+CREATE INDEX dead_letters_message_idx ON warden.dead_letters (message_id);
 CREATE INDEX dead_letters_unannounced_idx ON warden.dead_letters (dead_letter_id) WHERE notice_id IS NULL;
 COMMENT ON TABLE warden.dead_letters IS
   'Deliveries that ran out of attempts, with a copy of their message. Each is announced by a message on topic warden.dead_letter. Replay with warden.replay_dead_letters, remove with warden.purge_dead_letters.';
@@ -589,6 +590,7 @@ COMMENT ON COLUMN warden.dead_letters.subscription IS 'The subscription that fai
 COMMENT ON COLUMN warden.dead_letters.attempts IS 'Failed attempts.';
 COMMENT ON COLUMN warden.dead_letters.notice_id IS 'The warden.dead_letter message announcing it; NULL while publishing it failed (the worker tries again).';
 COMMENT ON INDEX warden.dead_letters_pkey IS 'Dead letters by id.';
+COMMENT ON INDEX warden.dead_letters_message_idx IS 'Keeps retention from deleting a message a dead letter may replay.';
 COMMENT ON INDEX warden.dead_letters_unannounced_idx IS 'Dead letters whose warden.dead_letter message is still to be published.';
 COMMENT ON SEQUENCE warden.dead_letters_dead_letter_id_seq IS 'Dead letter ids.';
 
@@ -709,6 +711,42 @@ SELECT s.name AS subscription,
                       AND e.id < d.id AND e.failed_at IS NULL);
 COMMENT ON VIEW warden.outbox_blocked_keys IS
   'Keys of ordered subscriptions whose oldest message failed and waits for its retry, holding back the messages behind it (waiting). A head that runs out of attempts becomes a dead letter and the key moves on.';
+
+CREATE FUNCTION warden.outbox_health()
+  RETURNS TABLE(item text, value bigint, detail text)
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $health$
+(SELECT 'xmin_held_by_backend', age(a.backend_xmin)::bigint,
+        format('pid %s (role %s, application %L, %s), transaction open for %s',
+               a.pid, a.usename, a.application_name, a.state, date_trunc('second', now() - a.xact_start))
+   FROM pg_stat_activity a
+  WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_backend_pid()
+  ORDER BY age(a.backend_xmin) DESC LIMIT 1)
+UNION ALL
+(SELECT 'xmin_held_by_slot', greatest(age(s.xmin), age(s.catalog_xmin))::bigint,
+        format('replication slot %I (%s, active: %s)', s.slot_name, s.slot_type, s.active)
+   FROM pg_replication_slots s
+  WHERE s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
+  ORDER BY 2 DESC LIMIT 1)
+UNION ALL
+(SELECT 'xmin_held_by_prepared', age(p.transaction)::bigint,
+        format('prepared transaction %L (role %s), prepared %s ago', p.gid, p.owner, date_trunc('second', now() - p.prepared))
+   FROM pg_prepared_xacts p
+  ORDER BY 2 DESC LIMIT 1)
+UNION ALL
+(SELECT 'dead_tuples', t.n_dead_tup,
+        format('%I: %s live, last vacuum %s', t.relname, t.n_live_tup,
+               coalesce(greatest(t.last_vacuum, t.last_autovacuum)::text, 'never'))
+   FROM pg_stat_all_tables t
+  WHERE t.schemaname = 'warden'
+    AND t.relname IN ('outbox_messages', 'outbox_deliveries', 'outbox_dedupe', 'outbox_fanout',
+                      'outbox_subscriptions', 'dead_letters')
+  ORDER BY t.relname)
+UNION ALL
+(SELECT 'pending_deliveries', count(*), 'deliveries not yet handled (of the tenants row-level security shows you)'
+   FROM warden.outbox_deliveries d WHERE d.failed_at IS NULL)
+$health$;
+COMMENT ON FUNCTION warden.outbox_health() IS
+  'What holds the outbox back: the backend, replication slot or prepared transaction holding the oldest xmin (its age in transactions), dead tuples in each outbox table, and the deliveries pending.';
 REVOKE ALL ON warden.outbox_messages, warden.outbox_dedupe, warden.outbox_subscriptions,
   warden.outbox_deliveries, warden.outbox_fanout, warden.dead_letters,
   warden.outbox_stats, warden.outbox_blocked_keys FROM PUBLIC;
@@ -722,7 +760,8 @@ REVOKE EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interv
   warden._outbox_topic_matches(text, text),
   warden.claim(text, integer, interval), warden.ack(uuid[]), warden.nack(uuid, text, interval),
   warden.extend(uuid, interval),
-  warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz) FROM PUBLIC;
+  warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz),
+  warden.outbox_health() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval),
   warden.publish_batch(text, jsonb[], text[]),
   warden.claim(text, integer, interval), warden.ack(uuid[]), warden.nack(uuid, text, interval),
@@ -730,7 +769,8 @@ GRANT EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interva
 GRANT EXECUTE ON FUNCTION
   warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb),
   warden.unsubscribe(text), warden.pause(text), warden.resume(text),
-  warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz) TO warden_admin;
+  warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz),
+  warden.outbox_health() TO warden_admin;
 GRANT SELECT ON warden.outbox_subscriptions, warden.dead_letters,
   warden.outbox_stats, warden.outbox_blocked_keys TO warden_admin;
 -- the views are security_invoker: row-level security scopes what an

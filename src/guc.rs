@@ -47,6 +47,8 @@ static AUDIT_MIN_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_4
 static AUDIT_CHECKPOINT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// One day, as idempotency keys of payment APIs.
 static OUTBOX_DEDUPE_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+/// A week: handled messages stay that long for inspection and replay.
+static OUTBOX_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
 /// Transaction-local context of audit events, written only through
 /// warden.set_actor() and warden.set_correlation_id().
 pub const ACTOR_GUC: &CStr = c"warden.actor";
@@ -216,6 +218,16 @@ pub fn init(preloading: bool) {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"warden.outbox_retention",
+        c"How long the worker keeps outbox messages every subscription has handled, and failed dead-letter deliveries.",
+        c"Older ones are deleted in batches; dead letters stay until warden.purge_dead_letters.",
+        &OUTBOX_RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"warden.audit_min_retention",
         c"DROP EXTENSION pg_warden is refused while the audit log holds events younger than this.",
         c"Set it in postgresql.conf (reloaded); 0 allows the drop once every event is chained.",
@@ -376,6 +388,10 @@ pub fn audit_min_retention() -> Duration {
 
 pub fn outbox_dedupe_window() -> Duration {
     Duration::from_secs(OUTBOX_DEDUPE_WINDOW_S.get().max(0) as u64)
+}
+
+pub fn outbox_retention() -> Duration {
+    Duration::from_secs(OUTBOX_RETENTION_S.get().max(0) as u64)
 }
 
 pub fn audit_checkpoint_interval() -> Duration {

@@ -138,7 +138,8 @@ GRANT EXECUTE ON FUNCTION
 TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
   warden.replay_dead_letters(bigint[]),
-  warden.purge_dead_letters(timestamptz)
+  warden.purge_dead_letters(timestamptz),
+  warden.outbox_health()
 TO warden_admin;
 GRANT SELECT ON warden.outbox_subscriptions, warden.dead_letters,
   warden.outbox_stats, warden.outbox_blocked_keys TO warden_admin;

@@ -949,3 +949,209 @@ fn a_handler_cannot_escalate_nor_leave_settings_behind() {
         1
     );
 }
+
+/// Four publishers, each transaction publishing for one of five keys and
+/// only then taking the key's turn (a row lock), so transactions commit
+/// out of id order. Each key's messages reach the handler in the order
+/// their transactions committed (with track_commit_timestamp on, as the
+/// README asks for ordered subscriptions).
+fn publish_ordered(conn: &str, seed: u64, rounds: usize) -> Vec<(String, String, i32, i64)> {
+    let mut c = postgres::Client::connect(conn, postgres::NoTls).unwrap();
+    let mut state = seed;
+    let mut next = move |n: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let mut out = Vec::new();
+    for i in 0..rounds {
+        let key = format!("k{}", next(5));
+        let token = format!("{seed}-{i}");
+        let mut tx = c.transaction().unwrap();
+        let id: i64 = tx
+            .query_one(
+                "SELECT warden.publish('ord.x', jsonb_build_object('token', $1::text), key => $2)",
+                &[&token, &key],
+            )
+            .unwrap()
+            .get(0);
+        thread::sleep(Duration::from_micros(next(3000)));
+        let turn: i32 = tx
+            .query_one(
+                "UPDATE public.turns SET n = n + 1 WHERE k = $1 RETURNING n",
+                &[&key],
+            )
+            .unwrap()
+            .get(0);
+        thread::sleep(Duration::from_micros(next(3000)));
+        tx.commit().unwrap();
+        out.push((key, token, turn, id));
+    }
+    out
+}
+
+#[test]
+fn an_ordered_subscription_keeps_each_keys_commit_order_under_four_publishers() {
+    let (cluster, mut admin) = outbox_cluster("delivery_ordered", &["track_commit_timestamp = on"]);
+    admin
+        .batch_execute(
+            "CREATE TABLE public.turns (k text PRIMARY KEY, n int NOT NULL DEFAULT 0);
+             INSERT INTO public.turns (k) SELECT 'k' || g FROM generate_series(0, 4) g;
+             GRANT SELECT, UPDATE ON public.turns TO app;
+             CREATE TABLE public.order_seen (k text, token text, seq bigserial);
+             GRANT INSERT ON public.order_seen TO ops; GRANT USAGE ON SEQUENCE public.order_seen_seq_seq TO ops;
+             CREATE FUNCTION public.in_order(msg warden.message) RETURNS void LANGUAGE sql AS
+               $$ INSERT INTO public.order_seen (k, token) VALUES (msg.key, msg.payload->>'token') $$;
+             ALTER FUNCTION public.in_order(warden.message) OWNER TO ops;",
+        )
+        .unwrap();
+    let mut ops = cluster.connect_as("postgres", "ops");
+    ops.batch_execute(
+        "SELECT warden.subscribe('ordered', 'ord.#', 'public.in_order(warden.message)', ordered => true)",
+    )
+    .unwrap();
+    let conn = cluster.conn_str("postgres", "app");
+    let publishers: Vec<_> = (0..4u64)
+        .map(|seed| {
+            let conn = conn.clone();
+            thread::spawn(move || publish_ordered(&conn, seed + 1, 100))
+        })
+        .collect();
+    let published: Vec<(String, String, i32, i64)> = publishers
+        .into_iter()
+        .flat_map(|p| p.join().unwrap())
+        .collect();
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM public.order_seen",
+        400,
+        "every ordered message",
+    );
+    let turn_of: BTreeMap<String, (i32, i64)> = published
+        .iter()
+        .map(|(_, token, turn, id)| (token.clone(), (*turn, *id)))
+        .collect();
+    // the test means something only if commits did overtake ids
+    let mut overtaken = 0;
+    for key in (0..5).map(|k| format!("k{k}")) {
+        let mut by_turn: Vec<&(String, String, i32, i64)> =
+            published.iter().filter(|p| p.0 == key).collect();
+        by_turn.sort_by_key(|p| p.2);
+        overtaken += by_turn.windows(2).filter(|w| w[0].3 > w[1].3).count();
+        let seen: Vec<i32> = admin
+            .query(
+                "SELECT token FROM public.order_seen WHERE k = $1 ORDER BY seq",
+                &[&key],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| turn_of[&r.get::<_, String>(0)].0)
+            .collect();
+        let want: Vec<i32> = (1..=seen.len() as i32).collect();
+        assert_eq!(seen, want, "key {key}: handled out of commit order");
+    }
+    assert!(overtaken > 0, "no transaction committed out of id order");
+    assert_eq!(
+        count(&mut admin, "SELECT count(*) FROM public.order_seen"),
+        400
+    );
+}
+
+/// A REPEATABLE READ transaction holds the xmin horizon while messages
+/// stream through a handler: every one is delivered, outbox_health names
+/// the holder, and throughput and dead tuples are reported. Then
+/// retention deletes the handled messages in batches, keeping the one a
+/// dead letter refers to.
+#[test]
+fn a_held_xmin_horizon_slows_nothing_it_names_and_retention_reclaims_in_bulk() {
+    let (cluster, mut admin) =
+        outbox_cluster("delivery_held_xmin", &["warden.outbox_retention = 0"]);
+    admin
+        .batch_execute(
+            "CREATE FUNCTION public.poison(msg warden.message) RETURNS void LANGUAGE plpgsql AS
+               $$ BEGIN IF msg.payload ? 'poison' THEN RAISE EXCEPTION 'poison'; END IF; END $$;
+             ALTER FUNCTION public.poison(warden.message) OWNER TO ops;",
+        )
+        .unwrap();
+    let mut ops = cluster.connect_as("postgres", "ops");
+    ops.batch_execute(
+        "SELECT warden.subscribe('load', 'load.#', 'public.record(warden.message)');
+         SELECT warden.subscribe('poisoned', 'poison.#', 'public.poison(warden.message)', max_attempts => 1);",
+    )
+    .unwrap();
+    let mut holder = cluster.connect("postgres");
+    holder
+        .batch_execute(
+            "SET application_name = 'report_job';
+             BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;",
+        )
+        .unwrap();
+    let started = Instant::now();
+    admin
+        .batch_execute(
+            "SELECT warden.publish_batch('load.x', array_agg(jsonb_build_object('m', g)))
+               FROM generate_series(1, 5000) g GROUP BY g / 500;
+             SELECT warden.publish('poison.x', '{\"poison\": true}');",
+        )
+        .unwrap();
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM public.seen",
+        5000,
+        "every message under the held horizon",
+    );
+    let rate = 5000.0 / started.elapsed().as_secs_f64();
+    // the worker's statistics reach the cumulative stats within a second or so
+    let health = wait_for(
+        Duration::from_secs(30),
+        "dead tuples in the statistics",
+        || {
+            let health: BTreeMap<String, (i64, String)> = admin
+            .query(
+                "SELECT CASE WHEN item = 'dead_tuples' THEN item || ':' || split_part(detail, ':', 1) ELSE item END,
+                        value, detail
+                   FROM warden.outbox_health()",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+            (health["dead_tuples:outbox_deliveries"].0 > 0).then_some(health)
+        },
+    );
+    let held = &health["xmin_held_by_backend"];
+    assert!(held.1.contains("report_job"), "{health:?}");
+    let dead = health["dead_tuples:outbox_deliveries"].0;
+    println!(
+        "held xmin: 5000 messages handled at {rate:.0}/s; dead tuples in outbox_deliveries: {dead}; {}",
+        held.1
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    // retention (0 here): the handled messages go, the dead letter's stays
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM warden.dead_letters",
+        1,
+        "the poison's dead letter",
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "retention to delete the handled messages",
+        || (count(&mut admin, "SELECT count(*) FROM warden.outbox_messages") == 1).then_some(()),
+    );
+    let kept: String = admin
+        .query_one("SELECT topic FROM warden.outbox_messages", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept, "poison.x",
+        "retention deleted a message a dead letter refers to"
+    );
+    let replayed: i32 = admin
+        .query_one("SELECT warden.replay_dead_letters(ARRAY(SELECT dead_letter_id FROM warden.dead_letters))", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(replayed, 1);
+}

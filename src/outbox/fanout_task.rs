@@ -190,8 +190,10 @@ fn read_visible(p: &FanoutProgress) -> Result<(i64, i64, Vec<i64>, Vec<i64>), Wa
 }
 
 /// One delivery row per matching subscription for each of `ids`, in
-/// message order (the delivery ids, drawn in that order, are the order in
-/// which a subscription's messages are handled). The subscriptions are
+/// commit order when `track_commit_timestamp` is on, else in id order
+/// (the delivery ids, drawn in that order, are the order in which a
+/// subscription's messages are handled; across runs the order is the
+/// order in which messages became visible, which is commit order). The subscriptions are
 /// locked (KEY SHARE) until the run commits: an `unsubscribe` waits for
 /// it and then removes what it wrote, or ran first and is skipped.
 fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
@@ -210,7 +212,9 @@ fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
                           AND (s.filter IS NULL OR m.payload OPERATOR(pg_catalog.@>) s.filter)
                           AND warden._outbox_topic_matches(s.topic_pattern, m.topic)
                         WHERE m.id OPERATOR(pg_catalog.=) ANY ($1)
-                        ORDER BY m.id, s.id
+                        ORDER BY CASE WHEN pg_catalog.current_setting('track_commit_timestamp')::pg_catalog.bool
+                                      THEN pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(m.txid)) END,
+                                 m.id, s.id
                           FOR KEY SHARE OF s) q
                RETURNING next_at)
              SELECT pg_catalog.count(*),

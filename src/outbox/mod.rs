@@ -14,7 +14,9 @@
 //! - `pull`: `warden.claim`, `ack`, `nack`, `extend`.
 //! - `delivery_state`: retries, dead letters and their announcement.
 //! - `dead_letters`: `warden.replay_dead_letters`, `purge_dead_letters`.
-//! - `stats`: `warden.outbox_stats`, `warden.outbox_blocked_keys`.
+//! - `stats`: `warden.outbox_stats`, `warden.outbox_blocked_keys`,
+//!   `warden.outbox_health()`.
+//! - `retention_task`: the worker task deleting what is no longer needed.
 
 mod dead_letters;
 mod delivery_state;
@@ -23,6 +25,7 @@ mod fanout_task;
 mod handler_call;
 mod publish;
 mod pull;
+mod retention_task;
 mod stats;
 mod subscribe;
 mod tables;
@@ -33,6 +36,7 @@ pub fn init(preloading: bool) {
     if preloading {
         fanout_task::register();
         dispatch_task::register();
+        retention_task::register();
     }
 }
 

@@ -64,6 +64,42 @@ SELECT s.name AS subscription,
                       AND e.id < d.id AND e.failed_at IS NULL);
 COMMENT ON VIEW warden.outbox_blocked_keys IS
   'Keys of ordered subscriptions whose oldest message failed and waits for its retry, holding back the messages behind it (waiting). A head that runs out of attempts becomes a dead letter and the key moves on.';
+
+CREATE FUNCTION warden.outbox_health()
+  RETURNS TABLE(item text, value bigint, detail text)
+  LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $health$
+(SELECT 'xmin_held_by_backend', age(a.backend_xmin)::bigint,
+        format('pid %s (role %s, application %L, %s), transaction open for %s',
+               a.pid, a.usename, a.application_name, a.state, date_trunc('second', now() - a.xact_start))
+   FROM pg_stat_activity a
+  WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_backend_pid()
+  ORDER BY age(a.backend_xmin) DESC LIMIT 1)
+UNION ALL
+(SELECT 'xmin_held_by_slot', greatest(age(s.xmin), age(s.catalog_xmin))::bigint,
+        format('replication slot %I (%s, active: %s)', s.slot_name, s.slot_type, s.active)
+   FROM pg_replication_slots s
+  WHERE s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL
+  ORDER BY 2 DESC LIMIT 1)
+UNION ALL
+(SELECT 'xmin_held_by_prepared', age(p.transaction)::bigint,
+        format('prepared transaction %L (role %s), prepared %s ago', p.gid, p.owner, date_trunc('second', now() - p.prepared))
+   FROM pg_prepared_xacts p
+  ORDER BY 2 DESC LIMIT 1)
+UNION ALL
+(SELECT 'dead_tuples', t.n_dead_tup,
+        format('%I: %s live, last vacuum %s', t.relname, t.n_live_tup,
+               coalesce(greatest(t.last_vacuum, t.last_autovacuum)::text, 'never'))
+   FROM pg_stat_all_tables t
+  WHERE t.schemaname = 'warden'
+    AND t.relname IN ('outbox_messages', 'outbox_deliveries', 'outbox_dedupe', 'outbox_fanout',
+                      'outbox_subscriptions', 'dead_letters')
+  ORDER BY t.relname)
+UNION ALL
+(SELECT 'pending_deliveries', count(*), 'deliveries not yet handled (of the tenants row-level security shows you)'
+   FROM warden.outbox_deliveries d WHERE d.failed_at IS NULL)
+$health$;
+COMMENT ON FUNCTION warden.outbox_health() IS
+  'What holds the outbox back: the backend, replication slot or prepared transaction holding the oldest xmin (its age in transactions), dead tuples in each outbox table, and the deliveries pending.';
 "#,
     name = "outbox_stats",
     requires = ["outbox_tables"],

@@ -226,6 +226,23 @@ fn subscribe(
         .hint("Pick another name, or warden.unsubscribe it first.")
         .raise();
     }
+    if ordered && !track_commit_timestamp() {
+        // a warning, not a refusal: the setting needs a restart
+        pgrx::ereport!(
+            PgLogLevel::WARNING,
+            PgSqlErrorCode::ERRCODE_WARNING,
+            format!("ordered subscription \"{name}\" follows commit order exactly only with track_commit_timestamp = on"),
+            "Without it, messages of one key whose transactions commit within one fan-out pass (about 10 ms) are handled in id order.",
+        );
+    }
+}
+
+/// Whether Postgres records commit timestamps (the fan-out then orders
+/// the messages that became visible together by commit).
+fn track_commit_timestamp() -> bool {
+    // SAFETY: reads a setting by name; NULL if unknown.
+    let value = unsafe { pg_sys::GetConfigOption(c"track_commit_timestamp".as_ptr(), true, false) };
+    !value.is_null() && unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() == b"on"
 }
 
 /// Runs `statement` (which returns the subscription's id; `$1` its name,

@@ -141,6 +141,7 @@ CREATE TABLE warden.dead_letters (
     dead_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
     notice_id        bigint
 );
+CREATE INDEX dead_letters_message_idx ON warden.dead_letters (message_id);
 CREATE INDEX dead_letters_unannounced_idx ON warden.dead_letters (dead_letter_id) WHERE notice_id IS NULL;
 COMMENT ON TABLE warden.dead_letters IS
   'Deliveries that ran out of attempts, with a copy of their message. Each is announced by a message on topic warden.dead_letter. Replay with warden.replay_dead_letters, remove with warden.purge_dead_letters.';
@@ -148,6 +149,7 @@ COMMENT ON COLUMN warden.dead_letters.subscription IS 'The subscription that fai
 COMMENT ON COLUMN warden.dead_letters.attempts IS 'Failed attempts.';
 COMMENT ON COLUMN warden.dead_letters.notice_id IS 'The warden.dead_letter message announcing it; NULL while publishing it failed (the worker tries again).';
 COMMENT ON INDEX warden.dead_letters_pkey IS 'Dead letters by id.';
+COMMENT ON INDEX warden.dead_letters_message_idx IS 'Keeps retention from deleting a message a dead letter may replay.';
 COMMENT ON INDEX warden.dead_letters_unannounced_idx IS 'Dead letters whose warden.dead_letter message is still to be published.';
 COMMENT ON SEQUENCE warden.dead_letters_dead_letter_id_seq IS 'Dead letter ids.';
 

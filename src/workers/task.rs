@@ -79,6 +79,11 @@ fn in_task_transaction<R>(
                 unsafe {
                     pg_sys::PopActiveSnapshot();
                     pg_sys::CommitTransactionCommand();
+                    // as a backend does when idle: the run's table
+                    // statistics reach the cumulative stats (autovacuum
+                    // decides on them; unflushed, a table only the
+                    // worker changes would never be vacuumed)
+                    pg_sys::pgstat_report_stat(false);
                 }
                 Ok(r)
             }
