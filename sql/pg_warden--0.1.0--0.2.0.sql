@@ -504,6 +504,7 @@ CREATE TABLE warden.outbox_subscriptions (
     ordered         boolean NOT NULL,
     handler_timeout interval NOT NULL,
     filter          jsonb,
+    consumer        regrole,
     paused          boolean NOT NULL DEFAULT false,
     start_after     bigint NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -515,6 +516,7 @@ COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg 
 COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
 COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
 COMMENT ON COLUMN warden.outbox_subscriptions.last_delivered_at IS 'When a message was last handled or acknowledged (recorded at most about once a second, so acknowledgements do not queue on this row).';
+COMMENT ON COLUMN warden.outbox_subscriptions.consumer IS 'A pull subscription''s consumers: members of this role may claim, ack, nack and extend; NULL: every warden_app member (within its tenant).';
 COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
 COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
 COMMENT ON INDEX warden.outbox_subscriptions_name_key IS 'Subscriptions by name.';
@@ -575,6 +577,8 @@ CREATE TABLE warden.dead_letters (
     tenant           text,
     published_at     timestamptz NOT NULL,
     subscription     text NOT NULL,
+    subscription_id  integer NOT NULL,
+    owner            regrole NOT NULL,
     attempts         integer NOT NULL,
     last_error       text,
     first_attempt_at timestamptz,
@@ -586,7 +590,9 @@ CREATE INDEX dead_letters_message_idx ON warden.dead_letters (message_id);
 CREATE INDEX dead_letters_unannounced_idx ON warden.dead_letters (dead_letter_id) WHERE notice_id IS NULL;
 COMMENT ON TABLE warden.dead_letters IS
   'Deliveries that ran out of attempts, with a copy of their message. Each is announced by a message on topic warden.dead_letter. Replay with warden.replay_dead_letters, remove with warden.purge_dead_letters.';
-COMMENT ON COLUMN warden.dead_letters.subscription IS 'The subscription that failed to handle the message (replay delivers to it again).';
+COMMENT ON COLUMN warden.dead_letters.subscription IS 'The name of the subscription that failed to handle the message.';
+COMMENT ON COLUMN warden.dead_letters.subscription_id IS 'That subscription (replay delivers to it again, not to a later one of the same name).';
+COMMENT ON COLUMN warden.dead_letters.owner IS 'Its owner: only roles with the owner''s rights replay or purge it.';
 COMMENT ON COLUMN warden.dead_letters.attempts IS 'Failed attempts.';
 COMMENT ON COLUMN warden.dead_letters.notice_id IS 'The warden.dead_letter message announcing it; NULL while publishing it failed (the worker tries again).';
 COMMENT ON INDEX warden.dead_letters_pkey IS 'Dead letters by id.';
@@ -613,7 +619,7 @@ COMMENT ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval) IS
   'Publishes a message on a topic in the current transaction (delivered only if it commits) and returns its id; a dedupe_key seen within warden.outbox_dedupe_window publishes nothing and returns the first id.';
 COMMENT ON FUNCTION warden.publish_batch(text, jsonb[], text[]) IS
   'Publishes one message per payload on a topic in the current transaction (keys: one per payload, or NULL) and returns their ids in order.';
-CREATE FUNCTION warden.subscribe(name text, topic_pattern text, handler regprocedure DEFAULT NULL, max_attempts integer DEFAULT 5, backoff interval DEFAULT '1 second', max_backoff interval DEFAULT '10 minutes', ordered boolean DEFAULT false, handler_timeout interval DEFAULT '30 seconds', filter jsonb DEFAULT NULL) RETURNS void
+CREATE FUNCTION warden.subscribe(name text, topic_pattern text, handler regprocedure DEFAULT NULL, max_attempts integer DEFAULT 5, backoff interval DEFAULT '1 second', max_backoff interval DEFAULT '10 minutes', ordered boolean DEFAULT false, handler_timeout interval DEFAULT '30 seconds', filter jsonb DEFAULT NULL, consumer regrole DEFAULT NULL) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'subscribe_wrapper';
 CREATE FUNCTION warden.unsubscribe(name text) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'unsubscribe_wrapper';
@@ -621,8 +627,8 @@ CREATE FUNCTION warden.pause(name text) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'pause_wrapper';
 CREATE FUNCTION warden.resume(name text) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'resume_wrapper';
-COMMENT ON FUNCTION warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb) IS
-  'Subscribes to the topics a pattern matches (* one segment, # the rest): with a handler (msg warden.message) RETURNS void the worker calls it as the subscribing role; without, consumers pull. Messages published from now on are delivered.';
+COMMENT ON FUNCTION warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole) IS
+  'Subscribes to the topics a pattern matches (* one segment, # the rest): with a handler (msg warden.message) RETURNS void the worker calls it as the subscribing role; without, consumers pull (members of consumer, or any warden_app member when it is NULL). Messages published from now on are delivered.';
 COMMENT ON FUNCTION warden.unsubscribe(text) IS 'Drops a subscription (its owner''s, or a superuser''s act) and what it had not delivered.';
 COMMENT ON FUNCTION warden.pause(text) IS 'Stops delivering to a subscription (messages keep arriving for it) until warden.resume.';
 COMMENT ON FUNCTION warden.resume(text) IS 'Delivers to a paused subscription again, from where it stopped.';
@@ -652,9 +658,9 @@ CREATE FUNCTION warden.replay_dead_letters(ids bigint[]) RETURNS integer
 CREATE FUNCTION warden.purge_dead_letters(before timestamptz) RETURNS bigint
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'purge_dead_letters_wrapper';
 COMMENT ON FUNCTION warden.replay_dead_letters(bigint[]) IS
-  'Delivers these dead letters again to the subscriptions that failed them, attempts reset (they leave warden.dead_letters; a new failure makes a new one). Returns how many were replayed.';
+  'Delivers these dead letters again to the subscriptions that failed them, attempts reset (they leave warden.dead_letters; a new failure makes a new one). Only those of subscriptions whose owner''s rights the caller has. Returns how many were replayed.';
 COMMENT ON FUNCTION warden.purge_dead_letters(timestamptz) IS
-  'Removes the dead letters that died before the given time; returns how many.';
+  'Removes the dead letters that died before the given time, of subscriptions whose owner''s rights the caller has; returns how many.';
 CREATE VIEW warden.outbox_stats WITH (security_invoker = true) AS
 SELECT s.name AS subscription,
        s.topic_pattern,
@@ -755,7 +761,7 @@ REVOKE ALL ON SEQUENCE warden.outbox_messages_id_seq, warden.outbox_subscription
   warden.dead_letters_dead_letter_id_seq FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval),
   warden.publish_batch(text, jsonb[], text[]),
-  warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb),
+  warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole),
   warden.unsubscribe(text), warden.pause(text), warden.resume(text),
   warden._outbox_topic_matches(text, text),
   warden.claim(text, integer, interval), warden.ack(uuid[]), warden.nack(uuid, text, interval),
@@ -767,7 +773,7 @@ GRANT EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interva
   warden.claim(text, integer, interval), warden.ack(uuid[]), warden.nack(uuid, text, interval),
   warden.extend(uuid, interval) TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
-  warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb),
+  warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole),
   warden.unsubscribe(text), warden.pause(text), warden.resume(text),
   warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz),
   warden.outbox_health() TO warden_admin;

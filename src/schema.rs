@@ -125,7 +125,7 @@ GRANT EXECUTE ON FUNCTION
   warden.publish_batch(text, jsonb[], text[])
 TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
-  warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb),
+  warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole),
   warden.unsubscribe(text),
   warden.pause(text),
   warden.resume(text)

@@ -207,7 +207,8 @@ fn a_handler_subscription_never_runs_as_a_superuser_nor_anyone_elses_code() {
              ALTER FUNCTION public.lure(warden.message) OWNER TO app;",
         )
         .unwrap();
-    for handler in ["public.h(warden.message)", "public.lure(warden.message)"] {
+    {
+        let handler = "public.lure(warden.message)";
         let err = ops
             .batch_execute(&format!(
                 "SELECT warden.subscribe('s', 'orders.*', '{handler}')"
@@ -224,10 +225,27 @@ fn a_handler_subscription_never_runs_as_a_superuser_nor_anyone_elses_code() {
             "{handler}: {message}"
         );
     }
-    // owned by a role whose rights the subscriber has, but not executable
+    // a role the subscriber is a member of still lacks the subscriber's
+    // rights: its members could rewrite the handler to run as ops
     admin
         .batch_execute(
-            "CREATE ROLE team; GRANT team TO ops;
+            "CREATE ROLE crew; GRANT crew TO ops;
+             CREATE FUNCTION public.crew_h(msg warden.message) RETURNS void LANGUAGE sql AS 'SELECT';
+             ALTER FUNCTION public.crew_h(warden.message) OWNER TO crew;",
+        )
+        .unwrap();
+    let err = ops
+        .batch_execute("SELECT warden.subscribe('s', 'orders.*', 'public.crew_h(warden.message)')")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    // owned by a role that has the subscriber's rights, but not executable
+    admin
+        .batch_execute(
+            "CREATE ROLE team; GRANT ops TO team;
              ALTER FUNCTION public.h(warden.message) OWNER TO team;
              REVOKE EXECUTE ON FUNCTION public.h(warden.message) FROM team;",
         )
@@ -257,8 +275,30 @@ fn a_handler_subscription_never_runs_as_a_superuser_nor_anyone_elses_code() {
         "{err:?}"
     );
     ops.batch_execute("RESET ROLE").unwrap();
+    // SECURITY DEFINER would run as team, not ops
     admin
-        .batch_execute("GRANT EXECUTE ON FUNCTION public.h(warden.message) TO team")
+        .batch_execute(
+            "GRANT EXECUTE ON FUNCTION public.h(warden.message) TO ops;
+             ALTER FUNCTION public.h(warden.message) SECURITY DEFINER;",
+        )
+        .unwrap();
+    let err = ops
+        .batch_execute("SELECT warden.subscribe('s', 'orders.*', 'public.h(warden.message)')")
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+        "{err:?}"
+    );
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("SECURITY DEFINER"),
+        "{err:?}"
+    );
+    admin
+        .batch_execute("ALTER FUNCTION public.h(warden.message) SECURITY INVOKER")
         .unwrap();
     ops.batch_execute("SELECT warden.subscribe('s', 'orders.*', 'public.h(warden.message)')")
         .unwrap();

@@ -12,17 +12,21 @@ use super::delivery_state::spi_error;
 
 /// Delivers these dead letters again to the subscriptions that failed
 /// them, attempts reset, and removes them from the dead letters (a new
-/// failure makes a new one). Dead letters whose subscription was dropped
+/// failure makes a new one). Only dead letters of subscriptions whose
+/// owner's rights the caller has; those whose subscription was dropped
 /// stay. Returns how many were replayed.
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn replay_dead_letters(ids: Option<Vec<Option<i64>>>) -> i32 {
     let ids: Vec<i64> = not_null(ids, "ids").into_iter().flatten().collect();
+    // SAFETY: reads the current user.
+    let me = unsafe { pgrx::pg_sys::GetUserId() };
     let replayed = as_superuser(|| {
         super::write_one::<i32>(
             "WITH l AS (
                DELETE FROM warden.dead_letters l
                 USING warden.outbox_subscriptions s
-                WHERE l.dead_letter_id = ANY ($1) AND s.name = l.subscription
+                WHERE l.dead_letter_id = ANY ($1) AND s.id = l.subscription_id
+                  AND pg_catalog.pg_has_role($2, l.owner, 'USAGE')
                   AND EXISTS (SELECT FROM warden.outbox_messages m WHERE m.id = l.message_id)
                RETURNING l.message_id, l.key, l.tenant, s.id AS sid, s.ordered),
              d AS (
@@ -32,7 +36,7 @@ fn replay_dead_letters(ids: Option<Vec<Option<i64>>>) -> i32 {
                  FROM l ORDER BY l.message_id
                RETURNING 1)
              SELECT pg_catalog.count(*)::pg_catalog.int4 FROM d",
-            &[ids.into()],
+            &[ids.into(), me.into()],
         )
     })
     .unwrap_or_else(|e| spi_error(e).raise())
@@ -43,15 +47,20 @@ fn replay_dead_letters(ids: Option<Vec<Option<i64>>>) -> i32 {
     replayed
 }
 
-/// Removes the dead letters that died before `before`; returns how many.
+/// Removes the dead letters that died before `before`, of subscriptions
+/// whose owner's rights the caller has; returns how many.
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn purge_dead_letters(before: Option<TimestampWithTimeZone>) -> i64 {
     let before = not_null(before, "before");
+    // SAFETY: reads the current user.
+    let me = unsafe { pgrx::pg_sys::GetUserId() };
     as_superuser(|| {
         super::write_one::<i64>(
-            "WITH p AS (DELETE FROM warden.dead_letters l WHERE l.dead_at < $1 RETURNING 1)
+            "WITH p AS (DELETE FROM warden.dead_letters l
+                         WHERE l.dead_at < $1 AND pg_catalog.pg_has_role($2, l.owner, 'USAGE')
+                        RETURNING 1)
              SELECT pg_catalog.count(*) FROM p",
-            &[before.into()],
+            &[before.into(), me.into()],
         )
     })
     .unwrap_or_else(|e| spi_error(e).raise())
@@ -65,9 +74,9 @@ CREATE FUNCTION warden.replay_dead_letters(ids bigint[]) RETURNS integer
 CREATE FUNCTION warden.purge_dead_letters(before timestamptz) RETURNS bigint
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'purge_dead_letters_wrapper';
 COMMENT ON FUNCTION warden.replay_dead_letters(bigint[]) IS
-  'Delivers these dead letters again to the subscriptions that failed them, attempts reset (they leave warden.dead_letters; a new failure makes a new one). Returns how many were replayed.';
+  'Delivers these dead letters again to the subscriptions that failed them, attempts reset (they leave warden.dead_letters; a new failure makes a new one). Only those of subscriptions whose owner''s rights the caller has. Returns how many were replayed.';
 COMMENT ON FUNCTION warden.purge_dead_letters(timestamptz) IS
-  'Removes the dead letters that died before the given time; returns how many.';
+  'Removes the dead letters that died before the given time, of subscriptions whose owner''s rights the caller has; returns how many.';
 "#,
     name = "outbox_dead_letters",
     requires = ["outbox_tables"],

@@ -118,8 +118,8 @@ pub(super) fn record_failure(f: &Failure) -> Result<Recorded, WardenError> {
                    RETURNING d.*)
                  INSERT INTO warden.dead_letters
                         (message_id, topic, key, payload, headers, tenant, published_at, subscription,
-                         attempts, last_error, first_attempt_at, last_attempt_at)
-                 SELECT m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at, s.name,
+                         subscription_id, owner, attempts, last_error, first_attempt_at, last_attempt_at)
+                 SELECT m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at, s.name, s.id, s.owner,
                         $3, $4, COALESCE(d.first_attempt_at, pg_catalog.clock_timestamp()), pg_catalog.clock_timestamp()
                    FROM d
                    JOIN warden.outbox_messages m ON m.id OPERATOR(pg_catalog.=) d.message_id

@@ -130,8 +130,24 @@ impl Task for Dispatch {
         let due = as_superuser(read_due)?;
         let taken = due.len() as i64;
         self.more = taken >= BATCH;
+        // one owner per transaction: what a handler leaves in the session
+        // until commit (an open cursor, a deferred constraint mode) is
+        // then only ever seen by code running with the same rights
+        let owner = due.first().map(|d| d.owner);
+        let pinned = match owner {
+            Some(o) => as_superuser(|| pinned_tenant(o))?,
+            None => None,
+        };
         let mut delivered = BTreeSet::new();
         for d in due {
+            if Some(d.owner) != owner
+                || crate::workers::now_us().saturating_sub(started) > RUN_BUDGET_US
+            {
+                // another owner's, or this run has had its share of time
+                // (the worker's other tasks wait for it): the next run
+                self.more = true;
+                continue;
+            }
             let outcome = match d.handler {
                 None => Err("the handler function no longer exists".to_string()),
                 Some(handler) => {
@@ -139,12 +155,17 @@ impl Task for Dispatch {
                         .map_err(spi_error)?
                         .as_deref()
                     {
+                        Some("ok") if pinned.is_some() && pinned != d.tenant => Err(format!(
+                            "the subscription's owner is pinned to tenant {}; this message is another tenant's",
+                            pinned.as_deref().unwrap_or_default()
+                        )),
                         Some("ok") => call_handler(
                             &HandlerCall {
                                 handler,
                                 owner: d.owner,
                                 timeout_ms: d.timeout_ms,
                                 tenant: d.tenant.as_deref(),
+                                pinned: pinned.as_deref(),
                                 message_id: d.message_id,
                             },
                             d.msg,
@@ -186,6 +207,11 @@ impl Task for Dispatch {
             let ids: Vec<i32> = delivered.into_iter().collect();
             as_superuser(|| super::mark_delivered(&ids))?;
         }
+        if owner.is_some() {
+            // what outlives a transaction: cursors WITH HOLD, prepared
+            // statements, LISTEN, session advisory locks
+            as_superuser(forget_session_state)?;
+        }
         let now = crate::workers::now_us();
         if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY_US {
             self.last_sweep = now;
@@ -203,6 +229,41 @@ impl Task for Dispatch {
     }
 }
 
+/// Handler time one run may take before it commits and lets the worker's
+/// other tasks run (a run may still overrun it by one handler's timeout).
+const RUN_BUDGET_US: i64 = 1_000_000;
+
+/// The tenant `role`'s sessions are pinned to (`ALTER ROLE ... SET
+/// warden.tenant`, for this database or all), if any.
+fn pinned_tenant(role: pg_sys::Oid) -> Result<Option<String>, WardenError> {
+    crate::spi_read::read_one::<String>(
+        "SELECT (SELECT pg_catalog.substr(c, 15)
+                   FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+                  WHERE s.setrole OPERATOR(pg_catalog.=) $1
+                    AND s.setdatabase OPERATOR(pg_catalog.=) ANY (ARRAY[0, (SELECT d.oid FROM pg_catalog.pg_database d
+                                                  WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())])
+                    AND pg_catalog.starts_with(c, 'warden.tenant=')
+                  ORDER BY s.setdatabase DESC LIMIT 1)",
+        &[role.into()],
+    )
+    .map(|t| t.filter(|t| !t.is_empty()))
+    .map_err(spi_error)
+}
+
+/// Drops what handlers may have left in the worker's session beyond
+/// their transaction, so no later handler (of another role) finds it.
+fn forget_session_state() -> Result<(), WardenError> {
+    pgrx::Spi::connect_mut(|client| {
+        client.update(
+            "CLOSE ALL; DEALLOCATE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all()",
+            None,
+            &[],
+        )?;
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .map_err(spi_error)
+}
+
 /// What the worker says when a handler may no longer be called as its
 /// subscription's owner (handler_verdict's rules).
 fn refusal(rule: &str) -> &'static str {
@@ -214,6 +275,8 @@ fn refusal(rule: &str) -> &'static str {
         }
         "execute" => "the subscription's owner may no longer execute the handler",
         "superuser" => "the subscription's owner is a superuser; a handler never runs as one",
+        "definer" => "the handler is now SECURITY DEFINER and belongs to another role",
+        "admin" => "the subscription's owner is no longer a member of warden_admin",
         _ => "the handler may not be called",
     }
 }

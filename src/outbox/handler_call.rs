@@ -10,6 +10,9 @@
 use pgrx::pg_sys;
 use pgrx::IntoDatum;
 
+use pgrx::PgSqlErrorCode;
+
+use crate::error::WardenError;
 use crate::guc;
 use crate::privileged::as_owner;
 use crate::subtransaction::{in_subtransaction, Failed};
@@ -19,6 +22,7 @@ use crate::subtransaction::{in_subtransaction, Failed};
 unsafe extern "C-unwind" {
     fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
     fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+    fn get_timeout_indicator(id: std::ffi::c_int, reset_indicator: bool) -> bool;
 }
 const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
 
@@ -28,7 +32,26 @@ pub struct HandlerCall<'a> {
     pub owner: pg_sys::Oid,
     pub timeout_ms: i32,
     pub tenant: Option<&'a str>,
+    /// The tenant the owner's sessions are pinned to (ALTER ROLE ... SET
+    /// warden.tenant), which the handler may not switch away from either.
+    pub pinned: Option<&'a str>,
     pub message_id: i64,
+}
+
+/// Disarms the statement timer; if it fired and its cancel is still
+/// pending, takes the cancel back (so it cannot hit the worker's own next
+/// statement) and says so.
+fn disarm() -> bool {
+    // SAFETY: timer calls of utils/timeout.h; QueryCancelPending is the
+    // flag the timer's handler set (a signal-safe global).
+    unsafe {
+        disable_timeout(STATEMENT_TIMEOUT, true);
+        let fired = get_timeout_indicator(STATEMENT_TIMEOUT, true);
+        if fired {
+            pg_sys::QueryCancelPending = 0;
+        }
+        fired
+    }
 }
 
 /// Calls the handler with `msg` (a `warden.message`). Its effects are
@@ -50,21 +73,28 @@ pub fn call_handler(
                 guc::CORRELATION_ID_GUC,
                 &format!("outbox:{}", call.message_id),
             );
+            // the handler's lock waits end with its timeout too
+            guc::set_local(c"lock_timeout", &call.timeout_ms.max(1).to_string());
+            let _pin = crate::tenant_context::PinWhileHandling::new(call.pinned);
             // SAFETY: the timer Postgres arms for each statement; its
             // handler is registered in every backend with a database
-            // connection, background workers included. Disarmed below, and
-            // by the abort's LockErrorCleanup path on error (disarmed again
-            // by the caller of in_subtransaction below as well).
+            // connection, background workers included. Disarmed below,
+            // and after an error by the caller below.
             unsafe { enable_timeout_after(STATEMENT_TIMEOUT, call.timeout_ms.max(1)) };
             crate::fmgr::call_function(call.handler, &[datum]);
-            // a timeout that fired as the handler returned still counts
-            pg_sys::check_for_interrupts!();
-            // SAFETY: disarms the timer armed above.
-            unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+            // a timeout that fired as the handler returned still counts,
+            // inside the subtransaction
+            if disarm() {
+                WardenError::new(
+                    PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                    "canceling statement due to statement timeout",
+                )
+                .raise();
+            }
         })
     })
     .inspect_err(|_| {
-        // SAFETY: the timer may still be armed when the handler raised.
-        unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+        // the timer may still be armed, or have fired during the rollback
+        disarm();
     })
 }

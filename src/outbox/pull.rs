@@ -39,6 +39,15 @@ struct Scope {
     tenant: Option<String>,
 }
 
+/// The current user.
+fn me() -> pgrx::pg_sys::Oid {
+    // SAFETY: reads the current user.
+    unsafe { pgrx::pg_sys::GetUserId() }
+}
+
+/// Most leases one ack takes.
+const MAX_ACK: usize = 10_000;
+
 fn scope() -> Scope {
     let tenant = crate::guc::tenant().map(str::to_owned);
     Scope {
@@ -59,12 +68,16 @@ fn visibility_us(v: Option<Interval>, what: &str) -> i64 {
 
 /// The pull subscription `name` (its id), or None when it is paused.
 fn pull_subscription(name: &str) -> Option<i32> {
+    // before the switch to pg_warden's rights
+    let caller = me();
     let (found, kind) = as_superuser(|| {
         crate::spi_read::read_two::<i32, String>(
             "SELECT (SELECT s.id FROM warden.outbox_subscriptions s WHERE s.name = $1),
-                    (SELECT CASE WHEN s.handler IS NOT NULL THEN 'push' WHEN s.paused THEN 'paused' ELSE 'pull' END
+                    (SELECT CASE WHEN s.handler IS NOT NULL THEN 'push'
+                                 WHEN s.consumer IS NOT NULL AND NOT pg_catalog.pg_has_role($2, s.consumer, 'USAGE') THEN 'denied'
+                                 WHEN s.paused THEN 'paused' ELSE 'pull' END
                        FROM warden.outbox_subscriptions s WHERE s.name = $1)",
-            &[name.into()],
+            &[name.into(), caller.into()],
         )
     })
     .unwrap_or_else(|e| spi_error(e).raise());
@@ -80,6 +93,11 @@ fn pull_subscription(name: &str) -> Option<i32> {
         ))
         .hint("Claim from a subscription made without a handler.")
         .raise(),
+        Some("denied") => {
+            WardenError::privilege(format!("this role may not consume subscription \"{name}\""))
+                .detail("Only members of the subscription's consumer role may claim its messages.")
+                .raise()
+        }
         Some("paused") => None,
         _ => found,
     }
@@ -183,11 +201,20 @@ fn split_leases(leases: &[Option<Uuid>]) -> (Vec<i32>, Vec<i64>, Vec<i32>) {
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn ack(leases: Option<Vec<Option<Uuid>>>) -> i32 {
     let leases = not_null(leases, "leases");
+    if leases.len() > MAX_ACK {
+        WardenError::new(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("at most {MAX_ACK} leases per ack"),
+        )
+        .hint("Acknowledge in batches.")
+        .raise();
+    }
     let (subs, ids, nonces) = split_leases(&leases);
     if ids.is_empty() {
         return 0;
     }
     let scope = scope();
+    let caller = me();
     let (count, acked_subs) = as_superuser(|| {
         pgrx::Spi::connect_mut(|client| {
             let rows = client.update(
@@ -198,6 +225,9 @@ fn ack(leases: Option<Vec<Option<Uuid>>>) -> i32 {
                     WHERE d.subscription_id = l.sid AND d.id = l.id AND d.lease = l.nonce
                       AND d.lease_until > pg_catalog.clock_timestamp()
                       AND ($4 OR d.tenant IS NOT DISTINCT FROM $5)
+                      AND EXISTS (SELECT FROM warden.outbox_subscriptions c
+                                   WHERE c.id = d.subscription_id AND c.handler IS NULL
+                                     AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE')))
                    RETURNING d.subscription_id)
                  SELECT pg_catalog.count(*)::pg_catalog.int4, pg_catalog.array_agg(DISTINCT a.subscription_id) FROM a",
                 Some(1),
@@ -207,6 +237,7 @@ fn ack(leases: Option<Vec<Option<Uuid>>>) -> i32 {
                     nonces.into(),
                     scope.all.into(),
                     scope.tenant.into(),
+                    caller.into(),
                 ],
             )?;
             let row = rows.first();
@@ -237,6 +268,7 @@ fn nack(lease: Option<Uuid>, error: Option<&str>, retry_after: Option<Interval>)
     });
     let (sid, id, nonce) = parse_lease(lease.as_bytes());
     let scope = scope();
+    let caller = me();
     let error = error.unwrap_or("nacked by the consumer");
     as_superuser(|| -> Result<bool, WardenError> {
         let held = pgrx::Spi::connect_mut(|client| {
@@ -250,6 +282,9 @@ fn nack(lease: Option<Uuid>, error: Option<&str>, retry_after: Option<Interval>)
                   WHERE d.subscription_id = $1 AND d.id = $2 AND d.lease = $3
                     AND d.lease_until > pg_catalog.clock_timestamp()
                     AND ($4 OR d.tenant IS NOT DISTINCT FROM $5)
+                    AND EXISTS (SELECT FROM warden.outbox_subscriptions c
+                                   WHERE c.id = d.subscription_id AND c.handler IS NULL
+                                     AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE')))
                     FOR UPDATE OF d",
                 Some(1),
                 &[
@@ -258,6 +293,7 @@ fn nack(lease: Option<Uuid>, error: Option<&str>, retry_after: Option<Interval>)
                     nonce.into(),
                     scope.all.into(),
                     scope.tenant.clone().into(),
+                    caller.into(),
                 ],
             )?;
             if rows.is_empty() {
@@ -299,6 +335,7 @@ fn extend(lease: Option<Uuid>, visibility: Option<Interval>) -> bool {
     let visibility = visibility_us(visibility, "visibility");
     let (sid, id, nonce) = parse_lease(lease.as_bytes());
     let scope = scope();
+    let caller = me();
     as_superuser(|| {
         super::write_one::<bool>(
             "UPDATE warden.outbox_deliveries d
@@ -306,6 +343,9 @@ fn extend(lease: Option<Uuid>, visibility: Option<Interval>) -> bool {
               WHERE d.subscription_id = $1 AND d.id = $2 AND d.lease = $3
                 AND d.lease_until > pg_catalog.clock_timestamp()
                 AND ($5 OR d.tenant IS NOT DISTINCT FROM $6)
+                AND EXISTS (SELECT FROM warden.outbox_subscriptions c
+                                   WHERE c.id = d.subscription_id AND c.handler IS NULL
+                                     AND (c.consumer IS NULL OR pg_catalog.pg_has_role($7, c.consumer, 'USAGE')))
               RETURNING true",
             &[
                 sid.into(),
@@ -314,6 +354,7 @@ fn extend(lease: Option<Uuid>, visibility: Option<Interval>) -> bool {
                 visibility.into(),
                 scope.all.into(),
                 scope.tenant.into(),
+                caller.into(),
             ],
         )
     })

@@ -78,14 +78,22 @@ fn check_handler(handler: pg_sys::Oid) {
             .detail("It would vanish with the session that made it.")
             .raise(),
         Some("owner") => WardenError::privilege(
-            "the handler belongs to a role whose rights the subscribing role does not have",
+            "the handler belongs to a role that does not have the subscribing role's rights",
         )
-        .detail("Its owner could change what it does, and it would run with the subscriber's rights.")
-        .hint("Subscribe a function the subscribing role (or a role it is a member of) owns.")
+        .detail("Its owner (and the owner's members) could change what it does, and it would run with the subscriber's rights.")
+        .hint("Subscribe a function the subscribing role owns (or a role that is a member of it owns).")
+        .raise(),
+        Some("definer") => WardenError::privilege(
+            "a SECURITY DEFINER handler must belong to the subscribing role",
+        )
+        .detail("It would run with its owner's rights, not the subscriber's.")
+        .hint("Make it SECURITY INVOKER, or subscribe as its owner.")
         .raise(),
         Some("execute") => WardenError::privilege("the subscribing role may not execute the handler")
             .detail("The handler runs as the role that subscribes.")
             .hint("GRANT EXECUTE ON FUNCTION ... TO that role, or subscribe as a role that has it.")
+            .raise(),
+        Some("admin") => WardenError::privilege("the subscribing role is not a member of warden_admin")
             .raise(),
         Some("superuser") => WardenError::privilege("a handler never runs as a superuser")
             .detail("The handler would run as the role that subscribes, here a superuser.")
@@ -97,7 +105,9 @@ fn check_handler(handler: pg_sys::Oid) {
 
 /// The first rule `handler` breaks when run as `role`, or 'ok' (None: no
 /// such function): its shape (`shape`), a temporary schema
-/// (`temporary`), an owner whose rights `role` lacks (`owner`), no
+/// (`temporary`), an owner that lacks `role`'s rights and could rewrite
+/// it to run as `role` (`owner`), SECURITY DEFINER owned by another role
+/// (`definer`), no
 /// EXECUTE (`execute`), `role` a superuser (`superuser`). Checked at
 /// subscribe time and again before every call (the function, its owner
 /// and the role's rights may have changed since).
@@ -114,10 +124,13 @@ pub(super) fn handler_verdict(
                   THEN 'shape'
                   WHEN p.pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()
                     OR pg_catalog.pg_is_other_temp_schema(p.pronamespace) THEN 'temporary'
-                  WHEN NOT pg_catalog.pg_has_role($2, p.proowner, 'USAGE') THEN 'owner'
-                  WHEN NOT pg_catalog.has_function_privilege($2, p.oid, 'EXECUTE') THEN 'execute'
                   WHEN (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) $2)
                     IS NOT FALSE THEN 'superuser'
+                  WHEN NOT (p.proowner OPERATOR(pg_catalog.=) $2 OR pg_catalog.pg_has_role(p.proowner, $2, 'USAGE'))
+                    THEN 'owner'
+                  WHEN p.prosecdef AND p.proowner OPERATOR(pg_catalog.<>) $2 THEN 'definer'
+                  WHEN NOT pg_catalog.has_function_privilege($2, p.oid, 'EXECUTE') THEN 'execute'
+                  WHEN NOT pg_catalog.pg_has_role($2, 'warden_admin', 'USAGE') THEN 'admin'
                   ELSE 'ok' END
            FROM pg_catalog.pg_proc p WHERE p.oid OPERATOR(pg_catalog.=) $1",
         &[handler.into(), role.into()],
@@ -136,6 +149,7 @@ fn subscribe(
     ordered: Option<bool>,
     handler_timeout: Option<Interval>,
     filter: Option<pgrx::AnyElement>,
+    consumer: Option<pg_sys::Oid>,
 ) {
     let name = not_null(name, "name");
     check_name(name);
@@ -179,6 +193,11 @@ fn subscribe(
     });
     if let Some(handler) = handler {
         check_handler(handler);
+        if consumer.is_some() {
+            WardenError::invalid_parameter("consumer is for pull subscriptions")
+                .detail("A subscription with a handler is delivered by the worker.")
+                .raise();
+        }
     }
     // the handler by schema-qualified name, whatever the search_path
     let handler_name = handler.map(|h| {
@@ -197,8 +216,8 @@ fn subscribe(
         super::write_one::<i32>(
             "INSERT INTO warden.outbox_subscriptions AS s
                     (name, topic_pattern, handler, owner, max_attempts, backoff, max_backoff,
-                     ordered, handler_timeout, filter, start_after)
-             SELECT $1, $2, $3, $4::pg_catalog.regrole, $5, $6, $7, $8, $9, $10,
+                     ordered, handler_timeout, filter, consumer, start_after)
+             SELECT $1, $2, $3, $4::pg_catalog.regrole, $5, $6, $7, $8, $9, $10, $11::pg_catalog.regrole,
                     CASE WHEN q.is_called THEN q.last_value ELSE q.last_value OPERATOR(pg_catalog.-) 1 END
                FROM warden.outbox_messages_id_seq q
              ON CONFLICT (name) DO NOTHING
@@ -214,6 +233,7 @@ fn subscribe(
                 ordered.into(),
                 handler_timeout.into(),
                 filter.into(),
+                consumer.into(),
             ],
         )
     })
@@ -323,7 +343,7 @@ fn resume(name: Option<&str>) {
 
 extension_sql!(
     r#"
-CREATE FUNCTION warden.subscribe(name text, topic_pattern text, handler regprocedure DEFAULT NULL, max_attempts integer DEFAULT 5, backoff interval DEFAULT '1 second', max_backoff interval DEFAULT '10 minutes', ordered boolean DEFAULT false, handler_timeout interval DEFAULT '30 seconds', filter jsonb DEFAULT NULL) RETURNS void
+CREATE FUNCTION warden.subscribe(name text, topic_pattern text, handler regprocedure DEFAULT NULL, max_attempts integer DEFAULT 5, backoff interval DEFAULT '1 second', max_backoff interval DEFAULT '10 minutes', ordered boolean DEFAULT false, handler_timeout interval DEFAULT '30 seconds', filter jsonb DEFAULT NULL, consumer regrole DEFAULT NULL) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'subscribe_wrapper';
 CREATE FUNCTION warden.unsubscribe(name text) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'unsubscribe_wrapper';
@@ -331,8 +351,8 @@ CREATE FUNCTION warden.pause(name text) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'pause_wrapper';
 CREATE FUNCTION warden.resume(name text) RETURNS void
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'resume_wrapper';
-COMMENT ON FUNCTION warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb) IS
-  'Subscribes to the topics a pattern matches (* one segment, # the rest): with a handler (msg warden.message) RETURNS void the worker calls it as the subscribing role; without, consumers pull. Messages published from now on are delivered.';
+COMMENT ON FUNCTION warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole) IS
+  'Subscribes to the topics a pattern matches (* one segment, # the rest): with a handler (msg warden.message) RETURNS void the worker calls it as the subscribing role; without, consumers pull (members of consumer, or any warden_app member when it is NULL). Messages published from now on are delivered.';
 COMMENT ON FUNCTION warden.unsubscribe(text) IS 'Drops a subscription (its owner''s, or a superuser''s act) and what it had not delivered.';
 COMMENT ON FUNCTION warden.pause(text) IS 'Stops delivering to a subscription (messages keep arriving for it) until warden.resume.';
 COMMENT ON FUNCTION warden.resume(text) IS 'Delivers to a paused subscription again, from where it stopped.';

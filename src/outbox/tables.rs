@@ -63,6 +63,7 @@ CREATE TABLE warden.outbox_subscriptions (
     ordered         boolean NOT NULL,
     handler_timeout interval NOT NULL,
     filter          jsonb,
+    consumer        regrole,
     paused          boolean NOT NULL DEFAULT false,
     start_after     bigint NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
@@ -74,6 +75,7 @@ COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg 
 COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
 COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
 COMMENT ON COLUMN warden.outbox_subscriptions.last_delivered_at IS 'When a message was last handled or acknowledged (recorded at most about once a second, so acknowledgements do not queue on this row).';
+COMMENT ON COLUMN warden.outbox_subscriptions.consumer IS 'A pull subscription''s consumers: members of this role may claim, ack, nack and extend; NULL: every warden_app member (within its tenant).';
 COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
 COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
 COMMENT ON INDEX warden.outbox_subscriptions_name_key IS 'Subscriptions by name.';
@@ -134,6 +136,8 @@ CREATE TABLE warden.dead_letters (
     tenant           text,
     published_at     timestamptz NOT NULL,
     subscription     text NOT NULL,
+    subscription_id  integer NOT NULL,
+    owner            regrole NOT NULL,
     attempts         integer NOT NULL,
     last_error       text,
     first_attempt_at timestamptz,
@@ -145,7 +149,9 @@ CREATE INDEX dead_letters_message_idx ON warden.dead_letters (message_id);
 CREATE INDEX dead_letters_unannounced_idx ON warden.dead_letters (dead_letter_id) WHERE notice_id IS NULL;
 COMMENT ON TABLE warden.dead_letters IS
   'Deliveries that ran out of attempts, with a copy of their message. Each is announced by a message on topic warden.dead_letter. Replay with warden.replay_dead_letters, remove with warden.purge_dead_letters.';
-COMMENT ON COLUMN warden.dead_letters.subscription IS 'The subscription that failed to handle the message (replay delivers to it again).';
+COMMENT ON COLUMN warden.dead_letters.subscription IS 'The name of the subscription that failed to handle the message.';
+COMMENT ON COLUMN warden.dead_letters.subscription_id IS 'That subscription (replay delivers to it again, not to a later one of the same name).';
+COMMENT ON COLUMN warden.dead_letters.owner IS 'Its owner: only roles with the owner''s rights replay or purge it.';
 COMMENT ON COLUMN warden.dead_letters.attempts IS 'Failed attempts.';
 COMMENT ON COLUMN warden.dead_letters.notice_id IS 'The warden.dead_letter message announcing it; NULL while publishing it failed (the worker tries again).';
 COMMENT ON INDEX warden.dead_letters_pkey IS 'Dead letters by id.';

@@ -63,12 +63,42 @@ pub(crate) fn pinned_elsewhere(tenant: &[u8]) -> bool {
 /// # Safety
 /// `reset` is null or a NUL-terminated string.
 pub(crate) unsafe fn pins_another(reset: *const std::ffi::c_char, tenant: &[u8]) -> bool {
+    if HANDLING.load(std::sync::atomic::Ordering::Relaxed) {
+        // an outbox handler runs: the pin is its owner's, not the worker's
+        return HANDLER_PIN.with(|p| p.borrow().as_deref().is_some_and(|pin| pin != tenant));
+    }
     if reset.is_null() {
         return false;
     }
     // SAFETY: per the contract.
     let pinned = unsafe { std::ffi::CStr::from_ptr(reset) }.to_bytes();
     !pinned.is_empty() && pinned != tenant
+}
+
+/// Whether an outbox handler runs in this process (the worker), whose
+/// owner's pin then replaces the session's.
+static HANDLING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+thread_local! {
+    static HANDLER_PIN: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, the tenant pin is `pinned` (the outbox handler's owner's,
+/// read from `ALTER ROLE ... SET warden.tenant`), not the worker's own.
+pub struct PinWhileHandling;
+
+impl PinWhileHandling {
+    pub fn new(pinned: Option<&str>) -> PinWhileHandling {
+        HANDLER_PIN.with(|p| *p.borrow_mut() = pinned.map(|t| t.as_bytes().to_vec()));
+        HANDLING.store(true, std::sync::atomic::Ordering::Relaxed);
+        PinWhileHandling
+    }
+}
+
+impl Drop for PinWhileHandling {
+    fn drop(&mut self) {
+        HANDLING.store(false, std::sync::atomic::Ordering::Relaxed);
+        HANDLER_PIN.with(|p| *p.borrow_mut() = None);
+    }
 }
 
 /// Raises 42501 when the session is pinned to another tenant.

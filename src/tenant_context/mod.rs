@@ -10,4 +10,4 @@ pub(crate) use context::{
     is_warden_admin, pins_another, refuse_if_pinned_elsewhere, require_transaction_block,
     require_transaction_block_for, reset_tenant_setting, set_tenant_setting,
 };
-pub use context::{tenant_or_raise, validate_tenant_or_raise};
+pub use context::{tenant_or_raise, validate_tenant_or_raise, PinWhileHandling};
