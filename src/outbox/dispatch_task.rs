@@ -68,6 +68,10 @@ pub fn due_later(at: i64) {
 
 #[derive(Default)]
 struct Dispatch {
+    /// Each subscription's low-water mark (`low_water`), as last set.
+    marks: Vec<(i32, i64)>,
+    last_marks: i64,
+    last_full_marks: i64,
     /// When the earliest delivery not yet due becomes due; None: unknown
     /// (look it up).
     next_due: Option<i64>,
@@ -127,7 +131,18 @@ impl Task for Dispatch {
         if look_up_next_due {
             self.next_due = Some(started + 1_000_000);
         }
-        let due = as_superuser(read_due)?;
+        if started.saturating_sub(self.last_marks) >= MARKS_EVERY_US {
+            let full = started.saturating_sub(self.last_full_marks) >= FULL_MARKS_EVERY_US;
+            let from: &[(i32, i64)] = if full { &[] } else { &self.marks };
+            self.marks = as_superuser(|| low_water_marks(from))?;
+            super::low_water::publish(&self.marks);
+            self.last_marks = started;
+            if full {
+                self.last_full_marks = started;
+            }
+        }
+        let marks = &self.marks;
+        let due = as_superuser(|| read_due(marks))?;
         let taken = due.len() as i64;
         self.more = taken >= BATCH;
         // one owner per transaction: what a handler leaves in the session
@@ -229,6 +244,40 @@ impl Task for Dispatch {
     }
 }
 
+/// How often the low-water marks move up, and are recomputed from the
+/// start of each subscription (for a replayed delivery whose id was
+/// drawn before its mark moved past it).
+const MARKS_EVERY_US: i64 = 100_000;
+const FULL_MARKS_EVERY_US: i64 = 10_000_000;
+
+/// Each subscription's first live delivery id at or above its old mark
+/// (`from`; none: from the start), or when it has none, the next id the
+/// sequence gives.
+fn low_water_marks(from: &[(i32, i64)]) -> Result<Vec<(i32, i64)>, WardenError> {
+    let sids: Vec<i32> = from.iter().map(|m| m.0).collect();
+    let marks: Vec<i64> = from.iter().map(|m| m.1).collect();
+    pgrx::Spi::connect(|client| {
+        client
+            .select(
+                "SELECT s.id,
+                        COALESCE((SELECT d.id FROM warden.outbox_deliveries d
+                                   WHERE d.subscription_id OPERATOR(pg_catalog.=) s.id
+                                     AND d.id OPERATOR(pg_catalog.>=) COALESCE(w.mark, 0)
+                                   ORDER BY d.id LIMIT 1),
+                                 (SELECT CASE WHEN q.is_called THEN q.last_value OPERATOR(pg_catalog.+) 1 ELSE q.last_value END
+                                    FROM warden.outbox_deliveries_id_seq q))
+                   FROM warden.outbox_subscriptions s
+                   LEFT JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[])) w(sid, mark)
+                     ON w.sid OPERATOR(pg_catalog.=) s.id",
+                None,
+                &[sids.into(), marks.into()],
+            )?
+            .map(|row| Ok((row.get::<i32>(1)?.unwrap_or(0), row.get::<i64>(2)?.unwrap_or(0))))
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)
+}
+
 /// Handler time one run may take before it commits and lets the worker's
 /// other tasks run (a run may still overrun it by one handler's timeout).
 const RUN_BUDGET_US: i64 = 1_000_000;
@@ -284,7 +333,9 @@ fn refusal(rule: &str) -> &'static str {
 /// Up to BATCH due deliveries of handler subscriptions that are not
 /// paused, oldest first, locked (a concurrent unsubscribe or replay waits
 /// for this run), with their messages.
-fn read_due() -> Result<Vec<Due>, WardenError> {
+fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
+    let sids: Vec<i32> = marks.iter().map(|m| m.0).collect();
+    let lows: Vec<i64> = marks.iter().map(|m| m.1).collect();
     // a locking read: SPI runs it as a volatile statement
     pgrx::Spi::connect_mut(|client| {
         let rows = client.update(
@@ -303,6 +354,10 @@ fn read_due() -> Result<Vec<Due>, WardenError> {
                     SELECT d.subscription_id, d.id, d.message_id, d.attempts, d.ordered_key
                       FROM warden.outbox_deliveries d
                      WHERE d.subscription_id OPERATOR(pg_catalog.=) s.id
+                       AND d.id OPERATOR(pg_catalog.>=) COALESCE(
+                             (SELECT w.mark FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int4[]),
+                                                            pg_catalog.unnest($3::pg_catalog.int8[])) w(sid, mark)
+                               WHERE w.sid OPERATOR(pg_catalog.=) s.id), 0)
                        AND d.next_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
                        AND d.failed_at IS NULL
                        AND (d.ordered_key IS NULL OR NOT EXISTS (
@@ -319,7 +374,7 @@ fn read_due() -> Result<Vec<Due>, WardenError> {
               ORDER BY d.id
               LIMIT $1",
             None,
-            &[BATCH.into()],
+            &[BATCH.into(), sids.into(), lows.into()],
         )?;
         let mut due = Vec::with_capacity(rows.len());
         for row in rows {

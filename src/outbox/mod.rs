@@ -17,12 +17,15 @@
 //! - `stats`: `warden.outbox_stats`, `warden.outbox_blocked_keys`,
 //!   `warden.outbox_health()`.
 //! - `retention_task`: the worker task deleting what is no longer needed.
+//! - `low_water`: where each subscription's live deliveries begin, in
+//!   shared memory, so scans skip what a held xmin horizon keeps dead.
 
 mod dead_letters;
 mod delivery_state;
 mod dispatch_task;
 mod fanout_task;
 mod handler_call;
+mod low_water;
 mod publish;
 mod pull;
 mod retention_task;
@@ -34,6 +37,7 @@ mod topic_match;
 /// Registers the fan-out and dispatch tasks (preload only).
 pub fn init(preloading: bool) {
     if preloading {
+        low_water::init();
         fanout_task::register();
         dispatch_task::register();
         retention_task::register();

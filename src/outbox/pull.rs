@@ -133,7 +133,7 @@ fn claim(
                    SELECT d.subscription_id, d.id
                      FROM warden.outbox_deliveries d
                      JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
-                    WHERE d.subscription_id = $1
+                    WHERE d.subscription_id = $1 AND d.id >= $6
                       AND d.next_at <= pg_catalog.clock_timestamp() AND d.failed_at IS NULL
                       AND (d.lease IS NULL OR d.lease_until <= pg_catalog.clock_timestamp())
                       AND d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4 < s.max_attempts
@@ -165,6 +165,7 @@ fn claim(
                     visibility.into(),
                     scope.all.into(),
                     scope.tenant.clone().into(),
+                    super::low_water::mark(sid).into(),
                 ],
             )?;
             let mut out = Vec::with_capacity(rows.len());

@@ -1,0 +1,98 @@
+//! Each subscription's low-water mark in shared memory: a delivery id no
+//! delivery of the subscription lies below. Claims and the dispatcher
+//! start their index scans there, not at the subscription's first index
+//! entry: while a long transaction holds the xmin horizon, the entries
+//! of handled (deleted) deliveries cannot be reclaimed, and a scan from
+//! the start would wade through all of them on every claim (what makes a
+//! SKIP LOCKED queue slow to a crawl under a held horizon).
+//!
+//! The worker is the only writer of its database's entries: it moves a
+//! mark up from where it was (reading only the entries between the old
+//! mark and the first live delivery, once, not once per claim), and
+//! recomputes it from scratch now and then, for a delivery whose id was
+//! drawn before a mark moved past it but committed after (a replay).
+//! Readers only ever see a bound no live delivery lies below, or 0.
+
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+
+use pgrx::pg_sys;
+
+/// Subscriptions tracked across all databases; beyond that a
+/// subscription has no mark (its scans start at the beginning).
+const ENTRIES: usize = 512;
+const SEGMENT: &std::ffi::CStr = c"pg_warden outbox low-water marks";
+
+#[repr(C)]
+struct Entry {
+    /// 0: free.
+    dboid: AtomicU32,
+    /// 0 while being set up (no subscription has id 0).
+    subscription: AtomicI32,
+    mark: AtomicI64,
+}
+
+pub fn init() {
+    crate::shared_memory::register(SEGMENT, ENTRIES * std::mem::size_of::<Entry>());
+}
+
+fn entries() -> Option<&'static [Entry]> {
+    let base = crate::shared_memory::address(SEGMENT);
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: ENTRIES zero-initialised entries (valid zeroed: atomics)
+    // mapped at the same address in every process for the server's life.
+    Some(unsafe { std::slice::from_raw_parts(base.cast::<Entry>(), ENTRIES) })
+}
+
+fn my_database() -> u32 {
+    // SAFETY: reads this backend's database.
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+/// The mark of `subscription` in this database (0: none known).
+pub fn mark(subscription: i32) -> i64 {
+    let db = my_database();
+    entries()
+        .and_then(|es| {
+            es.iter().find(|e| {
+                e.dboid.load(Ordering::Acquire) == db
+                    && e.subscription.load(Ordering::Acquire) == subscription
+            })
+        })
+        .map_or(0, |e| e.mark.load(Ordering::Acquire))
+}
+
+/// Sets the marks of this database's subscriptions to `marks` (the worker
+/// only); entries of subscriptions not in it are freed.
+pub fn publish(marks: &[(i32, i64)]) {
+    let Some(es) = entries() else { return };
+    let db = my_database();
+    for e in es {
+        if e.dboid.load(Ordering::Acquire) == db {
+            let sub = e.subscription.load(Ordering::Acquire);
+            if !marks.iter().any(|(s, _)| *s == sub) {
+                e.subscription.store(0, Ordering::Release);
+                e.dboid.store(0, Ordering::Release);
+            }
+        }
+    }
+    for &(sub, m) in marks {
+        if let Some(e) = es.iter().find(|e| {
+            e.dboid.load(Ordering::Acquire) == db && e.subscription.load(Ordering::Acquire) == sub
+        }) {
+            e.mark.store(m, Ordering::Release);
+            continue;
+        }
+        // a free entry: claimed with its subscription still 0, so no
+        // reader matches it before its mark is in place
+        if let Some(e) = es.iter().find(|e| {
+            e.dboid
+                .compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        }) {
+            e.mark.store(m, Ordering::Release);
+            e.subscription.store(sub, Ordering::Release);
+        }
+    }
+}
