@@ -66,8 +66,9 @@ fn visibility_us(v: Option<Interval>, what: &str) -> i64 {
     us as i64
 }
 
-/// The pull subscription `name` (its id), or None when it is paused.
-fn pull_subscription(name: &str) -> Option<i32> {
+/// The pull subscription `name` (its id and max_attempts), or None when
+/// it is paused.
+fn pull_subscription(name: &str) -> Option<(i32, i32)> {
     // before the switch to pg_warden's rights
     let caller = me();
     let (found, kind) = as_superuser(|| {
@@ -99,7 +100,17 @@ fn pull_subscription(name: &str) -> Option<i32> {
                 .raise()
         }
         Some("paused") => None,
-        _ => found,
+        _ => found.map(|id| {
+            let max = as_superuser(|| {
+                crate::spi_read::read_one::<i32>(
+                    "SELECT s.max_attempts FROM warden.outbox_subscriptions s WHERE s.id = $1",
+                    &[id.into()],
+                )
+            })
+            .unwrap_or_else(|e| spi_error(e).raise())
+            .unwrap_or(1);
+            (id, max)
+        }),
     }
 }
 
@@ -122,21 +133,26 @@ fn claim(
         WardenError::invalid_parameter(format!("batch must be between 1 and {MAX_BATCH}")).raise();
     }
     let visibility = visibility_us(visibility, "visibility");
-    let Some(sid) = pull_subscription(name) else {
+    let Some((sid, max_attempts)) = pull_subscription(name) else {
         return TableIterator::new(Vec::new());
     };
     let scope = scope();
     let mut rows = as_superuser(|| {
+        // the subscription's deliveries in id order from its low-water
+        // mark, whatever the statistics say: a sort of all of them (the
+        // plan stale statistics of a table that grew fast lead to) costs
+        // every claim the whole backlog
+        crate::guc::set_local(c"enable_sort", "off");
+        crate::guc::set_local(c"enable_bitmapscan", "off");
         pgrx::Spi::connect_mut(|client| {
             let rows = client.update(
                 "WITH c AS (
                    SELECT d.subscription_id, d.id
                      FROM warden.outbox_deliveries d
-                     JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
                     WHERE d.subscription_id = $1 AND d.id >= $6
                       AND d.next_at <= pg_catalog.clock_timestamp() AND d.failed_at IS NULL
                       AND (d.lease IS NULL OR d.lease_until <= pg_catalog.clock_timestamp())
-                      AND d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4 < s.max_attempts
+                      AND d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4 < $7
                       AND ($4 OR d.tenant IS NOT DISTINCT FROM $5)
                       AND (d.ordered_key IS NULL OR NOT EXISTS (
                             SELECT FROM warden.outbox_deliveries e
@@ -152,12 +168,11 @@ fn claim(
                         lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3::pg_catalog.float8 / 1000000),
                         first_attempt_at = COALESCE(d.first_attempt_at, pg_catalog.clock_timestamp()),
                         last_attempt_at = pg_catalog.clock_timestamp()
-                   FROM c, warden.outbox_messages m, warden.outbox_subscriptions s
-                  WHERE d.subscription_id = c.subscription_id AND d.id = c.id
-                    AND m.id = d.message_id AND s.id = d.subscription_id
+                   FROM c, warden.outbox_messages m
+                  WHERE d.subscription_id = c.subscription_id AND d.id = c.id AND m.id = d.message_id
                  RETURNING d.id, d.lease,
                            ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
-                               d.attempts + 1, s.name)::warden.message",
+                               d.attempts + 1, $8::pg_catalog.text)::warden.message",
                 None,
                 &[
                     sid.into(),
@@ -166,6 +181,8 @@ fn claim(
                     scope.all.into(),
                     scope.tenant.clone().into(),
                     super::low_water::mark(sid).into(),
+                    max_attempts.into(),
+                    name.into(),
                 ],
             )?;
             let mut out = Vec::with_capacity(rows.len());

@@ -1,0 +1,1 @@
+SELECT warden.publish('bench.lat.order', '{"order": 42}');

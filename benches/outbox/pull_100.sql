@@ -1,0 +1,2 @@
+SELECT coalesce(array_agg(lease), '{}') AS leases FROM warden.claim('bench_pull', 100, '30 seconds') \gset
+SELECT warden.ack(:leases::uuid[]);
