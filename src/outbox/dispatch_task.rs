@@ -31,8 +31,9 @@ use super::handler_call::{call_handler, HandlerCall};
 /// under 64 (PGPROC_MAX_CACHED_SUBXIDS) keeps every snapshot taken while
 /// the batch runs from overflowing to pg_subtrans lookups.
 const BATCH: i64 = 32;
-/// Longest sleep with nothing due (a fan-out wakes the task anyway).
-const IDLE: Duration = Duration::from_secs(60);
+/// Longest sleep with nothing due (a fan-out wakes the task anyway): the
+/// sweep of lapsed leases and unannounced dead letters runs this often.
+const IDLE: Duration = Duration::from_secs(5);
 /// How often lapsed pull leases that ran out of attempts are dead-lettered
 /// and unpublished dead-letter notices retried.
 const SWEEP_EVERY_US: i64 = 5_000_000;
@@ -154,6 +155,14 @@ impl Task for Dispatch {
             None => None,
         };
         let mut delivered = BTreeSet::new();
+        let mut handled_rows: (Vec<i32>, Vec<i64>) = (Vec::new(), Vec::new());
+        // each handler checked once per run (one transaction of at most a
+        // second, one owner): catalog changes committed meanwhile are seen
+        // by the next run
+        let mut verdicts: Vec<(pg_sys::Oid, Option<String>)> = Vec::new();
+        // the earliest retry this run scheduled (full jitter may make it
+        // due at once, before the look-up below could see it as future)
+        let mut retry_at = i64::MAX;
         for d in due {
             if Some(d.owner) != owner
                 || crate::workers::now_us().saturating_sub(started) > RUN_BUDGET_US
@@ -166,10 +175,18 @@ impl Task for Dispatch {
             let outcome = match d.handler {
                 None => Err("the handler function no longer exists".to_string()),
                 Some(handler) => {
-                    match as_superuser(|| super::subscribe::handler_verdict(handler, d.owner))
-                        .map_err(spi_error)?
-                        .as_deref()
-                    {
+                    let verdict = match verdicts.iter().find(|v| v.0 == handler) {
+                        Some(v) => v.1.clone(),
+                        None => {
+                            let v = as_superuser(|| {
+                                super::subscribe::handler_verdict(handler, d.owner)
+                            })
+                            .map_err(spi_error)?;
+                            verdicts.push((handler, v.clone()));
+                            v
+                        }
+                    };
+                    match verdict.as_deref() {
                         Some("ok") if pinned.is_some() && pinned != d.tenant => Err(format!(
                             "the subscription's owner is pinned to tenant {}; this message is another tenant's",
                             pinned.as_deref().unwrap_or_default()
@@ -193,7 +210,8 @@ impl Task for Dispatch {
             };
             match outcome {
                 Ok(()) => {
-                    as_superuser(|| handled(d.subscription_id, d.id))?;
+                    handled_rows.0.push(d.subscription_id);
+                    handled_rows.1.push(d.id);
                     delivered.insert(d.subscription_id);
                     // the key's next delivery is due now
                     self.more |= d.keyed;
@@ -214,9 +232,14 @@ impl Task for Dispatch {
                     })?;
                     if let Recorded::Retry(at) = recorded {
                         self.next_due = Some(self.next_due.map_or(at, |n| n.min(at)));
+                        retry_at = retry_at.min(at);
                     }
                 }
             }
+        }
+        if !handled_rows.0.is_empty() {
+            // in the transaction of the handlers' effects
+            as_superuser(|| handled(handled_rows.0, handled_rows.1))?;
         }
         if !delivered.is_empty() {
             let ids: Vec<i32> = delivered.into_iter().collect();
@@ -238,7 +261,8 @@ impl Task for Dispatch {
         }
         if look_up_next_due {
             // retries this run scheduled are in the table too
-            self.next_due = Some(as_superuser(next_due)?.unwrap_or(now + IDLE.as_micros() as i64));
+            let later = as_superuser(next_due)?.unwrap_or(now + IDLE.as_micros() as i64);
+            self.next_due = Some(later.min(retry_at));
         }
         Ok(TaskReport { backlog: taken })
     }
@@ -403,15 +427,16 @@ fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
     .map_err(spi_error)
 }
 
-/// The delivery was handled: it goes, in the transaction of the
-/// handler's effects.
-fn handled(subscription_id: i32, id: i64) -> Result<(), WardenError> {
+/// The deliveries were handled: they go, in the transaction of the
+/// handlers' effects.
+fn handled(subscriptions: Vec<i32>, ids: Vec<i64>) -> Result<(), WardenError> {
     pgrx::Spi::connect_mut(|client| {
         client.update(
             "DELETE FROM warden.outbox_deliveries d
-              WHERE d.subscription_id OPERATOR(pg_catalog.=) $1 AND d.id OPERATOR(pg_catalog.=) $2",
+              USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[])) h(sid, id)
+              WHERE d.subscription_id OPERATOR(pg_catalog.=) h.sid AND d.id OPERATOR(pg_catalog.=) h.id",
             None,
-            &[subscription_id.into(), id.into()],
+            &[subscriptions.into(), ids.into()],
         )?;
         Ok::<_, pgrx::spi::Error>(())
     })

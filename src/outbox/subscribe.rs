@@ -109,7 +109,7 @@ fn check_handler(handler: pg_sys::Oid) {
 /// it to run as `role` (`owner`), SECURITY DEFINER owned by another role
 /// (`definer`), no
 /// EXECUTE (`execute`), `role` a superuser (`superuser`). Checked at
-/// subscribe time and again before every call (the function, its owner
+/// subscribe time and again by every dispatcher run (the function, its owner
 /// and the role's rights may have changed since).
 pub(super) fn handler_verdict(
     handler: pg_sys::Oid,
