@@ -50,7 +50,8 @@ pub fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, Failed> {
     }
 }
 
-fn failed(caught: &CaughtError) -> Failed {
+/// The message and SQLSTATE of an error caught by `PgTryBuilder`.
+pub(crate) fn failed(caught: &CaughtError) -> Failed {
     match caught {
         CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => Failed {
             message: report.message().to_string(),

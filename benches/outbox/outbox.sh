@@ -20,14 +20,7 @@ UPDATE warden.outbox_deliveries SET lease = NULL, lease_until = NULL WHERE lease
 SELECT :n - (SELECT pending + in_flight FROM warden.outbox_stats WHERE subscription = 'bench_pull') AS k \gset
 SELECT warden.publish_batch('bench.pull.order', array_fill('{"order": 42}'::jsonb, ARRAY[least(10000, :k - (g - 1) * 10000)]))
   FROM generate_series(1, ceil(greatest(:k, 0) / 10000.0)::int) g;
-DO $$
-BEGIN
-  FOR i IN 1..6000 LOOP
-    EXIT WHEN (SELECT f.upto >= (SELECT max(id) FROM warden.outbox_messages) AND cardinality(f.pending_lo) = 0
-                 FROM warden.outbox_fanout f ORDER BY f.id DESC LIMIT 1);
-    PERFORM pg_sleep(0.05);
-  END LOOP;
-END $$;
+\i benches/outbox/wait_fanned_out.sql
 VACUUM ANALYZE bench_queue, bench_pgmq, warden.outbox_deliveries;
 SQL
 }
@@ -51,14 +44,7 @@ SELECT warden.pause('bench_push');
 RESET ROLE;
 SELECT warden.publish_batch('bench.push.order', array_fill('{"order": 42}'::jsonb, ARRAY[least(10000, :n - (g - 1) * 10000)]))
   FROM generate_series(1, ceil(:n / 10000.0)::int) g;
-DO $$
-BEGIN
-  FOR i IN 1..6000 LOOP
-    EXIT WHEN (SELECT f.upto >= (SELECT max(id) FROM warden.outbox_messages) AND cardinality(f.pending_lo) = 0
-                 FROM warden.outbox_fanout f ORDER BY f.id DESC LIMIT 1);
-    PERFORM pg_sleep(0.05);
-  END LOOP;
-END $$;
+\i benches/outbox/wait_fanned_out.sql
 SET ROLE bench_handler;
 SELECT warden.resume('bench_push');
 RESET ROLE;

@@ -4,6 +4,9 @@
 //! handler calls and the pull consumers' acks, nacks and lapsed leases.
 //! Every statement runs as pg_warden on its own tables.
 
+use pgrx::datum::TimestampWithTimeZone;
+use pgrx::pg_sys;
+
 use warden_core::outbox::{after_failure, AfterFailure, DEAD_LETTER_TOPIC};
 
 use crate::error::WardenError;
@@ -75,7 +78,7 @@ pub(super) fn record_failure(f: &Failure) -> Result<Recorded, WardenError> {
     match next {
         AfterFailure::Retry { delay_us } => {
             let delay_us = f.retry_after_us.unwrap_or(delay_us).max(0);
-            let at = crate::outbox::write_one::<i64>(
+            let at = crate::outbox::write_one::<TimestampWithTimeZone>(
                 "UPDATE warden.outbox_deliveries d
                     SET attempts = $3, last_error = $4,
                         next_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => $5::pg_catalog.float8 OPERATOR(pg_catalog./) 1000000),
@@ -83,8 +86,7 @@ pub(super) fn record_failure(f: &Failure) -> Result<Recorded, WardenError> {
                         last_attempt_at = pg_catalog.clock_timestamp(),
                         lease = NULL, lease_until = NULL
                   WHERE d.subscription_id OPERATOR(pg_catalog.=) $1 AND d.id OPERATOR(pg_catalog.=) $2
-                  RETURNING ((pg_catalog.date_part('epoch', d.next_at) OPERATOR(pg_catalog.-) 946684800)
-                             OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8",
+                  RETURNING d.next_at",
                 &[
                     f.subscription_id.into(),
                     f.id.into(),
@@ -94,7 +96,7 @@ pub(super) fn record_failure(f: &Failure) -> Result<Recorded, WardenError> {
                 ],
             )
             .map_err(spi_error)?;
-            Ok(Recorded::Retry(at.unwrap_or(0)))
+            Ok(Recorded::Retry(at.map_or(0, pg_sys::TimestampTz::from)))
         }
         AfterFailure::Failed => {
             crate::outbox::write_one::<i64>(

@@ -11,11 +11,11 @@
 //! a time, in fan-out order (the order their messages became visible):
 //! only the oldest delivery of a key is ever due.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use pgrx::datum::Interval;
 use pgrx::pg_sys;
 
 use crate::error::WardenError;
@@ -154,7 +154,6 @@ impl Task for Dispatch {
             Some(o) => as_superuser(|| pinned_tenant(o))?,
             None => None,
         };
-        let mut delivered = BTreeSet::new();
         let mut handled_rows: (Vec<i32>, Vec<i64>) = (Vec::new(), Vec::new());
         // each handler checked once per run (one transaction of at most a
         // second, one owner): catalog changes committed meanwhile are seen
@@ -212,7 +211,6 @@ impl Task for Dispatch {
                 Ok(()) => {
                     handled_rows.0.push(d.subscription_id);
                     handled_rows.1.push(d.id);
-                    delivered.insert(d.subscription_id);
                     // the key's next delivery is due now
                     self.more |= d.keyed;
                 }
@@ -238,12 +236,12 @@ impl Task for Dispatch {
             }
         }
         if !handled_rows.0.is_empty() {
+            let mut subscriptions = handled_rows.0.clone();
+            subscriptions.sort_unstable();
+            subscriptions.dedup();
             // in the transaction of the handlers' effects
             as_superuser(|| handled(handled_rows.0, handled_rows.1))?;
-        }
-        if !delivered.is_empty() {
-            let ids: Vec<i32> = delivered.into_iter().collect();
-            as_superuser(|| super::mark_delivered(&ids))?;
+            as_superuser(|| super::mark_delivered(&subscriptions))?;
         }
         if owner.is_some() {
             // what outlives a transaction: cursors WITH HOLD, prepared
@@ -366,9 +364,7 @@ fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
             "SELECT d.subscription_id, d.id, d.attempts,
                     pg_catalog.to_regprocedure(s.handler)::pg_catalog.oid, s.owner::pg_catalog.oid,
                     s.max_attempts,
-                    (pg_catalog.date_part('epoch', s.backoff) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
-                    (pg_catalog.date_part('epoch', s.max_backoff) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,
-                    LEAST(pg_catalog.ceil(pg_catalog.date_part('epoch', s.handler_timeout) OPERATOR(pg_catalog.*) 1000), 2147483647)::pg_catalog.int4,
+                    s.backoff, s.max_backoff, s.handler_timeout,
                     m.tenant, m.topic OPERATOR(pg_catalog.=) 'warden.dead_letter', m.id,
                     d.ordered_key IS NOT NULL,
                     ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
@@ -412,9 +408,11 @@ fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
                 handler: row.get::<pg_sys::Oid>(4)?.filter(|o| *o != pg_sys::InvalidOid),
                 owner: row.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
                 max_attempts: row.get::<i32>(6)?.unwrap_or(1),
-                backoff_us: row.get::<i64>(7)?.unwrap_or(0),
-                max_backoff_us: row.get::<i64>(8)?.unwrap_or(0),
-                timeout_ms: row.get::<i32>(9)?.unwrap_or(30_000),
+                backoff_us: super::micros(row.get::<Interval>(7)?),
+                max_backoff_us: super::micros(row.get::<Interval>(8)?),
+                // statement_timeout's unit, rounded up (subscribe bounds it to a day)
+                timeout_ms: i32::try_from((super::micros(row.get::<Interval>(9)?) + 999) / 1000)
+                    .unwrap_or(i32::MAX),
                 tenant: row.get::<String>(10)?,
                 is_dead_letter: row.get::<bool>(11)?.unwrap_or(false),
                 message_id: row.get::<i64>(12)?.unwrap_or(0),
@@ -446,14 +444,14 @@ fn handled(subscriptions: Vec<i32>, ids: Vec<i64>) -> Result<(), WardenError> {
 /// When the earliest delivery of a handler subscription that is not due
 /// yet becomes due (Postgres clock), if any.
 fn next_due() -> Result<Option<i64>, WardenError> {
-    crate::spi_read::read_one::<i64>(
-        "SELECT ((pg_catalog.date_part('epoch', min(d.next_at)) OPERATOR(pg_catalog.-) 946684800)
-                 OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8
+    crate::spi_read::read_one::<pgrx::datum::TimestampWithTimeZone>(
+        "SELECT min(d.next_at)
            FROM warden.outbox_deliveries d
            JOIN warden.outbox_subscriptions s ON s.id OPERATOR(pg_catalog.=) d.subscription_id
           WHERE s.handler IS NOT NULL AND NOT s.paused AND d.failed_at IS NULL
             AND d.next_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()",
         &[],
     )
+    .map(|at| at.map(pg_sys::TimestampTz::from))
     .map_err(spi_error)
 }

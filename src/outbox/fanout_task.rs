@@ -218,15 +218,18 @@ fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
                           FOR KEY SHARE OF s) q
                RETURNING next_at)
              SELECT pg_catalog.count(*),
-                    ((pg_catalog.date_part('epoch', pg_catalog.min(ins.next_at)
-                        FILTER (WHERE ins.next_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()))
-                      OPERATOR(pg_catalog.-) 946684800) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8
+                    pg_catalog.min(ins.next_at)
+                      FILTER (WHERE ins.next_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp())
                FROM ins",
             Some(1),
             &[ids.to_vec().into()],
         )?;
         let row = rows.first();
-        Ok::<_, pgrx::spi::Error>((row.get::<i64>(1)?.unwrap_or(0), row.get::<i64>(2)?))
+        Ok::<_, pgrx::spi::Error>((
+            row.get::<i64>(1)?.unwrap_or(0),
+            row.get::<pgrx::datum::TimestampWithTimeZone>(2)?
+                .map(pgrx::pg_sys::TimestampTz::from),
+        ))
     })
     .map_err(spi_error)?;
     if made > 0 {

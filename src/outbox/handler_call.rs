@@ -64,8 +64,8 @@ pub fn call_handler(
     in_subtransaction(|| {
         as_owner(call.owner, || {
             match call.tenant {
-                Some(t) => guc::set_local(guc::TENANT_GUC, t),
-                None => guc::set_local(guc::TENANT_GUC, ""),
+                Some(t) => crate::tenant_context::set_tenant_setting(t),
+                None => crate::tenant_context::reset_tenant_setting(),
             }
             guc::set_local(guc::ACTOR_GUC, "system");
             guc::set_local(guc::ACTOR_KIND_GUC, "system");

@@ -44,6 +44,12 @@ pub fn init(preloading: bool) {
     }
 }
 
+/// An interval in microseconds, 0 for NULL (subscriptions' intervals are
+/// positive and bounded to days, so no month arithmetic is involved).
+fn micros(interval: Option<pgrx::datum::Interval>) -> i64 {
+    interval.map_or(0, |i| i64::try_from(i.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// Records that these subscriptions just handled a message (at most
 /// about once a second each, so acknowledgements do not queue on the
 /// subscription's row).

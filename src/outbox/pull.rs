@@ -71,15 +71,23 @@ fn visibility_us(v: Option<Interval>, what: &str) -> i64 {
 fn pull_subscription(name: &str) -> Option<(i32, i32)> {
     // before the switch to pg_warden's rights
     let caller = me();
-    let (found, kind) = as_superuser(|| {
-        crate::spi_read::read_two::<i32, String>(
-            "SELECT (SELECT s.id FROM warden.outbox_subscriptions s WHERE s.name = $1),
-                    (SELECT CASE WHEN s.handler IS NOT NULL THEN 'push'
-                                 WHEN s.consumer IS NOT NULL AND NOT pg_catalog.pg_has_role($2, s.consumer, 'USAGE') THEN 'denied'
-                                 WHEN s.paused THEN 'paused' ELSE 'pull' END
-                       FROM warden.outbox_subscriptions s WHERE s.name = $1)",
-            &[name.into(), caller.into()],
-        )
+    // one row, NULLs when there is no such subscription
+    let (found, kind, max_attempts) = as_superuser(|| {
+        pgrx::Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT s.id,
+                        CASE WHEN s.id IS NULL THEN NULL
+                             WHEN s.handler IS NOT NULL THEN 'push'
+                             WHEN s.consumer IS NOT NULL AND NOT pg_catalog.pg_has_role($2, s.consumer, 'USAGE') THEN 'denied'
+                             WHEN s.paused THEN 'paused' ELSE 'pull' END,
+                        s.max_attempts
+                   FROM (SELECT) one LEFT JOIN warden.outbox_subscriptions s ON s.name = $1",
+                Some(1),
+                &[name.into(), caller.into()],
+            )?;
+            let row = rows.first();
+            Ok::<_, pgrx::spi::Error>((row.get::<i32>(1)?, row.get::<String>(2)?, row.get::<i32>(3)?))
+        })
     })
     .unwrap_or_else(|e| spi_error(e).raise());
     match kind.as_deref() {
@@ -100,17 +108,7 @@ fn pull_subscription(name: &str) -> Option<(i32, i32)> {
                 .raise()
         }
         Some("paused") => None,
-        _ => found.map(|id| {
-            let max = as_superuser(|| {
-                crate::spi_read::read_one::<i32>(
-                    "SELECT s.max_attempts FROM warden.outbox_subscriptions s WHERE s.id = $1",
-                    &[id.into()],
-                )
-            })
-            .unwrap_or_else(|e| spi_error(e).raise())
-            .unwrap_or(1);
-            (id, max)
-        }),
+        _ => found.map(|id| (id, max_attempts.unwrap_or(1))),
     }
 }
 
@@ -292,8 +290,7 @@ fn nack(lease: Option<Uuid>, error: Option<&str>, retry_after: Option<Interval>)
         let held = pgrx::Spi::connect_mut(|client| {
             let rows = client.update(
                 "SELECT d.attempts, s.max_attempts, m.topic = 'warden.dead_letter',
-                        (pg_catalog.date_part('epoch', s.backoff) * 1000000)::pg_catalog.int8,
-                        (pg_catalog.date_part('epoch', s.max_backoff) * 1000000)::pg_catalog.int8
+                        s.backoff, s.max_backoff
                    FROM warden.outbox_deliveries d
                    JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
                    JOIN warden.outbox_messages m ON m.id = d.message_id
@@ -322,8 +319,8 @@ fn nack(lease: Option<Uuid>, error: Option<&str>, retry_after: Option<Interval>)
                 row.get::<i32>(1)?.unwrap_or(0),
                 row.get::<i32>(2)?.unwrap_or(1),
                 row.get::<bool>(3)?.unwrap_or(false),
-                row.get::<i64>(4)?.unwrap_or(0),
-                row.get::<i64>(5)?.unwrap_or(0),
+                super::micros(row.get::<Interval>(4)?),
+                super::micros(row.get::<Interval>(5)?),
             )))
         })
         .map_err(spi_error)?;

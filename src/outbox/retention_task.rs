@@ -62,65 +62,62 @@ impl Task for Retention {
     }
 }
 
+/// Handled messages older than `$1` seconds, up to `$2`: below every
+/// message a delivery still needs and below what the fan-out has not
+/// settled (the oldest pending range, or upto), and not referred to by a
+/// dead letter. Each statement returns how many rows it deleted.
+const OLD_MESSAGES: &str = "WITH bound AS (
+       SELECT LEAST(
+                (SELECT pg_catalog.min(d.message_id) FROM warden.outbox_deliveries d),
+                (SELECT LEAST(f.upto OPERATOR(pg_catalog.+) 1, (SELECT pg_catalog.min(lo) FROM pg_catalog.unnest(f.pending_lo) lo))
+                   FROM warden.outbox_fanout f ORDER BY f.id DESC LIMIT 1)) AS below),
+     old AS (
+       SELECT m.id FROM warden.outbox_messages m, bound
+        WHERE m.id OPERATOR(pg_catalog.<) bound.below
+          AND m.published_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))
+          AND NOT EXISTS (SELECT FROM warden.dead_letters l WHERE l.message_id OPERATOR(pg_catalog.=) m.id)
+        ORDER BY m.id LIMIT $2),
+     gone AS (DELETE FROM warden.outbox_messages m USING old WHERE m.id OPERATOR(pg_catalog.=) old.id RETURNING 1)
+     SELECT pg_catalog.count(*) FROM gone";
+
+/// Dead-letter deliveries given up more than `$1` seconds ago.
+const OLD_FAILED: &str = "WITH gone AS (
+       DELETE FROM warden.outbox_deliveries d
+        WHERE (d.subscription_id, d.id) IN (
+              SELECT f.subscription_id, f.id FROM warden.outbox_deliveries f
+               WHERE f.failed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))
+               LIMIT $2)
+       RETURNING 1)
+     SELECT pg_catalog.count(*) FROM gone";
+
+/// Dedupe keys past their window (`$1` seconds).
+const OLD_DEDUPE_KEYS: &str = "WITH gone AS (
+       DELETE FROM warden.outbox_dedupe k
+        WHERE (k.scope, k.dedupe_key) IN (
+              SELECT o.scope, o.dedupe_key FROM warden.outbox_dedupe o
+               WHERE o.published_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))
+               LIMIT $2)
+       RETURNING 1)
+     SELECT pg_catalog.count(*) FROM gone";
+
 /// One batch of each kind; returns the most rows one statement deleted.
 fn delete_batch(retention_s: i64, window_s: i64) -> Result<i64, WardenError> {
+    let statements = [
+        (OLD_MESSAGES, retention_s),
+        (OLD_FAILED, retention_s),
+        (OLD_DEDUPE_KEYS, window_s),
+    ];
     pgrx::Spi::connect_mut(|client| {
-        // below every message a delivery still needs, and below what the
-        // fan-out has not settled (the oldest pending range, or upto)
-        let messages = client
-            .update(
-                "WITH bound AS (
-                   SELECT LEAST(
-                            (SELECT pg_catalog.min(d.message_id) FROM warden.outbox_deliveries d),
-                            (SELECT LEAST(f.upto OPERATOR(pg_catalog.+) 1, (SELECT pg_catalog.min(lo) FROM pg_catalog.unnest(f.pending_lo) lo))
-                               FROM warden.outbox_fanout f ORDER BY f.id DESC LIMIT 1)) AS below),
-                 old AS (
-                   SELECT m.id FROM warden.outbox_messages m, bound
-                    WHERE m.id OPERATOR(pg_catalog.<) bound.below
-                      AND m.published_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))
-                      AND NOT EXISTS (SELECT FROM warden.dead_letters l WHERE l.message_id OPERATOR(pg_catalog.=) m.id)
-                    ORDER BY m.id LIMIT $2),
-                 gone AS (DELETE FROM warden.outbox_messages m USING old WHERE m.id OPERATOR(pg_catalog.=) old.id RETURNING 1)
-                 SELECT pg_catalog.count(*) FROM gone",
-                Some(1),
-                &[(retention_s as f64).into(), BATCH.into()],
-            )?
-            .first()
-            .get_one::<i64>()?
-            .unwrap_or(0);
-        let failed = client
-            .update(
-                "WITH gone AS (
-                   DELETE FROM warden.outbox_deliveries d
-                    WHERE (d.subscription_id, d.id) IN (
-                          SELECT f.subscription_id, f.id FROM warden.outbox_deliveries f
-                           WHERE f.failed_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))
-                           LIMIT $2)
-                   RETURNING 1)
-                 SELECT pg_catalog.count(*) FROM gone",
-                Some(1),
-                &[(retention_s as f64).into(), BATCH.into()],
-            )?
-            .first()
-            .get_one::<i64>()?
-            .unwrap_or(0);
-        let dedupe = client
-            .update(
-                "WITH gone AS (
-                   DELETE FROM warden.outbox_dedupe k
-                    WHERE (k.scope, k.dedupe_key) IN (
-                          SELECT o.scope, o.dedupe_key FROM warden.outbox_dedupe o
-                           WHERE o.published_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))
-                           LIMIT $2)
-                   RETURNING 1)
-                 SELECT pg_catalog.count(*) FROM gone",
-                Some(1),
-                &[(window_s as f64).into(), BATCH.into()],
-            )?
-            .first()
-            .get_one::<i64>()?
-            .unwrap_or(0);
-        Ok::<_, pgrx::spi::Error>(messages.max(failed).max(dedupe))
+        let mut most = 0;
+        for (sql, age_s) in statements {
+            let deleted = client
+                .update(sql, Some(1), &[(age_s as f64).into(), BATCH.into()])?
+                .first()
+                .get_one::<i64>()?
+                .unwrap_or(0);
+            most = most.max(deleted);
+        }
+        Ok::<_, pgrx::spi::Error>(most)
     })
     .map_err(spi_error)
 }

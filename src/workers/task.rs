@@ -152,12 +152,7 @@ fn record(ctx: &TaskContext, started: i64, outcome: Result<TaskReport, String>) 
 }
 
 fn caught_message(caught: &CaughtError) -> String {
-    match caught {
-        CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-            report.message().to_string()
-        }
-        CaughtError::RustPanic { ereport, .. } => format!("panic: {}", ereport.message()),
-    }
+    crate::subtransaction::failed(caught).message
 }
 
 pub fn now() -> i64 {
