@@ -13,6 +13,7 @@ mod fmgr;
 mod guc;
 mod heap_append;
 mod jsonb_shape;
+mod kept_plans;
 mod names;
 mod outbox;
 mod preload;

@@ -3,6 +3,9 @@
 #   outbox_fill N        tops up the SKIP LOCKED queue, the pgmq-shaped
 #                        queue and the pull subscription to N messages
 #   outbox_push_group N  N messages to a no-op handler: messages/s
+#   outbox_peak_group    publishers at full speed (CLIENTS) for SECONDS_PER_RUN,
+#                        then until every message is handled: messages/s
+#                        from the first publish to the last handler call
 #   outbox_latency_group RATE  commit-to-handler-start latency percentiles
 #   outbox_held_group SCRIPT HELD  tps without, then with a REPEATABLE READ
 #                        transaction holding the xmin horizon for HELD s
@@ -58,6 +61,24 @@ BEGIN
 END $$;
 SELECT round(:n / extract(epoch FROM clock_timestamp() - :'t0'::timestamptz));
 SQL
+}
+
+outbox_peak_group() {
+  "$@" -q -c "TRUNCATE bench_latency" >/dev/null
+  local t0 t1 n
+  t0=$(date +%s.%N)
+  "$PG_BINDIR/pgbench" -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres -n -M prepared \
+    -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN" -f benches/outbox/lat.sql postgres >/dev/null 2>&1
+  "$@" -q -f benches/outbox/wait_fanned_out.sql >/dev/null
+  "$@" -q -c "DO \$\$ BEGIN
+                FOR i IN 1..60000 LOOP
+                  EXIT WHEN (SELECT pending = 0 FROM warden.outbox_stats WHERE subscription = 'bench_lat');
+                  PERFORM pg_sleep(0.01);
+                END LOOP;
+              END \$\$" >/dev/null
+  t1=$(date +%s.%N)
+  n=$("$@" -At -c "SELECT count(*) FROM bench_latency")
+  awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN {printf "%d\n", n / (b - a)}'
 }
 
 # prints "p50|p99|max|count|tps" (milliseconds)

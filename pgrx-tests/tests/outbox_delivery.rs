@@ -1360,3 +1360,96 @@ fn consumers_owners_pins_and_leftovers_are_checked() {
         1
     );
 }
+
+#[test]
+fn a_handler_that_catches_its_timeout_is_stopped_at_the_hard_deadline_and_dead_lettered() {
+    let (cluster, mut admin) = outbox_cluster("delivery_hard_deadline", &[]);
+    admin
+        .batch_execute(
+            "CREATE FUNCTION public.stubborn(msg warden.message) RETURNS void LANGUAGE plpgsql AS
+               $$ BEGIN
+                    INSERT INTO public.seen (sub, id, attempt) VALUES ('must roll back', msg.id, msg.attempt);
+                    LOOP
+                      BEGIN PERFORM pg_catalog.pg_sleep(60);
+                      EXCEPTION WHEN query_canceled THEN NULL; END;
+                    END LOOP;
+                  END $$;
+             ALTER FUNCTION public.stubborn(warden.message) OWNER TO ops;",
+        )
+        .unwrap();
+    let mut ops = cluster.connect_as("postgres", "ops");
+    ops.batch_execute(
+        "SELECT warden.subscribe('stubborn', 'job.#', 'public.stubborn(warden.message)',
+                                 max_attempts => 2, backoff => '10 ms', handler_timeout => '200 ms');
+         SELECT warden.subscribe('steady', 'job.#', 'public.record(warden.message)');",
+    )
+    .unwrap();
+    let starts_before = wait_running(&mut admin, "postgres").starts;
+    let mut app = cluster.connect_as("postgres", "app");
+    let id = publish_in(&mut app, "acme", "job.run", "{}");
+    let started = Instant::now();
+    // two calls, each ended 5 s after its 200 ms timeout, then a dead
+    // letter; without the deadline the first call never ends
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM warden.dead_letters WHERE subscription = 'stubborn'",
+        1,
+        "the stubborn handler's dead letter",
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(10), "{took:?}");
+    let (attempts, error, message_id): (i32, String, i64) = {
+        let r = admin
+            .query_one(
+                "SELECT attempts, last_error, message_id FROM warden.dead_letters
+                  WHERE subscription = 'stubborn'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((attempts, message_id), (2, id));
+    assert!(error.contains("past its timeout"), "{error}");
+    // the worker was ended twice and started again; the handler's effects
+    // were rolled back each time, and the other subscription's handler
+    // ran once
+    let row = wait_running(&mut admin, "postgres");
+    assert!(
+        row.starts >= starts_before + 2,
+        "{row:?} after {starts_before}"
+    );
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM public.seen WHERE sub = 'steady'",
+        1,
+        "the steady handler",
+    );
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM public.seen WHERE sub <> 'steady'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM public.seen WHERE sub = 'steady'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM warden.outbox_deliveries d
+               JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
+              WHERE s.name = 'stubborn'"
+        ),
+        0
+    );
+    assert_eq!(
+        cluster.log().matches("went on past its timeout").count(),
+        2,
+        "the server log says why the worker stopped"
+    );
+}

@@ -115,6 +115,13 @@ impl Task for Dispatch {
         }
     }
 
+    fn start(&mut self, _ctx: &TaskContext) -> Result<(), WardenError> {
+        match super::hard_deadline::take_ended() {
+            Some((subscription_id, id)) => as_superuser(|| record_ended_call(subscription_id, id)),
+            None => Ok(()),
+        }
+    }
+
     fn run(&mut self, _ctx: &TaskContext) -> Result<TaskReport, WardenError> {
         if crate::heap_append::warden_relation(c"dead_letters") == pg_sys::InvalidOid {
             // the database's pg_warden predates the dispatcher
@@ -198,6 +205,8 @@ impl Task for Dispatch {
                                 tenant: d.tenant.as_deref(),
                                 pinned: pinned.as_deref(),
                                 message_id: d.message_id,
+                                subscription_id: d.subscription_id,
+                                delivery_id: d.id,
                             },
                             d.msg,
                         )
@@ -300,6 +309,55 @@ fn low_water_marks(from: &[(i32, i64)]) -> Result<Vec<(i32, i64)>, WardenError> 
     .map_err(spi_error)
 }
 
+/// The previous worker was ended at the hard deadline of this
+/// delivery's handler call: a failed attempt, like a timeout.
+fn record_ended_call(subscription_id: i32, id: i64) -> Result<(), WardenError> {
+    let row = pgrx::Spi::connect_mut(|client| {
+        let rows = client.update(
+            "SELECT d.attempts, s.max_attempts, s.backoff, s.max_backoff,
+                    m.topic OPERATOR(pg_catalog.=) 'warden.dead_letter'
+               FROM warden.outbox_deliveries d
+               JOIN warden.outbox_subscriptions s ON s.id OPERATOR(pg_catalog.=) d.subscription_id
+               JOIN warden.outbox_messages m ON m.id OPERATOR(pg_catalog.=) d.message_id
+              WHERE d.subscription_id OPERATOR(pg_catalog.=) $1 AND d.id OPERATOR(pg_catalog.=) $2
+                FOR UPDATE OF d",
+            Some(1),
+            &[subscription_id.into(), id.into()],
+        )?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok::<_, pgrx::spi::Error>(Some((
+            row.get::<i32>(1)?.unwrap_or(0),
+            row.get::<i32>(2)?.unwrap_or(1),
+            super::micros(row.get::<Interval>(3)?),
+            super::micros(row.get::<Interval>(4)?),
+            row.get::<bool>(5)?.unwrap_or(false),
+        )))
+    })
+    .map_err(spi_error)?;
+    // handled or unsubscribed meanwhile: nothing to record
+    let Some((attempts, max_attempts, backoff_us, max_backoff_us, is_dead_letter)) = row else {
+        return Ok(());
+    };
+    let error = format!(
+        "the handler went on {} s past its timeout (it caught the cancel); the worker was stopped",
+        super::hard_deadline::GRACE_MS / 1000
+    );
+    record_failure(&Failure {
+        subscription_id,
+        id,
+        failures: attempts + 1,
+        max_attempts,
+        topic_is_dead_letter: is_dead_letter,
+        backoff_us,
+        max_backoff_us,
+        error: &error,
+        retry_after_us: None,
+    })?;
+    Ok(())
+}
+
 /// Handler time one run may take before it commits and lets the worker's
 /// other tasks run (a run may still overrun it by one handler's timeout).
 const RUN_BUDGET_US: i64 = 1_000_000;
@@ -358,9 +416,14 @@ fn refusal(rule: &str) -> &'static str {
 fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
     let sids: Vec<i32> = marks.iter().map(|m| m.0).collect();
     let lows: Vec<i64> = marks.iter().map(|m| m.1).collect();
+    // each subscription's deliveries in id order from its mark, whatever
+    // the statistics say (as claim does): a plan that sorts them reads
+    // the whole backlog on every run
+    crate::guc::plan_for_index_order();
     // a locking read: SPI runs it as a volatile statement
     pgrx::Spi::connect_mut(|client| {
-        let rows = client.update(
+        let rows = crate::kept_plans::update(
+            client,
             "SELECT d.subscription_id, d.id, d.attempts,
                     pg_catalog.to_regprocedure(s.handler)::pg_catalog.oid, s.owner::pg_catalog.oid,
                     s.max_attempts,
@@ -429,7 +492,8 @@ fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
 /// handlers' effects.
 fn handled(subscriptions: Vec<i32>, ids: Vec<i64>) -> Result<(), WardenError> {
     pgrx::Spi::connect_mut(|client| {
-        client.update(
+        crate::kept_plans::update(
+            client,
             "DELETE FROM warden.outbox_deliveries d
               USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[])) h(sid, id)
               WHERE d.subscription_id OPERATOR(pg_catalog.=) h.sid AND d.id OPERATOR(pg_catalog.=) h.id",

@@ -61,8 +61,8 @@ impl Task for Fanout {
     }
 
     fn wake_gap(&self) -> Duration {
-        // as the audit sequencer: commits within it share one run
-        Duration::from_millis(10)
+        // commits within it share one run
+        Duration::from_millis(2)
     }
 
     fn run(&mut self, _ctx: &TaskContext) -> Result<TaskReport, WardenError> {

@@ -36,6 +36,9 @@ pub struct HandlerCall<'a> {
     /// warden.tenant), which the handler may not switch away from either.
     pub pinned: Option<&'a str>,
     pub message_id: i64,
+    /// The delivery, for the hard deadline.
+    pub subscription_id: i32,
+    pub delivery_id: i64,
 }
 
 /// Disarms the statement timer; if it fired and its cancel is still
@@ -81,7 +84,9 @@ pub fn call_handler(
             // connection, background workers included. Disarmed below,
             // and after an error by the caller below.
             unsafe { enable_timeout_after(STATEMENT_TIMEOUT, call.timeout_ms.max(1)) };
+            super::hard_deadline::arm(call.subscription_id, call.delivery_id, call.timeout_ms);
             crate::fmgr::call_function(call.handler, &[datum]);
+            super::hard_deadline::disarm();
             // a timeout that fired as the handler returned still counts,
             // inside the subtransaction
             if disarm() {
@@ -96,5 +101,6 @@ pub fn call_handler(
     .inspect_err(|_| {
         // the timer may still be armed, or have fired during the rollback
         disarm();
+        super::hard_deadline::disarm();
     })
 }

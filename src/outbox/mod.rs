@@ -10,7 +10,8 @@
 //!   deliveries, one per matching subscription.
 //! - `topic_match`: the pattern match the fan-out's SQL calls.
 //! - `dispatch_task`: the worker task that calls handlers
-//!   (`handler_call`), exactly once per message and subscription.
+//!   (`handler_call`), exactly once per message and subscription;
+//!   `hard_deadline` ends a handler that outlives its timeout.
 //! - `pull`: `warden.claim`, `ack`, `nack`, `extend`.
 //! - `delivery_state`: retries, dead letters and their announcement.
 //! - `dead_letters`: `warden.replay_dead_letters`, `purge_dead_letters`.
@@ -25,6 +26,7 @@ mod delivery_state;
 mod dispatch_task;
 mod fanout_task;
 mod handler_call;
+mod hard_deadline;
 mod low_water;
 mod publish;
 mod pull;
@@ -38,6 +40,7 @@ mod topic_match;
 pub fn init(preloading: bool) {
     if preloading {
         low_water::init();
+        hard_deadline::init();
         fanout_task::register();
         dispatch_task::register();
         retention_task::register();
@@ -55,7 +58,8 @@ fn micros(interval: Option<pgrx::datum::Interval>) -> i64 {
 /// subscription's row).
 fn mark_delivered(subscription_ids: &[i32]) -> Result<(), crate::error::WardenError> {
     Spi::connect_mut(|client| {
-        client.update(
+        crate::kept_plans::update(
+            client,
             "UPDATE warden.outbox_subscriptions s SET last_delivered_at = pg_catalog.clock_timestamp()
               WHERE s.id = ANY ($1)
                 AND (s.last_delivered_at IS NULL

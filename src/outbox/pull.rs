@@ -74,7 +74,8 @@ fn pull_subscription(name: &str) -> Option<(i32, i32)> {
     // one row, NULLs when there is no such subscription
     let (found, kind, max_attempts) = as_superuser(|| {
         pgrx::Spi::connect(|client| {
-            let rows = client.select(
+            let rows = crate::kept_plans::select(
+                client,
                 "SELECT s.id,
                         CASE WHEN s.id IS NULL THEN NULL
                              WHEN s.handler IS NOT NULL THEN 'push'
@@ -140,10 +141,10 @@ fn claim(
         // mark, whatever the statistics say: a sort of all of them (the
         // plan stale statistics of a table that grew fast lead to) costs
         // every claim the whole backlog
-        crate::guc::set_local(c"enable_sort", "off");
-        crate::guc::set_local(c"enable_bitmapscan", "off");
+        crate::guc::plan_for_index_order();
         pgrx::Spi::connect_mut(|client| {
-            let rows = client.update(
+            let rows = crate::kept_plans::update(
+                client,
                 "WITH c AS (
                    SELECT d.subscription_id, d.id
                      FROM warden.outbox_deliveries d
@@ -233,7 +234,8 @@ fn ack(leases: Option<Vec<Option<Uuid>>>) -> i32 {
     let caller = me();
     let (count, acked_subs) = as_superuser(|| {
         pgrx::Spi::connect_mut(|client| {
-            let rows = client.update(
+            let rows = crate::kept_plans::update(
+                client,
                 "WITH a AS (
                    DELETE FROM warden.outbox_deliveries d
                     USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[]),
