@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod outbox;
 pub mod redact;
 pub mod scd2;
+pub mod secrets;
 pub mod tenancy;
 pub mod text;
 pub mod workers;
