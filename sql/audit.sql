@@ -27,7 +27,7 @@ SELECT warden.set_tenant('shop7');
 SELECT warden.set_actor('alice');
 SELECT warden.set_correlation_id('req-42');
 SELECT warden.audit_emit('invoice.paid', '{"invoice": 7, "amount": 12.50}');
-SELECT warden.audit_emit('secret.read', '{"name": "stripe"}', durable => true);
+SELECT warden.audit_emit('config.read', '{"name": "stripe"}', durable => true);
 ROLLBACK;
 SELECT pg_temp.wait_chained();
 BEGIN;

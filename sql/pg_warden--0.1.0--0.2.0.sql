@@ -790,3 +790,146 @@ SELECT warden.enable_tenancy('warden.outbox_deliveries');
 DROP INDEX warden.outbox_deliveries_tenant_idx;
 SELECT warden.enable_tenancy('warden.dead_letters');
 COMMENT ON INDEX warden.dead_letters_tenant_idx IS 'Finds a tenant''s dead letters (made by enable_tenancy).';
+
+-- 0.2.0: the secrets store (src/secrets/)
+CREATE FUNCTION warden.hmac_sha256(key bytea, data bytea) RETURNS bytea
+  IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hmac_sha256_wrapper';
+CREATE FUNCTION warden.timing_safe_equal(a bytea, b bytea) RETURNS boolean
+  IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'timing_safe_equal_wrapper';
+CREATE FUNCTION warden.hash_prefix(value text, n integer DEFAULT 8) RETURNS text
+  IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'hash_prefix_wrapper';
+COMMENT ON FUNCTION warden.hmac_sha256(bytea, bytea) IS
+  'HMAC-SHA256 of data under key (RFC 2104; a key of any length).';
+COMMENT ON FUNCTION warden.timing_safe_equal(bytea, bytea) IS
+  'Whether a and b are equal, in time that depends only on the longer one''s length (compare MACs and tokens with this, never with =).';
+COMMENT ON FUNCTION warden.hash_prefix(text, integer) IS
+  'The first n hex digits (clamped to 4..64) of SHA-256 of value: a recognisable stand-in for a long random value in logs. Unkeyed: never for guessable values.';
+CREATE TABLE warden.secret_names (
+    tenant         text NOT NULL,
+    name           text NOT NULL,
+    latest_version integer NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+COMMENT ON TABLE warden.secret_names IS
+  'Each secret''s latest version number (never reused, also after destroy): the row check-and-set writers queue on. Internal.';
+COMMENT ON INDEX warden.secret_names_pkey IS 'One row per tenant and secret name.';
+
+CREATE TABLE warden.secrets (
+    tenant       text NOT NULL,
+    name         text NOT NULL,
+    version      integer NOT NULL CHECK (version > 0),
+    ciphertext   bytea,
+    is_json      boolean NOT NULL,
+    fingerprint  bytea NOT NULL,
+    key_id       integer NOT NULL,
+    description  text,
+    created_at   timestamptz NOT NULL,
+    created_by   text NOT NULL,
+    expires_at   timestamptz,
+    deleted_at   timestamptz,
+    destroyed_at timestamptz,
+    PRIMARY KEY (tenant, name, version),
+    CHECK ((destroyed_at IS NULL) = (ciphertext IS NOT NULL))
+);
+COMMENT ON TABLE warden.secrets IS
+  'Secret versions: the value as an envelope under the tenant''s data key (associated data: name and version), NULL once destroyed. Internal: use warden.secret_* and warden.secret_catalog.';
+COMMENT ON COLUMN warden.secrets.fingerprint IS
+  'HMAC-SHA256 of the value under the tenant''s audit key: equal values of one tenant have equal fingerprints; nobody without the key can test a guess.';
+COMMENT ON COLUMN warden.secrets.key_id IS 'The data key the value was encrypted under (warden.keys).';
+COMMENT ON INDEX warden.secrets_pkey IS 'A secret''s versions.';
+-- no statistics on what names a tenant's secrets: a planner estimate
+-- must not hand one tenant's names to another's leaky operator
+ALTER TABLE warden.secrets ALTER COLUMN tenant SET STATISTICS 0, ALTER COLUMN name SET STATISTICS 0,
+  ALTER COLUMN description SET STATISTICS 0, ALTER COLUMN created_by SET STATISTICS 0;
+ALTER TABLE warden.secret_names ALTER COLUMN tenant SET STATISTICS 0, ALTER COLUMN name SET STATISTICS 0;
+-- secrets are data: dumped (encrypted, with warden.keys) and restored
+SELECT pg_catalog.pg_extension_config_dump('warden.secret_names', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.secrets', '');
+
+-- the catalog reads the table with pg_warden's rights (application roles
+-- have none on it), filtered to the current tenant here, not by policies
+CREATE FUNCTION warden.secret_versions()
+RETURNS TABLE (tenant text, name text, version integer, state text, fingerprint text, description text,
+               created_at timestamptz, created_by text, expires_at timestamptz, deleted_at timestamptz,
+               destroyed_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+SELECT s.tenant, s.name, s.version,
+       CASE WHEN s.destroyed_at IS NOT NULL THEN 'destroyed'
+            WHEN s.deleted_at IS NOT NULL THEN 'deleted'
+            WHEN s.expires_at <= pg_catalog.now() THEN 'expired'
+            ELSE 'live' END,
+       pg_catalog.encode(s.fingerprint, 'hex'),
+       s.description, s.created_at, s.created_by, s.expires_at, s.deleted_at, s.destroyed_at
+  FROM warden.secrets s
+ WHERE s.tenant OPERATOR(pg_catalog.=) warden.current_tenant()
+$$;
+COMMENT ON FUNCTION warden.secret_versions() IS
+  'The rows of warden.secret_catalog: the current tenant''s secret versions, never a value.';
+CREATE VIEW warden.secret_catalog WITH (security_barrier = true) AS
+SELECT * FROM warden.secret_versions();
+COMMENT ON VIEW warden.secret_catalog IS
+  'The current tenant''s secret versions (state live, deleted, destroyed or expired; the value''s keyed fingerprint); never a value. No tenant set: no rows.';
+CREATE FUNCTION warden.secret_set(name text, value text, expected_version integer DEFAULT NULL,
+                                  expires_at timestamptz DEFAULT NULL, description text DEFAULT NULL) RETURNS integer
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'secret_set_wrapper';
+CREATE FUNCTION warden.secret_set(name text, value jsonb, expected_version integer DEFAULT NULL,
+                                  expires_at timestamptz DEFAULT NULL, description text DEFAULT NULL) RETURNS integer
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'secret_set_jsonb_wrapper';
+CREATE FUNCTION warden.secret_get(name text, version integer DEFAULT NULL) RETURNS text
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'secret_get_wrapper';
+CREATE FUNCTION warden.secret_get_jsonb(name text, version integer DEFAULT NULL) RETURNS jsonb
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'secret_get_jsonb_wrapper';
+CREATE FUNCTION warden.secret_delete(name text, version integer DEFAULT NULL) RETURNS integer
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'secret_delete_wrapper';
+CREATE FUNCTION warden.secret_undelete(name text, version integer DEFAULT NULL) RETURNS integer
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'secret_undelete_wrapper';
+CREATE FUNCTION warden.secret_destroy(name text, version integer DEFAULT NULL) RETURNS integer
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'secret_destroy_wrapper';
+CREATE FUNCTION warden.webhook_sign(secret_name text, payload bytea, scheme text, msg_id text DEFAULT NULL,
+                                    sent_at timestamptz DEFAULT pg_catalog.now()) RETURNS text
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'webhook_sign_wrapper';
+CREATE FUNCTION warden.webhook_verify(secret_name text, payload bytea, signature text, scheme text,
+                                      tolerance interval DEFAULT '5 minutes', msg_id text DEFAULT NULL,
+                                      sent_at timestamptz DEFAULT NULL) RETURNS boolean
+  VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'webhook_verify_wrapper';
+COMMENT ON FUNCTION warden.secret_set(text, text, integer, timestamptz, text) IS
+  'Writes a new version of a secret of the current tenant, encrypted before it is stored, and returns its number; expected_version checks the current one (0: must not exist; a mismatch is SQLSTATE 40001).';
+COMMENT ON FUNCTION warden.secret_set(text, jsonb, integer, timestamptz, text) IS
+  'warden.secret_set for a jsonb value (secret_get returns a JSON string as the string itself).';
+COMMENT ON FUNCTION warden.secret_get(text, integer) IS
+  'The latest live version of a secret of the current tenant (or the version given) as text; recorded in the audit chain first (committed first under warden.audit_strict). Deleted, destroyed and expired versions are refused.';
+COMMENT ON FUNCTION warden.secret_get_jsonb(text, integer) IS
+  'warden.secret_get as jsonb (a text secret comes back as a JSON string).';
+COMMENT ON FUNCTION warden.secret_delete(text, integer) IS
+  'Hides a version of a secret (all versions when NULL) until warden.secret_undelete; returns how many versions it changed.';
+COMMENT ON FUNCTION warden.secret_undelete(text, integer) IS
+  'Restores deleted versions of a secret (all when NULL); returns how many.';
+COMMENT ON FUNCTION warden.secret_destroy(text, integer) IS
+  'warden_admin: removes the encrypted value of a version of a secret (all when NULL) for good; returns how many versions it changed.';
+COMMENT ON FUNCTION warden.webhook_sign(text, bytea, text, text, timestamptz) IS
+  'The signature header value for payload under a webhook secret of the current tenant, in a scheme: hmac-sha256, github, stripe, standard-webhooks, slack or shopify.';
+COMMENT ON FUNCTION warden.webhook_verify(text, bytea, text, text, interval, text, timestamptz) IS
+  'Whether signature (a header value) is right for payload under a webhook secret (its latest live version, and versions younger than warden.webhook_secret_overlap); false for a malformed header or a timestamp outside the tolerance. Constant-time comparison.';
+REVOKE ALL ON warden.secret_names, warden.secrets, warden.secret_catalog FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION
+  warden.hmac_sha256(bytea, bytea), warden.timing_safe_equal(bytea, bytea), warden.hash_prefix(text, integer),
+  warden.secret_set(text, text, integer, timestamptz, text),
+  warden.secret_set(text, jsonb, integer, timestamptz, text),
+  warden.secret_get(text, integer), warden.secret_get_jsonb(text, integer),
+  warden.secret_delete(text, integer), warden.secret_undelete(text, integer), warden.secret_destroy(text, integer),
+  warden.webhook_sign(text, bytea, text, text, timestamptz),
+  warden.webhook_verify(text, bytea, text, text, interval, text, timestamptz),
+  warden.secret_versions() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+  warden.secret_set(text, text, integer, timestamptz, text),
+  warden.secret_set(text, jsonb, integer, timestamptz, text),
+  warden.secret_get(text, integer), warden.secret_get_jsonb(text, integer),
+  warden.secret_delete(text, integer), warden.secret_undelete(text, integer), warden.secret_destroy(text, integer),
+  warden.webhook_sign(text, bytea, text, text, timestamptz),
+  warden.webhook_verify(text, bytea, text, text, interval, text, timestamptz),
+  warden.hmac_sha256(bytea, bytea), warden.timing_safe_equal(bytea, bytea), warden.hash_prefix(text, integer),
+  warden.secret_versions()
+TO warden_app, warden_admin;
+GRANT SELECT ON warden.secret_catalog TO warden_app, warden_admin;
+SELECT warden.enable_tenancy('warden.secret_names');
+SELECT warden.enable_tenancy('warden.secrets');

@@ -49,6 +49,10 @@ static AUDIT_CHECKPOINT_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(0)
 static OUTBOX_DEDUPE_WINDOW_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 /// A week: handled messages stay that long for inspection and replay.
 static OUTBOX_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 86_400);
+static MAX_SECRET_BYTES: GucSetting<i32> = GucSetting::<i32>::new(65_536);
+static SECRET_MAX_VERSIONS: GucSetting<i32> = GucSetting::<i32>::new(10);
+/// A day: long enough for every sender to pick up a rotated secret.
+static WEBHOOK_SECRET_OVERLAP_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 /// Transaction-local context of audit events, written only through
 /// warden.set_actor() and warden.set_correlation_id().
 pub const ACTOR_GUC: &CStr = c"warden.actor";
@@ -228,6 +232,36 @@ pub fn init(preloading: bool) {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"warden.max_secret_bytes",
+        c"Largest secret value warden.secret_set() accepts.",
+        c"Larger values are refused with SQLSTATE 22001 before anything is encrypted or written.",
+        &MAX_SECRET_BYTES,
+        1,
+        MAX_PLAINTEXT_LIMIT,
+        GucContext::Suset,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
+        c"warden.secret_max_versions",
+        c"Versions of one secret kept; the worker destroys older ones.",
+        c"Counts every version not yet destroyed (deleted ones too), newest first.",
+        &SECRET_MAX_VERSIONS,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"warden.webhook_secret_overlap",
+        c"While a webhook secret is rotated, live versions created within this of now are tried too.",
+        c"warden.webhook_verify tries the latest live version and every live version younger than this.",
+        &WEBHOOK_SECRET_OVERLAP_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"warden.audit_min_retention",
         c"DROP EXTENSION pg_warden is refused while the audit log holds events younger than this.",
         c"Set it in postgresql.conf (reloaded); 0 allows the drop once every event is chained.",
@@ -388,6 +422,18 @@ pub fn audit_min_retention() -> Duration {
 
 pub fn outbox_dedupe_window() -> Duration {
     Duration::from_secs(OUTBOX_DEDUPE_WINDOW_S.get().max(0) as u64)
+}
+
+pub fn max_secret_bytes() -> usize {
+    MAX_SECRET_BYTES.get().max(0) as usize
+}
+
+pub fn secret_max_versions() -> i32 {
+    SECRET_MAX_VERSIONS.get().max(1)
+}
+
+pub fn webhook_secret_overlap() -> Duration {
+    Duration::from_secs(WEBHOOK_SECRET_OVERLAP_S.get().max(0) as u64)
 }
 
 pub fn outbox_retention() -> Duration {

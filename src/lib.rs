@@ -21,6 +21,7 @@ mod privileged;
 mod redaction;
 mod scd2;
 mod schema;
+mod secrets;
 mod shared_memory;
 mod spi_read;
 mod subtransaction;
@@ -43,6 +44,7 @@ pub extern "C-unwind" fn _PG_init() {
     scd2::init(preloading);
     audit::init(preloading);
     outbox::init(preloading);
+    secrets::init(preloading);
     if preloading {
         workers::init();
     }

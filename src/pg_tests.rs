@@ -105,7 +105,7 @@ mod tests {
         );
         assert_eq!(
             task.as_deref(),
-            Some("audit_sequencer,heartbeat,key_check,outbox_dispatch,outbox_fanout,outbox_retention,scd2_apply")
+            Some("audit_sequencer,heartbeat,key_check,outbox_dispatch,outbox_fanout,outbox_retention,scd2_apply,secret_retention")
         );
     }
 

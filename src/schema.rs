@@ -146,6 +146,26 @@ GRANT SELECT ON warden.outbox_subscriptions, warden.dead_letters,
 -- the views are security_invoker: row-level security scopes what an
 -- operator counts to the current tenant (all with BYPASSRLS)
 GRANT SELECT ON warden.outbox_deliveries, warden.outbox_messages TO warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.secret_set(text, text, integer, timestamptz, text),
+  warden.secret_set(text, jsonb, integer, timestamptz, text),
+  warden.secret_get(text, integer),
+  warden.secret_get_jsonb(text, integer),
+  warden.secret_delete(text, integer),
+  warden.secret_undelete(text, integer),
+  warden.secret_destroy(text, integer),
+  warden.webhook_sign(text, bytea, text, text, timestamptz),
+  warden.webhook_verify(text, bytea, text, text, interval, text, timestamptz),
+  warden.secret_versions()
+TO warden_app, warden_admin;
+-- the catalog shows the current tenant's versions, never a value; the
+-- tables themselves are pg_warden's alone
+GRANT SELECT ON warden.secret_catalog TO warden_app, warden_admin;
+GRANT EXECUTE ON FUNCTION
+  warden.hmac_sha256(bytea, bytea),
+  warden.timing_safe_equal(bytea, bytea),
+  warden.hash_prefix(text, integer)
+TO warden_app, warden_admin;
 GRANT SELECT ON warden.audit_status, warden.audit_chains TO warden_admin;
 -- row-level security: an application reads its own tenant's chain
 GRANT SELECT ON warden.audit_log, warden.audit_checkpoints TO warden_app, warden_admin;
@@ -169,6 +189,12 @@ SELECT warden.enable_tenancy('warden.outbox_deliveries');
 DROP INDEX warden.outbox_deliveries_tenant_idx;
 SELECT warden.enable_tenancy('warden.dead_letters');
 COMMENT ON INDEX warden.dead_letters_tenant_idx IS 'Finds a tenant''s dead letters (made by enable_tenancy).';
+
+-- the secrets store: isolated by its own policies too (read by pg_warden
+-- only, as superuser; the primary keys lead with the tenant, so no index
+-- is added)
+SELECT warden.enable_tenancy('warden.secret_names');
+SELECT warden.enable_tenancy('warden.secrets');
 
 -- Start this database's worker as soon as CREATE EXTENSION commits.
 SELECT warden._launcher_register_database();

@@ -17,6 +17,16 @@ pub const VALUE_TAKING_FUNCTIONS: &[&str] = &[
     "blind_index",
     // audit payloads can be erased from the log (GDPR), not from a server log
     "audit_emit",
+    // secrets (what secret_get returns shows in a failed cast's message),
+    // keys and MACs
+    "secret_set",
+    "secret_get",
+    "secret_get_jsonb",
+    "webhook_sign",
+    "webhook_verify",
+    "hmac_sha256",
+    "timing_safe_equal",
+    "hash_prefix",
 ];
 
 /// What a redacted literal becomes.

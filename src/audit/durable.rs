@@ -123,7 +123,11 @@ fn admin_event(
         return;
     }
     fields.insert("role".into(), role.into());
-    if !crate::preload::is_preloaded() {
+    let in_worker = crate::workers::in_background_worker();
+    // a worker's own operations (the sequencer making its signing key)
+    // are recorded in its transaction: it must never wait on the ring it
+    // drains itself, strict or full
+    if !crate::preload::is_preloaded() || in_worker {
         let fields = pgrx::IntoDatum::into_datum(pgrx::JsonB(fields.into()));
         super::emit::insert_into_inbox(event_type, tenant, fields.expect("jsonb is a datum"));
         return;

@@ -12,7 +12,9 @@ use crate::error::{not_null, WardenError};
 
 /// Event type prefixes only pg_warden itself writes (its own operations,
 /// table capture): an application cannot forge them.
-const RESERVED_PREFIXES: [&str; 6] = ["audit.", "admin.", "keys.", "tenancy.", "row.", "table."];
+const RESERVED_PREFIXES: [&str; 8] = [
+    "audit.", "admin.", "keys.", "tenancy.", "row.", "table.", "secret.", "webhook.",
+];
 
 /// Deepest nesting of `fields` an event may have (the chain's encoders
 /// and verifiers recurse; serde_json stops at 128).
@@ -48,7 +50,7 @@ fn audit_emit(
     let event_type = not_null(event_type, "event_type");
     if !valid_event_type(event_type) {
         WardenError::invalid_parameter("event_type must be dot-separated lower-case words")
-            .hint("For example 'secret.read' or 'row.insert' (a-z, 0-9, _; at most 100 bytes).")
+            .hint("For example 'config.read' or 'row.insert' (a-z, 0-9, _; at most 100 bytes).")
             .raise();
     }
     if RESERVED_PREFIXES.iter().any(|p| event_type.starts_with(p)) {
@@ -124,6 +126,19 @@ fn check_fields(jsonb: *mut pg_sys::varlena) {
 /// Appends an event to the inbox in the current transaction, with the
 /// transaction's actor and correlation id, and runs the sequencer at
 /// commit (when preloaded; otherwise the inbox waits for a worker).
+/// An event pg_warden writes about its own work in the current
+/// transaction (it exists exactly when that work committed), in
+/// `tenant`'s chain: for the worker's own changes, which must never wait
+/// on the ring the same worker drains.
+pub(crate) fn record_transactional(
+    event_type: &str,
+    tenant: Option<&str>,
+    fields: serde_json::Map<String, serde_json::Value>,
+) {
+    let fields = pgrx::IntoDatum::into_datum(pgrx::JsonB(fields.into()));
+    insert_into_inbox(event_type, tenant, fields.expect("jsonb is a datum"));
+}
+
 pub(super) fn insert_into_inbox(event_type: &str, tenant: Option<&str>, fields: Datum) {
     let (actor, actor_kind, correlation_id) = crate::guc::audit_context();
     super::inbox_write::append(&super::inbox_write::InboxEvent {

@@ -56,6 +56,7 @@ mod verify_sql;
 pub(crate) use durable::record_admin_event;
 #[allow(unused_imports)]
 pub use durable::record_durable;
+pub(crate) use emit::record_transactional;
 
 /// Installs the utility guard; registers the sequencer task and the
 /// durable rings (preload only).

@@ -16,3 +16,13 @@ pub fn audit_fingerprint(tenant: &str, value: &[u8]) -> [u8; 32] {
     let key = active_key(tenant, Purpose::Audit);
     blind_index(&key.raw, CONTEXT, value)
 }
+
+const SECRET_CONTEXT: &[u8] = b"pg_warden secret fingerprint v1";
+
+/// The fingerprint of a secret's value for `tenant` (same key, another
+/// context: a redacted audit column's writer cannot test guesses against
+/// secrets' fingerprints, nor the reverse).
+pub fn secret_fingerprint(tenant: &str, value: &[u8]) -> [u8; 32] {
+    let key = active_key(tenant, Purpose::Audit);
+    blind_index(&key.raw, SECRET_CONTEXT, value)
+}

@@ -65,18 +65,69 @@ pub(super) fn decrypt_bytes(ciphertext: &[u8], aad: &str) -> Vec<u8> {
     out
 }
 
+/// `plaintext` sealed for `tenant` under its active data key with `aad`,
+/// and the key (for its id and root version). For other subsystems'
+/// stored values (secrets); raises only when no random bytes are to be
+/// had.
+pub(crate) fn seal_for(
+    tenant: &str,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> (Vec<u8>, std::rc::Rc<super::key_cache::CachedKey>) {
+    let key = active_key(tenant, Purpose::Data);
+    let mut out = vec![0u8; plaintext.len() + ENVELOPE_OVERHEAD];
+    if seal(&key.aead, key.key_id, tenant, aad, plaintext, &mut out).is_err() {
+        WardenError::random_source_failed().raise();
+    }
+    (out, key)
+}
+
+/// Opens what `seal_for` sealed; None whatever went wrong (tampered,
+/// another tenant's or aad's, its key shredded).
+pub(crate) fn open_for(
+    tenant: &str,
+    ciphertext: &[u8],
+    aad: &[u8],
+) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let header = parse_envelope(ciphertext).ok()?;
+    let key = key_by_id(header.key_id, tenant, Purpose::Data)?;
+    let mut out = zeroize::Zeroizing::new(vec![0u8; ciphertext.len() - ENVELOPE_OVERHEAD]);
+    open(&key.aead, tenant, aad, ciphertext, &mut out).ok()?;
+    Some(out)
+}
+
+/// The root key version data key `key_id` of `tenant` is wrapped under
+/// (None: unknown or shredded).
+pub(crate) fn root_version_of(key_id: u32, tenant: &str) -> Option<i32> {
+    key_by_id(key_id, tenant, Purpose::Data).map(|k| k.root_version as i32)
+}
+
 /// A NULL value stays NULL (a NULL column encrypts to NULL), but a NULL
 /// aad is a mistake, not "no context": refused instead of answering NULL.
 fn aad_or_raise(aad: Option<&str>) -> &str {
-    aad.unwrap_or_else(|| {
+    let aad = aad.unwrap_or_else(|| {
         WardenError::new(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             "aad must not be NULL",
         )
         .hint("Pass '' for no context, or the same context string used to encrypt.")
         .raise()
-    })
+    });
+    // pg_warden's own envelopes (the secrets store's) open only through
+    // their functions, which record each access
+    if aad.starts_with(RESERVED_AAD_PREFIX) {
+        WardenError::invalid_parameter(format!(
+            "aad values beginning with \"{RESERVED_AAD_PREFIX}\" are reserved for pg_warden"
+        ))
+        .hint("Choose another context string; read secrets with warden.secret_get.")
+        .raise();
+    }
+    aad
 }
+
+/// The associated data of envelopes pg_warden makes for itself begins
+/// with this (`warden_core::secrets::secret_aad`).
+const RESERVED_AAD_PREFIX: &str = "pg_warden ";
 
 /// Encrypts bytes for the current tenant; `aad` binds the ciphertext to a
 /// context (e.g. 'users.email:42') that decryption must repeat.

@@ -33,6 +33,9 @@ use super::root_key::root;
 /// An unwrapped data key.
 pub struct CachedKey {
     pub key_id: u32,
+    /// The root key version it is wrapped under (as cached: a master key
+    /// rotation in another session is seen after the cache's invalidation).
+    pub root_version: u32,
     pub tenant: String,
     pub purpose: Purpose,
     pub raw: Zeroizing<[u8; KEY_BYTES]>,
@@ -186,6 +189,25 @@ pub fn key_check() -> Result<(), WardenError> {
     Ok(())
 }
 
+/// Stores the key check value of a root key version on its first use.
+/// A worker never waits for it: when a session is inserting the same row
+/// (its first key, in a transaction that may itself wait for the worker,
+/// a strict audit event), that row is the worker's too.
+fn record_check_value(root_version: i32, value: Vec<u8>) -> Result<(), pgrx::spi::Error> {
+    const INSERT: &str = "INSERT INTO warden.keyring_check (root_version, check_value) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+    if !crate::workers::in_background_worker() {
+        return Spi::run_with_args(INSERT, &[root_version.into(), value.into()]);
+    }
+    let _ = as_superuser(|| {
+        crate::subtransaction::in_subtransaction(|| {
+            crate::guc::set_local(c"lock_timeout", "10");
+            Spi::run_with_args(INSERT, &[root_version.into(), value.into()])
+                .unwrap_or_else(|e| WardenError::prerequisite(e.to_string()).raise());
+        })
+    });
+    Ok(())
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -243,6 +265,7 @@ fn unwrap(
     let aead = DataKey::new(&raw);
     Ok(CachedKey {
         key_id,
+        root_version: root_version as u32,
         tenant,
         purpose,
         raw,
@@ -340,27 +363,38 @@ fn create_active(tenant: &str, purpose: Purpose) -> CachedKey {
         WardenError::random_source_failed().raise();
     }
     let inserted: Option<i32> = as_superuser(|| {
-        let key_id = Spi::get_one::<i32>("SELECT pg_catalog.nextval('warden.keys_key_id_seq')::integer")?
-            .expect("nextval returns a value");
-        let ctx = WrapContext { tenant, purpose, key_id: key_id as u32, root_version };
+        let key_id =
+            Spi::get_one::<i32>("SELECT pg_catalog.nextval('warden.keys_key_id_seq')::integer")?
+                .expect("nextval returns a value");
+        let ctx = WrapContext {
+            tenant,
+            purpose,
+            key_id: key_id as u32,
+            root_version,
+        };
         let wrapped = wrap_data_key(root_key, &ctx, &raw).expect("random source already checked");
-        Spi::run_with_args(
-            "INSERT INTO warden.keyring_check (root_version, check_value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[(root_version as i32).into(), check_value(root_key).to_vec().into()],
-        )?;
+        record_check_value(root_version as i32, check_value(root_key).to_vec())?;
         Spi::get_one_with_args::<i32>(
             "INSERT INTO warden.keys (key_id, tenant, purpose, root_version, wrapped)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (tenant, purpose) WHERE state = 'active' DO NOTHING
              RETURNING key_id",
-            &[key_id.into(), tenant.into(), purpose.as_str().into(), (root_version as i32).into(), wrapped.into()],
+            &[
+                key_id.into(),
+                tenant.into(),
+                purpose.as_str().into(),
+                (root_version as i32).into(),
+                wrapped.into(),
+            ],
         )
         .or_else(|e| match e {
             pgrx::spi::Error::InvalidPosition => Ok(None),
             e => Err(e),
         })
     })
-    .unwrap_or_else(|e| WardenError::prerequisite(format!("cannot create a data key: {e}")).raise());
+    .unwrap_or_else(|e| {
+        WardenError::prerequisite(format!("cannot create a data key: {e}")).raise()
+    });
     match inserted {
         Some(key_id) => {
             // a key made in a (sub)transaction that rolls back must not
@@ -369,6 +403,7 @@ fn create_active(tenant: &str, purpose: Purpose) -> CachedKey {
             let aead = DataKey::new(&raw);
             CachedKey {
                 key_id: key_id as u32,
+                root_version,
                 tenant: tenant.to_string(),
                 purpose,
                 raw,

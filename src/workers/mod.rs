@@ -56,3 +56,10 @@ pub fn init() {
         .set_restart_time(Some(Duration::from_secs(5)))
         .load();
 }
+
+/// Whether this process is a background worker (pg_warden's, or any
+/// other's): what must never wait on pg_warden's own worker.
+pub fn in_background_worker() -> bool {
+    // SAFETY: reads this process's type.
+    unsafe { pgrx::pg_sys::MyBackendType == pgrx::pg_sys::BackendType::B_BG_WORKER }
+}

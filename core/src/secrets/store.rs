@@ -79,6 +79,9 @@ pub struct Access<'a> {
     pub scheme: Option<&'a str>,
     /// Versions affected (delete, undelete, destroy).
     pub versions: Option<i64>,
+    /// The database role that called (the session's and, when a
+    /// SECURITY DEFINER function called, the current one).
+    pub role: Option<&'a str>,
 }
 
 /// The JSON object (text) of an access event's fields.
@@ -97,6 +100,7 @@ pub fn access_fields(outcome: Outcome, a: &Access) -> String {
     put("fingerprint", a.fingerprint.clone().map(Value::from));
     put("scheme", a.scheme.map(Value::from));
     put("versions", a.versions.map(Value::from));
+    put("role", a.role.map(Value::from));
     v.to_string()
 }
 

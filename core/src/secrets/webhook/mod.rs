@@ -106,6 +106,9 @@ pub struct Received<'a> {
 
 /// The header value a sender puts on `d`, signed with `secret`.
 pub fn sign(scheme: Scheme, secret: &[u8], d: &Delivery) -> Result<String, SignError> {
+    if scheme != Scheme::StandardWebhooks && is_public_key(secret) {
+        return Err(SignError::PublicKeyCannotSign);
+    }
     match scheme {
         Scheme::HmacSha256 => Ok(hmac_plain::sign(secret, d)),
         Scheme::Github => Ok(github::sign(secret, d)),
@@ -124,6 +127,10 @@ pub fn verify(scheme: Scheme, secrets: &[&[u8]], r: &Received) -> bool {
     // every secret is tried (no early exit telling which one matched)
     let mut any = false;
     for secret in secrets {
+        // a public key is public: as an HMAC key it would let anyone sign
+        if scheme != Scheme::StandardWebhooks && is_public_key(secret) {
+            continue;
+        }
         any |= match scheme {
             Scheme::HmacSha256 => hmac_plain::verify(secret, r),
             Scheme::Github => github::verify(secret, r),
@@ -134,6 +141,12 @@ pub fn verify(scheme: Scheme, secrets: &[&[u8]], r: &Received) -> bool {
         };
     }
     any
+}
+
+/// A Standard Webhooks public key (`whpk_...`), usable only to verify
+/// `v1a` signatures.
+fn is_public_key(secret: &[u8]) -> bool {
+    secret.starts_with(b"whpk_")
 }
 
 /// Whether `timestamp` is within `tolerance` seconds of `now`, either way.

@@ -660,3 +660,39 @@ fn stripe_keys_with_the_whole_whsec_string() {
         &received(payload, header, None, None, 12_345)
     ));
 }
+
+#[test]
+fn a_public_key_is_never_an_hmac_key() {
+    let public = "whpk_ZlN4eg7dSSqi0moX9hQUk3orrOouK3QVQSlJa248c/g=";
+    let d = Delivery {
+        payload: b"x",
+        msg_id: Some("m"),
+        timestamp: Some(NOW),
+    };
+    for scheme in [
+        Scheme::HmacSha256,
+        Scheme::Github,
+        Scheme::Stripe,
+        Scheme::Slack,
+        Scheme::Shopify,
+    ] {
+        assert_eq!(
+            sign(scheme, public.as_bytes(), &d),
+            Err(SignError::PublicKeyCannotSign)
+        );
+        // what anyone holding the public key could compute
+        let forged = sign(scheme, b"whpk_other", &d);
+        assert!(forged.is_err());
+        let mac = crate::audit::to_hex(&crate::secrets::hmac_sha256(public.as_bytes(), b"x"));
+        let header = match scheme {
+            Scheme::Github => format!("sha256={mac}"),
+            Scheme::HmacSha256 => mac.clone(),
+            _ => continue,
+        };
+        assert!(!verify(
+            scheme,
+            &[public.as_bytes()],
+            &received(b"x", &header, None, None, NOW)
+        ));
+    }
+}

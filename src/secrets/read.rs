@@ -1,0 +1,228 @@
+//! `warden.secret_get`, `warden.secret_get_jsonb`: the latest live
+//! version of a secret of the current tenant, or the version asked for.
+//! Deleted, destroyed and expired versions are never returned. The
+//! access is recorded before the value is released (and, under
+//! `warden.audit_strict`, committed: the value is not returned if the
+//! record cannot be).
+
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use warden_core::secrets::{json_value_as_text, secret_aad, text_as_json, Access, Outcome};
+
+use super::access_audit::{check_name, not_found, record, refuse};
+use crate::error::{not_null, WardenError};
+use crate::privileged::as_superuser;
+use crate::tenant_context::tenant_or_raise;
+
+const EVENT: &str = "secret.get";
+
+/// One stored version.
+pub(super) struct Stored {
+    pub version: i32,
+    pub ciphertext: Option<Vec<u8>>,
+    pub is_json: bool,
+    pub fingerprint: Vec<u8>,
+    pub key_id: i32,
+    pub deleted: bool,
+    pub expired: bool,
+}
+
+fn spi_error(e: pgrx::spi::Error) -> WardenError {
+    WardenError::prerequisite(format!("secrets store: {e}"))
+}
+
+/// Live versions tried while a webhook secret is rotated, at most.
+const MAX_CANDIDATES: i64 = 16;
+
+/// Versions of `name` (of `tenant`): `version`, or with None the latest
+/// live one; with `overlap_us`, also each older live version whose
+/// successor was created within it of now (a rotation still in progress
+/// for the senders), newest first.
+pub(super) fn versions(
+    tenant: &str,
+    name: &str,
+    version: Option<i32>,
+    overlap_us: Option<i64>,
+) -> Vec<Stored> {
+    let limit: i64 = if overlap_us.is_some() {
+        MAX_CANDIDATES
+    } else {
+        1
+    };
+    as_superuser(|| {
+        Spi::connect(|client| {
+            let rows = crate::kept_plans::select(
+                client,
+                "SELECT v.version, v.ciphertext, v.is_json, v.fingerprint, v.key_id, v.deleted, v.expired, v.replaced_recently
+                   FROM (SELECT s.version, s.ciphertext, s.is_json, s.fingerprint, s.key_id,
+                                s.deleted_at IS NOT NULL AS deleted,
+                                COALESCE(s.expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp(), false) AS expired,
+                                COALESCE(pg_catalog.lag(s.created_at) OVER (ORDER BY s.version DESC)
+                                           OPERATOR(pg_catalog.>=) (pg_catalog.clock_timestamp()
+                                           OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => COALESCE($4, 0) OPERATOR(pg_catalog./) 1000000.0)),
+                                         false) AS replaced_recently
+                           FROM warden.secrets s
+                          WHERE s.tenant OPERATOR(pg_catalog.=) $1 AND s.name OPERATOR(pg_catalog.=) $2
+                            AND CASE WHEN $3::pg_catalog.int4 IS NOT NULL THEN s.version OPERATOR(pg_catalog.=) $3
+                                ELSE s.ciphertext IS NOT NULL AND s.deleted_at IS NULL
+                                     AND (s.expires_at IS NULL OR s.expires_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp())
+                                END) v
+                  ORDER BY v.version DESC
+                  LIMIT $5",
+                None,
+                &[
+                    tenant.into(),
+                    name.into(),
+                    version.into(),
+                    overlap_us.map(|o| o as f64).into(),
+                    limit.into(),
+                ],
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                // the newest always; an older one while what replaced it is
+                // younger than the overlap
+                if !out.is_empty() && !row.get::<bool>(8)?.unwrap_or(false) {
+                    break;
+                }
+                out.push(Stored {
+                    version: row.get::<i32>(1)?.unwrap_or(0),
+                    ciphertext: row.get::<Vec<u8>>(2)?,
+                    is_json: row.get::<bool>(3)?.unwrap_or(false),
+                    fingerprint: row.get::<Vec<u8>>(4)?.unwrap_or_default(),
+                    key_id: row.get::<i32>(5)?.unwrap_or(0),
+                    deleted: row.get::<bool>(6)?.unwrap_or(false),
+                    expired: row.get::<bool>(7)?.unwrap_or(false),
+                });
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        })
+    })
+    .unwrap_or_else(|e| spi_error(e).raise())
+}
+
+/// The key bytes of a stored version: a jsonb secret's JSON string is the
+/// string itself (its quotes are not part of the key).
+pub(super) fn secret_bytes(
+    s: &Stored,
+    plain: zeroize::Zeroizing<Vec<u8>>,
+) -> zeroize::Zeroizing<Vec<u8>> {
+    if !s.is_json {
+        return plain;
+    }
+    let text = std::str::from_utf8(&plain).unwrap_or_default();
+    zeroize::Zeroizing::new(json_value_as_text(text).into_bytes())
+}
+
+/// The plaintext of `s` (version of `name`), or None when it does not
+/// decrypt.
+pub(super) fn decrypt(tenant: &str, name: &str, s: &Stored) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let aad = secret_aad(name, s.version);
+    crate::crypto::open_for(tenant, s.ciphertext.as_deref()?, aad.as_bytes())
+}
+
+/// The audit fields of an access to `s`.
+pub(super) fn access_of<'a>(name: &'a str, s: &Stored) -> Access<'a> {
+    Access {
+        name: Some(name),
+        version: Some(s.version),
+        key_id: Some(s.key_id as u32),
+        fingerprint: Some(warden_core::audit::to_hex(&s.fingerprint)),
+        ..Default::default()
+    }
+}
+
+/// The version asked for, checked, decrypted and recorded; raises (after
+/// recording why) otherwise.
+fn get(name: Option<&str>, version: Option<i32>) -> (Stored, zeroize::Zeroizing<Vec<u8>>) {
+    let tenant = tenant_or_raise().to_string();
+    let name = not_null(name, "name");
+    check_name(EVENT, name);
+    let access = Access {
+        name: Some(name),
+        version,
+        ..Default::default()
+    };
+    let Some(s) = versions(&tenant, name, version, None).into_iter().next() else {
+        refuse(
+            EVENT,
+            Outcome::NotFound,
+            &access,
+            not_found(match version {
+                Some(v) => format!("secret \"{name}\" has no version {v}"),
+                None => format!("secret \"{name}\" has no live version"),
+            }),
+        )
+    };
+    let refusal = if s.ciphertext.is_none() {
+        Some((
+            Outcome::NotFound,
+            "was destroyed",
+            "A destroyed version is gone for good.",
+        ))
+    } else if s.deleted {
+        Some((
+            Outcome::NotFound,
+            "is deleted",
+            "warden.secret_undelete(name, version) restores it.",
+        ))
+    } else if s.expired {
+        Some((
+            Outcome::Expired,
+            "has expired",
+            "Write a new version with warden.secret_set.",
+        ))
+    } else {
+        None
+    };
+    if let Some((outcome, what, hint)) = refusal {
+        refuse(
+            EVENT,
+            outcome,
+            &access_of(name, &s),
+            WardenError::invalid_parameter(format!(
+                "version {} of secret \"{name}\" {what}",
+                s.version
+            ))
+            .hint(hint),
+        );
+    }
+    let Some(plain) = decrypt(&tenant, name, &s) else {
+        refuse(
+            EVENT,
+            Outcome::DecryptFailed,
+            &access_of(name, &s),
+            WardenError::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "decryption failed")
+                .hint("The stored version was changed, or its data key was shredded."),
+        )
+    };
+    // on record (committed, under warden.audit_strict) before the value
+    // leaves
+    let mut a = access_of(name, &s);
+    a.root_key_version = crate::crypto::root_version_of(s.key_id as u32, &tenant);
+    record(EVENT, Outcome::Ok, &a);
+    (s, plain)
+}
+
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn secret_get(name: Option<&str>, version: Option<i32>) -> String {
+    let (s, plain) = get(name, version);
+    let text = std::str::from_utf8(&plain).unwrap_or_default();
+    if s.is_json {
+        json_value_as_text(text)
+    } else {
+        text.to_string()
+    }
+}
+
+#[pg_extern(volatile, parallel_unsafe, sql = false)]
+fn secret_get_jsonb(name: Option<&str>, version: Option<i32>) -> pgrx::AnyElement {
+    let (s, plain) = get(name, version);
+    let text = std::str::from_utf8(&plain).unwrap_or_default();
+    if s.is_json {
+        super::jsonb_from_text(text)
+    } else {
+        super::jsonb_from_text(&zeroize::Zeroizing::new(text_as_json(text)))
+    }
+}
