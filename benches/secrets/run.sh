@@ -9,13 +9,14 @@
 
 secrets_latency() {
   local role=$1 n=$2; shift 2
-  "$@" -At -v n="$n" -v role="$role" <<'SQL' | tail -1
+  "$@" -q -At -v n="$n" -v role="$role" <<'SQL' | tail -1
 SET bench.n = :n;
 -- strict for the strict role (a superuser's session setting, kept across
 -- the switch below; an application cannot turn it off)
 SELECT set_config('warden.audit_strict', (:'role' = 'bench_secrets_strict')::text, false);
 SET SESSION AUTHORIZATION :"role";
 CREATE TEMP TABLE lat (ms float8);
+BEGIN;
 DO $$
 DECLARE t0 timestamptz; v text;
 BEGIN
@@ -26,6 +27,7 @@ BEGIN
     INSERT INTO lat VALUES (extract(epoch FROM clock_timestamp() - t0) * 1000);
   END LOOP;
 END $$;
+COMMIT;
 SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 3) || '|' ||
        round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 3) || '|' ||
        round(max(ms)::numeric, 3) FROM lat;
@@ -34,7 +36,7 @@ SQL
 
 secrets_webhook() {
   local n=$1; shift
-  "$@" -At -v n="$n" <<'SQL' | tail -1
+  "$@" -q -At -v n="$n" <<'SQL' | tail -1
 SET bench.n = :n;
 BEGIN;
 SELECT warden.set_tenant('bench');
