@@ -485,6 +485,32 @@ pub fn set_local(name: &CStr, value: &str) {
     }
 }
 
+/// Runs `f` with `name` set to `value` in a GUC nest level of its own,
+/// which restores every setting made since (also plain session SETs, which
+/// a commit-style exit would keep); on error the abort of the
+/// (sub)transaction undoes it.
+pub fn with_setting<R>(name: &CStr, value: &CStr, f: impl FnOnce() -> R) -> R {
+    // SAFETY: a nest level of our own, closed below; both strings are valid
+    // C strings.
+    let nest = unsafe { pg_sys::NewGUCNestLevel() };
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+    let result = f();
+    // SAFETY: restores what the nest level saved.
+    unsafe { pg_sys::AtEOXact_GUC(false, nest) };
+    result
+}
+
 /// Plans the next statements to read an index in its order rather than
 /// sort what it finds (a stale estimate of a table that grew fast leads
 /// to a sort of the whole backlog), and without JIT: the cost the planner

@@ -57,25 +57,7 @@ pub fn select<'conn>(
 
 /// Runs `f` with `plan_cache_mode = force_generic_plan`, restored after.
 fn with_generic_plan<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: a GUC nest level of our own, undone below (on error, by the
-    // abort of the (sub)transaction).
-    let nest = unsafe { pg_sys::NewGUCNestLevel() };
-    unsafe {
-        pg_sys::set_config_option(
-            c"plan_cache_mode".as_ptr(),
-            c"force_generic_plan".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-    }
-    let r = f();
-    // SAFETY: restores what the nest level saved.
-    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
-    r
+    crate::guc::with_setting(c"plan_cache_mode", c"force_generic_plan", f)
 }
 
 fn kept(

@@ -36,26 +36,7 @@ pub fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 
 /// Runs `f` in a GUC nest level of its own with a fixed `search_path`.
 fn with_fixed_search_path<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: a GUC nest level of our own, undone below (on error, by the
-    // abort of the (sub)transaction).
-    let nest = unsafe { pg_sys::NewGUCNestLevel() };
-    unsafe {
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-    }
-    let result = f();
-    // SAFETY: restores every setting made since NewGUCNestLevel, also
-    // plain (session) SETs, which a commit-style exit would keep.
-    unsafe { pg_sys::AtEOXact_GUC(false, nest) };
-    result
+    crate::guc::with_setting(c"search_path", c"pg_catalog, pg_temp", f)
 }
 
 /// Runs `f` with `role`'s privileges, as a SECURITY DEFINER function

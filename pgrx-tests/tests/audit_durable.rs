@@ -208,39 +208,6 @@ fn sixteen_writers_with_rollbacks_and_errors_chain_each_event_once() {
     );
 }
 
-/// Runs an ALTER SYSTEM and reloads the configuration (every backend
-/// reads it at its next command; give them a moment).
-fn reload_with(admin: &mut Client, alter_system: &str) {
-    admin.batch_execute(alter_system).unwrap();
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    thread::sleep(Duration::from_millis(300));
-}
-
-/// Stops this cluster's worker for `postgres` (the launcher stops a
-/// worker of a database `warden.databases` leaves out), or lets it run.
-fn set_worker(admin: &mut Client, running: bool) {
-    if running {
-        reload_with(admin, "ALTER SYSTEM RESET warden.databases");
-        wait_running(admin, "postgres");
-    } else {
-        reload_with(
-            admin,
-            "ALTER SYSTEM SET warden.databases = 'somewhere_else'",
-        );
-        wait_for(Duration::from_secs(20), "the worker to stop", || {
-            let pids: i64 = admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_warden worker'
-                        AND datname = 'postgres'",
-                    &[],
-                )
-                .unwrap()
-                .get(0);
-            (pids == 0).then_some(())
-        });
-    }
-}
-
 #[test]
 fn strict_fails_closed_without_a_worker_and_a_full_ring_waits_then_raises() {
     let cluster = Cluster::start(

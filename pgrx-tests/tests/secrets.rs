@@ -239,20 +239,7 @@ fn access_events_survive_rollback_and_error_and_strict_mode_fails_closed() {
     admin
         .batch_execute("ALTER ROLE app SET warden.audit_strict = on")
         .unwrap();
-    admin
-        .batch_execute("ALTER SYSTEM SET warden.databases = 'somewhere_else'")
-        .unwrap();
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    wait_for(Duration::from_secs(20), "the worker to stop", || {
-        let n: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_warden worker' AND datname = 'postgres'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        (n == 0).then_some(())
-    });
+    set_worker(&mut admin, false);
     let mut strict_app = cluster.connect_as("postgres", "app");
     let e = in_tenant(
         &mut strict_app,
@@ -263,11 +250,7 @@ fn access_events_survive_rollback_and_error_and_strict_mode_fails_closed() {
     assert_eq!(sqlstate(&e), "57014", "{e}");
     assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
     // and with the worker back, the value is released once on record
-    admin
-        .batch_execute("ALTER SYSTEM RESET warden.databases")
-        .unwrap();
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    wait_running(&mut admin, "postgres");
+    set_worker(&mut admin, true);
     let v: String = in_tenant(
         &mut strict_app,
         "acme",

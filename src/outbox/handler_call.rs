@@ -17,14 +17,9 @@ use crate::guc;
 use crate::privileged::as_owner;
 use crate::subtransaction::{in_subtransaction, Failed};
 
-// utils/timeout.h (not in pgrx's bindings); STATEMENT_TIMEOUT is the same
-// enumerator on every supported major version.
-unsafe extern "C-unwind" {
-    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
-    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
-    fn get_timeout_indicator(id: std::ffi::c_int, reset_indicator: bool) -> bool;
-}
-const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+use super::timers::{
+    disable_timeout, enable_timeout_after, get_timeout_indicator, STATEMENT_TIMEOUT,
+};
 
 /// One handler call.
 pub struct HandlerCall<'a> {

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, Ordering};
 
 use pgrx::pg_sys;
 
+use super::timers::{disable_timeout, enable_timeout_after, RegisterTimeout, USER_TIMEOUT};
+
 /// Time a handler gets after its statement timeout fired before the
 /// worker is ended.
 pub const GRACE_MS: i32 = 5_000;
@@ -45,24 +47,12 @@ fn entries() -> Option<&'static [Entry]> {
     Some(unsafe { std::slice::from_raw_parts(base.cast::<Entry>(), ENTRIES) })
 }
 
-// utils/timeout.h and storage/latch.h, called from the timer's signal
-// handler: the C symbols themselves, not pgrx's wrappers (which are not
-// async-signal-safe).
+// storage/latch.h, called from the timer's signal handler: the C symbol
+// itself, not pgrx's wrapper (which is not async-signal-safe).
 unsafe extern "C-unwind" {
-    fn RegisterTimeout(
-        id: std::ffi::c_int,
-        handler: unsafe extern "C-unwind" fn(),
-    ) -> std::ffi::c_int;
-    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
-    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
     #[link_name = "SetLatch"]
     fn set_latch_raw(latch: *mut pg_sys::Latch);
 }
-/// USER_TIMEOUT: asks RegisterTimeout for a free user-defined timer.
-#[cfg(not(feature = "pg18"))]
-const USER_TIMEOUT: std::ffi::c_int = 12;
-#[cfg(feature = "pg18")]
-const USER_TIMEOUT: std::ffi::c_int = 13;
 
 /// This process's timer (0: not registered yet).
 static TIMER: AtomicI32 = AtomicI32::new(0);

@@ -34,6 +34,7 @@ mod retention_task;
 mod stats;
 mod subscribe;
 mod tables;
+mod timers;
 mod topic_match;
 
 /// Registers the fan-out and dispatch tasks (preload only).

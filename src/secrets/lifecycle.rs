@@ -10,13 +10,10 @@ use pgrx::prelude::*;
 use warden_core::secrets::{Access, Outcome};
 
 use super::access_audit::{check_name, not_found, record, refuse};
+use super::spi_error;
 use crate::error::{not_null, WardenError};
 use crate::privileged::as_superuser;
 use crate::tenant_context::tenant_or_raise;
-
-fn spi_error(e: pgrx::spi::Error) -> WardenError {
-    WardenError::prerequisite(format!("secrets store: {e}"))
-}
 
 #[derive(Clone, Copy)]
 enum Change {

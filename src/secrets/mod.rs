@@ -31,6 +31,11 @@ pub fn init(preloading: bool) {
     }
 }
 
+/// A failed statement on the store's tables.
+fn spi_error(e: pgrx::spi::Error) -> crate::error::WardenError {
+    crate::error::WardenError::prerequisite(format!("secrets store: {e}"))
+}
+
 /// The text of a jsonb argument.
 fn json_text(value: &pgrx::AnyElement) -> String {
     if value.oid() != pg_sys::JSONBOID {

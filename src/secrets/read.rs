@@ -11,6 +11,7 @@ use pgrx::PgSqlErrorCode;
 use warden_core::secrets::{json_value_as_text, secret_aad, text_as_json, Access, Outcome};
 
 use super::access_audit::{check_name, not_found, record, refuse};
+use super::spi_error;
 use crate::error::{not_null, WardenError};
 use crate::privileged::as_superuser;
 use crate::tenant_context::tenant_or_raise;
@@ -26,10 +27,6 @@ pub(super) struct Stored {
     pub key_id: i32,
     pub deleted: bool,
     pub expired: bool,
-}
-
-fn spi_error(e: pgrx::spi::Error) -> WardenError {
-    WardenError::prerequisite(format!("secrets store: {e}"))
 }
 
 /// Live versions tried while a webhook secret is rotated, at most.
@@ -122,6 +119,25 @@ pub(super) fn decrypt(tenant: &str, name: &str, s: &Stored) -> Option<zeroize::Z
     crate::crypto::open_for(tenant, s.ciphertext.as_deref()?, aad.as_bytes())
 }
 
+/// The plaintext of `s`, or the refusal of `event` (recorded) when it
+/// does not decrypt.
+pub(super) fn decrypt_or_refuse(
+    event: &str,
+    tenant: &str,
+    name: &str,
+    s: &Stored,
+) -> zeroize::Zeroizing<Vec<u8>> {
+    decrypt(tenant, name, s).unwrap_or_else(|| {
+        refuse(
+            event,
+            Outcome::DecryptFailed,
+            &access_of(name, s),
+            WardenError::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "decryption failed")
+                .hint("The stored version was changed, or its data key was shredded."),
+        )
+    })
+}
+
 /// The audit fields of an access to `s`.
 pub(super) fn access_of<'a>(name: &'a str, s: &Stored) -> Access<'a> {
     Access {
@@ -188,15 +204,7 @@ fn get(name: Option<&str>, version: Option<i32>) -> (Stored, zeroize::Zeroizing<
             .hint(hint),
         );
     }
-    let Some(plain) = decrypt(&tenant, name, &s) else {
-        refuse(
-            EVENT,
-            Outcome::DecryptFailed,
-            &access_of(name, &s),
-            WardenError::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "decryption failed")
-                .hint("The stored version was changed, or its data key was shredded."),
-        )
-    };
+    let plain = decrypt_or_refuse(EVENT, &tenant, name, &s);
     // on record (committed, under warden.audit_strict) before the value
     // leaves
     let mut a = access_of(name, &s);

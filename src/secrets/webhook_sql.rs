@@ -13,7 +13,7 @@ use warden_core::secrets::webhook::{self, Delivery, Received, Scheme, SignError}
 use warden_core::secrets::{Access, Outcome};
 
 use super::access_audit::{check_name, not_found, record, refuse};
-use super::read::{access_of, decrypt, secret_bytes, versions};
+use super::read::{access_of, decrypt, decrypt_or_refuse, secret_bytes, versions};
 use crate::error::{not_null, WardenError};
 use crate::tenant_context::tenant_or_raise;
 
@@ -84,17 +84,7 @@ fn webhook_sign(
             not_found(format!("secret \"{name}\" has no live version")),
         )
     };
-    let Some(secret) = decrypt(&tenant, name, &s).map(|p| secret_bytes(&s, p)) else {
-        refuse(
-            EVENT,
-            Outcome::DecryptFailed,
-            &access_of(name, &s),
-            WardenError::new(
-                pgrx::PgSqlErrorCode::ERRCODE_DATA_EXCEPTION,
-                "decryption failed",
-            ),
-        )
-    };
+    let secret = secret_bytes(&s, decrypt_or_refuse(EVENT, &tenant, name, &s));
     let d = Delivery {
         payload,
         msg_id,

@@ -15,6 +15,7 @@ use pgrx::PgSqlErrorCode;
 use warden_core::secrets::{secret_aad, Access, Outcome};
 
 use super::access_audit::{check_name, record, refuse};
+use super::spi_error;
 use crate::error::{not_null, WardenError};
 use crate::privileged::as_superuser;
 use crate::tenant_context::tenant_or_raise;
@@ -22,10 +23,6 @@ use crate::tenant_context::tenant_or_raise;
 const EVENT: &str = "secret.set";
 /// Longest description, in bytes.
 const MAX_DESCRIPTION_BYTES: usize = 1_024;
-
-fn spi_error(e: pgrx::spi::Error) -> WardenError {
-    WardenError::prerequisite(format!("secrets store: {e}"))
-}
 
 /// The next version of `name`, or when `expected` does not hold the
 /// current version (None: the secret does not exist).

@@ -12,10 +12,8 @@ pub(super) fn sign(secret: &[u8], d: &Delivery) -> String {
 }
 
 pub(super) fn verify(secret: &[u8], r: &Received) -> bool {
-    if let Some(at) = r.sent_at {
-        if !super::fresh(at, r.now, r.tolerance) {
-            return false;
-        }
+    if !super::fresh_if_given(r) {
+        return false;
     }
     let Some(hex) = r.signature.strip_prefix("sha256=") else {
         return false;

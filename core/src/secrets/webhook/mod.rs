@@ -155,6 +155,12 @@ fn fresh(timestamp: i64, now: i64, tolerance: i64) -> bool {
         .is_some_and(|age| age.checked_abs().is_some_and(|a| a <= tolerance.max(0)))
 }
 
+/// For schemes that do not sign a timestamp: `sent_at` is fresh when
+/// the caller gave one.
+fn fresh_if_given(r: &Received) -> bool {
+    r.sent_at.is_none_or(|at| fresh(at, r.now, r.tolerance))
+}
+
 /// A timestamp header: ASCII digits only (no sign, no spaces, no leading
 /// zero), as the libraries send it.
 fn parse_unix(s: &str) -> Option<i64> {
