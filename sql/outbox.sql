@@ -237,8 +237,26 @@ BEGIN;
 SELECT warden.set_tenant('shop2');
 SELECT warden.publish('exports.ready', '{"file": "shop2 only"}') > 0 AS published;
 COMMIT;
+BEGIN;
+SELECT warden.set_tenant('shop3');
+SELECT warden.publish_batch('exports.ready', ARRAY['{"file": "c"}', '{"file": "d"}', '{"file": "e"}']::jsonb[]) IS NOT NULL AS published;
+COMMIT;
 SELECT pg_temp.wait_fanned_out();
 SET ROLE regress_outbox_app;
+-- a consumer loop needs one statement per batch: claim first acknowledges
+-- the leases of the batch before
+BEGIN;
+SELECT warden.set_tenant('shop3');
+CREATE TEMP TABLE batch1 AS SELECT * FROM warden.claim('exports', 2);
+SELECT (msg).payload FROM batch1 ORDER BY (msg).id;
+CREATE TEMP TABLE batch2 AS SELECT * FROM warden.claim('exports', 2, ack => (SELECT array_agg(lease) FROM batch1));
+SELECT (msg).payload FROM batch2 ORDER BY (msg).id;
+-- a lease that no longer holds its message is not acknowledged, with a warning
+SELECT count(*) AS claimed FROM warden.claim('exports', 2,
+  ack => (SELECT array_agg(lease) FROM batch2) || '00000000-0000-0000-0000-000000000000'::uuid);
+SELECT warden.ack(array_agg(lease)) AS acked_again FROM batch1;
+COMMIT;
+DROP TABLE batch1, batch2;
 -- no tenant set: an application sees only messages without one
 SELECT count(*) AS without_tenant FROM warden.claim('exports');
 BEGIN;

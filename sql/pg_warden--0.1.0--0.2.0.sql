@@ -636,7 +636,8 @@ CREATE FUNCTION warden._outbox_topic_matches(pattern text, topic text) RETURNS b
   IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_outbox_topic_matches_wrapper';
 COMMENT ON FUNCTION warden._outbox_topic_matches(text, text) IS
   'Internal: whether a subscription pattern (* one segment, # the rest) matches a topic.';
-CREATE FUNCTION warden.claim(subscription text, batch integer DEFAULT 10, visibility interval DEFAULT '30 seconds')
+CREATE FUNCTION warden.claim(subscription text, batch integer DEFAULT 10, visibility interval DEFAULT '30 seconds',
+                             ack uuid[] DEFAULT NULL)
   RETURNS TABLE(lease uuid, msg warden.message)
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'claim_wrapper';
 CREATE FUNCTION warden.ack(leases uuid[]) RETURNS integer
@@ -645,8 +646,8 @@ CREATE FUNCTION warden.nack(lease uuid, error text, retry_after interval DEFAULT
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'nack_wrapper';
 CREATE FUNCTION warden.extend(lease uuid, visibility interval) RETURNS boolean
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'extend_wrapper';
-COMMENT ON FUNCTION warden.claim(text, integer, interval) IS
-  'Leases up to batch due messages of a pull subscription (of the current tenant) until visibility runs out; each comes with a fresh lease token for ack, nack and extend.';
+COMMENT ON FUNCTION warden.claim(text, integer, interval, uuid[]) IS
+  'Leases up to batch due messages of a pull subscription (of the current tenant) until visibility runs out; each comes with a fresh lease token for ack, nack and extend. With ack, first acknowledges those leases as warden.ack does (a warning when some no longer held their message), so a consumer loop needs one statement per batch.';
 COMMENT ON FUNCTION warden.ack(uuid[]) IS
   'Marks the messages of these leases handled; returns how many leases still held their message (a lapsed lease counts 0: the message went to another claimer).';
 COMMENT ON FUNCTION warden.nack(uuid, text, interval) IS
@@ -764,13 +765,13 @@ REVOKE EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interv
   warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole),
   warden.unsubscribe(text), warden.pause(text), warden.resume(text),
   warden._outbox_topic_matches(text, text),
-  warden.claim(text, integer, interval), warden.ack(uuid[]), warden.nack(uuid, text, interval),
+  warden.claim(text, integer, interval, uuid[]), warden.ack(uuid[]), warden.nack(uuid, text, interval),
   warden.extend(uuid, interval),
   warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz),
   warden.outbox_health() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval),
   warden.publish_batch(text, jsonb[], text[]),
-  warden.claim(text, integer, interval), warden.ack(uuid[]), warden.nack(uuid, text, interval),
+  warden.claim(text, integer, interval, uuid[]), warden.ack(uuid[]), warden.nack(uuid, text, interval),
   warden.extend(uuid, interval) TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
   warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole),

@@ -77,6 +77,16 @@ impl WardenError {
 
     /// Raises this error at ERROR level; does not return.
     pub fn raise(self) -> ! {
+        self.report(PgLogLevel::ERROR);
+        unreachable!("ereport(ERROR) returned")
+    }
+
+    /// Reports this at WARNING level (for a code of class 01) and goes on.
+    pub fn warn(self) {
+        self.report(PgLogLevel::WARNING);
+    }
+
+    fn report(self, level: PgLogLevel) {
         let mut report = ErrorReport::new(self.code, self.message, "pg_warden");
         if let Some(detail) = self.detail {
             report = report.set_detail(detail);
@@ -84,8 +94,7 @@ impl WardenError {
         if let Some(hint) = self.hint {
             report = report.set_hint(hint);
         }
-        report.report(PgLogLevel::ERROR);
-        unreachable!("ereport(ERROR) returned")
+        report.report(level);
     }
 }
 

@@ -131,7 +131,7 @@ GRANT EXECUTE ON FUNCTION
   warden.resume(text)
 TO warden_admin;
 GRANT EXECUTE ON FUNCTION
-  warden.claim(text, integer, interval),
+  warden.claim(text, integer, interval, uuid[]),
   warden.ack(uuid[]),
   warden.nack(uuid, text, interval),
   warden.extend(uuid, interval)

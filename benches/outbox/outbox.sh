@@ -33,7 +33,7 @@ SQL
 outbox_depth() {
   local system=$1; shift
   case $system in
-    pull) "$@" -At -c "SELECT pending + in_flight FROM warden.outbox_stats WHERE subscription = 'bench_pull'" ;;
+    pull | loop) "$@" -At -c "SELECT pending + in_flight FROM warden.outbox_stats WHERE subscription = 'bench_pull'" ;;
     skip) "$@" -At -c "SELECT count(*) FROM bench_queue" ;;
     pgmq) "$@" -At -c "SELECT count(*) FROM bench_pgmq" ;;
   esac

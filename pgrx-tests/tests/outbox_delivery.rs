@@ -471,19 +471,30 @@ fn a_prepared_publish_is_delivered_after_commit_prepared_and_a_rolled_back_one_n
 }
 
 /// claim + ack until nothing is left, returning the message ids claimed.
-fn drain(conn: &str, sub: &str) -> Vec<i64> {
+/// Claims and acknowledges `sub`'s messages (of tenant acme) until none
+/// come for a second; the ids it got. `in_one` acknowledges each batch
+/// with the next claim (`claim(..., ack => leases)`), else with `ack`.
+fn drain(conn: &str, sub: &str, in_one: bool) -> Vec<i64> {
     let mut c = postgres::Client::connect(conn, postgres::NoTls).unwrap();
     let mut got = Vec::new();
+    let mut held: Vec<String> = Vec::new();
     let mut idle = 0;
     while idle < 20 {
         let mut tx = c.transaction().unwrap();
         tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
-        let rows = tx
-            .query(
+        let rows = if in_one {
+            tx.query(
+                "SELECT lease::text, (msg).id FROM warden.claim($1, 10, '1 minute', ack => $2::text[]::uuid[])",
+                &[&sub, &std::mem::take(&mut held)],
+            )
+            .unwrap()
+        } else {
+            tx.query(
                 "SELECT lease::text, (msg).id FROM warden.claim($1, 10, '1 minute')",
                 &[&sub],
             )
-            .unwrap();
+            .unwrap()
+        };
         tx.commit().unwrap();
         if rows.is_empty() {
             idle += 1;
@@ -493,6 +504,10 @@ fn drain(conn: &str, sub: &str) -> Vec<i64> {
         idle = 0;
         let leases: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         got.extend(rows.iter().map(|r| r.get::<_, i64>(1)));
+        if in_one {
+            held = leases;
+            continue;
+        }
         let mut tx = c.transaction().unwrap();
         tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
         let acked: i32 = tx
@@ -531,13 +546,14 @@ fn pull_leases_lapse_to_the_next_claimer_and_concurrent_claims_never_share() {
         2001,
         "the fan-out",
     );
-    // two consumers drain concurrently: no message goes to both
+    // two consumers drain concurrently, one with claim then ack, one
+    // acknowledging each batch with its next claim: no message goes to both
     let conn = cluster.conn_str("postgres", "app");
     let a = {
         let conn = conn.clone();
-        thread::spawn(move || drain(&conn, "jobs"))
+        thread::spawn(move || drain(&conn, "jobs", false))
     };
-    let b = drain(&conn, "jobs");
+    let b = drain(&conn, "jobs", true);
     let a = a.join().unwrap();
     let set_a: BTreeSet<i64> = a.iter().copied().collect();
     let set_b: BTreeSet<i64> = b.iter().copied().collect();
@@ -616,6 +632,16 @@ fn pull_leases_lapse_to_the_next_claimer_and_concurrent_claims_never_share() {
             .get(0);
         tx.commit().unwrap();
         assert_eq!(acked, 0, "another tenant acked a lease");
+        let mut tx = app.transaction().unwrap();
+        tx.execute("SELECT warden.set_tenant('beta')", &[]).unwrap();
+        let claimed = tx
+            .query(
+                "SELECT 1 FROM warden.claim('slow', ack => ARRAY[$1::text::uuid])",
+                &[&new],
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        assert!(claimed.is_empty());
     }
     assert_eq!(
         in_acme(

@@ -13,7 +13,7 @@
 //! drawn before a mark moved past it but committed after (a replay).
 //! Readers only ever see a bound no live delivery lies below, or 0.
 
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, Ordering};
 
 use pgrx::pg_sys;
 
@@ -29,6 +29,8 @@ struct Entry {
     /// 0 while being set up (no subscription has id 0).
     subscription: AtomicI32,
     mark: AtomicI64,
+    /// A claim scanned from the mark since the worker last moved it.
+    claimed: AtomicBool,
 }
 
 pub fn init() {
@@ -63,6 +65,35 @@ pub fn mark(subscription: i32) -> i64 {
         .map_or(0, |e| e.mark.load(Ordering::Acquire))
 }
 
+/// Notes that a claim scanned `subscription`'s deliveries from its mark:
+/// while claims come, the worker moves the marks up often, so that a claim
+/// steps over few acknowledged (deleted) deliveries' index entries. The
+/// first claim since the marks last moved wakes the worker (when the
+/// claim commits) for it.
+pub fn note_claim(subscription: i32) {
+    let db = my_database();
+    if let Some(e) = entries().and_then(|es| {
+        es.iter().find(|e| {
+            e.dboid.load(Ordering::Acquire) == db
+                && e.subscription.load(Ordering::Acquire) == subscription
+        })
+    }) {
+        if !e.claimed.swap(true, Ordering::Relaxed) {
+            super::dispatch_task::wake_at_commit();
+        }
+    }
+}
+
+/// Whether a claim in this database scanned from a mark since the worker
+/// last moved the marks.
+pub fn claimed() -> bool {
+    let db = my_database();
+    entries().is_some_and(|es| {
+        es.iter()
+            .any(|e| e.dboid.load(Ordering::Acquire) == db && e.claimed.load(Ordering::Relaxed))
+    })
+}
+
 /// Sets the marks of this database's subscriptions to `marks` (the worker
 /// only); entries of subscriptions not in it are freed.
 pub fn publish(marks: &[(i32, i64)]) {
@@ -82,6 +113,7 @@ pub fn publish(marks: &[(i32, i64)]) {
             e.dboid.load(Ordering::Acquire) == db && e.subscription.load(Ordering::Acquire) == sub
         }) {
             e.mark.store(m, Ordering::Release);
+            e.claimed.store(false, Ordering::Relaxed);
             continue;
         }
         // a free entry: claimed with its subscription still 0, so no

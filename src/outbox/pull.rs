@@ -119,6 +119,7 @@ fn claim(
     subscription: Option<&str>,
     batch: Option<i32>,
     visibility: Option<Interval>,
+    ack: Option<Vec<Option<Uuid>>>,
 ) -> TableIterator<
     'static,
     (
@@ -132,10 +133,29 @@ fn claim(
         WardenError::invalid_parameter(format!("batch must be between 1 and {MAX_BATCH}")).raise();
     }
     let visibility = visibility_us(visibility, "visibility");
+    // the previous batch's leases first: a consumer loop needs one
+    // statement and one commit per batch, as a DELETE ... SKIP LOCKED
+    // queue does
+    if let Some(leases) = ack {
+        let held = leases.iter().flatten().count();
+        let acked = ack_leases(&leases);
+        if (acked as usize) < held {
+            WardenError::new(
+                PgSqlErrorCode::ERRCODE_WARNING,
+                format!(
+                    "{} of {held} leases passed to ack no longer held their message (lapsed, or not yours): the next claimer gets it",
+                    held - acked as usize
+                ),
+            )
+            .hint("Handle a message within its visibility, or warden.extend the lease; warden.ack returns how many leases still held their message.")
+            .warn();
+        }
+    }
     let Some((sid, max_attempts)) = pull_subscription(name) else {
         return TableIterator::new(Vec::new());
     };
     let scope = scope();
+    super::low_water::note_claim(sid);
     let mut rows = as_superuser(|| {
         // the subscription's deliveries in id order from its low-water
         // mark, whatever the statistics say: a sort of all of them (the
@@ -217,7 +237,11 @@ fn split_leases(leases: &[Option<Uuid>]) -> (Vec<i32>, Vec<i64>, Vec<i32>) {
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
 fn ack(leases: Option<Vec<Option<Uuid>>>) -> i32 {
-    let leases = not_null(leases, "leases");
+    ack_leases(&not_null(leases, "leases"))
+}
+
+/// Deletes the deliveries these leases still hold; how many.
+fn ack_leases(leases: &[Option<Uuid>]) -> i32 {
     if leases.len() > MAX_ACK {
         WardenError::new(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -226,7 +250,7 @@ fn ack(leases: Option<Vec<Option<Uuid>>>) -> i32 {
         .hint("Acknowledge in batches.")
         .raise();
     }
-    let (subs, ids, nonces) = split_leases(&leases);
+    let (subs, ids, nonces) = split_leases(leases);
     if ids.is_empty() {
         return 0;
     }
@@ -428,7 +452,8 @@ pub(super) fn dead_letter_lapsed_leases() -> Result<(), WardenError> {
 
 extension_sql!(
     r#"
-CREATE FUNCTION warden.claim(subscription text, batch integer DEFAULT 10, visibility interval DEFAULT '30 seconds')
+CREATE FUNCTION warden.claim(subscription text, batch integer DEFAULT 10, visibility interval DEFAULT '30 seconds',
+                             ack uuid[] DEFAULT NULL)
   RETURNS TABLE(lease uuid, msg warden.message)
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'claim_wrapper';
 CREATE FUNCTION warden.ack(leases uuid[]) RETURNS integer
@@ -437,8 +462,8 @@ CREATE FUNCTION warden.nack(lease uuid, error text, retry_after interval DEFAULT
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'nack_wrapper';
 CREATE FUNCTION warden.extend(lease uuid, visibility interval) RETURNS boolean
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'extend_wrapper';
-COMMENT ON FUNCTION warden.claim(text, integer, interval) IS
-  'Leases up to batch due messages of a pull subscription (of the current tenant) until visibility runs out; each comes with a fresh lease token for ack, nack and extend.';
+COMMENT ON FUNCTION warden.claim(text, integer, interval, uuid[]) IS
+  'Leases up to batch due messages of a pull subscription (of the current tenant) until visibility runs out; each comes with a fresh lease token for ack, nack and extend. With ack, first acknowledges those leases as warden.ack does (a warning when some no longer held their message), so a consumer loop needs one statement per batch.';
 COMMENT ON FUNCTION warden.ack(uuid[]) IS
   'Marks the messages of these leases handled; returns how many leases still held their message (a lapsed lease counts 0: the message went to another claimer).';
 COMMENT ON FUNCTION warden.nack(uuid, text, interval) IS
