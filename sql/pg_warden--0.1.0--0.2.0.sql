@@ -515,7 +515,7 @@ COMMENT ON TABLE warden.outbox_subscriptions IS
 COMMENT ON COLUMN warden.outbox_subscriptions.handler IS 'The SQL function (msg warden.message) RETURNS void the worker calls, by schema-qualified name (pg_upgrade cannot carry regprocedure columns, and the worker resolves and checks it again at each call); NULL: a pull subscription.';
 COMMENT ON COLUMN warden.outbox_subscriptions.owner IS 'The role that subscribed: the handler runs as this role, never as a superuser.';
 COMMENT ON COLUMN warden.outbox_subscriptions.filter IS 'Delivers only messages whose payload contains this object (jsonb @>); NULL: all.';
-COMMENT ON COLUMN warden.outbox_subscriptions.last_delivered_at IS 'When a message was last handled or acknowledged (recorded at most about once a second, so acknowledgements do not queue on this row).';
+COMMENT ON COLUMN warden.outbox_subscriptions.last_delivered_at IS 'When a message was last handled or acknowledged, written by the worker up to a minute late (the current value is in shared memory, shown by warden.outbox_stats): a write per acknowledgement would queue acknowledgements on this row, and leave a chain of row versions under a held xmin horizon.';
 COMMENT ON COLUMN warden.outbox_subscriptions.consumer IS 'A pull subscription''s consumers: members of this role may claim, ack, nack and extend; NULL: every warden_app member (within its tenant).';
 COMMENT ON COLUMN warden.outbox_subscriptions.start_after IS 'Delivers messages with a higher id only (those published after it was made).';
 COMMENT ON INDEX warden.outbox_subscriptions_pkey IS 'Subscriptions by id.';
@@ -662,6 +662,10 @@ COMMENT ON FUNCTION warden.replay_dead_letters(bigint[]) IS
   'Delivers these dead letters again to the subscriptions that failed them, attempts reset (they leave warden.dead_letters; a new failure makes a new one). Only those of subscriptions whose owner''s rights the caller has. Returns how many were replayed.';
 COMMENT ON FUNCTION warden.purge_dead_letters(timestamptz) IS
   'Removes the dead letters that died before the given time, of subscriptions whose owner''s rights the caller has; returns how many.';
+CREATE FUNCTION warden.outbox_last_delivered_at(subscription_id integer) RETURNS timestamptz
+  VOLATILE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'outbox_last_delivered_at_wrapper';
+COMMENT ON FUNCTION warden.outbox_last_delivered_at(integer) IS
+  'When the subscription with this id last handled or acknowledged a message since the server started (kept in shared memory, NULL when none; warden.outbox_stats shows it by name).';
 CREATE VIEW warden.outbox_stats WITH (security_invoker = true) AS
 SELECT s.name AS subscription,
        s.topic_pattern,
@@ -676,7 +680,7 @@ SELECT s.name AS subscription,
        COALESCE(l.dead, 0) AS dead,
        COALESCE(l.unannounced, 0) AS dead_unannounced,
        COALESCE(d.last_error, l.last_error) AS last_error,
-       s.last_delivered_at
+       GREATEST(s.last_delivered_at, warden.outbox_last_delivered_at(s.id)) AS last_delivered_at
   FROM warden.outbox_subscriptions s
   LEFT JOIN LATERAL (
        SELECT pg_catalog.count(*) FILTER (WHERE d.failed_at IS NULL
@@ -764,7 +768,7 @@ REVOKE EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interv
   warden.publish_batch(text, jsonb[], text[]),
   warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole),
   warden.unsubscribe(text), warden.pause(text), warden.resume(text),
-  warden._outbox_topic_matches(text, text),
+  warden._outbox_topic_matches(text, text), warden.outbox_last_delivered_at(integer),
   warden.claim(text, integer, interval, uuid[]), warden.ack(uuid[]), warden.nack(uuid, text, interval),
   warden.extend(uuid, interval),
   warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz),
@@ -777,7 +781,7 @@ GRANT EXECUTE ON FUNCTION
   warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole),
   warden.unsubscribe(text), warden.pause(text), warden.resume(text),
   warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz),
-  warden.outbox_health() TO warden_admin;
+  warden.outbox_health(), warden.outbox_last_delivered_at(integer) TO warden_admin;
 GRANT SELECT ON warden.outbox_subscriptions, warden.dead_letters,
   warden.outbox_stats, warden.outbox_blocked_keys TO warden_admin;
 -- the views are security_invoker: row-level security scopes what an

@@ -139,7 +139,8 @@ TO warden_app, warden_admin;
 GRANT EXECUTE ON FUNCTION
   warden.replay_dead_letters(bigint[]),
   warden.purge_dead_letters(timestamptz),
-  warden.outbox_health()
+  warden.outbox_health(),
+  warden.outbox_last_delivered_at(integer)
 TO warden_admin;
 GRANT SELECT ON warden.outbox_subscriptions, warden.dead_letters,
   warden.outbox_stats, warden.outbox_blocked_keys TO warden_admin;

@@ -476,6 +476,8 @@ fn a_prepared_publish_is_delivered_after_commit_prepared_and_a_rolled_back_one_n
 /// with the next claim (`claim(..., ack => leases)`), else with `ack`.
 fn drain(conn: &str, sub: &str, in_one: bool) -> Vec<i64> {
     let mut c = postgres::Client::connect(conn, postgres::NoTls).unwrap();
+    // an acknowledgement never waits on the subscription's row
+    c.batch_execute("SET lock_timeout = '5s'").unwrap();
     let mut got = Vec::new();
     let mut held: Vec<String> = Vec::new();
     let mut idle = 0;
@@ -547,7 +549,14 @@ fn pull_leases_lapse_to_the_next_claimer_and_concurrent_claims_never_share() {
         "the fan-out",
     );
     // two consumers drain concurrently, one with claim then ack, one
-    // acknowledging each batch with its next claim: no message goes to both
+    // acknowledging each batch with its next claim: no message goes to both;
+    // and neither writes the subscription's row (held locked meanwhile)
+    let mut locker = cluster.connect("postgres");
+    locker
+        .batch_execute(
+            "BEGIN; SELECT FROM warden.outbox_subscriptions WHERE name = 'jobs' FOR NO KEY UPDATE;",
+        )
+        .unwrap();
     let conn = cluster.conn_str("postgres", "app");
     let a = {
         let conn = conn.clone();
@@ -565,6 +574,15 @@ fn pull_leases_lapse_to_the_next_claimer_and_concurrent_claims_never_share() {
         !a.is_empty() && !b.is_empty(),
         "one consumer got everything"
     );
+    locker.batch_execute("ROLLBACK").unwrap();
+    let shown: bool = admin
+        .query_one(
+            "SELECT last_delivered_at > now() - interval '1 minute' FROM warden.outbox_stats WHERE subscription = 'jobs'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(shown, "the stats do not show the acknowledgements");
 
     // a lease lapses: the old token changes nothing, the next claimer gets it
     let claim = |c: &mut Client, visibility: &str| -> Option<(String, i32)> {

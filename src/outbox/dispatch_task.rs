@@ -154,6 +154,7 @@ impl Task for Dispatch {
             self.last_marks = started;
             if full {
                 self.last_full_marks = started;
+                as_superuser(super::persist_delivered_at)?;
             }
         }
         let marks = &self.marks;
@@ -257,7 +258,7 @@ impl Task for Dispatch {
             subscriptions.dedup();
             // in the transaction of the handlers' effects
             as_superuser(|| handled(handled_rows.0, handled_rows.1))?;
-            as_superuser(|| super::mark_delivered(&subscriptions))?;
+            super::low_water::note_delivered(&subscriptions);
         }
         if owner.is_some() {
             // what outlives a transaction: cursors WITH HOLD, prepared

@@ -31,6 +31,12 @@ struct Entry {
     mark: AtomicI64,
     /// A claim scanned from the mark since the worker last moved it.
     claimed: AtomicBool,
+    /// When a message of the subscription was last handled or
+    /// acknowledged (Postgres microseconds; 0: not since the server
+    /// started). Kept here, not in the subscription's row: an update of
+    /// that row a second leaves, under a held xmin horizon, a chain of
+    /// versions every claim and fan-out reads through.
+    delivered_at: AtomicI64,
 }
 
 pub fn init() {
@@ -54,15 +60,50 @@ fn my_database() -> u32 {
 
 /// The mark of `subscription` in this database (0: none known).
 pub fn mark(subscription: i32) -> i64 {
+    entry(subscription).map_or(0, |e| e.mark.load(Ordering::Acquire))
+}
+
+/// This database's entry of `subscription`.
+fn entry(subscription: i32) -> Option<&'static Entry> {
     let db = my_database();
-    entries()
-        .and_then(|es| {
-            es.iter().find(|e| {
-                e.dboid.load(Ordering::Acquire) == db
-                    && e.subscription.load(Ordering::Acquire) == subscription
+    entries()?.iter().find(|e| {
+        e.dboid.load(Ordering::Acquire) == db
+            && e.subscription.load(Ordering::Acquire) == subscription
+    })
+}
+
+/// Notes that these subscriptions just handled or acknowledged a message.
+pub fn note_delivered(subscriptions: &[i32]) {
+    let now = crate::workers::now_us();
+    for &s in subscriptions {
+        if let Some(e) = entry(s) {
+            e.delivered_at.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// When `subscription` last handled or acknowledged a message since the
+/// server started (Postgres microseconds), or 0.
+pub fn delivered_at(subscription: i32) -> i64 {
+    entry(subscription).map_or(0, |e| e.delivered_at.load(Ordering::Relaxed))
+}
+
+/// This database's subscriptions that handled or acknowledged a message
+/// since the server started, with when (for the worker to persist).
+pub fn all_delivered_at() -> Vec<(i32, i64)> {
+    let db = my_database();
+    entries().map_or_else(Vec::new, |es| {
+        es.iter()
+            .filter(|e| e.dboid.load(Ordering::Acquire) == db)
+            .map(|e| {
+                (
+                    e.subscription.load(Ordering::Acquire),
+                    e.delivered_at.load(Ordering::Relaxed),
+                )
             })
-        })
-        .map_or(0, |e| e.mark.load(Ordering::Acquire))
+            .filter(|&(s, at)| s != 0 && at != 0)
+            .collect()
+    })
 }
 
 /// Notes that a claim scanned `subscription`'s deliveries from its mark:
@@ -71,13 +112,7 @@ pub fn mark(subscription: i32) -> i64 {
 /// first claim since the marks last moved wakes the worker (when the
 /// claim commits) for it.
 pub fn note_claim(subscription: i32) {
-    let db = my_database();
-    if let Some(e) = entries().and_then(|es| {
-        es.iter().find(|e| {
-            e.dboid.load(Ordering::Acquire) == db
-                && e.subscription.load(Ordering::Acquire) == subscription
-        })
-    }) {
+    if let Some(e) = entry(subscription) {
         if !e.claimed.swap(true, Ordering::Relaxed) {
             super::dispatch_task::wake_at_commit();
         }
@@ -124,6 +159,8 @@ pub fn publish(marks: &[(i32, i64)]) {
                 .is_ok()
         }) {
             e.mark.store(m, Ordering::Release);
+            e.claimed.store(false, Ordering::Relaxed);
+            e.delivered_at.store(0, Ordering::Relaxed);
             e.subscription.store(sub, Ordering::Release);
         }
     }

@@ -54,19 +54,28 @@ fn micros(interval: Option<pgrx::datum::Interval>) -> i64 {
     interval.map_or(0, |i| i64::try_from(i.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// Records that these subscriptions just handled a message (at most
-/// about once a second each, so acknowledgements do not queue on the
-/// subscription's row).
-fn mark_delivered(subscription_ids: &[i32]) -> Result<(), crate::error::WardenError> {
+/// Writes when each subscription last handled or acknowledged a message
+/// into its row, where it is more than a minute old (the worker, now and
+/// then: the current value lives in shared memory, which a restart
+/// clears).
+fn persist_delivered_at() -> Result<(), crate::error::WardenError> {
+    let (ids, ats): (Vec<i32>, Vec<pgrx::datum::TimestampWithTimeZone>) =
+        low_water::all_delivered_at()
+            .into_iter()
+            .filter_map(|(s, us)| Some((s, pgrx::datum::TimestampWithTimeZone::try_from(us).ok()?)))
+            .unzip();
+    if ids.is_empty() {
+        return Ok(());
+    }
     Spi::connect_mut(|client| {
-        crate::kept_plans::update(
-            client,
-            "UPDATE warden.outbox_subscriptions s SET last_delivered_at = pg_catalog.clock_timestamp()
-              WHERE s.id = ANY ($1)
+        client.update(
+            "UPDATE warden.outbox_subscriptions s SET last_delivered_at = v.at
+               FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.timestamptz[])) v(sid, at)
+              WHERE s.id OPERATOR(pg_catalog.=) v.sid
                 AND (s.last_delivered_at IS NULL
-                     OR s.last_delivered_at < pg_catalog.clock_timestamp() - '1 second'::pg_catalog.interval)",
+                     OR s.last_delivered_at OPERATOR(pg_catalog.<) v.at OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval)",
             None,
-            &[subscription_ids.to_vec().into()],
+            &[ids.into(), ats.into()],
         )?;
         Ok::<_, pgrx::spi::Error>(())
     })

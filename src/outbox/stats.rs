@@ -4,10 +4,25 @@
 //! counts what row-level security lets them see (every tenant's with
 //! BYPASSRLS, the current tenant's otherwise), as `warden.key_catalog`.
 
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
+
+/// When the subscription last handled or acknowledged a message since the
+/// server started (shared memory; the row keeps it a minute behind).
+#[pg_extern(volatile, parallel_safe, sql = false)]
+fn outbox_last_delivered_at(subscription_id: i32) -> Option<TimestampWithTimeZone> {
+    match super::low_water::delivered_at(subscription_id) {
+        0 => None,
+        us => TimestampWithTimeZone::try_from(us).ok(),
+    }
+}
 
 extension_sql!(
     r#"
+CREATE FUNCTION warden.outbox_last_delivered_at(subscription_id integer) RETURNS timestamptz
+  VOLATILE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'outbox_last_delivered_at_wrapper';
+COMMENT ON FUNCTION warden.outbox_last_delivered_at(integer) IS
+  'When the subscription with this id last handled or acknowledged a message since the server started (kept in shared memory, NULL when none; warden.outbox_stats shows it by name).';
 CREATE VIEW warden.outbox_stats WITH (security_invoker = true) AS
 SELECT s.name AS subscription,
        s.topic_pattern,
@@ -22,7 +37,7 @@ SELECT s.name AS subscription,
        COALESCE(l.dead, 0) AS dead,
        COALESCE(l.unannounced, 0) AS dead_unannounced,
        COALESCE(d.last_error, l.last_error) AS last_error,
-       s.last_delivered_at
+       GREATEST(s.last_delivered_at, warden.outbox_last_delivered_at(s.id)) AS last_delivered_at
   FROM warden.outbox_subscriptions s
   LEFT JOIN LATERAL (
        SELECT pg_catalog.count(*) FILTER (WHERE d.failed_at IS NULL
