@@ -443,3 +443,103 @@ fn a_rotated_webhook_secret_verifies_while_its_replacement_is_younger_than_the_o
     in_tenant(&mut app, "acme", "SELECT warden.secret_delete('hook', 1)").unwrap();
     assert!(!verify_with(&mut app, "old-secret"));
 }
+
+/// `webhook_verify` keeps the decrypted candidates per backend: each
+/// change that alters what it would find drops them, in this backend and
+/// in others, within one transaction too.
+#[test]
+fn cached_webhook_candidates_follow_every_change() {
+    let (cluster, mut admin) = setup("secrets_webhook_cache", &[]);
+    let mut a = cluster.connect_as("postgres", "app");
+    let mut b = cluster.connect_as("postgres", "app");
+    let sig =
+        |key: &str| format!("'sha256=' || encode(warden.hmac_sha256('{key}', 'payload'), 'hex')");
+    let verify_sql = |key: &str| {
+        format!(
+            "SELECT warden.webhook_verify('hook', 'payload', {}, 'github')",
+            sig(key)
+        )
+    };
+    let verify = |c: &mut Client, tenant: &str, key: &str| -> bool {
+        in_tenant(c, tenant, &verify_sql(key)).unwrap()[0].get(0)
+    };
+    in_tenant(&mut b, "acme", "SELECT warden.secret_set('hook', 'k1')").unwrap();
+    assert!(verify(&mut a, "acme", "k1"));
+    assert!(verify(&mut a, "acme", "k1"), "a cached call");
+    // another session rotates: the new version at once, the old one
+    // during the overlap
+    in_tenant(
+        &mut b,
+        "acme",
+        "SELECT warden.secret_set('hook', 'k2', expected_version => 1)",
+    )
+    .unwrap();
+    assert!(verify(&mut a, "acme", "k2"), "a rotation was not seen");
+    assert!(verify(&mut a, "acme", "k1"));
+    // a superuser's own statement on the table is seen too
+    admin
+        .batch_execute(
+            "UPDATE warden.secrets SET created_at = now() - interval '2 days' WHERE name = 'hook' AND version = 2",
+        )
+        .unwrap();
+    assert!(
+        !verify(&mut a, "acme", "k1"),
+        "an ended overlap was not seen"
+    );
+    // within one transaction: a delete another session commits is seen at
+    // the next call
+    {
+        let mut tx = a.transaction().unwrap();
+        tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
+        let before: bool = tx.query_one(&verify_sql("k2"), &[]).unwrap().get(0);
+        assert!(before);
+        in_tenant(&mut b, "acme", "SELECT warden.secret_delete('hook', 2)").unwrap();
+        let after: bool = tx.query_one(&verify_sql("k2"), &[]).unwrap().get(0);
+        assert!(
+            !after,
+            "a committed delete was not seen in a running transaction"
+        );
+        let old: bool = tx.query_one(&verify_sql("k1"), &[]).unwrap().get(0);
+        assert!(old, "the version left live is the newest again");
+        tx.commit().unwrap();
+    }
+    // a version written and rolled back was never there
+    {
+        let mut tx = a.transaction().unwrap();
+        tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
+        tx.execute("SELECT warden.secret_set('hook', 'k3')", &[])
+            .unwrap();
+        let inside: bool = tx.query_one(&verify_sql("k3"), &[]).unwrap().get(0);
+        assert!(inside);
+        tx.rollback().unwrap();
+    }
+    assert!(
+        !verify(&mut a, "acme", "k3"),
+        "a rolled-back version verified"
+    );
+    // tenants: one name, two secrets, never the other's
+    in_tenant(&mut b, "globex", "SELECT warden.secret_set('hook', 'g1')").unwrap();
+    assert!(!verify(&mut a, "acme", "g1"));
+    assert!(verify(&mut a, "globex", "g1"));
+    assert!(!verify(&mut a, "globex", "k1"));
+    assert!(verify(&mut a, "acme", "k1"));
+    // the tenant's keys shredded: nothing decrypts any more
+    admin
+        .batch_execute("SELECT warden.shred_tenant('globex')")
+        .unwrap();
+    assert!(
+        !verify(&mut a, "globex", "g1"),
+        "a shredded key still verified"
+    );
+    // expiry, with no write at all
+    in_tenant(
+        &mut b,
+        "acme",
+        "SELECT warden.secret_set('hook', 'k4', expires_at => clock_timestamp() + interval '1.5 seconds')",
+    )
+    .unwrap();
+    assert!(verify(&mut a, "acme", "k4"));
+    thread::sleep(Duration::from_millis(2000));
+    assert!(!verify(&mut a, "acme", "k4"), "an expired version verified");
+    assert!(verify(&mut a, "acme", "k1"));
+}

@@ -6,6 +6,8 @@
 //! - `lifecycle`: `warden.secret_delete`, `secret_undelete`, `secret_destroy`.
 //! - `access_audit`: every access as a durable audit event.
 //! - `webhook_sql`: `warden.webhook_sign`, `warden.webhook_verify`.
+//! - `webhook_cache`: the decrypted candidates `webhook_verify` tries, per
+//!   backend, dropped when the table or the keys change.
 //! - `retention_task`: the worker task destroying expired and surplus
 //!   versions.
 //! - `digest_functions`: `warden.hmac_sha256`, `warden.timing_safe_equal`,
@@ -19,6 +21,7 @@ mod lifecycle;
 mod read;
 mod retention_task;
 mod tables;
+mod webhook_cache;
 mod webhook_sql;
 mod write;
 

@@ -5,6 +5,7 @@
 //! `warden.audit_strict`, committed: the value is not returned if the
 //! record cannot be).
 
+use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
@@ -19,6 +20,7 @@ use crate::tenant_context::tenant_or_raise;
 const EVENT: &str = "secret.get";
 
 /// One stored version.
+#[derive(Clone)]
 pub(super) struct Stored {
     pub version: i32,
     pub ciphertext: Option<Vec<u8>>,
@@ -27,6 +29,10 @@ pub(super) struct Stored {
     pub key_id: i32,
     pub deleted: bool,
     pub expired: bool,
+    /// When it expires (Postgres microseconds).
+    pub expires_at_us: Option<i64>,
+    /// When the next version was created (Postgres microseconds).
+    pub replaced_at_us: Option<i64>,
 }
 
 /// Live versions tried while a webhook secret is rotated, at most.
@@ -51,9 +57,11 @@ pub(super) fn versions(
         Spi::connect(|client| {
             let rows = crate::kept_plans::select(
                 client,
-                "SELECT v.version, v.ciphertext, v.is_json, v.fingerprint, v.key_id, v.deleted, v.expired, v.replaced_recently
+                "SELECT v.version, v.ciphertext, v.is_json, v.fingerprint, v.key_id, v.deleted, v.expired, v.replaced_recently,
+                        v.expires_at, v.replaced_at
                    FROM (SELECT s.version, s.ciphertext, s.is_json, s.fingerprint, s.key_id,
-                                s.deleted_at IS NOT NULL AS deleted,
+                                s.deleted_at IS NOT NULL AS deleted, s.expires_at,
+                                pg_catalog.lag(s.created_at) OVER (ORDER BY s.version DESC) AS replaced_at,
                                 COALESCE(s.expires_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp(), false) AS expired,
                                 COALESCE(pg_catalog.lag(s.created_at) OVER (ORDER BY s.version DESC)
                                            OPERATOR(pg_catalog.>=) (pg_catalog.clock_timestamp()
@@ -91,6 +99,8 @@ pub(super) fn versions(
                     key_id: row.get::<i32>(5)?.unwrap_or(0),
                     deleted: row.get::<bool>(6)?.unwrap_or(false),
                     expired: row.get::<bool>(7)?.unwrap_or(false),
+                    expires_at_us: row.get::<TimestampWithTimeZone>(9)?.map(i64::from),
+                    replaced_at_us: row.get::<TimestampWithTimeZone>(10)?.map(i64::from),
                 });
             }
             Ok::<_, pgrx::spi::Error>(out)

@@ -13,7 +13,8 @@ use warden_core::secrets::webhook::{self, Delivery, Received, Scheme, SignError}
 use warden_core::secrets::{Access, Outcome};
 
 use super::access_audit::{check_name, not_found, record, refuse};
-use super::read::{access_of, decrypt, decrypt_or_refuse, secret_bytes, versions};
+use super::read::{access_of, decrypt, decrypt_or_refuse, secret_bytes, versions, Stored};
+use super::webhook_cache::{self, Candidates};
 use crate::error::{not_null, WardenError};
 use crate::tenant_context::tenant_or_raise;
 
@@ -157,26 +158,34 @@ fn webhook_verify(
     };
     let overlap_us =
         i64::try_from(crate::guc::webhook_secret_overlap().as_micros()).unwrap_or(i64::MAX);
-    let candidates = versions(&tenant, name, None, Some(overlap_us));
-    if candidates.is_empty() {
+    let candidates = webhook_cache::candidates(&tenant, name, overlap_us, || {
+        let versions = versions(&tenant, name, None, Some(overlap_us));
+        let newest = Stored {
+            ciphertext: None,
+            ..versions.first()?.clone()
+        };
+        let secrets = versions
+            .iter()
+            .filter_map(|s| decrypt(&tenant, name, s).map(|p| secret_bytes(s, p)))
+            .collect();
+        let until = webhook_cache::valid_until(&versions, overlap_us);
+        Some((Candidates { newest, secrets }, until))
+    });
+    let Some(candidates) = candidates else {
         refuse(
             EVENT,
             Outcome::NotFound,
             &access,
             not_found(format!("secret \"{name}\" has no live version")),
-        );
-    }
+        )
+    };
     // a NULL payload or signature is no signature: false, like a
     // malformed header
     let (Some(payload), Some(signature)) = (payload, signature) else {
         record(EVENT, Outcome::Invalid, &access);
         return false;
     };
-    let secrets: Vec<zeroize::Zeroizing<Vec<u8>>> = candidates
-        .iter()
-        .filter_map(|s| decrypt(&tenant, name, s).map(|p| secret_bytes(s, p)))
-        .collect();
-    let refs: Vec<&[u8]> = secrets.iter().map(|s| s.as_slice()).collect();
+    let refs: Vec<&[u8]> = candidates.secrets.iter().map(|s| s.as_slice()).collect();
     let r = Received {
         payload,
         signature,
@@ -186,7 +195,7 @@ fn webhook_verify(
         tolerance: tolerance_s,
     };
     let ok = webhook::verify(scheme, &refs, &r);
-    let mut a = access_of(name, &candidates[0]);
+    let mut a = access_of(name, &candidates.newest);
     a.scheme = scheme_name;
     record(EVENT, if ok { Outcome::Ok } else { Outcome::Denied }, &a);
     ok
