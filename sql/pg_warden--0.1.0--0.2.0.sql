@@ -877,11 +877,11 @@ COMMENT ON VIEW warden.secret_catalog IS
 CREATE FUNCTION warden._secrets_changed() RETURNS trigger
   LANGUAGE c AS 'MODULE_PATHNAME', 'secrets_changed';
 COMMENT ON FUNCTION warden._secrets_changed() IS
-  'Internal: the statement trigger on warden.secrets; tells every backend to drop the webhook candidates it cached.';
+  'Internal: the statement trigger on warden.secrets; tells every backend to drop the secrets it cached decrypted.';
 CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON warden.secrets
   FOR EACH STATEMENT EXECUTE FUNCTION warden._secrets_changed();
 COMMENT ON TRIGGER secrets_changed ON warden.secrets IS
-  'Drops every backend''s cached webhook candidates at commit (warden.webhook_verify).';
+  'Drops every backend''s cached decrypted secrets at commit (warden.secret_get, warden.webhook_verify).';
 CREATE FUNCTION warden.secret_set(name text, value text, expected_version integer DEFAULT NULL,
                                   expires_at timestamptz DEFAULT NULL, description text DEFAULT NULL) RETURNS integer
   VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'secret_set_wrapper';

@@ -444,28 +444,36 @@ fn a_rotated_webhook_secret_verifies_while_its_replacement_is_younger_than_the_o
     assert!(!verify_with(&mut app, "old-secret"));
 }
 
-/// `webhook_verify` keeps the decrypted candidates per backend: each
-/// change that alters what it would find drops them, in this backend and
-/// in others, within one transaction too.
+/// `secret_get` and `webhook_verify` keep decrypted secrets per backend:
+/// each change that alters what they would find drops them, in this
+/// backend and in others, within one transaction too.
 #[test]
-fn cached_webhook_candidates_follow_every_change() {
-    let (cluster, mut admin) = setup("secrets_webhook_cache", &[]);
+fn cached_plaintexts_follow_every_change() {
+    let (cluster, mut admin) = setup("secrets_plaintext_cache", &[]);
     let mut a = cluster.connect_as("postgres", "app");
     let mut b = cluster.connect_as("postgres", "app");
-    let sig =
-        |key: &str| format!("'sha256=' || encode(warden.hmac_sha256('{key}', 'payload'), 'hex')");
     let verify_sql = |key: &str| {
         format!(
-            "SELECT warden.webhook_verify('hook', 'payload', {}, 'github')",
-            sig(key)
+            "SELECT warden.webhook_verify('hook', 'payload', 'sha256=' || encode(warden.hmac_sha256('{key}', 'payload'), 'hex'), 'github')"
         )
     };
     let verify = |c: &mut Client, tenant: &str, key: &str| -> bool {
         in_tenant(c, tenant, &verify_sql(key)).unwrap()[0].get(0)
     };
+    let get = |c: &mut Client, tenant: &str| -> Result<String, String> {
+        in_tenant(c, tenant, "SELECT warden.secret_get('hook')")
+            .map(|r| r[0].get(0))
+            .map_err(|e| sqlstate(&e))
+    };
+    let get_in = |tx: &mut postgres::Transaction| -> String {
+        tx.query_one("SELECT warden.secret_get('hook')", &[])
+            .unwrap()
+            .get(0)
+    };
     in_tenant(&mut b, "acme", "SELECT warden.secret_set('hook', 'k1')").unwrap();
     assert!(verify(&mut a, "acme", "k1"));
     assert!(verify(&mut a, "acme", "k1"), "a cached call");
+    assert_eq!(get(&mut a, "acme").unwrap(), "k1");
     // another session rotates: the new version at once, the old one
     // during the overlap
     in_tenant(
@@ -474,6 +482,11 @@ fn cached_webhook_candidates_follow_every_change() {
         "SELECT warden.secret_set('hook', 'k2', expected_version => 1)",
     )
     .unwrap();
+    assert_eq!(
+        get(&mut a, "acme").unwrap(),
+        "k2",
+        "a rotation was not seen"
+    );
     assert!(verify(&mut a, "acme", "k2"), "a rotation was not seen");
     assert!(verify(&mut a, "acme", "k1"));
     // a superuser's own statement on the table is seen too
@@ -493,6 +506,7 @@ fn cached_webhook_candidates_follow_every_change() {
         tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
         let before: bool = tx.query_one(&verify_sql("k2"), &[]).unwrap().get(0);
         assert!(before);
+        assert_eq!(get_in(&mut tx), "k2");
         in_tenant(&mut b, "acme", "SELECT warden.secret_delete('hook', 2)").unwrap();
         let after: bool = tx.query_one(&verify_sql("k2"), &[]).unwrap().get(0);
         assert!(
@@ -501,6 +515,7 @@ fn cached_webhook_candidates_follow_every_change() {
         );
         let old: bool = tx.query_one(&verify_sql("k1"), &[]).unwrap().get(0);
         assert!(old, "the version left live is the newest again");
+        assert_eq!(get_in(&mut tx), "k1");
         tx.commit().unwrap();
     }
     // a version written and rolled back was never there
@@ -511,11 +526,17 @@ fn cached_webhook_candidates_follow_every_change() {
             .unwrap();
         let inside: bool = tx.query_one(&verify_sql("k3"), &[]).unwrap().get(0);
         assert!(inside);
+        assert_eq!(get_in(&mut tx), "k3");
         tx.rollback().unwrap();
     }
     assert!(
         !verify(&mut a, "acme", "k3"),
         "a rolled-back version verified"
+    );
+    assert_eq!(
+        get(&mut a, "acme").unwrap(),
+        "k1",
+        "a rolled-back version was read"
     );
     // tenants: one name, two secrets, never the other's
     in_tenant(&mut b, "globex", "SELECT warden.secret_set('hook', 'g1')").unwrap();
@@ -523,6 +544,8 @@ fn cached_webhook_candidates_follow_every_change() {
     assert!(verify(&mut a, "globex", "g1"));
     assert!(!verify(&mut a, "globex", "k1"));
     assert!(verify(&mut a, "acme", "k1"));
+    assert_eq!(get(&mut a, "globex").unwrap(), "g1");
+    assert_eq!(get(&mut a, "acme").unwrap(), "k1");
     // the tenant's keys shredded: nothing decrypts any more
     admin
         .batch_execute("SELECT warden.shred_tenant('globex')")
@@ -530,6 +553,11 @@ fn cached_webhook_candidates_follow_every_change() {
     assert!(
         !verify(&mut a, "globex", "g1"),
         "a shredded key still verified"
+    );
+    assert_eq!(
+        get(&mut a, "globex").unwrap_err(),
+        "22000",
+        "a shredded secret was read"
     );
     // expiry, with no write at all
     in_tenant(
@@ -539,7 +567,13 @@ fn cached_webhook_candidates_follow_every_change() {
     )
     .unwrap();
     assert!(verify(&mut a, "acme", "k4"));
+    assert_eq!(get(&mut a, "acme").unwrap(), "k4");
     thread::sleep(Duration::from_millis(2000));
     assert!(!verify(&mut a, "acme", "k4"), "an expired version verified");
+    assert_eq!(
+        get(&mut a, "acme").unwrap(),
+        "k1",
+        "an expired version was read"
+    );
     assert!(verify(&mut a, "acme", "k1"));
 }

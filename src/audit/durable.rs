@@ -162,7 +162,7 @@ fn record(event_type: &str, tenant: Option<&str>, fields_json: &str, strict: boo
     let dboid = unsafe { pg_sys::MyDatabaseId }.to_u32();
     let record = encode_pending(&current_header(event_type, tenant), fields_json);
     let timeout = guc::audit_strict_timeout();
-    let id = ring::push(
+    let (id, filling) = ring::push(
         slot,
         dboid,
         &record,
@@ -170,7 +170,13 @@ fn record(event_type: &str, tenant: Option<&str>, fields_json: &str, strict: boo
         super::sequencer_task::wake_now,
     )
     .unwrap_or_else(|e| e.raise());
-    super::sequencer_task::wake_now();
+    // an event nobody waits for is chained with those of the next wake
+    // gap, unless the ring is filling faster than that
+    if strict || filling {
+        super::sequencer_task::wake_now();
+    } else {
+        super::sequencer_task::wake_soon();
+    }
     if strict && ring::wait_committed(slot, id, timeout).is_err() {
         WardenError::new(
             PgSqlErrorCode::ERRCODE_QUERY_CANCELED,

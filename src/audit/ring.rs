@@ -130,14 +130,15 @@ fn wait_until(i: usize, deadline: Instant, mut done: impl FnMut() -> bool) -> Re
 
 /// Pushes a record into ring `i` for database `dboid`, waiting up to
 /// `timeout` for room (waking the sequencer meanwhile with `wake`).
-/// Returns the record's id.
+/// Returns the record's id, and whether the ring is now over a quarter
+/// full (the sequencer should not wait out its wake gap).
 pub fn push(
     i: usize,
     dboid: u32,
     record: &[u8],
     timeout: Duration,
     wake: impl Fn(),
-) -> Result<u64, WardenError> {
+) -> Result<(u64, bool), WardenError> {
     let try_push = || {
         with_ring(i, |state, owner, buf| {
             if *owner != dboid {
@@ -154,10 +155,9 @@ pub fn push(
                 *owner = dboid;
             }
             let id = ring::push(state, buf, record)?;
-            header(i)
-                .high_water
-                .fetch_max(ring::used(state), Ordering::Relaxed);
-            Ok(id)
+            let used = ring::used(state);
+            header(i).high_water.fetch_max(used, Ordering::Relaxed);
+            Ok((id, used > buf.len() as u64 / 4))
         })
     };
     let h = header(i);
@@ -172,9 +172,9 @@ pub fn push(
         });
     }
     match result {
-        Ok(id) => {
+        Ok(pushed) => {
             h.pushed.fetch_add(1, Ordering::Relaxed);
-            Ok(id)
+            Ok(pushed)
         }
         Err(PushError::TooLarge) => Err(WardenError::new(
             pgrx::PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,

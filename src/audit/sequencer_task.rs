@@ -57,7 +57,16 @@ pub fn wake_at_commit() {
     }
 }
 
-/// Runs the sequencer now (a durable event is in the ring).
+/// Runs the sequencer at the end of its wake gap (an event nobody waits
+/// for is in the ring).
+pub fn wake_soon() {
+    if let Some(id) = TASK.get() {
+        crate::workers::wake_task_soon(*id);
+    }
+}
+
+/// Runs the sequencer now (a strict event is in the ring, or the ring is
+/// full).
 pub fn wake_now() {
     if let Some(id) = TASK.get() {
         crate::workers::wake_task_now(*id);

@@ -6,8 +6,9 @@
 //! - `lifecycle`: `warden.secret_delete`, `secret_undelete`, `secret_destroy`.
 //! - `access_audit`: every access as a durable audit event.
 //! - `webhook_sql`: `warden.webhook_sign`, `warden.webhook_verify`.
-//! - `webhook_cache`: the decrypted candidates `webhook_verify` tries, per
-//!   backend, dropped when the table or the keys change.
+//! - `plaintext_cache`: decrypted secrets per backend (`secret_get`'s latest
+//!   version, `webhook_verify`'s candidates), dropped when the table or
+//!   the keys change.
 //! - `retention_task`: the worker task destroying expired and surplus
 //!   versions.
 //! - `digest_functions`: `warden.hmac_sha256`, `warden.timing_safe_equal`,
@@ -18,10 +19,10 @@
 mod access_audit;
 mod digest_functions;
 mod lifecycle;
+mod plaintext_cache;
 mod read;
 mod retention_task;
 mod tables;
-mod webhook_cache;
 mod webhook_sql;
 mod write;
 

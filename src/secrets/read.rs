@@ -12,6 +12,7 @@ use pgrx::PgSqlErrorCode;
 use warden_core::secrets::{json_value_as_text, secret_aad, text_as_json, Access, Outcome};
 
 use super::access_audit::{check_name, not_found, record, refuse};
+use super::plaintext_cache::{self, Candidates};
 use super::spi_error;
 use crate::error::{not_null, WardenError};
 use crate::privileged::as_superuser;
@@ -137,14 +138,61 @@ pub(super) fn decrypt_or_refuse(
     name: &str,
     s: &Stored,
 ) -> zeroize::Zeroizing<Vec<u8>> {
-    decrypt(tenant, name, s).unwrap_or_else(|| {
-        refuse(
-            event,
-            Outcome::DecryptFailed,
-            &access_of(name, s),
-            WardenError::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "decryption failed")
-                .hint("The stored version was changed, or its data key was shredded."),
-        )
+    decrypt(tenant, name, s).unwrap_or_else(|| refuse_undecryptable(event, name, s))
+}
+
+/// The refusal of `event` (recorded) of a version that does not decrypt.
+fn refuse_undecryptable(event: &str, name: &str, s: &Stored) -> ! {
+    refuse(
+        event,
+        Outcome::DecryptFailed,
+        &access_of(name, s),
+        WardenError::new(PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, "decryption failed")
+            .hint("The stored version was changed, or its data key was shredded."),
+    )
+}
+
+/// The live versions of `name` a webhook is verified with, decrypted,
+/// from this backend's cache or looked up (`any_overlap`: for the newest
+/// version only, which the overlap does not change).
+pub(super) fn cached_candidates(
+    tenant: &str,
+    name: &str,
+    any_overlap: bool,
+) -> Option<std::rc::Rc<Candidates>> {
+    let overlap_us =
+        i64::try_from(crate::guc::webhook_secret_overlap().as_micros()).unwrap_or(i64::MAX);
+    plaintext_cache::candidates(tenant, name, overlap_us, any_overlap, || {
+        let versions = versions(tenant, name, None, Some(overlap_us));
+        let first = versions.first()?;
+        let mut newest_plain = None;
+        let mut secrets = Vec::with_capacity(versions.len());
+        for (i, s) in versions.iter().enumerate() {
+            let Some(plain) = decrypt(tenant, name, s) else {
+                continue;
+            };
+            if i == 0 {
+                newest_plain = Some(plain.clone());
+            }
+            secrets.push(secret_bytes(s, plain));
+        }
+        let newest_root_version = newest_plain
+            .as_ref()
+            .and_then(|_| crate::crypto::root_version_of(first.key_id as u32, tenant));
+        let until = plaintext_cache::valid_until(&versions, overlap_us);
+        let newest = Stored {
+            ciphertext: None,
+            ..first.clone()
+        };
+        Some((
+            Candidates {
+                newest,
+                newest_plain,
+                newest_root_version,
+                secrets,
+            },
+            until,
+        ))
     })
 }
 
@@ -170,6 +218,24 @@ fn get(name: Option<&str>, version: Option<i32>) -> (Stored, zeroize::Zeroizing<
         version,
         ..Default::default()
     };
+    if version.is_none() {
+        // the latest live version: from the cache
+        let Some(c) = cached_candidates(&tenant, name, true) else {
+            refuse(
+                EVENT,
+                Outcome::NotFound,
+                &access,
+                not_found(format!("secret \"{name}\" has no live version")),
+            )
+        };
+        let Some(plain) = c.newest_plain.clone() else {
+            refuse_undecryptable(EVENT, name, &c.newest)
+        };
+        let mut a = access_of(name, &c.newest);
+        a.root_key_version = c.newest_root_version;
+        record(EVENT, Outcome::Ok, &a);
+        return (c.newest.clone(), plain);
+    }
     let Some(s) = versions(&tenant, name, version, None).into_iter().next() else {
         refuse(
             EVENT,

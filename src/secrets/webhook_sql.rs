@@ -13,8 +13,7 @@ use warden_core::secrets::webhook::{self, Delivery, Received, Scheme, SignError}
 use warden_core::secrets::{Access, Outcome};
 
 use super::access_audit::{check_name, not_found, record, refuse};
-use super::read::{access_of, decrypt, decrypt_or_refuse, secret_bytes, versions, Stored};
-use super::webhook_cache::{self, Candidates};
+use super::read::{access_of, cached_candidates, decrypt_or_refuse, secret_bytes, versions};
 use crate::error::{not_null, WardenError};
 use crate::tenant_context::tenant_or_raise;
 
@@ -156,22 +155,7 @@ fn webhook_verify(
         scheme: scheme_name,
         ..Default::default()
     };
-    let overlap_us =
-        i64::try_from(crate::guc::webhook_secret_overlap().as_micros()).unwrap_or(i64::MAX);
-    let candidates = webhook_cache::candidates(&tenant, name, overlap_us, || {
-        let versions = versions(&tenant, name, None, Some(overlap_us));
-        let newest = Stored {
-            ciphertext: None,
-            ..versions.first()?.clone()
-        };
-        let secrets = versions
-            .iter()
-            .filter_map(|s| decrypt(&tenant, name, s).map(|p| secret_bytes(s, p)))
-            .collect();
-        let until = webhook_cache::valid_until(&versions, overlap_us);
-        Some((Candidates { newest, secrets }, until))
-    });
-    let Some(candidates) = candidates else {
+    let Some(candidates) = cached_candidates(&tenant, name, false) else {
         refuse(
             EVENT,
             Outcome::NotFound,

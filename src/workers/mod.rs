@@ -32,7 +32,9 @@ pub use task::{now as now_us, Task, TaskContext, TaskReport};
 // The Rust API subsystems (outbox, audit) call inside a transaction.
 pub use shmem::MAX_DATABASES;
 #[allow(unused_imports)]
-pub use wakeup::{my_database_slot, wake_task_now, wake_task_on_commit, wake_worker_on_commit};
+pub use wakeup::{
+    my_database_slot, wake_task_now, wake_task_on_commit, wake_task_soon, wake_worker_on_commit,
+};
 
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use std::time::Duration;

@@ -1,24 +1,26 @@
-//! The candidates `warden.webhook_verify` tries, decrypted, kept per
-//! backend: a receiver verifies many deliveries signed with one secret,
-//! and looking the versions up and decrypting them was most of a call.
+//! Decrypted secrets, kept per backend: `warden.webhook_verify`'s
+//! candidates (a receiver verifies many deliveries signed with one
+//! secret) and `warden.secret_get`'s latest version. Looking the versions
+//! up and decrypting them was most of a call. Each call still records its
+//! own audit event.
 //!
 //! What is cached is exactly what `read::versions` and decryption would
 //! give now, and is dropped when that could change:
 //! - any write to `warden.secrets` (a statement trigger: set, delete,
 //!   undelete, destroy, retention, and a superuser's own statements)
 //!   queues a relcache invalidation of the table, which every backend
-//!   applies at its next transaction, and
-//!   each cached verify also applies the invalidations already queued
-//!   (so a delete committed during a long transaction is seen at the next
-//!   call, as an uncached READ COMMITTED lookup would);
+//!   applies at its next transaction, and each cached call also applies
+//!   the invalidations already queued (so a delete committed during a long
+//!   transaction is seen at the next call, as an uncached READ COMMITTED
+//!   lookup would);
 //! - a change of `warden.keys` (rotation, shredding) invalidates it too;
 //! - a transaction that wrote secrets bypasses the cache until it ends;
 //! - time: an entry ends at the earliest expiry of its versions and at
 //!   the end of each older version's rotation overlap (and after a minute
 //!   regardless).
 //!
-//! Plaintexts are zeroized when dropped. Each call still records its own
-//! audit event.
+//! The key cache already holds the tenants' data keys in the same memory
+//! for the life of the backend; plaintexts are zeroized when dropped.
 
 use std::cell::RefCell;
 
@@ -32,10 +34,16 @@ const MAX_ENTRIES: usize = 64;
 /// How long an entry lives at most.
 const MAX_AGE_US: i64 = 60_000_000;
 
-/// The candidates of one secret of one tenant.
+/// The live versions of one secret of one tenant that a webhook would be
+/// verified with (the latest, and older ones during their overlap).
 pub(super) struct Candidates {
-    /// The newest version (without its ciphertext): what the event names.
+    /// The newest version (without its ciphertext): what `secret_get`
+    /// returns, and what events name.
     pub newest: Stored,
+    /// Its plaintext (None: it does not decrypt).
+    pub newest_plain: Option<Zeroizing<Vec<u8>>>,
+    /// The root key version its data key is wrapped under.
+    pub newest_root_version: Option<i32>,
     /// The decrypted key bytes of each candidate, newest first (those
     /// that decrypt).
     pub secrets: Vec<Zeroizing<Vec<u8>>>,
@@ -63,12 +71,14 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::default();
 }
 
-/// The cached candidates of `name` (of `tenant`, with this overlap), or
-/// those `load` gives, cached when it says until when they hold.
+/// The cached candidates of `name` (of `tenant`, with this overlap; with
+/// `any_overlap`, those of any overlap: the newest version does not depend
+/// on it), or those `load` gives, cached until when it says they hold.
 pub(super) fn candidates(
     tenant: &str,
     name: &str,
     overlap_us: i64,
+    any_overlap: bool,
     load: impl FnOnce() -> Option<(Candidates, i64)>,
 ) -> Option<std::rc::Rc<Candidates>> {
     register();
@@ -86,7 +96,7 @@ pub(super) fn candidates(
                 .find(|e| {
                     e.tenant == tenant
                         && e.name == name
-                        && e.overlap_us == overlap_us
+                        && (any_overlap || e.overlap_us == overlap_us)
                         && now < e.until_us
                 })
                 .map(|e| e.candidates.clone())
@@ -151,7 +161,7 @@ crate::fmgr::function_info_v1!(pg_finfo_secrets_changed);
 
 /// The statement trigger on `warden.secrets`: any write, through
 /// pg_warden's functions or not (a superuser's UPDATE, a restore), drops
-/// the cached candidates.
+/// the cached plaintexts.
 ///
 /// # Safety
 /// Called by the trigger manager.
@@ -178,11 +188,11 @@ pgrx::extension_sql!(
 CREATE FUNCTION warden._secrets_changed() RETURNS trigger
   LANGUAGE c AS 'MODULE_PATHNAME', 'secrets_changed';
 COMMENT ON FUNCTION warden._secrets_changed() IS
-  'Internal: the statement trigger on warden.secrets; tells every backend to drop the webhook candidates it cached.';
+  'Internal: the statement trigger on warden.secrets; tells every backend to drop the secrets it cached decrypted.';
 CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON warden.secrets
   FOR EACH STATEMENT EXECUTE FUNCTION warden._secrets_changed();
 COMMENT ON TRIGGER secrets_changed ON warden.secrets IS
-  'Drops every backend''s cached webhook candidates at commit (warden.webhook_verify).';
+  'Drops every backend''s cached decrypted secrets at commit (warden.secret_get, warden.webhook_verify).';
 "#,
     name = "secrets_changed_trigger",
     requires = ["secrets_tables"],
@@ -191,9 +201,9 @@ COMMENT ON TRIGGER secrets_changed ON warden.secrets IS
 fn register() {
     let registered = CACHE.with(|c| std::mem::replace(&mut c.borrow_mut().registered, true));
     if !registered {
-        crate::dispatch::invalidation::on_relcache("webhook candidates", on_relcache);
+        crate::dispatch::invalidation::on_relcache("secret plaintexts", on_relcache);
         crate::dispatch::xact::subscribe(crate::dispatch::xact::Handler {
-            name: "webhook candidates",
+            name: "secret plaintexts",
             xact: on_xact,
             subxact: |_, _| {},
         });
