@@ -880,6 +880,9 @@ COMMENT ON FUNCTION warden._secrets_changed() IS
   'Internal: the statement trigger on warden.secrets; tells every backend to drop the secrets it cached decrypted.';
 CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON warden.secrets
   FOR EACH STATEMENT EXECUTE FUNCTION warden._secrets_changed();
+-- also under session_replication_role = replica (logical replication
+-- apply, a restore that disables triggers)
+ALTER TABLE warden.secrets ENABLE ALWAYS TRIGGER secrets_changed;
 COMMENT ON TRIGGER secrets_changed ON warden.secrets IS
   'Drops every backend''s cached decrypted secrets at commit (warden.secret_get, warden.webhook_verify).';
 CREATE FUNCTION warden.secret_set(name text, value text, expected_version integer DEFAULT NULL,
@@ -932,7 +935,7 @@ REVOKE EXECUTE ON FUNCTION
   warden.secret_delete(text, integer), warden.secret_undelete(text, integer), warden.secret_destroy(text, integer),
   warden.webhook_sign(text, bytea, text, text, timestamptz),
   warden.webhook_verify(text, bytea, text, text, interval, text, timestamptz),
-  warden.secret_versions() FROM PUBLIC;
+  warden.secret_versions(), warden._secrets_changed() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
   warden.secret_set(text, text, integer, timestamptz, text),
   warden.secret_set(text, jsonb, integer, timestamptz, text),

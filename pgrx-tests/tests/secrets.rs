@@ -428,6 +428,26 @@ fn a_rotated_webhook_secret_verifies_while_its_replacement_is_younger_than_the_o
     assert!(verify_with(&mut app, "new-secret"));
     assert!(verify_with(&mut app, "old-secret"));
     assert!(!verify_with(&mut app, "other-secret"));
+    // each event names the version that matched (the newest when none did)
+    wait_chained(&mut admin);
+    let named: Vec<(String, String)> = admin
+        .query(
+            "SELECT fields->>'outcome', fields->>'version' FROM warden.audit_log
+              WHERE tenant = 'acme' AND event_type = 'webhook.verify' ORDER BY seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            ("ok".to_string(), "2".to_string()),
+            ("ok".to_string(), "1".to_string()),
+            ("denied".to_string(), "2".to_string()),
+        ]
+    );
     // replaced two days ago (past the one-day overlap): no longer
     admin
         .batch_execute("UPDATE warden.secrets SET created_at = now() - interval '2 days' WHERE name = 'hook' AND version = 2")
@@ -442,6 +462,25 @@ fn a_rotated_webhook_secret_verifies_while_its_replacement_is_younger_than_the_o
         .unwrap();
     in_tenant(&mut app, "acme", "SELECT warden.secret_delete('hook', 1)").unwrap();
     assert!(!verify_with(&mut app, "old-secret"));
+    // a delete names the key and the value's fingerprint
+    wait_chained(&mut admin);
+    let (key_id, fingerprint): (Option<String>, Option<String>) = admin
+        .query_one(
+            "SELECT fields->>'key_id', fields->>'fingerprint' FROM warden.audit_log
+              WHERE tenant = 'acme' AND event_type = 'secret.delete'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    let stored: String = admin
+        .query_one(
+            "SELECT encode(fingerprint, 'hex') FROM warden.secrets WHERE name = 'hook' AND version = 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(key_id.is_some());
+    assert_eq!(fingerprint.as_deref(), Some(stored.as_str()));
 }
 
 /// `secret_get` and `webhook_verify` keep decrypted secrets per backend:
@@ -518,6 +557,27 @@ fn cached_plaintexts_follow_every_change() {
         assert_eq!(get_in(&mut tx), "k1");
         tx.commit().unwrap();
     }
+    // a REPEATABLE READ transaction reads its snapshot, and leaves nothing
+    // older than what has committed since for the next one
+    {
+        let mut tx = a
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .unwrap();
+        tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
+        assert_eq!(get_in(&mut tx), "k1");
+        in_tenant(&mut b, "acme", "SELECT warden.secret_set('hook', 'k5')").unwrap();
+        assert_eq!(get_in(&mut tx), "k1", "a snapshot saw a later commit");
+        tx.commit().unwrap();
+    }
+    assert_eq!(
+        get(&mut a, "acme").unwrap(),
+        "k5",
+        "a snapshot's old value was cached"
+    );
+    in_tenant(&mut b, "acme", "SELECT warden.secret_delete('hook', 3)").unwrap();
+    assert_eq!(get(&mut a, "acme").unwrap(), "k1");
     // a version written and rolled back was never there
     {
         let mut tx = a.transaction().unwrap();

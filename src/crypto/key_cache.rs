@@ -57,9 +57,18 @@ struct Cache {
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    /// Counts the clears: caches derived from keys (the secrets store's
+    /// plaintexts) drop what they hold when it moves.
+    static GENERATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times this backend's key cache was dropped.
+pub fn generation() -> u64 {
+    GENERATION.get()
 }
 
 fn clear() {
+    GENERATION.set(GENERATION.get().wrapping_add(1));
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.active.clear();

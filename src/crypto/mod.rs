@@ -30,6 +30,8 @@ mod token_signing;
 pub(crate) use audit_fingerprint::{audit_fingerprint, secret_fingerprint};
 pub(crate) use audit_signing::{audit_public_key, sign_audit_checkpoint};
 pub(crate) use envelope_sql::{open_for, root_version_of, seal_for};
+pub(crate) use key_cache::generation as key_cache_generation;
+pub(crate) use key_memory::protect as protect_secret_memory;
 pub(crate) use root_key::loaded as root_loaded;
 pub(crate) use token_signing::{sign_tenant_token, verify_tenant_token};
 

@@ -69,11 +69,18 @@ fn persist_delivered_at() -> Result<(), crate::error::WardenError> {
     }
     Spi::connect_mut(|client| {
         client.update(
-            "UPDATE warden.outbox_subscriptions s SET last_delivered_at = v.at
-               FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.timestamptz[])) v(sid, at)
-              WHERE s.id OPERATOR(pg_catalog.=) v.sid
-                AND (s.last_delivered_at IS NULL
-                     OR s.last_delivered_at OPERATOR(pg_catalog.<) v.at OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval)",
+            // a row someone holds locked (an open transaction that paused
+            // the subscription) is skipped: the worker never waits on it
+            "WITH v AS (
+               SELECT s.id, v.at
+                 FROM warden.outbox_subscriptions s,
+                      ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.timestamptz[])) v(sid, at)
+                WHERE s.id OPERATOR(pg_catalog.=) v.sid
+                  AND (s.last_delivered_at IS NULL
+                       OR s.last_delivered_at OPERATOR(pg_catalog.<) v.at OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval)
+                  FOR NO KEY UPDATE OF s SKIP LOCKED)
+             UPDATE warden.outbox_subscriptions s SET last_delivered_at = v.at
+               FROM v WHERE s.id OPERATOR(pg_catalog.=) v.id",
             None,
             &[ids.into(), ats.into()],
         )?;

@@ -136,8 +136,14 @@ fn claim(
     // the previous batch's leases first: a consumer loop needs one
     // statement and one commit per batch, as a DELETE ... SKIP LOCKED
     // queue does
+    // the subscription first: a claim refused for it acknowledges nothing
+    let subscription = pull_subscription(name);
     if let Some(leases) = ack {
-        let held = leases.iter().flatten().count();
+        let held = leases
+            .iter()
+            .flatten()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         let acked = ack_leases(&leases);
         if (acked as usize) < held {
             WardenError::new(
@@ -151,7 +157,7 @@ fn claim(
             .warn();
         }
     }
-    let Some((sid, max_attempts)) = pull_subscription(name) else {
+    let Some((sid, max_attempts)) = subscription else {
         return TableIterator::new(Vec::new());
     };
     let scope = scope();

@@ -49,7 +49,7 @@ fn apply(change: Change, name: Option<&str>, version: Option<i32>) -> i32 {
                 .hint("warden.secret_delete hides a version and can be undone."),
         );
     }
-    let (exists, changed) = as_superuser(|| {
+    let changed = as_superuser(|| {
         Spi::connect_mut(|client| {
             let rows = client.update(
                 "WITH c AS (
@@ -64,11 +64,13 @@ fn apply(change: Change, name: Option<&str>, version: Option<i32>) -> i32 {
                       AND CASE $4 WHEN 'delete' THEN s.deleted_at IS NULL
                                   WHEN 'undelete' THEN s.deleted_at IS NOT NULL
                                   ELSE true END
-                   RETURNING 1)
+                   RETURNING s.version, s.key_id, s.fingerprint)
                  SELECT EXISTS (SELECT FROM warden.secrets s
                                  WHERE s.tenant OPERATOR(pg_catalog.=) $1 AND s.name OPERATOR(pg_catalog.=) $2
                                    AND ($3::pg_catalog.int4 IS NULL OR s.version OPERATOR(pg_catalog.=) $3)),
-                        (SELECT pg_catalog.count(*)::pg_catalog.int4 FROM c)",
+                        (SELECT pg_catalog.count(*)::pg_catalog.int4 FROM c),
+                        (SELECT c.key_id FROM c ORDER BY c.version DESC LIMIT 1),
+                        (SELECT c.fingerprint FROM c ORDER BY c.version DESC LIMIT 1)",
                 Some(1),
                 &[
                     tenant.as_str().into(),
@@ -86,14 +88,20 @@ fn apply(change: Change, name: Option<&str>, version: Option<i32>) -> i32 {
             Ok::<_, pgrx::spi::Error>((
                 row.get::<bool>(1)?.unwrap_or(false),
                 row.get::<i32>(2)?.unwrap_or(0),
+                row.get::<i32>(3)?,
+                row.get::<Vec<u8>>(4)?,
             ))
         })
     })
     .unwrap_or_else(|e| spi_error(e).raise());
+    let (exists, changed, key_id, fingerprint) = changed;
+    // the newest version changed names the key and the value
     let access = Access {
         name: Some(name),
         version,
         versions: Some(i64::from(changed)),
+        key_id: key_id.map(|k| k as u32),
+        fingerprint: fingerprint.map(|f| warden_core::audit::to_hex(&f)),
         ..Default::default()
     };
     if !exists {

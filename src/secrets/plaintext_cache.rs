@@ -14,13 +14,18 @@
 //!   transaction is seen at the next call, as an uncached READ COMMITTED
 //!   lookup would);
 //! - a change of `warden.keys` (rotation, shredding) invalidates it too;
-//! - a transaction that wrote secrets bypasses the cache until it ends;
+//! - a transaction that wrote secrets bypasses the cache until it ends,
+//!   and so does one under REPEATABLE READ or SERIALIZABLE (it reads its
+//!   own snapshot);
+//! - an entry is loaded under a snapshot taken after the invalidations
+//!   were applied, never under the calling statement's older one;
 //! - time: an entry ends at the earliest expiry of its versions and at
 //!   the end of each older version's rotation overlap (and after a minute
 //!   regardless).
 //!
-//! The key cache already holds the tenants' data keys in the same memory
-//! for the life of the backend; plaintexts are zeroized when dropped.
+//! The key cache already holds the tenants' data keys for the life of the
+//! backend; the plaintexts' pages are kept out of core dumps as the keys'
+//! are, and the plaintexts are zeroized when dropped.
 
 use std::cell::RefCell;
 
@@ -47,6 +52,8 @@ pub(super) struct Candidates {
     /// The decrypted key bytes of each candidate, newest first (those
     /// that decrypt).
     pub secrets: Vec<Zeroizing<Vec<u8>>>,
+    /// The version of each of `secrets` (without its ciphertext).
+    pub secret_versions: Vec<Stored>,
 }
 
 struct Entry {
@@ -63,8 +70,13 @@ struct Cache {
     /// This transaction wrote `warden.secrets`: no cache until it ends.
     wrote: bool,
     registered: bool,
-    /// `warden.secrets` and `warden.keys` (InvalidOid: not looked up).
+    /// `warden.secrets` and `warden.keys` (InvalidOid: not looked up;
+    /// every invalidation then counts).
     relids: [pg_sys::Oid; 2],
+    /// Counts the drops: an entry loaded while one happened is not kept.
+    generation: u64,
+    /// The key cache's generation the entries were decrypted under.
+    key_generation: u64,
 }
 
 thread_local! {
@@ -81,49 +93,87 @@ pub(super) fn candidates(
     any_overlap: bool,
     load: impl FnOnce() -> Option<(Candidates, i64)>,
 ) -> Option<std::rc::Rc<Candidates>> {
-    register();
     // invalidations queued since this transaction began (a write another
-    // session committed meanwhile)
+    // session committed meanwhile), then the relations they are matched
+    // against (looked up again after a reset)
     // SAFETY: applies pending invalidation messages, as any lock does.
     unsafe { pg_sys::AcceptInvalidationMessages() };
-    let now = crate::workers::now_us();
-    let usable = CACHE.with(|c| !c.borrow().wrote);
-    if usable {
-        let hit = CACHE.with(|c| {
-            c.borrow()
-                .entries
-                .iter()
-                .find(|e| {
-                    e.tenant == tenant
-                        && e.name == name
-                        && (any_overlap || e.overlap_us == overlap_us)
-                        && now < e.until_us
-                })
-                .map(|e| e.candidates.clone())
-        });
-        if hit.is_some() {
-            return hit;
+    register();
+    // keys rotated or shredded in this backend (the key cache is dropped
+    // at once, before the invalidation comes back)
+    let key_generation = crate::crypto::key_cache_generation();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.key_generation != key_generation {
+            c.key_generation = key_generation;
+            drop_entries(&mut c);
         }
+    });
+    let now = crate::workers::now_us();
+    // not under REPEATABLE READ or SERIALIZABLE: what such a transaction
+    // reads is its snapshot's, which may be older than the invalidations
+    // it has already taken
+    // SAFETY: plain read.
+    let snapshot_isolation = unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
+    if snapshot_isolation || CACHE.with(|c| c.borrow().wrote) {
+        return load().map(|(loaded, _)| std::rc::Rc::new(loaded));
     }
-    let (loaded, until_us) = load()?;
+    let hit = CACHE.with(|c| {
+        c.borrow()
+            .entries
+            .iter()
+            .find(|e| {
+                e.tenant == tenant
+                    && e.name == name
+                    && (any_overlap || e.overlap_us == overlap_us)
+                    && now < e.until_us
+            })
+            .map(|e| e.candidates.clone())
+    });
+    if hit.is_some() {
+        return hit;
+    }
+    // loaded under a snapshot taken after the invalidations were applied:
+    // a write committed before then is in it, one committed after sends
+    // an invalidation still to come (the statement's own snapshot may be
+    // older than both)
+    let generation = CACHE.with(|c| c.borrow().generation);
+    // SAFETY: a fresh snapshot (READ COMMITTED) made active for the
+    // look-up and popped after; an error pops it with the (sub)transaction.
+    let loaded = unsafe {
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+        let loaded = load();
+        pg_sys::PopActiveSnapshot();
+        loaded
+    };
+    let (loaded, until_us) = loaded?;
+    for secret in &loaded.secrets {
+        crate::crypto::protect_secret_memory(secret.as_ptr(), secret.len());
+    }
+    if let Some(plain) = &loaded.newest_plain {
+        crate::crypto::protect_secret_memory(plain.as_ptr(), plain.len());
+    }
     let loaded = std::rc::Rc::new(loaded);
-    if usable {
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            c.entries
-                .retain(|e| !(e.tenant == tenant && e.name == name) && now < e.until_us);
-            if c.entries.len() >= MAX_ENTRIES {
-                c.entries.clear();
-            }
-            c.entries.push(Entry {
-                tenant: tenant.to_string(),
-                name: name.to_string(),
-                overlap_us,
-                until_us: until_us.min(now.saturating_add(MAX_AGE_US)),
-                candidates: loaded.clone(),
-            });
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        // an invalidation taken during the look-up (its locks apply them):
+        // what it loaded may be what the invalidation is about
+        if c.generation != generation || c.key_generation != crate::crypto::key_cache_generation() {
+            return;
+        }
+        c.entries
+            .retain(|e| !(e.tenant == tenant && e.name == name) && now < e.until_us);
+        if c.entries.len() >= MAX_ENTRIES {
+            c.entries.clear();
+        }
+        c.entries.push(Entry {
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            overlap_us,
+            until_us: until_us.min(now.saturating_add(MAX_AGE_US)),
+            candidates: loaded.clone(),
         });
-    }
+    });
     Some(loaded)
 }
 
@@ -151,7 +201,7 @@ fn secrets_written(relid: pg_sys::Oid) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.wrote = true;
-        c.entries.clear();
+        drop_entries(&mut c);
     });
     // SAFETY: queues a relcache invalidation, sent at commit.
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
@@ -191,6 +241,9 @@ COMMENT ON FUNCTION warden._secrets_changed() IS
   'Internal: the statement trigger on warden.secrets; tells every backend to drop the secrets it cached decrypted.';
 CREATE TRIGGER secrets_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON warden.secrets
   FOR EACH STATEMENT EXECUTE FUNCTION warden._secrets_changed();
+-- also under session_replication_role = replica (logical replication
+-- apply, a restore that disables triggers)
+ALTER TABLE warden.secrets ENABLE ALWAYS TRIGGER secrets_changed;
 COMMENT ON TRIGGER secrets_changed ON warden.secrets IS
   'Drops every backend''s cached decrypted secrets at commit (warden.secret_get, warden.webhook_verify).';
 "#,
@@ -217,14 +270,23 @@ fn register() {
     }
 }
 
+fn drop_entries(c: &mut Cache) {
+    c.entries.clear();
+    c.generation = c.generation.wrapping_add(1);
+}
+
 fn on_relcache(relid: pg_sys::Oid) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if relid == pg_sys::InvalidOid || c.relids.contains(&relid) {
-            c.entries.clear();
-            // looked up again: the tables may have been dropped and made
-            // anew
-            c.relids = [pg_sys::InvalidOid; 2];
+        let unknown = c.relids.contains(&pg_sys::InvalidOid);
+        if relid == pg_sys::InvalidOid || unknown || c.relids.contains(&relid) {
+            drop_entries(&mut c);
+            if relid == pg_sys::InvalidOid || c.relids.contains(&relid) {
+                // looked up again at the next call (after it applied the
+                // invalidations): the tables may have been dropped and
+                // made anew
+                c.relids = [pg_sys::InvalidOid; 2];
+            }
         }
     });
 }
@@ -243,7 +305,7 @@ fn on_xact(event: crate::dispatch::xact::XactEvent) {
             let mut c = c.borrow_mut();
             if c.wrote {
                 c.wrote = false;
-                c.entries.clear();
+                drop_entries(&mut c);
             }
         });
     }

@@ -167,6 +167,7 @@ pub(super) fn cached_candidates(
         let first = versions.first()?;
         let mut newest_plain = None;
         let mut secrets = Vec::with_capacity(versions.len());
+        let mut secret_versions = Vec::with_capacity(versions.len());
         for (i, s) in versions.iter().enumerate() {
             let Some(plain) = decrypt(tenant, name, s) else {
                 continue;
@@ -175,6 +176,10 @@ pub(super) fn cached_candidates(
                 newest_plain = Some(plain.clone());
             }
             secrets.push(secret_bytes(s, plain));
+            secret_versions.push(Stored {
+                ciphertext: None,
+                ..s.clone()
+            });
         }
         let newest_root_version = newest_plain
             .as_ref()
@@ -190,6 +195,7 @@ pub(super) fn cached_candidates(
                 newest_plain,
                 newest_root_version,
                 secrets,
+                secret_versions,
             },
             until,
         ))

@@ -178,9 +178,21 @@ fn webhook_verify(
         now: now_seconds(),
         tolerance: tolerance_s,
     };
-    let ok = webhook::verify(scheme, &refs, &r);
-    let mut a = access_of(name, &candidates.newest);
+    let matched = webhook::verify_which(scheme, &refs, &r);
+    // the version that matched; the newest when none did
+    let named = matched
+        .and_then(|i| candidates.secret_versions.get(i))
+        .unwrap_or(&candidates.newest);
+    let mut a = access_of(name, named);
     a.scheme = scheme_name;
-    record(EVENT, if ok { Outcome::Ok } else { Outcome::Denied }, &a);
-    ok
+    record(
+        EVENT,
+        if matched.is_some() {
+            Outcome::Ok
+        } else {
+            Outcome::Denied
+        },
+        &a,
+    );
+    matched.is_some()
 }

@@ -121,17 +121,23 @@ pub fn sign(scheme: Scheme, secret: &[u8], d: &Delivery) -> Result<String, SignE
 
 /// Whether `r` carries a right signature under any of `secrets`.
 pub fn verify(scheme: Scheme, secrets: &[&[u8]], r: &Received) -> bool {
+    verify_which(scheme, secrets, r).is_some()
+}
+
+/// As `verify`: the index of the first of `secrets` (the newest, when
+/// they come newest first) that the header matches.
+pub fn verify_which(scheme: Scheme, secrets: &[&[u8]], r: &Received) -> Option<usize> {
     if r.signature.len() > 16 * 1024 {
-        return false;
+        return None;
     }
     // every secret is tried (no early exit telling which one matched)
-    let mut any = false;
-    for secret in secrets {
+    let mut matched = None;
+    for (i, secret) in secrets.iter().enumerate() {
         // a public key is public: as an HMAC key it would let anyone sign
         if scheme != Scheme::StandardWebhooks && is_public_key(secret) {
             continue;
         }
-        any |= match scheme {
+        let ok = match scheme {
             Scheme::HmacSha256 => hmac_plain::verify(secret, r),
             Scheme::Github => github::verify(secret, r),
             Scheme::Stripe => stripe::verify(secret, r),
@@ -139,8 +145,11 @@ pub fn verify(scheme: Scheme, secrets: &[&[u8]], r: &Received) -> bool {
             Scheme::Slack => slack::verify(secret, r),
             Scheme::Shopify => shopify::verify(secret, r),
         };
+        if ok && matched.is_none() {
+            matched = Some(i);
+        }
     }
-    any
+    matched
 }
 
 /// A Standard Webhooks public key (`whpk_...`), usable only to verify

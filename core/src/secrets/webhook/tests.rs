@@ -319,6 +319,24 @@ fn rotation_tries_every_secret() {
     ));
     assert!(!verify(Scheme::Github, &[b"new secret", b"older"], &r));
     assert!(!verify(Scheme::Github, &[], &r));
+    // which one matched: the event names that version
+    assert_eq!(
+        verify_which(
+            Scheme::Github,
+            &[b"new secret", GITHUB_SECRET.as_bytes()],
+            &r
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        verify_which(
+            Scheme::Github,
+            &[GITHUB_SECRET.as_bytes(), GITHUB_SECRET.as_bytes()],
+            &r
+        ),
+        Some(0)
+    );
+    assert_eq!(verify_which(Scheme::Github, &[b"new secret"], &r), None);
 }
 
 #[test]
