@@ -258,7 +258,7 @@ impl Task for Dispatch {
             subscriptions.dedup();
             // in the transaction of the handlers' effects
             as_superuser(|| handled(handled_rows.0, handled_rows.1))?;
-            super::low_water::note_delivered(&subscriptions);
+            as_superuser(|| super::mark_delivered(&subscriptions))?;
         }
         if owner.is_some() {
             // what outlives a transaction: cursors WITH HOLD, prepared

@@ -72,14 +72,22 @@ fn entry(subscription: i32) -> Option<&'static Entry> {
     })
 }
 
-/// Notes that these subscriptions just handled or acknowledged a message.
-pub fn note_delivered(subscriptions: &[i32]) {
+/// Notes that these subscriptions just handled or acknowledged a message;
+/// returns those that have no entry (new since the worker last moved the
+/// marks, or past the entries there are), for the caller to write to
+/// their rows.
+pub fn note_delivered(subscriptions: &[i32]) -> Vec<i32> {
     let now = crate::workers::now_us();
+    let mut missing = Vec::new();
     for &s in subscriptions {
-        if let Some(e) = entry(s) {
-            e.delivered_at.fetch_max(now, Ordering::Relaxed);
+        match entry(s) {
+            Some(e) => {
+                e.delivered_at.fetch_max(now, Ordering::Relaxed);
+            }
+            None => missing.push(s),
         }
     }
+    missing
 }
 
 /// When `subscription` last handled or acknowledged a message since the

@@ -54,6 +54,28 @@ fn micros(interval: Option<pgrx::datum::Interval>) -> i64 {
     interval.map_or(0, |i| i64::try_from(i.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// Records that these subscriptions just handled or acknowledged a
+/// message: in shared memory, or in the row of one that has no entry
+/// there yet (a row someone holds locked is skipped, never waited for).
+fn mark_delivered(subscription_ids: &[i32]) -> Result<(), crate::error::WardenError> {
+    let missing = low_water::note_delivered(subscription_ids);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Spi::connect_mut(|client| {
+        client.update(
+            "UPDATE warden.outbox_subscriptions s SET last_delivered_at = pg_catalog.clock_timestamp()
+              WHERE s.id IN (SELECT c.id FROM warden.outbox_subscriptions c
+                              WHERE c.id OPERATOR(pg_catalog.=) ANY ($1)
+                                FOR NO KEY UPDATE SKIP LOCKED)",
+            None,
+            &[missing.into()],
+        )?;
+        Ok::<_, pgrx::spi::Error>(())
+    })
+    .map_err(delivery_state::spi_error)
+}
+
 /// Writes when each subscription last handled or acknowledged a message
 /// into its row, where it is more than a minute old (the worker, now and
 /// then: the current value lives in shared memory, which a restart

@@ -296,7 +296,9 @@ fn ack_leases(leases: &[Option<Uuid>]) -> i32 {
         })
     })
     .unwrap_or_else(|e| spi_error(e).raise());
-    super::low_water::note_delivered(&acked_subs);
+    if !acked_subs.is_empty() {
+        as_superuser(|| super::mark_delivered(&acked_subs)).unwrap_or_else(|e| e.raise());
+    }
     count
 }
 
