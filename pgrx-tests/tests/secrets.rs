@@ -54,6 +54,33 @@ fn wait_chained(c: &mut Client) {
     });
 }
 
+/// Once the sequencer has chained them: `columns` (of the row, or fields
+/// of the event) of each `event_type` event of `tenant`, in chain order.
+fn events(
+    c: &mut Client,
+    tenant: &str,
+    event_type: &str,
+    columns: &[&str],
+) -> Vec<Vec<Option<String>>> {
+    wait_chained(c);
+    c.query(
+        "SELECT array_agg(((to_jsonb(l) - 'fields') || l.fields) ->> col ORDER BY i)
+           FROM warden.audit_log l, unnest($3::text[]) WITH ORDINALITY u(col, i)
+          WHERE l.tenant = $1 AND l.event_type = $2
+          GROUP BY l.chain, l.seq ORDER BY l.seq",
+        &[&tenant, &event_type, &columns],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// `Some` of each string: an expected row of `events`.
+fn row(values: &[&str]) -> Vec<Option<String>> {
+    values.iter().map(|v| Some(v.to_string())).collect()
+}
+
 #[test]
 fn an_application_role_reaches_no_other_tenants_secret() {
     let (cluster, mut admin) = setup("secrets_tenants", &[]);
@@ -208,23 +235,14 @@ fn access_events_survive_rollback_and_error_and_strict_mode_fails_closed() {
         .unwrap();
     assert!(tx.execute("SELECT 1/0", &[]).is_err());
     drop(tx);
-    wait_chained(&mut admin);
-    let gets: Vec<(String, Option<String>)> = admin
-        .query(
-            "SELECT fields->>'outcome', correlation_id FROM warden.audit_log
-              WHERE tenant = 'acme' AND event_type = 'secret.get' ORDER BY seq",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
     assert_eq!(
-        gets,
-        vec![
-            ("ok".to_string(), Some("rolled-back".to_string())),
-            ("ok".to_string(), Some("after-error".to_string()))
-        ]
+        events(
+            &mut admin,
+            "acme",
+            "secret.get",
+            &["outcome", "correlation_id"]
+        ),
+        vec![row(&["ok", "rolled-back"]), row(&["ok", "after-error"])]
     );
     // the chain verifies and holds no value
     let leaked: i64 = admin
@@ -383,17 +401,16 @@ fn the_worker_destroys_expired_and_surplus_versions() {
     assert_eq!(gone, 0);
     let e = in_tenant(&mut app, "acme", "SELECT warden.secret_get('short/lived')").unwrap_err();
     assert_eq!(sqlstate(&e), "P0002", "{e}");
-    wait_chained(&mut admin);
-    let reasons: Vec<String> = admin
-        .query(
-            "SELECT fields->>'reason' FROM warden.audit_log WHERE tenant = 'acme' AND event_type = 'secret.destroy' ORDER BY fields->>'reason'",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(reasons, vec!["expired", "max_versions", "max_versions"]);
+    let mut reasons = events(&mut admin, "acme", "secret.destroy", &["reason"]);
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            row(&["expired"]),
+            row(&["max_versions"]),
+            row(&["max_versions"])
+        ]
+    );
 }
 
 #[test]
@@ -429,24 +446,14 @@ fn a_rotated_webhook_secret_verifies_while_its_replacement_is_younger_than_the_o
     assert!(verify_with(&mut app, "old-secret"));
     assert!(!verify_with(&mut app, "other-secret"));
     // each event names the version that matched (the newest when none did)
-    wait_chained(&mut admin);
-    let named: Vec<(String, String)> = admin
-        .query(
-            "SELECT fields->>'outcome', fields->>'version' FROM warden.audit_log
-              WHERE tenant = 'acme' AND event_type = 'webhook.verify' ORDER BY seq",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
     assert_eq!(
-        named,
-        vec![
-            ("ok".to_string(), "2".to_string()),
-            ("ok".to_string(), "1".to_string()),
-            ("denied".to_string(), "2".to_string()),
-        ]
+        events(
+            &mut admin,
+            "acme",
+            "webhook.verify",
+            &["outcome", "version"]
+        ),
+        vec![row(&["ok", "2"]), row(&["ok", "1"]), row(&["denied", "2"])]
     );
     // replaced two days ago (past the one-day overlap): no longer
     admin
@@ -463,15 +470,16 @@ fn a_rotated_webhook_secret_verifies_while_its_replacement_is_younger_than_the_o
     in_tenant(&mut app, "acme", "SELECT warden.secret_delete('hook', 1)").unwrap();
     assert!(!verify_with(&mut app, "old-secret"));
     // a delete names the key and the value's fingerprint
-    wait_chained(&mut admin);
-    let (key_id, fingerprint): (Option<String>, Option<String>) = admin
-        .query_one(
-            "SELECT fields->>'key_id', fields->>'fingerprint' FROM warden.audit_log
-              WHERE tenant = 'acme' AND event_type = 'secret.delete'",
-            &[],
-        )
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
+    let deleted = events(
+        &mut admin,
+        "acme",
+        "secret.delete",
+        &["key_id", "fingerprint"],
+    );
+    let [deleted] = deleted.as_slice() else {
+        panic!("one secret.delete event: {deleted:?}")
+    };
+    let (key_id, fingerprint) = (&deleted[0], &deleted[1]);
     let stored: String = admin
         .query_one(
             "SELECT encode(fingerprint, 'hex') FROM warden.secrets WHERE name = 'hook' AND version = 1",

@@ -70,9 +70,10 @@ struct Cache {
     /// This transaction wrote `warden.secrets`: no cache until it ends.
     wrote: bool,
     registered: bool,
-    /// `warden.secrets` and `warden.keys` (InvalidOid: not looked up;
-    /// every invalidation then counts).
-    relids: [pg_sys::Oid; 2],
+    /// `warden.secrets` (InvalidOid: not looked up; every invalidation
+    /// then counts). Writes to `warden.keys` reach the cache through the
+    /// key cache's generation.
+    relid: pg_sys::Oid,
     /// Counts the drops: an entry loaded while one happened is not kept.
     generation: u64,
     /// The key cache's generation the entries were decrypted under.
@@ -261,12 +262,9 @@ fn register() {
             subxact: |_, _| {},
         });
     }
-    if CACHE.with(|c| c.borrow().relids[0] == pg_sys::InvalidOid) {
-        let relids = [
-            crate::heap_append::warden_relation(c"secrets"),
-            crate::heap_append::warden_relation(c"keys"),
-        ];
-        CACHE.with(|c| c.borrow_mut().relids = relids);
+    if CACHE.with(|c| c.borrow().relid == pg_sys::InvalidOid) {
+        let relid = crate::heap_append::warden_relation(c"secrets");
+        CACHE.with(|c| c.borrow_mut().relid = relid);
     }
 }
 
@@ -278,14 +276,14 @@ fn drop_entries(c: &mut Cache) {
 fn on_relcache(relid: pg_sys::Oid) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        let unknown = c.relids.contains(&pg_sys::InvalidOid);
-        if relid == pg_sys::InvalidOid || unknown || c.relids.contains(&relid) {
+        let unknown = c.relid == pg_sys::InvalidOid;
+        if relid == pg_sys::InvalidOid || unknown || c.relid == relid {
             drop_entries(&mut c);
-            if relid == pg_sys::InvalidOid || c.relids.contains(&relid) {
+            if relid == pg_sys::InvalidOid || c.relid == relid {
                 // looked up again at the next call (after it applied the
                 // invalidations): the tables may have been dropped and
                 // made anew
-                c.relids = [pg_sys::InvalidOid; 2];
+                c.relid = pg_sys::InvalidOid;
             }
         }
     });

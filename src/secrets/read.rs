@@ -202,6 +202,25 @@ pub(super) fn cached_candidates(
     })
 }
 
+/// As `cached_candidates`, recording the refusal of `event` (and raising)
+/// when `name` has no live version.
+pub(super) fn live_candidates_or_refuse(
+    event: &str,
+    tenant: &str,
+    name: &str,
+    access: &Access,
+    any_overlap: bool,
+) -> std::rc::Rc<Candidates> {
+    cached_candidates(tenant, name, any_overlap).unwrap_or_else(|| {
+        refuse(
+            event,
+            Outcome::NotFound,
+            access,
+            not_found(format!("secret \"{name}\" has no live version")),
+        )
+    })
+}
+
 /// The audit fields of an access to `s`.
 pub(super) fn access_of<'a>(name: &'a str, s: &Stored) -> Access<'a> {
     Access {
@@ -224,16 +243,9 @@ fn get(name: Option<&str>, version: Option<i32>) -> (Stored, zeroize::Zeroizing<
         version,
         ..Default::default()
     };
-    if version.is_none() {
+    let Some(v) = version else {
         // the latest live version: from the cache
-        let Some(c) = cached_candidates(&tenant, name, true) else {
-            refuse(
-                EVENT,
-                Outcome::NotFound,
-                &access,
-                not_found(format!("secret \"{name}\" has no live version")),
-            )
-        };
+        let c = live_candidates_or_refuse(EVENT, &tenant, name, &access, true);
         let Some(plain) = c.newest_plain.clone() else {
             refuse_undecryptable(EVENT, name, &c.newest)
         };
@@ -241,16 +253,13 @@ fn get(name: Option<&str>, version: Option<i32>) -> (Stored, zeroize::Zeroizing<
         a.root_key_version = c.newest_root_version;
         record(EVENT, Outcome::Ok, &a);
         return (c.newest.clone(), plain);
-    }
+    };
     let Some(s) = versions(&tenant, name, version, None).into_iter().next() else {
         refuse(
             EVENT,
             Outcome::NotFound,
             &access,
-            not_found(match version {
-                Some(v) => format!("secret \"{name}\" has no version {v}"),
-                None => format!("secret \"{name}\" has no live version"),
-            }),
+            not_found(format!("secret \"{name}\" has no version {v}")),
         )
     };
     let refusal = if s.ciphertext.is_none() {

@@ -13,7 +13,9 @@ use warden_core::secrets::webhook::{self, Delivery, Received, Scheme, SignError}
 use warden_core::secrets::{Access, Outcome};
 
 use super::access_audit::{check_name, not_found, record, refuse};
-use super::read::{access_of, cached_candidates, decrypt_or_refuse, secret_bytes, versions};
+use super::read::{
+    access_of, decrypt_or_refuse, live_candidates_or_refuse, secret_bytes, versions,
+};
 use crate::error::{not_null, WardenError};
 use crate::tenant_context::tenant_or_raise;
 
@@ -155,14 +157,7 @@ fn webhook_verify(
         scheme: scheme_name,
         ..Default::default()
     };
-    let Some(candidates) = cached_candidates(&tenant, name, false) else {
-        refuse(
-            EVENT,
-            Outcome::NotFound,
-            &access,
-            not_found(format!("secret \"{name}\" has no live version")),
-        )
-    };
+    let candidates = live_candidates_or_refuse(EVENT, &tenant, name, &access, false);
     // a NULL payload or signature is no signature: false, like a
     // malformed header
     let (Some(payload), Some(signature)) = (payload, signature) else {
