@@ -632,10 +632,6 @@ COMMENT ON FUNCTION warden.subscribe(text, text, regprocedure, integer, interval
 COMMENT ON FUNCTION warden.unsubscribe(text) IS 'Drops a subscription (its owner''s, or a superuser''s act) and what it had not delivered.';
 COMMENT ON FUNCTION warden.pause(text) IS 'Stops delivering to a subscription (messages keep arriving for it) until warden.resume.';
 COMMENT ON FUNCTION warden.resume(text) IS 'Delivers to a paused subscription again, from where it stopped.';
-CREATE FUNCTION warden._outbox_topic_matches(pattern text, topic text) RETURNS boolean
-  IMMUTABLE STRICT PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', '_outbox_topic_matches_wrapper';
-COMMENT ON FUNCTION warden._outbox_topic_matches(text, text) IS
-  'Internal: whether a subscription pattern (* one segment, # the rest) matches a topic.';
 CREATE FUNCTION warden.claim(subscription text, batch integer DEFAULT 10, visibility interval DEFAULT '30 seconds',
                              ack uuid[] DEFAULT NULL)
   RETURNS TABLE(lease uuid, msg warden.message)
@@ -768,7 +764,7 @@ REVOKE EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interv
   warden.publish_batch(text, jsonb[], text[]),
   warden.subscribe(text, text, regprocedure, integer, interval, interval, boolean, interval, jsonb, regrole),
   warden.unsubscribe(text), warden.pause(text), warden.resume(text),
-  warden._outbox_topic_matches(text, text), warden.outbox_last_delivered_at(integer),
+  warden.outbox_last_delivered_at(integer),
   warden.claim(text, integer, interval, uuid[]), warden.ack(uuid[]), warden.nack(uuid, text, interval),
   warden.extend(uuid, interval),
   warden.replay_dead_letters(bigint[]), warden.purge_dead_letters(timestamptz),

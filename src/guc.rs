@@ -485,25 +485,27 @@ pub fn set_local(name: &CStr, value: &str) {
     }
 }
 
-/// Runs `f` with `name` set to `value` in a GUC nest level of its own,
-/// which restores every setting made since (also plain session SETs, which
-/// a commit-style exit would keep); on error the abort of the
-/// (sub)transaction undoes it.
-pub fn with_setting<R>(name: &CStr, value: &CStr, f: impl FnOnce() -> R) -> R {
-    // SAFETY: a nest level of our own, closed below; both strings are valid
-    // C strings.
+/// Runs `f` with each `(name, value)` of `settings` set in a GUC nest
+/// level of its own, which restores every setting made since (also plain
+/// session SETs, which a commit-style exit would keep); on error the
+/// abort of the (sub)transaction undoes it.
+pub fn with_settings<R>(settings: &[(&CStr, &CStr)], f: impl FnOnce() -> R) -> R {
+    // SAFETY: a nest level of our own, closed below; the strings are
+    // valid C strings.
     let nest = unsafe { pg_sys::NewGUCNestLevel() };
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
+    for (name, value) in settings {
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
     }
     let result = f();
     // SAFETY: restores what the nest level saved.
@@ -513,12 +515,16 @@ pub fn with_setting<R>(name: &CStr, value: &CStr, f: impl FnOnce() -> R) -> R {
 
 /// Plans the next statements to read an index in its order rather than
 /// sort what it finds (a stale estimate of a table that grew fast leads
-/// to a sort of the whole backlog), and without JIT: the cost the planner
-/// adds to the sort it cannot avoid crosses `jit_above_cost`, and
-/// compiling each execution took 0.2 s. Only inside a GUC nest level of
-/// our own (`as_superuser`), which undoes it on return.
+/// to a sort of the whole backlog) or scan the whole table (the outbox's
+/// statements read one subscription's range of deliveries, which the
+/// statistics cannot tell from the whole backlog), and without JIT: the
+/// cost the planner adds to the sort it cannot avoid crosses
+/// `jit_above_cost`, and compiling each execution took 0.2 s. Only inside
+/// a GUC nest level of our own (`as_superuser`), which undoes it on
+/// return.
 pub fn plan_for_index_order() {
     set_local(c"enable_sort", "off");
+    set_local(c"enable_seqscan", "off");
     set_local(c"enable_bitmapscan", "off");
     set_local(c"jit", "off");
 }

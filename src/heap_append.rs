@@ -5,7 +5,8 @@
 //! audit guard refuses them on the audit tables before they exist);
 //! row-level security does not apply, so the caller sets every value
 //! itself (the tenant is the transaction's). Indexes must be btrees on
-//! plain columns; anything else is refused rather than left unmaintained. A heap insert checks no
+//! plain columns, partial only as `WHERE column IS NOT NULL`; anything
+//! else is refused rather than left unmaintained. A heap insert checks no
 //! constraint: callers write only what the table's constraints allow.
 
 use std::ffi::{CStr, CString};
@@ -66,14 +67,51 @@ pub(crate) fn bytea_datum(b: &[u8]) -> (Datum, bool) {
 /// leaves them to the transaction's abort, as for any relation.
 pub(crate) struct HeapAppender {
     rel: pg_sys::Relation,
-    indexes: Vec<(pg_sys::Relation, *mut pg_sys::IndexInfo)>,
+    indexes: Vec<Index>,
+}
+
+struct Index {
+    rel: pg_sys::Relation,
+    info: *mut pg_sys::IndexInfo,
+    /// A partial index `WHERE <column> IS NOT NULL`: that column (from 0).
+    only_not_null: Option<usize>,
+}
+
+/// The column a partial index's predicate requires to be not null, when
+/// the predicate is exactly that (`None` for any other predicate).
+///
+/// # Safety
+/// `predicate` is an index's implicit-AND predicate list.
+unsafe fn not_null_predicate(predicate: *mut pg_sys::List) -> Option<usize> {
+    // SAFETY: a list of expression nodes, read by their tags.
+    unsafe {
+        if (*predicate).length != 1 {
+            return None;
+        }
+        let node = (*(*predicate).elements).ptr_value.cast::<pg_sys::Node>();
+        if (*node).type_ != pg_sys::NodeTag::T_NullTest {
+            return None;
+        }
+        let test = node.cast::<pg_sys::NullTest>();
+        let arg = (*test).arg.cast::<pg_sys::Node>();
+        if (*test).nulltesttype != pg_sys::NullTestType::IS_NOT_NULL
+            || (*test).argisrow
+            || arg.is_null()
+            || (*arg).type_ != pg_sys::NodeTag::T_Var
+        {
+            return None;
+        }
+        let att = (*arg.cast::<pg_sys::Var>()).varattno;
+        (att > 0).then(|| att as usize - 1)
+    }
 }
 
 impl HeapAppender {
     /// Opens `warden.<name>`, which must be a heap table of exactly the
     /// column types `types` (rule 3 of docs/security.md: the tuple is
     /// formed from values of those types), with no INSERT trigger or rule,
-    /// and only valid btree indexes on plain columns.
+    /// and only valid btree indexes on plain columns (partial only as
+    /// `WHERE column IS NOT NULL`).
     pub(crate) fn open(name: &CStr, types: &[pg_sys::Oid]) -> HeapAppender {
         let oid = warden_relation(name);
         let shown = name.to_string_lossy();
@@ -111,21 +149,26 @@ impl HeapAppender {
             }
             let list = pg_sys::RelationGetIndexList(rel);
             let n = if list.is_null() { 0 } else { (*list).length };
-            let mut indexes = Vec::with_capacity(n as usize);
+            let mut indexes: Vec<Index> = Vec::with_capacity(n as usize);
             for i in 0..n as usize {
                 let index_oid = (*(*list).elements.add(i)).oid_value;
                 let index = pg_sys::index_open(index_oid, pg_sys::RowExclusiveLock as i32);
                 let info = pg_sys::BuildIndexInfo(index);
                 let form = (*index).rd_index;
+                let only_not_null = if (*info).ii_Predicate.is_null() {
+                    None
+                } else {
+                    not_null_predicate((*info).ii_Predicate)
+                };
                 if !(*info).ii_Expressions.is_null()
-                    || !(*info).ii_Predicate.is_null()
+                    || (!(*info).ii_Predicate.is_null() && only_not_null.is_none())
                     || (*(*index).rd_rel).relam != pg_sys::BTREE_AM_OID
                     || !(*form).indisvalid
                     || !(*form).indisready
                 {
                     pg_sys::index_close(index, pg_sys::NoLock as i32);
-                    for (opened, _) in indexes {
-                        pg_sys::index_close(opened, pg_sys::NoLock as i32);
+                    for opened in indexes {
+                        pg_sys::index_close(opened.rel, pg_sys::NoLock as i32);
                     }
                     pg_sys::table_close(rel, pg_sys::NoLock as i32);
                     WardenError::prerequisite(format!(
@@ -133,7 +176,11 @@ impl HeapAppender {
                     ))
                     .raise();
                 }
-                indexes.push((index, info));
+                indexes.push(Index {
+                    rel: index,
+                    info,
+                    only_not_null,
+                });
             }
             HeapAppender { rel, indexes }
         }
@@ -150,7 +197,15 @@ impl HeapAppender {
                 nulls.as_mut_ptr(),
             );
             pg_sys::simple_heap_insert(self.rel, tuple);
-            for &(index, info) in &self.indexes {
+            for &Index {
+                rel: index,
+                info,
+                only_not_null,
+            } in &self.indexes
+            {
+                if only_not_null.is_some_and(|att| nulls[att]) {
+                    continue;
+                }
                 let keys = (*info).ii_NumIndexAttrs as usize;
                 let mut key_values = Vec::with_capacity(keys);
                 let mut key_nulls = Vec::with_capacity(keys);
@@ -182,8 +237,8 @@ impl HeapAppender {
         // SAFETY: closes what `open` opened, keeping the locks to the end
         // of the transaction.
         unsafe {
-            for (index, _) in self.indexes {
-                pg_sys::index_close(index, pg_sys::NoLock as i32);
+            for index in self.indexes {
+                pg_sys::index_close(index.rel, pg_sys::NoLock as i32);
             }
             pg_sys::table_close(self.rel, pg_sys::NoLock as i32);
         }

@@ -55,9 +55,18 @@ pub fn select<'conn>(
     with_generic_plan(|| client.select(plan, limit, args))
 }
 
-/// Runs `f` with `plan_cache_mode = force_generic_plan`, restored after.
+/// Runs `f` with `plan_cache_mode = force_generic_plan`, and without JIT
+/// (a generic plan's estimates over a large backlog crossed
+/// `jit_above_cost`, and compiling each execution of a kept plan cost the
+/// worker 3 ms a run), restored after.
 fn with_generic_plan<R>(f: impl FnOnce() -> R) -> R {
-    crate::guc::with_setting(c"plan_cache_mode", c"force_generic_plan", f)
+    crate::guc::with_settings(
+        &[
+            (c"plan_cache_mode", c"force_generic_plan"),
+            (c"jit", c"off"),
+        ],
+        f,
+    )
 }
 
 fn kept(

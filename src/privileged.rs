@@ -36,7 +36,7 @@ pub fn as_owner<R>(owner: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
 
 /// Runs `f` in a GUC nest level of its own with a fixed `search_path`.
 fn with_fixed_search_path<R>(f: impl FnOnce() -> R) -> R {
-    crate::guc::with_setting(c"search_path", c"pg_catalog, pg_temp", f)
+    crate::guc::with_settings(&[(c"search_path", c"pg_catalog, pg_temp")], f)
 }
 
 /// Runs `f` with `role`'s privileges, as a SECURITY DEFINER function

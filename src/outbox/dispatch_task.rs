@@ -269,7 +269,7 @@ impl Task for Dispatch {
         if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY_US {
             self.last_sweep = now;
             as_superuser(|| -> Result<(), WardenError> {
-                super::pull::dead_letter_lapsed_leases()?;
+                super::pull::dead_letter_lapsed_leases(marks)?;
                 announce_waiting(100)?;
                 Ok(())
             })?;
@@ -517,13 +517,18 @@ fn handled(subscriptions: Vec<i32>, ids: Vec<i64>) -> Result<(), WardenError> {
 
 /// When the earliest delivery of a handler subscription that is not due
 /// yet becomes due (Postgres clock), if any.
+/// Per subscription (the primary key's range): a join could scan every
+/// delivery, pull subscriptions' backlogs included, once a second.
 fn next_due() -> Result<Option<i64>, WardenError> {
+    crate::guc::plan_for_index_order();
     crate::spi_read::read_one::<pgrx::datum::TimestampWithTimeZone>(
-        "SELECT min(d.next_at)
-           FROM warden.outbox_deliveries d
-           JOIN warden.outbox_subscriptions s ON s.id OPERATOR(pg_catalog.=) d.subscription_id
-          WHERE s.handler IS NOT NULL AND NOT s.paused AND d.failed_at IS NULL
-            AND d.next_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()",
+        "SELECT pg_catalog.min(x.next_at)
+           FROM warden.outbox_subscriptions s
+          CROSS JOIN LATERAL (
+                SELECT pg_catalog.min(d.next_at) AS next_at FROM warden.outbox_deliveries d
+                 WHERE d.subscription_id OPERATOR(pg_catalog.=) s.id AND d.failed_at IS NULL
+                   AND d.next_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()) x
+          WHERE s.handler IS NOT NULL AND NOT s.paused",
         &[],
     )
     .map(|at| at.map(pg_sys::TimestampTz::from))

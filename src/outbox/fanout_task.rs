@@ -6,15 +6,17 @@
 //! subscribers; this task pays for the fan-out, on the worker.
 //!
 //! It reads and writes only pg_warden's own tables, with constant SQL and
-//! bound parameters, as pg_warden: no user-defined object is evaluated
-//! (topic matching is pg_warden's own function, filters are jsonb `@>`).
+//! bound parameters or by heap insert, as pg_warden: no user-defined
+//! object is evaluated (topics are matched here, filters are jsonb `@>`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use warden_core::outbox::{FanoutProgress, PendingRange};
+use pgrx::pg_sys::{self, Datum};
+use warden_core::outbox::{FanoutProgress, Pattern, PendingRange};
 
 use crate::error::WardenError;
+use crate::heap_append::{next_id, text_datum, HeapAppender};
 use crate::privileged::as_superuser;
 use crate::workers::{
     register_task, wake_task_on_commit, Task, TaskContext, TaskId, TaskReport, TaskSpec,
@@ -161,7 +163,8 @@ fn read_visible(p: &FanoutProgress) -> Result<(i64, i64, Vec<i64>, Vec<i64>), Wa
     let lo: Vec<i64> = p.pending.iter().map(|r| r.lo).collect();
     let hi: Vec<i64> = p.pending.iter().map(|r| r.hi).collect();
     let (xmin, xmax, pending, new) = pgrx::Spi::connect(|client| {
-        let rows = client.select(
+        let rows = crate::kept_plans::select(
+            client,
             "SELECT (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text)::bigint,
                     (pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text)::bigint,
                     ARRAY(SELECT m.id FROM warden.outbox_messages m,
@@ -189,56 +192,240 @@ fn read_visible(p: &FanoutProgress) -> Result<(i64, i64, Vec<i64>, Vec<i64>), Wa
     ))
 }
 
+/// Columns of `warden.outbox_deliveries`, in table order: subscription_id,
+/// id, message_id, ordered_key, tenant, attempts, next_at, lease,
+/// lease_until, first_attempt_at, last_attempt_at, last_error, failed_at.
+const DELIVERY_COLUMNS: [pg_sys::Oid; 13] = [
+    pg_sys::INT4OID,
+    pg_sys::INT8OID,
+    pg_sys::INT8OID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::INT4OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT4OID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
+    pg_sys::TIMESTAMPTZOID,
+];
+
+/// A subscription as the fan-out matches it.
+struct Subscription {
+    id: i32,
+    pattern: Pattern,
+    ordered: bool,
+    start_after: i64,
+    filtered: bool,
+    /// Has a handler: the dispatcher delivers it (pull consumers claim
+    /// their own).
+    pushed: bool,
+}
+
+/// A message as the fan-out reads it.
+struct Message {
+    id: i64,
+    topic: String,
+    key: Option<String>,
+    tenant: Option<String>,
+    next_at: i64,
+    /// The filtered subscriptions whose filter its payload contains.
+    passes_filters_of: Vec<i32>,
+}
+
 /// One delivery row per matching subscription for each of `ids`, in
 /// commit order when `track_commit_timestamp` is on, else in id order
 /// (the delivery ids, drawn in that order, are the order in which a
 /// subscription's messages are handled; across runs the order is the
-/// order in which messages became visible, which is commit order). The subscriptions are
-/// locked (KEY SHARE) until the run commits: an `unsubscribe` waits for
-/// it and then removes what it wrote, or ran first and is skipped.
+/// order in which messages became visible, which is commit order). The
+/// subscriptions matched are locked (KEY SHARE) until the run commits: an
+/// `unsubscribe` waits for it and then removes what it wrote, or ran
+/// first and is skipped. Topics are matched here and the rows appended by
+/// heap insert: a statement joining messages to subscriptions cost the
+/// worker more than the publishers' own inserts.
 fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
-    let (made, later) = pgrx::Spi::connect_mut(|client| {
-        let rows = client.update(
-            "WITH ins AS (
-               INSERT INTO warden.outbox_deliveries (subscription_id, id, message_id, ordered_key, tenant, next_at)
-               SELECT q.sid, pg_catalog.nextval('warden.outbox_deliveries_id_seq'::pg_catalog.regclass),
-                      q.mid, q.okey, q.tenant, q.next_at
-                 FROM (SELECT s.id AS sid, m.id AS mid,
-                              CASE WHEN s.ordered THEN m.key END AS okey, m.tenant,
-                              COALESCE(m.deliver_after, m.published_at) AS next_at
-                         FROM warden.outbox_messages m
-                         JOIN warden.outbox_subscriptions s
-                           ON m.id OPERATOR(pg_catalog.>) s.start_after
-                          AND (s.filter IS NULL OR m.payload OPERATOR(pg_catalog.@>) s.filter)
-                          AND warden._outbox_topic_matches(s.topic_pattern, m.topic)
-                        WHERE m.id OPERATOR(pg_catalog.=) ANY ($1)
-                        ORDER BY CASE WHEN pg_catalog.current_setting('track_commit_timestamp')::pg_catalog.bool
-                                      THEN pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(m.txid)) END,
-                                 m.id, s.id
-                          FOR KEY SHARE OF s) q
-               RETURNING next_at)
-             SELECT pg_catalog.count(*),
-                    pg_catalog.min(ins.next_at)
-                      FILTER (WHERE ins.next_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp())
-               FROM ins",
-            Some(1),
-            &[ids.to_vec().into()],
-        )?;
-        let row = rows.first();
-        Ok::<_, pgrx::spi::Error>((
-            row.get::<i64>(1)?.unwrap_or(0),
-            row.get::<pgrx::datum::TimestampWithTimeZone>(2)?
-                .map(pgrx::pg_sys::TimestampTz::from),
-        ))
-    })
-    .map_err(spi_error)?;
-    if made > 0 {
+    crate::guc::plan_for_index_order();
+    let subscriptions = read_subscriptions()?;
+    if subscriptions.is_empty() {
+        return Ok(());
+    }
+    let filtered: Vec<i32> = subscriptions
+        .iter()
+        .filter(|s| s.filtered)
+        .map(|s| s.id)
+        .collect();
+    let messages = read_messages(ids, &filtered)?;
+    let matches = |m: &Message, s: &Subscription| {
+        m.id > s.start_after
+            && (!s.filtered || m.passes_filters_of.contains(&s.id))
+            && s.pattern.matches(&m.topic)
+    };
+    let matched: Vec<i32> = subscriptions
+        .iter()
+        .filter(|s| messages.iter().any(|m| matches(m, s)))
+        .map(|s| s.id)
+        .collect();
+    if matched.is_empty() {
+        return Ok(());
+    }
+    let locked = lock_subscriptions(&matched)?;
+    let sequence = crate::heap_append::warden_relation(c"outbox_deliveries_id_seq");
+    if sequence == pg_sys::InvalidOid {
+        return Err(WardenError::prerequisite(
+            "warden.outbox_deliveries_id_seq is missing",
+        ));
+    }
+    // SAFETY: reads the clock.
+    let now = unsafe { pg_sys::GetCurrentTimestamp() };
+    let mut later: Option<i64> = None;
+    let mut pushed = false;
+    let mut deliveries = HeapAppender::open(c"outbox_deliveries", &DELIVERY_COLUMNS);
+    for m in &messages {
+        for s in subscriptions.iter().filter(|s| locked.contains(&s.id)) {
+            if !matches(m, s) {
+                continue;
+            }
+            let id = next_id(sequence);
+            let ordered_key = if s.ordered { m.key.as_deref() } else { None };
+            let cells = [
+                (Datum::from(s.id), false),
+                (Datum::from(id), false),
+                (Datum::from(m.id), false),
+                text_datum(ordered_key),
+                text_datum(m.tenant.as_deref()),
+                (Datum::from(0i32), false),
+                (Datum::from(m.next_at), false),
+                (Datum::from(0usize), true),
+                (Datum::from(0usize), true),
+                (Datum::from(0usize), true),
+                (Datum::from(0usize), true),
+                (Datum::from(0usize), true),
+                (Datum::from(0usize), true),
+            ];
+            let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
+            let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();
+            deliveries.append(&mut values, &mut nulls);
+            if s.pushed {
+                pushed = true;
+                if m.next_at > now {
+                    later = Some(later.map_or(m.next_at, |l| l.min(m.next_at)));
+                }
+            }
+        }
+    }
+    deliveries.close();
+    if pushed {
         super::dispatch_task::wake_at_commit();
     }
     if let Some(at) = later {
         super::dispatch_task::due_later(at);
     }
     Ok(())
+}
+
+/// Every subscription, by id (a pattern that no longer parses matches
+/// nothing).
+fn read_subscriptions() -> Result<Vec<Subscription>, WardenError> {
+    pgrx::Spi::connect(|client| {
+        let rows = crate::kept_plans::select(
+            client,
+            "SELECT s.id, s.topic_pattern, s.ordered, s.start_after, s.filter IS NOT NULL,
+                    s.handler IS NOT NULL
+               FROM warden.outbox_subscriptions s ORDER BY s.id",
+            None,
+            &[],
+        )?;
+        let mut subscriptions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Ok(pattern) = Pattern::parse(&row.get::<String>(2)?.unwrap_or_default()) else {
+                continue;
+            };
+            subscriptions.push(Subscription {
+                id: row.get::<i32>(1)?.unwrap_or(0),
+                pattern,
+                ordered: row.get::<bool>(3)?.unwrap_or(false),
+                start_after: row.get::<i64>(4)?.unwrap_or(0),
+                filtered: row.get::<bool>(5)?.unwrap_or(false),
+                pushed: row.get::<bool>(6)?.unwrap_or(false),
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(subscriptions)
+    })
+    .map_err(spi_error)
+}
+
+/// Messages `ids` (ascending), in commit order when
+/// `track_commit_timestamp` is on (else in id order), each with which of
+/// the `filtered` subscriptions' filters its payload contains (jsonb
+/// `@>`). Read by runs of consecutive ids, one index range each: they
+/// mostly are one run.
+fn read_messages(ids: &[i64], filtered: &[i32]) -> Result<Vec<Message>, WardenError> {
+    let (mut lo, mut hi): (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
+    for &id in ids {
+        match hi.last_mut() {
+            Some(last) if *last + 1 == id => *last = id,
+            _ => {
+                lo.push(id);
+                hi.push(id);
+            }
+        }
+    }
+    pgrx::Spi::connect(|client| {
+        let rows = crate::kept_plans::select(
+            client,
+            "SELECT m.id, m.topic, m.key, m.tenant,
+                    COALESCE(m.deliver_after, m.published_at),
+                    CASE WHEN pg_catalog.cardinality($3) OPERATOR(pg_catalog.>) 0 THEN
+                      ARRAY(SELECT s.id FROM warden.outbox_subscriptions s
+                             WHERE s.id OPERATOR(pg_catalog.=) ANY ($3)
+                               AND m.payload OPERATOR(pg_catalog.@>) s.filter)
+                    END
+               FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) r(lo, hi)
+               JOIN warden.outbox_messages m
+                 ON m.id OPERATOR(pg_catalog.>=) r.lo AND m.id OPERATOR(pg_catalog.<=) r.hi
+              ORDER BY CASE WHEN pg_catalog.current_setting('track_commit_timestamp')::pg_catalog.bool
+                            THEN pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(m.txid)) END,
+                       m.id",
+            None,
+            &[lo.into(), hi.into(), filtered.to_vec().into()],
+        )?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            messages.push(Message {
+                id: row.get::<i64>(1)?.unwrap_or(0),
+                topic: row.get::<String>(2)?.unwrap_or_default(),
+                key: row.get::<String>(3)?,
+                tenant: row.get::<String>(4)?,
+                next_at: row
+                    .get::<pgrx::datum::TimestampWithTimeZone>(5)?
+                    .map(pg_sys::TimestampTz::from)
+                    .unwrap_or(0),
+                passes_filters_of: row.get::<Vec<i32>>(6)?.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::Error>(messages)
+    })
+    .map_err(spi_error)
+}
+
+/// Locks subscriptions `ids` (KEY SHARE) until the run commits, and
+/// returns those that still exist (one unsubscribed meanwhile is gone).
+fn lock_subscriptions(ids: &[i32]) -> Result<Vec<i32>, WardenError> {
+    pgrx::Spi::connect_mut(|client| {
+        let rows = crate::kept_plans::update(
+            client,
+            "SELECT s.id FROM warden.outbox_subscriptions s
+              WHERE s.id OPERATOR(pg_catalog.=) ANY ($1)
+              ORDER BY s.id
+                FOR KEY SHARE",
+            None,
+            &[ids.to_vec().into()],
+        )?;
+        rows.map(|row| row.get::<i32>(1).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<i32>, _>>()
+    })
+    .map_err(spi_error)
 }
 
 /// Records the progress (and forgets older records: only the last is
@@ -248,7 +435,8 @@ fn save_progress(p: &FanoutProgress) -> Result<(), WardenError> {
     let hi: Vec<i64> = p.pending.iter().map(|r| r.hi).collect();
     let settled: Vec<i64> = p.pending.iter().map(|r| r.settled_at as i64).collect();
     pgrx::Spi::connect_mut(|client| {
-        client.update(
+        crate::kept_plans::update(
+            client,
             "WITH n AS (INSERT INTO warden.outbox_fanout (upto, pending_lo, pending_hi, settled_at)
                         VALUES ($1, $2, $3, $4) RETURNING id)
              DELETE FROM warden.outbox_fanout f WHERE f.id OPERATOR(pg_catalog.<) (SELECT n.id FROM n)",

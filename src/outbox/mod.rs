@@ -8,7 +8,6 @@
 //! - `subscribe`: `warden.subscribe`, `unsubscribe`, `pause`, `resume`.
 //! - `fanout_task`: the worker task that turns committed messages into
 //!   deliveries, one per matching subscription.
-//! - `topic_match`: the pattern match the fan-out's SQL calls.
 //! - `dispatch_task`: the worker task that calls handlers
 //!   (`handler_call`), exactly once per message and subscription;
 //!   `hard_deadline` ends a handler that outlives its timeout.
@@ -35,7 +34,6 @@ mod stats;
 mod subscribe;
 mod tables;
 mod timers;
-mod topic_match;
 
 /// Registers the fan-out and dispatch tasks (preload only).
 pub fn init(preloading: bool) {

@@ -409,24 +409,49 @@ fn extend(lease: Option<Uuid>, visibility: Option<Interval>) -> bool {
     .unwrap_or(false)
 }
 
+/// How many deliveries from its low-water mark the sweep looks at per pull
+/// subscription.
+const SWEEP_WINDOW: i64 = 10_000;
+
 /// Dead-letters (or fails) pull deliveries whose lease lapsed on their
-/// last allowed attempt: no claim takes them again. Run by the worker.
-pub(super) fn dead_letter_lapsed_leases() -> Result<(), WardenError> {
+/// last allowed attempt: no claim takes them again. Run by the worker,
+/// which passes each subscription's low-water mark. It looks at the
+/// first SWEEP_WINDOW deliveries from the mark only (an index range, not
+/// the whole backlog): claims take the oldest due deliveries first, and
+/// what no claim takes again stays behind as the consumers move on, so
+/// such a delivery comes into the window as those before it are acked.
+pub(super) fn dead_letter_lapsed_leases(marks: &[(i32, i64)]) -> Result<(), WardenError> {
+    let sids: Vec<i32> = marks.iter().map(|m| m.0).collect();
+    let lows: Vec<i64> = marks.iter().map(|m| m.1).collect();
+    crate::guc::plan_for_index_order();
     let lapsed = pgrx::Spi::connect_mut(|client| {
-        client
-            .update(
-                "SELECT d.subscription_id, d.id, d.attempts, s.max_attempts, m.topic = 'warden.dead_letter'
-                   FROM warden.outbox_deliveries d
-                   JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
-                   JOIN warden.outbox_messages m ON m.id = d.message_id
-                  WHERE s.handler IS NULL AND d.lease IS NOT NULL AND d.failed_at IS NULL
-                    AND d.lease_until <= pg_catalog.clock_timestamp()
-                    AND d.attempts + 1 >= s.max_attempts
-                  LIMIT 100
-                    FOR UPDATE OF d SKIP LOCKED",
-                None,
-                &[],
-            )?
+        crate::kept_plans::update(
+            client,
+            "SELECT d.subscription_id, d.id, d.attempts, s.max_attempts,
+                    m.topic OPERATOR(pg_catalog.=) 'warden.dead_letter'
+               FROM warden.outbox_subscriptions s
+              CROSS JOIN LATERAL (
+                    SELECT COALESCE((SELECT w.mark FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]),
+                                                                   pg_catalog.unnest($2::pg_catalog.int8[])) w(sid, mark)
+                                      WHERE w.sid OPERATOR(pg_catalog.=) s.id), 0) AS lo) b
+              CROSS JOIN LATERAL (
+                    SELECT pg_catalog.max(e.id) AS hi
+                      FROM (SELECT e.id FROM warden.outbox_deliveries e
+                             WHERE e.subscription_id OPERATOR(pg_catalog.=) s.id
+                               AND e.id OPERATOR(pg_catalog.>=) b.lo
+                             ORDER BY e.id LIMIT $3) e) w
+               JOIN warden.outbox_deliveries d
+                 ON d.subscription_id OPERATOR(pg_catalog.=) s.id
+                AND d.id OPERATOR(pg_catalog.>=) b.lo AND d.id OPERATOR(pg_catalog.<=) w.hi
+               JOIN warden.outbox_messages m ON m.id OPERATOR(pg_catalog.=) d.message_id
+              WHERE s.handler IS NULL AND d.lease IS NOT NULL AND d.failed_at IS NULL
+                AND d.lease_until OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+                AND d.attempts OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.>=) s.max_attempts
+              LIMIT 100
+                FOR UPDATE OF d SKIP LOCKED",
+            None,
+            &[sids.into(), lows.into(), SWEEP_WINDOW.into()],
+        )?
             .map(|row| {
                 Ok((
                     row.get::<i32>(1)?.unwrap_or(0),
