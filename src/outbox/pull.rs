@@ -162,17 +162,32 @@ fn claim(
     };
     let scope = scope();
     super::low_water::note_claim(sid);
+    // one nonce per claim: each lease token is (subscription, delivery,
+    // nonce), so every claim's tokens are fresh
+    let nonce = {
+        let mut b = [0u8; 4];
+        if warden_core::crypto::fill_random(&mut b).is_err() {
+            WardenError::new(
+                PgSqlErrorCode::ERRCODE_SYSTEM_ERROR,
+                "could not draw a lease nonce from the system's random source",
+            )
+            .raise();
+        }
+        i32::from_le_bytes(b)
+    };
     let mut rows = as_superuser(|| {
         // the subscription's deliveries in id order from its low-water
         // mark, whatever the statistics say: a sort of all of them (the
         // plan stale statistics of a table that grew fast lead to) costs
-        // every claim the whole backlog
+        // every claim the whole backlog; the rows locked are updated by
+        // their ctid (no second index descent: they stay locked, so the
+        // ctid is theirs until this transaction ends)
         crate::guc::plan_for_index_order();
         pgrx::Spi::connect_mut(|client| {
             let rows = crate::kept_plans::update(
                 client,
                 "WITH c AS (
-                   SELECT d.subscription_id, d.id
+                   SELECT d.ctid AS tid
                      FROM warden.outbox_deliveries d
                     WHERE d.subscription_id = $1 AND d.id >= $6
                       AND d.next_at <= pg_catalog.clock_timestamp() AND d.failed_at IS NULL
@@ -189,12 +204,12 @@ fn claim(
                  UPDATE warden.outbox_deliveries d
                     SET attempts = d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4,
                         last_error = CASE WHEN d.lease IS NOT NULL THEN 'lease lapsed' ELSE d.last_error END,
-                        lease = ('x' || pg_catalog.substr(pg_catalog.gen_random_uuid()::pg_catalog.text, 1, 8))::pg_catalog.bit(32)::pg_catalog.int4,
+                        lease = $9,
                         lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3::pg_catalog.float8 / 1000000),
                         first_attempt_at = COALESCE(d.first_attempt_at, pg_catalog.clock_timestamp()),
                         last_attempt_at = pg_catalog.clock_timestamp()
                    FROM c, warden.outbox_messages m
-                  WHERE d.subscription_id = c.subscription_id AND d.id = c.id AND m.id = d.message_id
+                  WHERE d.ctid = c.tid AND m.id = d.message_id
                  RETURNING d.id, d.lease,
                            ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
                                d.attempts + 1, $8::pg_catalog.text)::warden.message",
@@ -208,6 +223,7 @@ fn claim(
                     super::low_water::mark(sid).into(),
                     max_attempts.into(),
                     name.into(),
+                    nonce.into(),
                 ],
             )?;
             let mut out = Vec::with_capacity(rows.len());
@@ -273,9 +289,10 @@ fn ack_leases(leases: &[Option<Uuid>]) -> i32 {
                     WHERE d.subscription_id = l.sid AND d.id = l.id AND d.lease = l.nonce
                       AND d.lease_until > pg_catalog.clock_timestamp()
                       AND ($4 OR d.tenant IS NOT DISTINCT FROM $5)
-                      AND EXISTS (SELECT FROM warden.outbox_subscriptions c
-                                   WHERE c.id = d.subscription_id AND c.handler IS NULL
-                                     AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE')))
+                      AND d.subscription_id = ANY (ARRAY(
+                            SELECT c.id FROM warden.outbox_subscriptions c
+                             WHERE c.id = ANY ($1) AND c.handler IS NULL
+                               AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE'))))
                    RETURNING d.subscription_id)
                  SELECT pg_catalog.count(*)::pg_catalog.int4, pg_catalog.array_agg(DISTINCT a.subscription_id) FROM a",
                 Some(1),
