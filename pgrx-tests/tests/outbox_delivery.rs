@@ -698,6 +698,50 @@ fn pull_leases_lapse_to_the_next_claimer_and_concurrent_claims_never_share() {
     assert_eq!(last_error, "lease lapsed");
 }
 
+/// The sweep that dead-letters a lease lapsed on its last attempt reads
+/// a window of each pull subscription at a time: a delivery behind more
+/// than a window of others no consumer takes (here scheduled ten years
+/// out) is still reached.
+#[test]
+fn a_lease_lapsed_on_its_last_attempt_is_dead_lettered_behind_a_long_backlog() {
+    let (cluster, mut admin) = outbox_cluster("delivery_sweep_window", &[]);
+    admin
+        .batch_execute(
+            "SELECT warden.subscribe('later', 'later.#', max_attempts => 1);
+             SELECT warden.publish('later.run', jsonb_build_object('n', g), deliver_after => '10 years')
+               FROM generate_series(1, 60000) g;
+             SELECT warden.publish('later.now', '{\"stuck\": true}');",
+        )
+        .unwrap();
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM warden.outbox_deliveries",
+        60_001,
+        "the fan-out",
+    );
+    let mut app = cluster.connect_as("postgres", "app");
+    let claimed = app
+        .query(
+            "SELECT (msg).payload::text FROM warden.claim('later', 10, '100 ms')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "only the message not scheduled is due");
+    // its one attempt lapses: no claim takes it again, the sweep makes it
+    // a dead letter (two windows on)
+    thread::sleep(Duration::from_millis(200));
+    assert!(app
+        .query("SELECT 1 FROM warden.claim('later', 10)", &[])
+        .unwrap()
+        .is_empty());
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM warden.dead_letters WHERE payload @> '{\"stuck\": true}' AND last_error = 'lease lapsed'",
+        1,
+        "the sweep to reach the lapsed lease",
+    );
+}
+
 #[test]
 fn an_immediate_stop_mid_stream_loses_no_committed_message() {
     let (cluster, mut admin) = outbox_cluster("delivery_immediate_stop", &[]);

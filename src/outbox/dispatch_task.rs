@@ -79,6 +79,9 @@ struct Dispatch {
     /// The last run found a full batch: run again at once.
     more: bool,
     last_sweep: i64,
+    /// Where the next lapsed-lease sweep starts, per pull subscription,
+    /// when not at its mark.
+    sweep_from: Vec<(i32, i64)>,
 }
 
 /// A due delivery, with its message as the handler gets it.
@@ -268,10 +271,17 @@ impl Task for Dispatch {
         let now = crate::workers::now_us();
         if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY_US {
             self.last_sweep = now;
-            as_superuser(|| -> Result<(), WardenError> {
-                super::pull::dead_letter_lapsed_leases(marks)?;
+            let from: Vec<(i32, i64)> = marks
+                .iter()
+                .map(|&(sid, mark)| {
+                    let cursor = self.sweep_from.iter().find(|c| c.0 == sid).map(|c| c.1);
+                    (sid, cursor.map_or(mark, |c| c.max(mark)))
+                })
+                .collect();
+            self.sweep_from = as_superuser(|| -> Result<Vec<(i32, i64)>, WardenError> {
+                let next = super::pull::dead_letter_lapsed_leases(&from)?;
                 announce_waiting(100)?;
-                Ok(())
+                Ok(next)
             })?;
         }
         if look_up_next_due {

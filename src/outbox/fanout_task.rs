@@ -256,20 +256,30 @@ fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
         .map(|s| s.id)
         .collect();
     let messages = read_messages(ids, &filtered)?;
-    let matches = |m: &Message, s: &Subscription| {
-        m.id > s.start_after
-            && (!s.filtered || m.passes_filters_of.contains(&s.id))
-            && s.pattern.matches(&m.topic)
-    };
-    let matched: Vec<i32> = subscriptions
+    // each message's matching subscriptions (by position), matched once
+    let pairs: Vec<(usize, usize)> = messages
         .iter()
-        .filter(|s| messages.iter().any(|m| matches(m, s)))
-        .map(|s| s.id)
+        .enumerate()
+        .flat_map(|(mi, m)| {
+            subscriptions
+                .iter()
+                .enumerate()
+                .filter(move |(_, s)| {
+                    m.id > s.start_after
+                        && (!s.filtered || m.passes_filters_of.contains(&s.id))
+                        && s.pattern.matches(&m.topic)
+                })
+                .map(move |(si, _)| (mi, si))
+        })
         .collect();
+    let mut matched: Vec<i32> = pairs.iter().map(|&(_, si)| subscriptions[si].id).collect();
+    matched.sort_unstable();
+    matched.dedup();
     if matched.is_empty() {
         return Ok(());
     }
-    let locked = lock_subscriptions(&matched)?;
+    let locked: std::collections::HashSet<i32> =
+        lock_subscriptions(&matched)?.into_iter().collect();
     let sequence = crate::heap_append::warden_relation(c"outbox_deliveries_id_seq");
     if sequence == pg_sys::InvalidOid {
         return Err(WardenError::prerequisite(
@@ -281,36 +291,42 @@ fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
     let mut later: Option<i64> = None;
     let mut pushed = false;
     let mut deliveries = HeapAppender::open(c"outbox_deliveries", &DELIVERY_COLUMNS);
-    for m in &messages {
-        for s in subscriptions.iter().filter(|s| locked.contains(&s.id)) {
-            if !matches(m, s) {
-                continue;
+    for &(mi, si) in &pairs {
+        let (m, s) = (&messages[mi], &subscriptions[si]);
+        if !locked.contains(&s.id) {
+            continue;
+        }
+        let id = next_id(sequence);
+        let ordered_key = if s.ordered { m.key.as_deref() } else { None };
+        let cells = [
+            (Datum::from(s.id), false),
+            (Datum::from(id), false),
+            (Datum::from(m.id), false),
+            text_datum(ordered_key),
+            text_datum(m.tenant.as_deref()),
+            (Datum::from(0i32), false),
+            (Datum::from(m.next_at), false),
+            (Datum::from(0usize), true),
+            (Datum::from(0usize), true),
+            (Datum::from(0usize), true),
+            (Datum::from(0usize), true),
+            (Datum::from(0usize), true),
+            (Datum::from(0usize), true),
+        ];
+        let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
+        let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();
+        deliveries.append(&mut values, &mut nulls);
+        // the tuple copied them: a run may write many rows
+        for (datum, null) in &cells[3..5] {
+            if !null {
+                // SAFETY: palloc'd by text_datum, no longer referenced.
+                unsafe { pg_sys::pfree(datum.cast_mut_ptr()) };
             }
-            let id = next_id(sequence);
-            let ordered_key = if s.ordered { m.key.as_deref() } else { None };
-            let cells = [
-                (Datum::from(s.id), false),
-                (Datum::from(id), false),
-                (Datum::from(m.id), false),
-                text_datum(ordered_key),
-                text_datum(m.tenant.as_deref()),
-                (Datum::from(0i32), false),
-                (Datum::from(m.next_at), false),
-                (Datum::from(0usize), true),
-                (Datum::from(0usize), true),
-                (Datum::from(0usize), true),
-                (Datum::from(0usize), true),
-                (Datum::from(0usize), true),
-                (Datum::from(0usize), true),
-            ];
-            let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
-            let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();
-            deliveries.append(&mut values, &mut nulls);
-            if s.pushed {
-                pushed = true;
-                if m.next_at > now {
-                    later = Some(later.map_or(m.next_at, |l| l.min(m.next_at)));
-                }
+        }
+        if s.pushed {
+            pushed = true;
+            if m.next_at > now {
+                later = Some(later.map_or(m.next_at, |l| l.min(m.next_at)));
             }
         }
     }
@@ -412,6 +428,14 @@ fn read_messages(ids: &[i64], filtered: &[i32]) -> Result<Vec<Message>, WardenEr
 /// Locks subscriptions `ids` (KEY SHARE) until the run commits, and
 /// returns those that still exist (one unsubscribed meanwhile is gone).
 fn lock_subscriptions(ids: &[i32]) -> Result<Vec<i32>, WardenError> {
+    // an unsubscribe left open in a transaction fails this run (retried
+    // within a second) rather than holding the worker's other tasks
+    crate::guc::with_settings(&[(c"lock_timeout", c"200ms")], || {
+        lock_subscriptions_now(ids)
+    })
+}
+
+fn lock_subscriptions_now(ids: &[i32]) -> Result<Vec<i32>, WardenError> {
     pgrx::Spi::connect_mut(|client| {
         let rows = crate::kept_plans::update(
             client,

@@ -426,40 +426,72 @@ fn extend(lease: Option<Uuid>, visibility: Option<Interval>) -> bool {
     .unwrap_or(false)
 }
 
-/// How many deliveries from its low-water mark the sweep looks at per pull
-/// subscription.
-const SWEEP_WINDOW: i64 = 10_000;
+/// How many deliveries of each pull subscription one sweep looks at.
+const SWEEP_WINDOW: i64 = 50_000;
 
 /// Dead-letters (or fails) pull deliveries whose lease lapsed on their
-/// last allowed attempt: no claim takes them again. Run by the worker,
-/// which passes each subscription's low-water mark. It looks at the
-/// first SWEEP_WINDOW deliveries from the mark only (an index range, not
-/// the whole backlog): claims take the oldest due deliveries first, and
-/// what no claim takes again stays behind as the consumers move on, so
-/// such a delivery comes into the window as those before it are acked.
-pub(super) fn dead_letter_lapsed_leases(marks: &[(i32, i64)]) -> Result<(), WardenError> {
-    let sids: Vec<i32> = marks.iter().map(|m| m.0).collect();
-    let lows: Vec<i64> = marks.iter().map(|m| m.1).collect();
+/// last allowed attempt: no claim takes them again. Run by the worker
+/// every few seconds. Each sweep reads a window of SWEEP_WINDOW
+/// deliveries per pull subscription (an index range, not the whole
+/// backlog), starting where `from` says (the low-water mark, or where the
+/// last sweep's window ended); returns where the next one starts: after
+/// a full window, its end; after the last, nothing (back to the mark).
+/// Every delivery is looked at within backlog / SWEEP_WINDOW sweeps.
+pub(super) fn dead_letter_lapsed_leases(
+    from: &[(i32, i64)],
+) -> Result<Vec<(i32, i64)>, WardenError> {
     crate::guc::plan_for_index_order();
+    let sids: Vec<i32> = from.iter().map(|m| m.0).collect();
+    let starts: Vec<i64> = from.iter().map(|m| m.1).collect();
+    let windows = pgrx::Spi::connect(|client| {
+        crate::kept_plans::select(
+            client,
+            "SELECT s.id, b.lo, w.hi, w.n
+               FROM warden.outbox_subscriptions s
+              CROSS JOIN LATERAL (
+                    SELECT COALESCE((SELECT w.start FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]),
+                                                                    pg_catalog.unnest($2::pg_catalog.int8[])) w(sid, start)
+                                      WHERE w.sid OPERATOR(pg_catalog.=) s.id), 0) AS lo) b
+              CROSS JOIN LATERAL (
+                    SELECT pg_catalog.max(e.id) AS hi, pg_catalog.count(*) AS n
+                      FROM (SELECT e.id FROM warden.outbox_deliveries e
+                             WHERE e.subscription_id OPERATOR(pg_catalog.=) s.id
+                               AND e.id OPERATOR(pg_catalog.>=) b.lo
+                             ORDER BY e.id LIMIT $3) e) w
+              WHERE s.handler IS NULL AND w.n OPERATOR(pg_catalog.>) 0",
+            None,
+            &[sids.into(), starts.into(), SWEEP_WINDOW.into()],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<i32>(1)?.unwrap_or(0),
+                row.get::<i64>(2)?.unwrap_or(0),
+                row.get::<i64>(3)?.unwrap_or(0),
+                row.get::<i64>(4)?.unwrap_or(0),
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)?;
+    let next: Vec<(i32, i64)> = windows
+        .iter()
+        .filter(|w| w.3 >= SWEEP_WINDOW)
+        .map(|w| (w.0, w.2 + 1))
+        .collect();
+    let sids: Vec<i32> = windows.iter().map(|w| w.0).collect();
+    let los: Vec<i64> = windows.iter().map(|w| w.1).collect();
+    let his: Vec<i64> = windows.iter().map(|w| w.2).collect();
     let lapsed = pgrx::Spi::connect_mut(|client| {
         crate::kept_plans::update(
             client,
             "SELECT d.subscription_id, d.id, d.attempts, s.max_attempts,
                     m.topic OPERATOR(pg_catalog.=) 'warden.dead_letter'
-               FROM warden.outbox_subscriptions s
-              CROSS JOIN LATERAL (
-                    SELECT COALESCE((SELECT w.mark FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]),
-                                                                   pg_catalog.unnest($2::pg_catalog.int8[])) w(sid, mark)
-                                      WHERE w.sid OPERATOR(pg_catalog.=) s.id), 0) AS lo) b
-              CROSS JOIN LATERAL (
-                    SELECT pg_catalog.max(e.id) AS hi
-                      FROM (SELECT e.id FROM warden.outbox_deliveries e
-                             WHERE e.subscription_id OPERATOR(pg_catalog.=) s.id
-                               AND e.id OPERATOR(pg_catalog.>=) b.lo
-                             ORDER BY e.id LIMIT $3) e) w
+               FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[]),
+                               pg_catalog.unnest($3::pg_catalog.int8[])) w(sid, lo, hi)
+               JOIN warden.outbox_subscriptions s ON s.id OPERATOR(pg_catalog.=) w.sid
                JOIN warden.outbox_deliveries d
-                 ON d.subscription_id OPERATOR(pg_catalog.=) s.id
-                AND d.id OPERATOR(pg_catalog.>=) b.lo AND d.id OPERATOR(pg_catalog.<=) w.hi
+                 ON d.subscription_id OPERATOR(pg_catalog.=) w.sid
+                AND d.id OPERATOR(pg_catalog.>=) w.lo AND d.id OPERATOR(pg_catalog.<=) w.hi
                JOIN warden.outbox_messages m ON m.id OPERATOR(pg_catalog.=) d.message_id
               WHERE s.handler IS NULL AND d.lease IS NOT NULL AND d.failed_at IS NULL
                 AND d.lease_until OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
@@ -467,7 +499,7 @@ pub(super) fn dead_letter_lapsed_leases(marks: &[(i32, i64)]) -> Result<(), Ward
               LIMIT 100
                 FOR UPDATE OF d SKIP LOCKED",
             None,
-            &[sids.into(), lows.into(), SWEEP_WINDOW.into()],
+            &[sids.into(), los.into(), his.into()],
         )?
             .map(|row| {
                 Ok((
@@ -481,6 +513,12 @@ pub(super) fn dead_letter_lapsed_leases(marks: &[(i32, i64)]) -> Result<(), Ward
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
     .map_err(spi_error)?;
+    // a full batch may have left some in these windows: look again there
+    let next = if lapsed.len() >= 100 {
+        from.to_vec()
+    } else {
+        next
+    };
     for (sid, id, attempts, max_attempts, is_dead_letter) in lapsed {
         let recorded = record_failure(&Failure {
             subscription_id: sid,
@@ -495,7 +533,7 @@ pub(super) fn dead_letter_lapsed_leases(marks: &[(i32, i64)]) -> Result<(), Ward
         })?;
         debug_assert!(!matches!(recorded, Recorded::Retry(_)));
     }
-    Ok(())
+    Ok(next)
 }
 
 extension_sql!(
