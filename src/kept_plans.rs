@@ -55,6 +55,15 @@ pub fn select<'conn>(
     with_generic_plan(|| client.select(plan, limit, args))
 }
 
+/// The first column of the first row of `query`, which only reads (None
+/// for no row or SQL NULL), through its kept plan.
+pub fn read_one<A: pgrx::FromDatum + pgrx::IntoDatum>(
+    query: &'static str,
+    args: &[DatumWithOid],
+) -> SpiResult<Option<A>> {
+    pgrx::Spi::connect(|client| select(client, query, Some(1), args)?.first().get_one())
+}
+
 /// Runs `f` with `plan_cache_mode = force_generic_plan`, and without JIT
 /// (a generic plan's estimates over a large backlog crossed
 /// `jit_above_cost`, and compiling each execution of a kept plan cost the

@@ -385,7 +385,7 @@ const RUN_BUDGET_US: i64 = 1_000_000;
 /// The tenant `role`'s sessions are pinned to (`ALTER ROLE ... SET
 /// warden.tenant`, for this database or all), if any.
 fn pinned_tenant(role: pg_sys::Oid) -> Result<Option<String>, WardenError> {
-    crate::spi_read::read_one::<String>(
+    crate::kept_plans::read_one::<String>(
         "SELECT (SELECT pg_catalog.substr(c, 15)
                    FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
                   WHERE s.setrole OPERATOR(pg_catalog.=) $1

@@ -115,7 +115,7 @@ pub(super) fn handler_verdict(
     handler: pg_sys::Oid,
     role: pg_sys::Oid,
 ) -> Result<Option<String>, pgrx::spi::Error> {
-    crate::spi_read::read_one::<String>(
+    crate::kept_plans::read_one::<String>(
         "SELECT CASE
                   WHEN NOT (p.prokind OPERATOR(pg_catalog.=) 'f' AND NOT p.proretset
                     AND p.prorettype OPERATOR(pg_catalog.=) 'pg_catalog.void'::pg_catalog.regtype
