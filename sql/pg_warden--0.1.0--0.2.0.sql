@@ -554,6 +554,29 @@ COMMENT ON INDEX warden.outbox_deliveries_ordered_idx IS 'The head of each key o
 COMMENT ON INDEX warden.outbox_deliveries_pkey IS 'A subscription''s deliveries in fan-out order.';
 COMMENT ON SEQUENCE warden.outbox_deliveries_id_seq IS 'Fan-out order of deliveries.';
 
+CREATE TABLE warden.outbox_leases (
+    subscription_id  integer NOT NULL,
+    nonce            integer NOT NULL,
+    id               bigint GENERATED ALWAYS AS IDENTITY,
+    tenant           text,
+    lease_until      timestamptz NOT NULL,
+    claimed_at       timestamptz NOT NULL,
+    delivery_ids     bigint[] NOT NULL,
+    message_ids      bigint[] NOT NULL,
+    attempts         integer[] NOT NULL,
+    first_attempt_at timestamptz[] NOT NULL,
+    PRIMARY KEY (subscription_id, nonce, id)
+);
+CREATE INDEX outbox_leases_until_idx ON warden.outbox_leases (subscription_id, lease_until);
+COMMENT ON TABLE warden.outbox_leases IS
+  'Deliveries a pull claim holds: one row per claim (and tenant) with the ids, messages, failed attempts and first attempts of the deliveries it took out of warden.outbox_deliveries, which get them back when the lease lapses or is nacked. An ack deletes the row: a claimed message costs one row removal, not an update and then a removal. Internal.';
+COMMENT ON COLUMN warden.outbox_leases.nonce IS 'The claim''s nonce (part of each lease token).';
+COMMENT ON COLUMN warden.outbox_leases.lease_until IS 'When the lease lapses: the deliveries go back to the next claimer, with the lapse counted as a failed attempt.';
+COMMENT ON COLUMN warden.outbox_leases.id IS 'Tells apart the rows of one claim (one per tenant, and one per lease extended on its own).';
+COMMENT ON INDEX warden.outbox_leases_pkey IS 'A claim''s lease rows, for ack, nack and extend.';
+COMMENT ON SEQUENCE warden.outbox_leases_id_seq IS 'Lease row ids.';
+COMMENT ON INDEX warden.outbox_leases_until_idx IS 'Leases by when they lapse.';
+
 CREATE TABLE warden.outbox_fanout (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     upto       bigint NOT NULL,
@@ -604,6 +627,8 @@ SELECT pg_catalog.pg_extension_config_dump('warden.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.dead_letters_dead_letter_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_leases', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_leases_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_fanout', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_fanout_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_subscriptions', '');
@@ -668,8 +693,8 @@ SELECT s.name AS subscription,
        CASE WHEN s.handler IS NULL THEN 'pull' ELSE 'push' END AS kind,
        s.handler,
        s.paused,
-       COALESCE(d.pending, 0) AS pending,
-       COALESCE(d.in_flight, 0) AS in_flight,
+       COALESCE(d.pending, 0) + COALESCE(h.lapsed, 0) AS pending,
+       COALESCE(d.in_flight, 0) + COALESCE(h.in_flight, 0) AS in_flight,
        d.oldest_pending_age,
        COALESCE(d.retrying, 0) AS retrying,
        COALESCE(d.failed, 0) AS failed,
@@ -692,13 +717,18 @@ SELECT s.name AS subscription,
          JOIN warden.outbox_messages m ON m.id = d.message_id
         WHERE d.subscription_id = s.id) d ON true
   LEFT JOIN LATERAL (
+       SELECT pg_catalog.sum(pg_catalog.cardinality(h.delivery_ids)) FILTER (WHERE h.lease_until > pg_catalog.now()) AS in_flight,
+              pg_catalog.sum(pg_catalog.cardinality(h.delivery_ids)) FILTER (WHERE h.lease_until <= pg_catalog.now()) AS lapsed
+         FROM warden.outbox_leases h
+        WHERE h.subscription_id = s.id) h ON true
+  LEFT JOIN LATERAL (
        SELECT pg_catalog.count(*) AS dead,
               pg_catalog.count(*) FILTER (WHERE l.notice_id IS NULL) AS unannounced,
               (pg_catalog.array_agg(l.last_error ORDER BY l.dead_letter_id DESC))[1] AS last_error
          FROM warden.dead_letters l
         WHERE l.subscription = s.name) l ON true;
 COMMENT ON VIEW warden.outbox_stats IS
-  'Per subscription: deliveries pending (due or waiting to be retried), in flight (leased by a pull consumer), the age of the oldest, those retrying, dead-letter deliveries failed for good, dead letters (and those whose warden.dead_letter message is still to be published), the last error, and when a message was last handled.';
+  'Per subscription: deliveries pending (due or waiting to be retried), in flight (leased by a pull consumer), the age of the oldest not in flight, those retrying, dead-letter deliveries failed for good, dead letters (and those whose warden.dead_letter message is still to be published), the last error, and when a message was last handled.';
 
 CREATE VIEW warden.outbox_blocked_keys WITH (security_invoker = true) AS
 SELECT s.name AS subscription,
@@ -745,20 +775,22 @@ UNION ALL
                coalesce(greatest(t.last_vacuum, t.last_autovacuum)::text, 'never'))
    FROM pg_stat_all_tables t
   WHERE t.schemaname = 'warden'
-    AND t.relname IN ('outbox_messages', 'outbox_deliveries', 'outbox_dedupe', 'outbox_fanout',
+    AND t.relname IN ('outbox_messages', 'outbox_deliveries', 'outbox_leases', 'outbox_dedupe', 'outbox_fanout',
                       'outbox_subscriptions', 'dead_letters')
   ORDER BY t.relname)
 UNION ALL
-(SELECT 'pending_deliveries', count(*), 'deliveries not yet handled (of the tenants row-level security shows you)'
+(SELECT 'pending_deliveries',
+        count(*) + (SELECT coalesce(sum(cardinality(h.delivery_ids)), 0) FROM warden.outbox_leases h),
+        'deliveries not yet handled, leased ones included (of the tenants row-level security shows you)'
    FROM warden.outbox_deliveries d WHERE d.failed_at IS NULL)
 $health$;
 COMMENT ON FUNCTION warden.outbox_health() IS
   'What holds the outbox back: the backend, replication slot or prepared transaction holding the oldest xmin (its age in transactions), dead tuples in each outbox table, and the deliveries pending.';
 REVOKE ALL ON warden.outbox_messages, warden.outbox_dedupe, warden.outbox_subscriptions,
-  warden.outbox_deliveries, warden.outbox_fanout, warden.dead_letters,
+  warden.outbox_deliveries, warden.outbox_leases, warden.outbox_fanout, warden.dead_letters,
   warden.outbox_stats, warden.outbox_blocked_keys FROM PUBLIC;
 REVOKE ALL ON SEQUENCE warden.outbox_messages_id_seq, warden.outbox_subscriptions_id_seq,
-  warden.outbox_deliveries_id_seq, warden.outbox_fanout_id_seq,
+  warden.outbox_deliveries_id_seq, warden.outbox_leases_id_seq, warden.outbox_fanout_id_seq,
   warden.dead_letters_dead_letter_id_seq FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION warden.publish(text, jsonb, text, jsonb, text, interval),
   warden.publish_batch(text, jsonb[], text[]),
@@ -782,13 +814,15 @@ GRANT SELECT ON warden.outbox_subscriptions, warden.dead_letters,
   warden.outbox_stats, warden.outbox_blocked_keys TO warden_admin;
 -- the views are security_invoker: row-level security scopes what an
 -- operator counts to the current tenant (all with BYPASSRLS)
-GRANT SELECT ON warden.outbox_deliveries, warden.outbox_messages TO warden_admin;
+GRANT SELECT ON warden.outbox_deliveries, warden.outbox_leases, warden.outbox_messages TO warden_admin;
 -- tenant-isolated like the audit inbox, and likewise read by id only, by
 -- pg_warden: no tenant index to cost every publish (or fan-out) a btree insert
 SELECT warden.enable_tenancy('warden.outbox_messages');
 DROP INDEX warden.outbox_messages_tenant_idx;
 SELECT warden.enable_tenancy('warden.outbox_deliveries');
 DROP INDEX warden.outbox_deliveries_tenant_idx;
+SELECT warden.enable_tenancy('warden.outbox_leases');
+DROP INDEX warden.outbox_leases_tenant_idx;
 SELECT warden.enable_tenancy('warden.dead_letters');
 COMMENT ON INDEX warden.dead_letters_tenant_idx IS 'Finds a tenant''s dead letters (made by enable_tenancy).';
 

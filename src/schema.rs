@@ -146,7 +146,7 @@ GRANT SELECT ON warden.outbox_subscriptions, warden.dead_letters,
   warden.outbox_stats, warden.outbox_blocked_keys TO warden_admin;
 -- the views are security_invoker: row-level security scopes what an
 -- operator counts to the current tenant (all with BYPASSRLS)
-GRANT SELECT ON warden.outbox_deliveries, warden.outbox_messages TO warden_admin;
+GRANT SELECT ON warden.outbox_deliveries, warden.outbox_leases, warden.outbox_messages TO warden_admin;
 GRANT EXECUTE ON FUNCTION
   warden.secret_set(text, text, integer, timestamptz, text),
   warden.secret_set(text, jsonb, integer, timestamptz, text),
@@ -188,6 +188,8 @@ SELECT warden.enable_tenancy('warden.outbox_messages');
 DROP INDEX warden.outbox_messages_tenant_idx;
 SELECT warden.enable_tenancy('warden.outbox_deliveries');
 DROP INDEX warden.outbox_deliveries_tenant_idx;
+SELECT warden.enable_tenancy('warden.outbox_leases');
+DROP INDEX warden.outbox_leases_tenant_idx;
 SELECT warden.enable_tenancy('warden.dead_letters');
 COMMENT ON INDEX warden.dead_letters_tenant_idx IS 'Finds a tenant''s dead letters (made by enable_tenancy).';
 

@@ -7,8 +7,9 @@
 #                        then until every message is handled: messages/s
 #                        from the first publish to the last handler call
 #   outbox_latency_group RATE  commit-to-handler-start latency percentiles
-#   outbox_held_group SCRIPT HELD  tps without, then with a REPEATABLE READ
-#                        transaction holding the xmin horizon for HELD s
+#   outbox_held_group SCRIPT HELD TABLES  tps without, then with a REPEATABLE
+#                        READ transaction holding the xmin horizon for HELD s;
+#                        dead tuples summed over TABLES (comma-separated)
 
 outbox_fill() {
   local n=$1; shift
@@ -18,13 +19,14 @@ INSERT INTO bench_queue (payload)
 UPDATE bench_pgmq SET vt = clock_timestamp() WHERE vt > clock_timestamp();
 INSERT INTO bench_pgmq (vt, message)
   SELECT clock_timestamp(), '{"order": 42}' FROM generate_series(1, greatest(0, :n - (SELECT count(*) FROM bench_pgmq)));
--- leases left by a run end at once
+-- leases left by a run end at once (their messages are topped up below)
 UPDATE warden.outbox_deliveries SET lease = NULL, lease_until = NULL WHERE lease IS NOT NULL;
+DELETE FROM warden.outbox_leases;
 SELECT :n - (SELECT pending + in_flight FROM warden.outbox_stats WHERE subscription = 'bench_pull') AS k \gset
 SELECT warden.publish_batch('bench.pull.order', array_fill('{"order": 42}'::jsonb, ARRAY[least(10000, :k - (g - 1) * 10000)]))
   FROM generate_series(1, ceil(greatest(:k, 0) / 10000.0)::int) g;
 \i benches/outbox/wait_fanned_out.sql
-VACUUM ANALYZE bench_queue, bench_pgmq, warden.outbox_deliveries;
+VACUUM ANALYZE bench_queue, bench_pgmq, warden.outbox_deliveries, warden.outbox_leases;
 SQL
 }
 
@@ -111,7 +113,7 @@ outbox_held_group() {
   holder=$!
   sleep 1
   during=$(SECONDS_PER_RUN=$held pgbench_tps "$script" prepared)
-  dead=$("$@" -At -c "SELECT n_dead_tup FROM pg_stat_all_tables WHERE relid = '$table'::regclass")
+  dead=$("$@" -At -c "SELECT sum(n_dead_tup) FROM pg_stat_all_tables WHERE relid = ANY ('{$table}'::regclass[])")
   kill "$holder" 2>/dev/null || true
   wait "$holder" 2>/dev/null || true
   "$@" -q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%' AND pid <> pg_backend_pid()" >/dev/null

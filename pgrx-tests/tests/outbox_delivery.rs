@@ -698,6 +698,148 @@ fn pull_leases_lapse_to_the_next_claimer_and_concurrent_claims_never_share() {
     assert_eq!(last_error, "lease lapsed");
 }
 
+/// A claim keeps its leases together (one lease row), yet each lease is
+/// the consumer's to acknowledge, extend or nack alone, and only within
+/// its tenant: an extended lease outlives its lapsed siblings with the
+/// same token, a nacked one comes back at once, a part acknowledged is not
+/// acknowledged twice, and the stats count what is in flight.
+#[test]
+fn a_claims_leases_are_acknowledged_extended_and_nacked_one_by_one() {
+    let (cluster, mut admin) = outbox_cluster("delivery_lease_parts", &[]);
+    admin
+        .batch_execute("SELECT warden.subscribe('parts', 'parts.#')")
+        .unwrap();
+    let mut app = cluster.connect_as("postgres", "app");
+    for n in 1..=6 {
+        publish_in(&mut app, "acme", "parts.made", &format!("{{\"n\": {n}}}"));
+    }
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM warden.outbox_deliveries",
+        6,
+        "the fan-out",
+    );
+    let as_tenant =
+        |c: &mut Client, tenant: &str, sql: &str, args: &[&(dyn postgres::types::ToSql + Sync)]| {
+            let mut tx = c.transaction().unwrap();
+            tx.execute("SELECT warden.set_tenant($1)", &[&tenant])
+                .unwrap();
+            let rows = tx.query(sql, args).unwrap();
+            tx.commit().unwrap();
+            rows
+        };
+    let claim = |c: &mut Client, visibility: &str| -> Vec<(String, i32, i32)> {
+        as_tenant(
+            c,
+            "acme",
+            "SELECT lease::text, ((msg).payload->>'n')::int, (msg).attempt
+               FROM warden.claim('parts', 10, $1::text::interval) ORDER BY (msg).id",
+            &[&visibility],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    let one = |c: &mut Client, tenant: &str, sql: &str, lease: &str| -> String {
+        as_tenant(c, tenant, sql, &[&lease])[0].get(0)
+    };
+    const ACK: &str = "SELECT warden.ack(ARRAY[$1::text::uuid])::text";
+    const EXTEND: &str = "SELECT warden.extend($1::text::uuid, '1 minute')::text";
+    const NACK: &str = "SELECT warden.nack($1::text::uuid, 'busy', retry_after => '0')::text";
+    let stats = |admin: &mut Client| -> (i64, i64) {
+        let r = admin
+            .query_one(
+                "SELECT pending, in_flight FROM warden.outbox_stats WHERE subscription = 'parts'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+
+    let first = claim(&mut app, "1 second");
+    assert_eq!(
+        first.iter().map(|l| l.1).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(
+        stats(&mut admin),
+        (0, 6),
+        "(pending, in flight) after the claim"
+    );
+    let lease = |n: i32| first[n as usize - 1].0.clone();
+    // another tenant can do nothing with one of them
+    for sql in [ACK, EXTEND, NACK] {
+        let got = one(&mut app, "beta", sql, &lease(1));
+        assert!(
+            got == "0" || got == "false",
+            "{sql} by another tenant: {got}"
+        );
+    }
+    assert_eq!(one(&mut app, "acme", EXTEND, &lease(1)), "true");
+    assert_eq!(one(&mut app, "acme", NACK, &lease(2)), "true");
+    assert_eq!(
+        one(&mut app, "acme", NACK, &lease(2)),
+        "false",
+        "a spent lease nacked twice"
+    );
+    let acked: i32 = as_tenant(
+        &mut app,
+        "acme",
+        "SELECT warden.ack(ARRAY[$1::text::uuid, $2::text::uuid])",
+        &[&lease(3), &lease(4)],
+    )[0]
+    .get(0);
+    assert_eq!(acked, 2);
+    assert_eq!(
+        one(&mut app, "acme", ACK, &lease(3)),
+        "0",
+        "acknowledged twice"
+    );
+    // the nacked one is due again at once, as its second attempt
+    let again = claim(&mut app, "1 minute");
+    assert_eq!(
+        again.iter().map(|l| (l.1, l.2)).collect::<Vec<_>>(),
+        [(2, 2)]
+    );
+    assert_eq!(stats(&mut admin), (0, 4));
+    // the two left lapse; the extended one does not
+    thread::sleep(Duration::from_millis(1_300));
+    let lapsed = claim(&mut app, "1 minute");
+    assert_eq!(
+        lapsed.iter().map(|l| (l.1, l.2)).collect::<Vec<_>>(),
+        [(5, 2), (6, 2)],
+        "the lapsed leases' messages, as second attempts"
+    );
+    assert_eq!(
+        one(&mut app, "acme", ACK, &lease(5)),
+        "0",
+        "a lapsed lease acknowledged"
+    );
+    assert_eq!(
+        one(&mut app, "acme", ACK, &lease(1)),
+        "1",
+        "the extended lease"
+    );
+    assert_eq!(stats(&mut admin), (0, 3));
+    let rest: Vec<String> = again.iter().chain(&lapsed).map(|l| l.0.clone()).collect();
+    let acked: i32 = as_tenant(
+        &mut app,
+        "acme",
+        "SELECT warden.ack($1::text[]::uuid[])",
+        &[&rest],
+    )[0]
+    .get(0);
+    assert_eq!(acked, 3);
+    assert_eq!(stats(&mut admin), (0, 0));
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT (SELECT count(*) FROM warden.outbox_deliveries) + (SELECT count(*) FROM warden.outbox_leases)"
+        ),
+        0
+    );
+}
+
 /// The sweep that dead-letters a lease lapsed on its last attempt reads
 /// a window of each pull subscription at a time: a delivery behind more
 /// than a window of others no consumer takes (here scheduled ten years

@@ -82,6 +82,11 @@ struct Dispatch {
     /// Where the next lapsed-lease sweep starts, per pull subscription,
     /// when not at its mark.
     sweep_from: Vec<(i32, i64)>,
+    /// Where the next look at each pull subscription's lease rows starts
+    /// (`pull::look_after_leases`).
+    leases_from: Vec<(i32, i64)>,
+    last_lease_look: i64,
+    last_full_lease_look: i64,
 }
 
 /// A due delivery, with its message as the handler gets it.
@@ -114,6 +119,14 @@ impl Task for Dispatch {
             Some(at) => at.saturating_sub(now).clamp(0, IDLE.as_micros() as i64),
             None => 0,
         };
+        if super::low_water::leases_may_be_live(now, LEASE_GRACE_US) {
+            // look at the leases again before claims rely on the last look
+            until = until.min(
+                (self.last_lease_look + LEASE_LOOK_EVERY_US)
+                    .saturating_sub(now)
+                    .max(0),
+            );
+        }
         if super::low_water::claimed() {
             // pull consumers are busy: keep their marks close behind them
             until = until.min(
@@ -154,10 +167,24 @@ impl Task for Dispatch {
             let from: &[(i32, i64)] = if full { &[] } else { &self.marks };
             self.marks = as_superuser(|| low_water_marks(from))?;
             super::low_water::publish(&self.marks);
+
             self.last_marks = started;
             if full {
                 self.last_full_marks = started;
                 as_superuser(super::persist_delivered_at)?;
+            }
+        }
+        let full_look =
+            started.saturating_sub(self.last_full_lease_look) >= FULL_LEASE_LOOK_EVERY_US;
+        if full_look
+            || (started.saturating_sub(self.last_lease_look) >= LEASE_LOOK_EVERY_US
+                && super::low_water::leases_may_be_live(started, LEASE_GRACE_US))
+        {
+            let from: &[(i32, i64)] = if full_look { &[] } else { &self.leases_from };
+            self.leases_from = as_superuser(|| super::pull::look_after_leases(from))?;
+            self.last_lease_look = started;
+            if full_look {
+                self.last_full_lease_look = started;
             }
         }
         let marks = &self.marks;
@@ -299,6 +326,14 @@ impl Task for Dispatch {
 /// recomputed from the start of each subscription (for a replayed
 /// delivery whose id was drawn before its mark moved past it).
 const MARKS_EVERY_US: i64 = 20_000;
+
+/// How often the worker looks at the pull leases while one may be live
+/// (well within `pull::LEASE_LOOK_AHEAD_US`), and how long after the
+/// last lease's end it keeps looking; and how often it looks from the
+/// start (for a claim that committed long after its lease had ended).
+const LEASE_LOOK_EVERY_US: i64 = 250_000;
+const LEASE_GRACE_US: i64 = 2_000_000;
+const FULL_LEASE_LOOK_EVERY_US: i64 = 60_000_000;
 const FULL_MARKS_EVERY_US: i64 = 10_000_000;
 
 /// Each subscription's first live delivery id at or above its old mark

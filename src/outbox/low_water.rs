@@ -37,6 +37,18 @@ struct Entry {
     /// that row a second leaves, under a held xmin horizon, a chain of
     /// versions every claim and fan-out reads through.
     delivered_at: AtomicI64,
+    /// No lease of the subscription lapses before this (Postgres
+    /// microseconds): until then a claim need not look for lapsed leases.
+    /// The worker raises it to the first lease it sees live; a claim
+    /// lowers it to the end of the lease it takes.
+    lapse_at: AtomicI64,
+    /// Where a look for lapsed leases starts (Postgres microseconds): no
+    /// live lease ends before it. Under a held xmin horizon the index
+    /// below it holds only the entries of acknowledged leases.
+    lapse_scan_from: AtomicI64,
+    /// The latest end of a lease a claim took (Postgres microseconds):
+    /// until it is past, the worker looks at the leases now and then.
+    lease_end_max: AtomicI64,
 }
 
 pub fn init() {
@@ -70,6 +82,72 @@ fn entry(subscription: i32) -> Option<&'static Entry> {
         e.dboid.load(Ordering::Acquire) == db
             && e.subscription.load(Ordering::Acquire) == subscription
     })
+}
+
+/// Whether a claim on `subscription` should first give back its lapsed
+/// leases, and from where to look for them.
+pub fn lapsed_leases_from(subscription: i32, now_us: i64) -> Option<i64> {
+    match entry(subscription) {
+        None => Some(0),
+        Some(e) if now_us >= e.lapse_at.load(Ordering::Acquire) => {
+            Some(e.lapse_scan_from.load(Ordering::Acquire))
+        }
+        Some(_) => None,
+    }
+}
+
+/// A claim took a lease of `subscription` lapsing at `until_us`.
+pub fn note_lease(subscription: i32, until_us: i64) {
+    if let Some(e) = entry(subscription) {
+        e.lapse_at.fetch_min(until_us, Ordering::AcqRel);
+        e.lease_end_max.fetch_max(until_us, Ordering::AcqRel);
+    }
+}
+
+/// Whether a lease of this database may still be live, or lapsed less
+/// than `grace_us` ago: the worker keeps looking at the leases meanwhile.
+pub fn leases_may_be_live(now_us: i64, grace_us: i64) -> bool {
+    let db = my_database();
+    entries().is_some_and(|es| {
+        es.iter().any(|e| {
+            e.dboid.load(Ordering::Acquire) == db
+                && e.lease_end_max
+                    .load(Ordering::Acquire)
+                    .saturating_add(grace_us)
+                    >= now_us
+        })
+    })
+}
+
+/// Each subscription's lapse_at in this database, read by the worker
+/// before it looks at the leases, for `set_lapse` to compare.
+pub fn all_lapse_at() -> Vec<(i32, i64)> {
+    let db = my_database();
+    entries().map_or_else(Vec::new, |es| {
+        es.iter()
+            .filter(|e| e.dboid.load(Ordering::Acquire) == db)
+            .map(|e| {
+                (
+                    e.subscription.load(Ordering::Acquire),
+                    e.lapse_at.load(Ordering::Acquire),
+                )
+            })
+            .filter(|&(s, _)| s != 0)
+            .collect()
+    })
+}
+
+/// Sets what the worker found: no lease it has not seen lapses before
+/// `lapse_at`, and none ends before `scan_from`. A claim that
+/// lowered lapse_at since `seen` (read before the look-up) wins: its lease
+/// may not have been visible to the look-up.
+pub fn set_lapse(subscription: i32, seen: i64, lapse_at: i64, scan_from: i64) {
+    if let Some(e) = entry(subscription) {
+        e.lapse_scan_from.store(scan_from, Ordering::Release);
+        let _ = e
+            .lapse_at
+            .compare_exchange(seen, lapse_at, Ordering::AcqRel, Ordering::Acquire);
+    }
 }
 
 /// Notes that these subscriptions just handled or acknowledged a message;
@@ -169,6 +247,9 @@ pub fn publish(marks: &[(i32, i64)]) {
             e.mark.store(m, Ordering::Release);
             e.claimed.store(false, Ordering::Relaxed);
             e.delivered_at.store(0, Ordering::Relaxed);
+            e.lapse_at.store(0, Ordering::Release);
+            e.lapse_scan_from.store(0, Ordering::Release);
+            e.lease_end_max.store(0, Ordering::Release);
             e.subscription.store(sub, Ordering::Release);
         }
     }

@@ -9,12 +9,25 @@
 //! LOCKED). A lapsed lease counts as a failed attempt, so a message that
 //! kills every consumer ends as a dead letter rather than circling.
 //!
+//! Where a lease lives: a claim on an unordered subscription moves the
+//! deliveries it takes out of `warden.outbox_deliveries` into one row of
+//! `warden.outbox_leases` (per tenant), and an ack deletes that row: a
+//! message costs one row removal and a claim's share of one insert and
+//! one delete, as a `DELETE ... SKIP LOCKED` queue's message costs one
+//! removal; and what other consumers hold is no longer in the way of the
+//! next claim (nor holds the low-water mark back). A lapsed or nacked
+//! delivery goes back to the table under a fresh id; extend gives it a
+//! lease row of its own. An ordered subscription's claim leases the
+//! deliveries in their rows: a key's next delivery waits while one is
+//! held, which needs the held one in the table.
+//!
 //! Tenants: a consumer sees the messages of its current tenant (or, with
 //! no tenant set, the messages published without one); a warden_admin
 //! member with no tenant set sees all. A lease of another tenant's
 //! message matches nothing.
 
-use pgrx::datum::Interval;
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::Uuid;
 
@@ -66,13 +79,21 @@ fn visibility_us(v: Option<Interval>, what: &str) -> i64 {
     us as i64
 }
 
-/// The pull subscription `name` (its id and max_attempts), or None when
-/// it is paused.
-fn pull_subscription(name: &str) -> Option<(i32, i32)> {
+/// A pull subscription as a claim needs it.
+struct PullSubscription {
+    id: i32,
+    max_attempts: i32,
+    /// Ordered: a claim leases deliveries in their rows (a key's next
+    /// waits for the one held); otherwise it moves them to a lease row.
+    ordered: bool,
+}
+
+/// The pull subscription `name`, or None when it is paused.
+fn pull_subscription(name: &str) -> Option<PullSubscription> {
     // before the switch to pg_warden's rights
     let caller = me();
     // one row, NULLs when there is no such subscription
-    let (found, kind, max_attempts) = as_superuser(|| {
+    let (found, kind, max_attempts, ordered) = as_superuser(|| {
         pgrx::Spi::connect(|client| {
             let rows = crate::kept_plans::select(
                 client,
@@ -81,13 +102,18 @@ fn pull_subscription(name: &str) -> Option<(i32, i32)> {
                              WHEN s.handler IS NOT NULL THEN 'push'
                              WHEN s.consumer IS NOT NULL AND NOT pg_catalog.pg_has_role($2, s.consumer, 'USAGE') THEN 'denied'
                              WHEN s.paused THEN 'paused' ELSE 'pull' END,
-                        s.max_attempts
+                        s.max_attempts, s.ordered
                    FROM (SELECT) one LEFT JOIN warden.outbox_subscriptions s ON s.name = $1",
                 Some(1),
                 &[name.into(), caller.into()],
             )?;
             let row = rows.first();
-            Ok::<_, pgrx::spi::Error>((row.get::<i32>(1)?, row.get::<String>(2)?, row.get::<i32>(3)?))
+            Ok::<_, pgrx::spi::Error>((
+                row.get::<i32>(1)?,
+                row.get::<String>(2)?,
+                row.get::<i32>(3)?,
+                row.get::<bool>(4)?,
+            ))
         })
     })
     .unwrap_or_else(|e| spi_error(e).raise());
@@ -109,7 +135,11 @@ fn pull_subscription(name: &str) -> Option<(i32, i32)> {
                 .raise()
         }
         Some("paused") => None,
-        _ => found.map(|id| (id, max_attempts.unwrap_or(1))),
+        _ => found.map(|id| PullSubscription {
+            id,
+            max_attempts: max_attempts.unwrap_or(1),
+            ordered: ordered.unwrap_or(false),
+        }),
     }
 }
 
@@ -157,7 +187,12 @@ fn claim(
             .warn();
         }
     }
-    let Some((sid, max_attempts)) = subscription else {
+    let Some(PullSubscription {
+        id: sid,
+        max_attempts,
+        ordered,
+    }) = subscription
+    else {
         return TableIterator::new(Vec::new());
     };
     let scope = scope();
@@ -175,86 +210,370 @@ fn claim(
         }
         i32::from_le_bytes(b)
     };
-    let mut rows = as_superuser(|| {
+    if !ordered {
+        // leases of this subscription that lapsed go back to the table
+        // first, so that this claim can take them
+        if let Some(from) = super::low_water::lapsed_leases_from(sid, crate::workers::now_us()) {
+            as_superuser(|| return_lapsed_leases(sid, from, max_attempts))
+                .unwrap_or_else(|e| e.raise());
+        }
+    }
+    let args = [
+        sid.into(),
+        (batch as i64).into(),
+        visibility.into(),
+        scope.all.into(),
+        scope.tenant.clone().into(),
+        super::low_water::mark(sid).into(),
+        max_attempts.into(),
+        name.into(),
+        nonce.into(),
+    ];
+    let (mut rows, until) = as_superuser(|| {
         // the subscription's deliveries in id order from its low-water
         // mark, whatever the statistics say: a sort of all of them (the
         // plan stale statistics of a table that grew fast lead to) costs
-        // every claim the whole backlog; the rows locked are updated by
-        // their ctid (no second index descent: they stay locked, so the
-        // ctid is theirs until this transaction ends)
+        // every claim the whole backlog
         crate::guc::plan_for_index_order();
         pgrx::Spi::connect_mut(|client| {
             let rows = crate::kept_plans::update(
                 client,
-                "WITH c AS (
-                   SELECT d.ctid AS tid
-                     FROM warden.outbox_deliveries d
-                    WHERE d.subscription_id = $1 AND d.id >= $6
-                      AND d.next_at <= pg_catalog.clock_timestamp() AND d.failed_at IS NULL
-                      AND (d.lease IS NULL OR d.lease_until <= pg_catalog.clock_timestamp())
-                      AND d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4 < $7
-                      AND ($4 OR d.tenant IS NOT DISTINCT FROM $5)
-                      AND (d.ordered_key IS NULL OR NOT EXISTS (
-                            SELECT FROM warden.outbox_deliveries e
-                             WHERE e.subscription_id = d.subscription_id AND e.ordered_key = d.ordered_key
-                               AND e.id < d.id AND e.failed_at IS NULL))
-                    ORDER BY d.id
-                    LIMIT $2
-                      FOR UPDATE OF d SKIP LOCKED)
-                 UPDATE warden.outbox_deliveries d
-                    SET attempts = d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4,
-                        last_error = CASE WHEN d.lease IS NOT NULL THEN 'lease lapsed' ELSE d.last_error END,
-                        lease = $9,
-                        lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3::pg_catalog.float8 / 1000000),
-                        first_attempt_at = COALESCE(d.first_attempt_at, pg_catalog.clock_timestamp()),
-                        last_attempt_at = pg_catalog.clock_timestamp()
-                   FROM c, warden.outbox_messages m
-                  WHERE d.ctid = c.tid AND m.id = d.message_id
-                 RETURNING d.id, d.lease,
-                           ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
-                               d.attempts + 1, $8::pg_catalog.text)::warden.message",
+                if ordered {
+                    CLAIM_IN_ROW
+                } else {
+                    CLAIM_TO_LEASE_ROW
+                },
                 None,
-                &[
-                    sid.into(),
-                    (batch as i64).into(),
-                    visibility.into(),
-                    scope.all.into(),
-                    scope.tenant.clone().into(),
-                    super::low_water::mark(sid).into(),
-                    max_attempts.into(),
-                    name.into(),
-                    nonce.into(),
-                ],
+                &args,
             )?;
             let mut out = Vec::with_capacity(rows.len());
+            let mut until = None;
             for row in rows {
                 let id = row.get::<i64>(1)?.unwrap_or(0);
-                let nonce = row.get::<i32>(2)?.unwrap_or(0);
-                if let Some(msg) = row.get::<pgrx::composite_type!('static, "warden.message")>(3)? {
+                if let Some(msg) = row.get::<pgrx::composite_type!('static, "warden.message")>(2)? {
                     out.push((id, Uuid::from_bytes(lease_token(sid, id, nonce)), msg));
                 }
+                until = until.or(row.get::<TimestampWithTimeZone>(3)?);
             }
-            Ok::<_, pgrx::spi::Error>(out)
+            Ok::<_, pgrx::spi::Error>((out, until))
         })
     })
     .unwrap_or_else(|e| spi_error(e).raise());
+    if let Some(until) = until {
+        super::low_water::note_lease(sid, pg_sys::TimestampTz::from(until));
+    }
     // in the subscription's order
     rows.sort_by_key(|r| r.0);
     TableIterator::new(rows.into_iter().map(|(_, lease, msg)| (lease, msg)))
 }
 
-/// The leases as (subscription ids, delivery ids, nonces); NULLs skipped.
-fn split_leases(leases: &[Option<Uuid>]) -> (Vec<i32>, Vec<i64>, Vec<i32>) {
-    let mut subs = Vec::with_capacity(leases.len());
-    let mut ids = Vec::with_capacity(leases.len());
-    let mut nonces = Vec::with_capacity(leases.len());
-    for lease in leases.iter().flatten() {
-        let (s, i, n) = parse_lease(lease.as_bytes());
-        subs.push(s);
-        ids.push(i);
-        nonces.push(n);
+/// The deliveries a claim may take: due, not failed for good, not held
+/// by a live lease, with attempts left (a lapsed in-row lease counts as
+/// one), of the caller's tenant, from the subscription's low-water mark
+/// in id order. The rows locked are then changed by their ctid (no
+/// second index descent: they stay locked, so the ctid is theirs until
+/// this transaction ends).
+macro_rules! claimable {
+    ($ordered_check:literal) => {
+        concat!(
+            "SELECT d.ctid AS tid
+               FROM warden.outbox_deliveries d
+              WHERE d.subscription_id = $1 AND d.id >= $6
+                AND d.next_at <= pg_catalog.clock_timestamp() AND d.failed_at IS NULL
+                AND (d.lease IS NULL OR d.lease_until <= pg_catalog.clock_timestamp())
+                AND d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4 < $7
+                AND ($4 OR d.tenant IS NOT DISTINCT FROM $5)",
+            $ordered_check,
+            "
+              ORDER BY d.id
+              LIMIT $2
+                FOR UPDATE OF d SKIP LOCKED"
+        )
+    };
+}
+
+/// An ordered subscription's claim: leases each delivery in its row (a
+/// key's next delivery waits while one is held).
+const CLAIM_IN_ROW: &str = concat!(
+    "WITH c AS (",
+    claimable!(
+        "
+                AND (d.ordered_key IS NULL OR NOT EXISTS (
+                      SELECT FROM warden.outbox_deliveries e
+                       WHERE e.subscription_id = d.subscription_id AND e.ordered_key = d.ordered_key
+                         AND e.id < d.id AND e.failed_at IS NULL))"
+    ),
+    ")
+     UPDATE warden.outbox_deliveries d
+        SET attempts = d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4,
+            last_error = CASE WHEN d.lease IS NOT NULL THEN 'lease lapsed' ELSE d.last_error END,
+            lease = $9,
+            lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3::pg_catalog.float8 / 1000000),
+            first_attempt_at = COALESCE(d.first_attempt_at, pg_catalog.clock_timestamp()),
+            last_attempt_at = pg_catalog.clock_timestamp()
+       FROM c, warden.outbox_messages m
+      WHERE d.ctid = c.tid AND m.id = d.message_id
+     RETURNING d.id,
+               ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
+                   d.attempts + 1, $8::pg_catalog.text)::warden.message,
+               NULL::pg_catalog.timestamptz"
+);
+
+/// Any other subscription's claim: moves the deliveries it takes out of
+/// the table into one lease row per tenant (one for a tenant's consumer),
+/// so that an ack deletes one row, not one per message, and the
+/// deliveries other consumers hold are not in the way of the next claim.
+const CLAIM_TO_LEASE_ROW: &str = concat!(
+    "WITH c AS (",
+    claimable!(""),
+    "),
+     t AS (
+       DELETE FROM warden.outbox_deliveries d USING c
+        WHERE d.ctid = c.tid
+       RETURNING d.id, d.message_id, d.tenant, d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4 AS attempts,
+                 COALESCE(d.first_attempt_at, pg_catalog.clock_timestamp()) AS first_attempt_at),
+     h AS (
+       INSERT INTO warden.outbox_leases
+              (subscription_id, nonce, tenant, lease_until, claimed_at, delivery_ids, message_ids, attempts, first_attempt_at)
+       SELECT $1, $9, t.tenant,
+              pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3::pg_catalog.float8 / 1000000),
+              pg_catalog.clock_timestamp(),
+              pg_catalog.array_agg(t.id ORDER BY t.id), pg_catalog.array_agg(t.message_id ORDER BY t.id),
+              pg_catalog.array_agg(t.attempts ORDER BY t.id), pg_catalog.array_agg(t.first_attempt_at ORDER BY t.id)
+         FROM t GROUP BY t.tenant
+       RETURNING lease_until)
+     SELECT t.id,
+            ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
+                t.attempts + 1, $8::pg_catalog.text)::warden.message,
+            (SELECT pg_catalog.min(h.lease_until) FROM h)
+       FROM t JOIN warden.outbox_messages m ON m.id = t.message_id"
+);
+
+/// Gives the deliveries of `sid`'s lapsed lease rows (ending at or after
+/// `from_us`, a hundred rows at most) back to the table under fresh ids,
+/// the lapse counted as a failed attempt; those on their last attempt
+/// become dead letters (or, for dead-letter messages, fail for good).
+/// Concurrent callers skip each other's rows. As pg_warden.
+pub(super) fn return_lapsed_leases(
+    sid: i32,
+    from_us: i64,
+    max_attempts: i32,
+) -> Result<(), WardenError> {
+    let from = TimestampWithTimeZone::try_from(from_us.max(0)).ok();
+    let last = pgrx::Spi::connect_mut(|client| {
+        crate::kept_plans::update(
+            client,
+            "WITH x AS (
+               DELETE FROM warden.outbox_leases h
+                WHERE h.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
+                      SELECT l.ctid FROM warden.outbox_leases l
+                       WHERE l.subscription_id OPERATOR(pg_catalog.=) $1
+                         AND l.lease_until OPERATOR(pg_catalog.>=) $2
+                         AND l.lease_until OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+                       ORDER BY l.lease_until LIMIT 100
+                         FOR UPDATE SKIP LOCKED))
+               RETURNING h.*),
+             e AS (
+               SELECT x.subscription_id, pg_catalog.nextval('warden.outbox_deliveries_id_seq'::pg_catalog.regclass) AS id,
+                      u.message_id, x.tenant, u.attempts, x.lease_until, u.first_attempt_at, x.claimed_at,
+                      u.attempts OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.>=) $3 AS last
+                 FROM x, ROWS FROM (pg_catalog.unnest(x.delivery_ids), pg_catalog.unnest(x.message_ids),
+                                    pg_catalog.unnest(x.attempts), pg_catalog.unnest(x.first_attempt_at))
+                         u(id, message_id, attempts, first_attempt_at)
+                ORDER BY x.lease_until, u.id),
+             i AS (
+               INSERT INTO warden.outbox_deliveries
+                      (subscription_id, id, message_id, tenant, attempts, next_at, first_attempt_at,
+                       last_attempt_at, last_error)
+               SELECT e.subscription_id, e.id, e.message_id, e.tenant,
+                      e.attempts OPERATOR(pg_catalog.+) CASE WHEN e.last THEN 0 ELSE 1 END,
+                      e.lease_until, e.first_attempt_at, e.claimed_at, 'lease lapsed'
+                 FROM e)
+             SELECT e.id, e.attempts, m.topic OPERATOR(pg_catalog.=) 'warden.dead_letter'
+               FROM e JOIN warden.outbox_messages m ON m.id OPERATOR(pg_catalog.=) e.message_id
+              WHERE e.last",
+            None,
+            &[sid.into(), from.into(), max_attempts.into()],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<i64>(1)?.unwrap_or(0),
+                row.get::<i32>(2)?.unwrap_or(0),
+                row.get::<bool>(3)?.unwrap_or(false),
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)?;
+    for (id, attempts, is_dead_letter) in last {
+        record_failure(&Failure {
+            subscription_id: sid,
+            id,
+            failures: attempts + 1,
+            max_attempts,
+            topic_is_dead_letter: is_dead_letter,
+            backoff_us: 0,
+            max_backoff_us: 0,
+            error: "lease lapsed",
+            retry_after_us: None,
+        })?;
     }
-    (subs, ids, nonces)
+    Ok(())
+}
+
+/// How far ahead the worker looks at lease ends: claims need not look
+/// for lapsed leases before the first live one it saw in that window (or
+/// its end), and the worker looks again well before then.
+pub(super) const LEASE_LOOK_AHEAD_US: i64 = 1_000_000;
+/// A claim's lease can commit after the worker looked where it ends: the
+/// next look starts this far back.
+const LEASE_COMMIT_LAG_US: i64 = 1_000_000;
+
+/// The worker's look at the pull subscriptions' lease rows: for each, the
+/// first lease ending between where the last look started (`from`;
+/// missing: the start) and a second from now. Lapsed ones are given back
+/// to the table here (a subscription nobody claims from still
+/// dead-letters its last attempts); claims are told to look for lapsed
+/// leases themselves from the first live end on. Each look reads the
+/// index entries of the leases ending in its window only: under a held
+/// xmin horizon, those of acknowledged leases stay, and a look from the
+/// start would read them all. Returns where the next look starts.
+pub(super) fn look_after_leases(from: &[(i32, i64)]) -> Result<Vec<(i32, i64)>, WardenError> {
+    let now = crate::workers::now_us();
+    let ahead = TimestampWithTimeZone::try_from(now + LEASE_LOOK_AHEAD_US).ok();
+    // before the look: a claim that takes a lease meanwhile lowers it
+    let seen = super::low_water::all_lapse_at();
+    let subs: Vec<(i32, i32, Option<i64>)> = pgrx::Spi::connect(|client| {
+        crate::kept_plans::select(
+            client,
+            "SELECT s.id, s.max_attempts,
+                    (SELECT h.lease_until FROM warden.outbox_leases h
+                      WHERE h.subscription_id OPERATOR(pg_catalog.=) s.id
+                        AND h.lease_until OPERATOR(pg_catalog.>=) COALESCE(w.from_at, '-infinity')
+                        AND h.lease_until OPERATOR(pg_catalog.<=) $3
+                      ORDER BY h.lease_until LIMIT 1)
+               FROM warden.outbox_subscriptions s
+               LEFT JOIN ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.timestamptz[])) w(sid, from_at)
+                 ON w.sid OPERATOR(pg_catalog.=) s.id
+              WHERE s.handler IS NULL",
+            None,
+            &[
+                from.iter().map(|f| f.0).collect::<Vec<i32>>().into(),
+                from.iter()
+                    .map(|f| TimestampWithTimeZone::try_from(f.1.max(0)).ok())
+                    .collect::<Vec<_>>()
+                    .into(),
+                ahead.into(),
+            ],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<i32>(1)?.unwrap_or(0),
+                row.get::<i32>(2)?.unwrap_or(1),
+                row.get::<TimestampWithTimeZone>(3)?.map(pg_sys::TimestampTz::from),
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)?;
+    let mut next = Vec::with_capacity(subs.len());
+    for (sid, max_attempts, first) in subs {
+        let start = from.iter().find(|f| f.0 == sid).map_or(0, |f| f.1);
+        if first.is_some_and(|at| at <= now) {
+            return_lapsed_leases(sid, start, max_attempts)?;
+        }
+        let scan_from = first.unwrap_or(i64::MAX).min(now - LEASE_COMMIT_LAG_US);
+        // a subscription with no entry yet gets one with lapse_at 0
+        // (claims look) from the marks
+        if let Some(&(_, was)) = seen.iter().find(|s| s.0 == sid) {
+            let lapse_at = first.unwrap_or(now + LEASE_LOOK_AHEAD_US);
+            super::low_water::set_lapse(sid, was, lapse_at, scan_from);
+        }
+        next.push((sid, scan_from));
+    }
+    Ok(next)
+}
+
+/// A delivery taken out of a live lease row.
+struct Taken {
+    message_id: i64,
+    tenant: Option<String>,
+    /// Failed attempts before the claim.
+    attempts: i32,
+    first_attempt_at: Option<TimestampWithTimeZone>,
+    claimed_at: Option<TimestampWithTimeZone>,
+}
+
+/// Takes delivery `id` out of the live lease row of claim `nonce` of
+/// subscription `sid` (the row goes when it was its last), if the caller
+/// may use the lease; None when no live lease holds it. As pg_warden.
+fn take_from_lease_row(
+    sid: i32,
+    id: i64,
+    nonce: i32,
+    scope: &Scope,
+    caller: pg_sys::Oid,
+) -> Result<Option<Taken>, WardenError> {
+    pgrx::Spi::connect_mut(|client| {
+        let rows = client.update(
+            "SELECT p.ord, pg_catalog.cardinality(h.delivery_ids), h.message_ids[p.ord], h.tenant,
+                    h.attempts[p.ord], h.first_attempt_at[p.ord], h.claimed_at
+               FROM warden.outbox_leases h
+              CROSS JOIN LATERAL (SELECT pg_catalog.array_position(h.delivery_ids, $2) AS ord) p
+              WHERE h.subscription_id = $1 AND h.nonce = $3 AND p.ord IS NOT NULL
+                AND h.lease_until > pg_catalog.clock_timestamp()
+                AND ($4 OR h.tenant IS NOT DISTINCT FROM $5)
+                AND EXISTS (SELECT FROM warden.outbox_subscriptions c
+                             WHERE c.id = h.subscription_id AND c.handler IS NULL
+                               AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE')))
+                FOR UPDATE OF h",
+            Some(1),
+            &[
+                sid.into(),
+                id.into(),
+                nonce.into(),
+                scope.all.into(),
+                scope.tenant.clone().into(),
+                caller.into(),
+            ],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let row = rows.first();
+        let ord = row.get::<i32>(1)?.unwrap_or(1);
+        let last = row.get::<i32>(2)?.unwrap_or(1) <= 1;
+        let taken = Taken {
+            message_id: row.get::<i64>(3)?.unwrap_or(0),
+            tenant: row.get::<String>(4)?,
+            attempts: row.get::<i32>(5)?.unwrap_or(0),
+            first_attempt_at: row.get::<TimestampWithTimeZone>(6)?,
+            claimed_at: row.get::<TimestampWithTimeZone>(7)?,
+        };
+        // the row is locked: the same condition finds it again
+        let args = [sid.into(), id.into(), nonce.into(), ord.into()];
+        if last {
+            client.update(
+                "DELETE FROM warden.outbox_leases h
+                  WHERE h.subscription_id = $1 AND h.nonce = $3 AND $2 = ANY (h.delivery_ids)",
+                None,
+                &args[..3],
+            )?;
+        } else {
+            client.update(
+            "UPDATE warden.outbox_leases h
+                SET delivery_ids = h.delivery_ids[:$4 - 1] || h.delivery_ids[$4 + 1:],
+                    message_ids = h.message_ids[:$4 - 1] || h.message_ids[$4 + 1:],
+                    attempts = h.attempts[:$4 - 1] || h.attempts[$4 + 1:],
+                    first_attempt_at = h.first_attempt_at[:$4 - 1] || h.first_attempt_at[$4 + 1:]
+              WHERE h.subscription_id = $1 AND h.nonce = $3 AND $2 = ANY (h.delivery_ids)",
+                None,
+                &args,
+            )?;
+        }
+        Ok::<_, pgrx::spi::Error>(Some(taken))
+    })
+    .map_err(spi_error)
 }
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
@@ -272,51 +591,161 @@ fn ack_leases(leases: &[Option<Uuid>]) -> i32 {
         .hint("Acknowledge in batches.")
         .raise();
     }
-    let (subs, ids, nonces) = split_leases(leases);
-    if ids.is_empty() {
+    // each lease once
+    let mut given: Vec<(i32, i64, i32)> = leases
+        .iter()
+        .flatten()
+        .map(|l| parse_lease(l.as_bytes()))
+        .collect();
+    given.sort_unstable();
+    given.dedup();
+    if given.is_empty() {
         return 0;
     }
     let scope = scope();
     let caller = me();
-    let (count, acked_subs) = as_superuser(|| {
-        pgrx::Spi::connect_mut(|client| {
-            let rows = crate::kept_plans::update(
-                client,
-                "WITH a AS (
-                   DELETE FROM warden.outbox_deliveries d
-                    USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[]),
-                                     pg_catalog.unnest($3::pg_catalog.int4[])) l(sid, id, nonce)
-                    WHERE d.subscription_id = l.sid AND d.id = l.id AND d.lease = l.nonce
-                      AND d.lease_until > pg_catalog.clock_timestamp()
-                      AND ($4 OR d.tenant IS NOT DISTINCT FROM $5)
-                      AND d.subscription_id = ANY (ARRAY(
-                            SELECT c.id FROM warden.outbox_subscriptions c
-                             WHERE c.id = ANY ($1) AND c.handler IS NULL
-                               AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE'))))
-                   RETURNING d.subscription_id)
-                 SELECT pg_catalog.count(*)::pg_catalog.int4, pg_catalog.array_agg(DISTINCT a.subscription_id) FROM a",
-                Some(1),
-                &[
-                    subs.into(),
-                    ids.into(),
-                    nonces.into(),
-                    scope.all.into(),
-                    scope.tenant.into(),
-                    caller.into(),
-                ],
-            )?;
-            let row = rows.first();
-            Ok::<_, pgrx::spi::Error>((
-                row.get::<i32>(1)?.unwrap_or(0),
-                row.get::<Vec<i32>>(2)?.unwrap_or_default(),
-            ))
-        })
+    let (count, acked_subs) = as_superuser(|| -> Result<(i32, Vec<i32>), WardenError> {
+        let mut count = 0;
+        let mut acked_subs = Vec::new();
+        // whole claims first (a consumer acknowledges what it claimed):
+        // one lease row each
+        let whole = delete_whole_lease_rows(&given, &scope, caller)?;
+        if !whole.is_empty() {
+            let covered: std::collections::HashSet<(i32, i64, i32)> = whole
+                .iter()
+                .flat_map(|(sid, nonce, ids)| ids.iter().map(move |id| (*sid, *id, *nonce)))
+                .collect();
+            count += covered.len() as i32;
+            acked_subs.extend(whole.iter().map(|w| w.0));
+            given.retain(|l| !covered.contains(l));
+        }
+        if given.is_empty() {
+            return Ok((count, acked_subs));
+        }
+        // leases in delivery rows (ordered subscriptions)
+        let in_row = delete_in_row_leases(&given, &scope, caller)?;
+        count += in_row.len() as i32;
+        acked_subs.extend(in_row.iter().map(|l| l.0));
+        given.retain(|l| !in_row.contains(l));
+        // part of a claim's leases: each taken out of its row
+        for &(sid, id, nonce) in &given {
+            if take_from_lease_row(sid, id, nonce, &scope, caller)?.is_some() {
+                count += 1;
+                acked_subs.push(sid);
+            }
+        }
+        Ok((count, acked_subs))
     })
-    .unwrap_or_else(|e| spi_error(e).raise());
+    .unwrap_or_else(|e| e.raise());
     if !acked_subs.is_empty() {
-        as_superuser(|| super::mark_delivered(&acked_subs)).unwrap_or_else(|e| e.raise());
+        let mut subs = acked_subs;
+        subs.sort_unstable();
+        subs.dedup();
+        as_superuser(|| super::mark_delivered(&subs)).unwrap_or_else(|e| e.raise());
     }
     count
+}
+
+/// Columns of leases (subscription, delivery, nonce) for SQL.
+fn lease_columns(leases: &[(i32, i64, i32)]) -> (Vec<i32>, Vec<i64>, Vec<i32>) {
+    (
+        leases.iter().map(|l| l.0).collect(),
+        leases.iter().map(|l| l.1).collect(),
+        leases.iter().map(|l| l.2).collect(),
+    )
+}
+
+/// Deletes the live lease rows all of whose deliveries are in `leases`
+/// and the caller may use; returns them (subscription, nonce, delivery
+/// ids).
+#[allow(clippy::type_complexity)]
+fn delete_whole_lease_rows(
+    leases: &[(i32, i64, i32)],
+    scope: &Scope,
+    caller: pg_sys::Oid,
+) -> Result<Vec<(i32, i32, Vec<i64>)>, WardenError> {
+    let (subs, ids, nonces) = lease_columns(leases);
+    pgrx::Spi::connect_mut(|client| {
+        crate::kept_plans::update(
+            client,
+            "WITH g AS (
+               SELECT l.sid, l.nonce, pg_catalog.array_agg(l.id) AS ids
+                 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[]),
+                                 pg_catalog.unnest($3::pg_catalog.int4[])) l(sid, id, nonce)
+                GROUP BY l.sid, l.nonce)
+             DELETE FROM warden.outbox_leases h USING g
+              WHERE h.subscription_id = g.sid AND h.nonce = g.nonce AND h.delivery_ids <@ g.ids
+                AND h.lease_until > pg_catalog.clock_timestamp()
+                AND ($4 OR h.tenant IS NOT DISTINCT FROM $5)
+                AND h.subscription_id = ANY (ARRAY(
+                      SELECT c.id FROM warden.outbox_subscriptions c
+                       WHERE c.id = ANY ($1) AND c.handler IS NULL
+                         AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE'))))
+             RETURNING h.subscription_id, h.nonce, h.delivery_ids",
+            None,
+            &[
+                subs.into(),
+                ids.into(),
+                nonces.into(),
+                scope.all.into(),
+                scope.tenant.clone().into(),
+                caller.into(),
+            ],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<i32>(1)?.unwrap_or(0),
+                row.get::<i32>(2)?.unwrap_or(0),
+                row.get::<Vec<i64>>(3)?.unwrap_or_default(),
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)
+}
+
+/// Deletes the deliveries that hold one of `leases` in their row (an
+/// ordered subscription's) and the caller may use; returns those leases.
+fn delete_in_row_leases(
+    leases: &[(i32, i64, i32)],
+    scope: &Scope,
+    caller: pg_sys::Oid,
+) -> Result<Vec<(i32, i64, i32)>, WardenError> {
+    let (subs, ids, nonces) = lease_columns(leases);
+    pgrx::Spi::connect_mut(|client| {
+        crate::kept_plans::update(
+            client,
+            "DELETE FROM warden.outbox_deliveries d
+              USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[]),
+                               pg_catalog.unnest($3::pg_catalog.int4[])) l(sid, id, nonce)
+              WHERE d.subscription_id = l.sid AND d.id = l.id AND d.lease = l.nonce
+                AND d.lease_until > pg_catalog.clock_timestamp()
+                AND ($4 OR d.tenant IS NOT DISTINCT FROM $5)
+                AND d.subscription_id = ANY (ARRAY(
+                      SELECT c.id FROM warden.outbox_subscriptions c
+                       WHERE c.id = ANY ($1) AND c.handler IS NULL
+                         AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE'))))
+             RETURNING d.subscription_id, d.id, d.lease",
+            None,
+            &[
+                subs.into(),
+                ids.into(),
+                nonces.into(),
+                scope.all.into(),
+                scope.tenant.clone().into(),
+                caller.into(),
+            ],
+        )?
+        .map(|row| {
+            Ok((
+                row.get::<i32>(1)?.unwrap_or(0),
+                row.get::<i64>(2)?.unwrap_or(0),
+                row.get::<i32>(3)?.unwrap_or(0),
+            ))
+        })
+        .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })
+    .map_err(spi_error)
 }
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
@@ -364,33 +793,87 @@ fn nack(lease: Option<Uuid>, error: Option<&str>, retry_after: Option<Interval>)
                 return Ok::<_, pgrx::spi::Error>(None);
             }
             let row = rows.first();
-            Ok(Some((
-                row.get::<i32>(1)?.unwrap_or(0),
-                row.get::<i32>(2)?.unwrap_or(1),
-                row.get::<bool>(3)?.unwrap_or(false),
-                super::micros(row.get::<Interval>(4)?),
-                super::micros(row.get::<Interval>(5)?),
-            )))
+            Ok(Some(Nacked {
+                id,
+                attempts: row.get::<i32>(1)?.unwrap_or(0),
+                max_attempts: row.get::<i32>(2)?.unwrap_or(1),
+                is_dead_letter: row.get::<bool>(3)?.unwrap_or(false),
+                backoff_us: super::micros(row.get::<Interval>(4)?),
+                max_backoff_us: super::micros(row.get::<Interval>(5)?),
+            }))
         })
         .map_err(spi_error)?;
-        let Some((attempts, max_attempts, is_dead_letter, backoff_us, max_backoff_us)) = held
-        else {
-            return Ok(false);
+        let n = match held {
+            Some(held) => held,
+            // a delivery a lease row holds goes back to the table, under a
+            // fresh id (the token is spent), to be retried
+            None => match take_from_lease_row(sid, id, nonce, &scope, caller)? {
+                Some(taken) => return_nacked(sid, &taken)?,
+                None => return Ok(false),
+            },
         };
         record_failure(&Failure {
             subscription_id: sid,
-            id,
-            failures: attempts + 1,
-            max_attempts,
-            topic_is_dead_letter: is_dead_letter,
-            backoff_us,
-            max_backoff_us,
+            id: n.id,
+            failures: n.attempts + 1,
+            max_attempts: n.max_attempts,
+            topic_is_dead_letter: n.is_dead_letter,
+            backoff_us: n.backoff_us,
+            max_backoff_us: n.max_backoff_us,
             error,
             retry_after_us,
         })?;
         Ok(true)
     })
     .unwrap_or_else(|e| e.raise())
+}
+
+/// A nacked delivery, with what `record_failure` needs.
+struct Nacked {
+    id: i64,
+    /// Failed attempts before this one.
+    attempts: i32,
+    max_attempts: i32,
+    is_dead_letter: bool,
+    backoff_us: i64,
+    max_backoff_us: i64,
+}
+
+/// Puts a delivery taken out of its lease row back into the table under
+/// a fresh id, as it was before the claim.
+fn return_nacked(sid: i32, t: &Taken) -> Result<Nacked, WardenError> {
+    pgrx::Spi::connect_mut(|client| {
+        let rows = client.update(
+            "WITH i AS (
+               INSERT INTO warden.outbox_deliveries
+                      (subscription_id, id, message_id, tenant, attempts, next_at, first_attempt_at, last_attempt_at)
+               VALUES ($1, pg_catalog.nextval('warden.outbox_deliveries_id_seq'::pg_catalog.regclass), $2, $3, $4,
+                       pg_catalog.clock_timestamp(), $5, $6)
+               RETURNING id)
+             SELECT i.id, s.max_attempts, m.topic = 'warden.dead_letter', s.backoff, s.max_backoff
+               FROM i, warden.outbox_subscriptions s, warden.outbox_messages m
+              WHERE s.id = $1 AND m.id = $2",
+            Some(1),
+            &[
+                sid.into(),
+                t.message_id.into(),
+                t.tenant.clone().into(),
+                t.attempts.into(),
+                t.first_attempt_at.into(),
+                t.claimed_at.into(),
+            ],
+        )?;
+        let row = rows.first();
+        Ok::<_, pgrx::spi::Error>(Nacked {
+            id: row.get::<i64>(1)?.unwrap_or(0),
+            attempts: t.attempts,
+            max_attempts: row.get::<i32>(2)?.unwrap_or(1),
+            is_dead_letter: row.get::<bool>(3)?.unwrap_or(false),
+            backoff_us: super::micros(row.get::<Interval>(4)?),
+            max_backoff_us: super::micros(row.get::<Interval>(5)?),
+        })
+    })
+    .map_err(spi_error)
 }
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
@@ -400,7 +883,7 @@ fn extend(lease: Option<Uuid>, visibility: Option<Interval>) -> bool {
     let (sid, id, nonce) = parse_lease(lease.as_bytes());
     let scope = scope();
     let caller = me();
-    as_superuser(|| {
+    let in_row = as_superuser(|| {
         super::write_one::<bool>(
             "UPDATE warden.outbox_deliveries d
                 SET lease_until = pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $4::pg_catalog.float8 / 1000000)
@@ -417,13 +900,51 @@ fn extend(lease: Option<Uuid>, visibility: Option<Interval>) -> bool {
                 nonce.into(),
                 visibility.into(),
                 scope.all.into(),
-                scope.tenant.into(),
+                scope.tenant.clone().into(),
                 caller.into(),
             ],
         )
     })
     .unwrap_or_else(|e| spi_error(e).raise())
-    .unwrap_or(false)
+    .unwrap_or(false);
+    if in_row {
+        return true;
+    }
+    // a delivery a lease row holds gets a row of its own, with the same
+    // nonce (its token stays valid) and the new end
+    let until = as_superuser(|| -> Result<Option<TimestampWithTimeZone>, WardenError> {
+        let Some(t) = take_from_lease_row(sid, id, nonce, &scope, caller)? else {
+            return Ok(None);
+        };
+        super::write_one::<TimestampWithTimeZone>(
+            "INSERT INTO warden.outbox_leases
+                    (subscription_id, nonce, tenant, lease_until, claimed_at, delivery_ids, message_ids, attempts, first_attempt_at)
+             VALUES ($1, $2, $3, pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $4::pg_catalog.float8 / 1000000),
+                     $5, ARRAY[$6::pg_catalog.int8], ARRAY[$7::pg_catalog.int8], ARRAY[$8::pg_catalog.int4],
+                     ARRAY[$9::pg_catalog.timestamptz])
+             RETURNING lease_until",
+            &[
+                sid.into(),
+                nonce.into(),
+                t.tenant.clone().into(),
+                visibility.into(),
+                t.claimed_at.into(),
+                id.into(),
+                t.message_id.into(),
+                t.attempts.into(),
+                t.first_attempt_at.into(),
+            ],
+        )
+        .map_err(spi_error)
+    })
+    .unwrap_or_else(|e| e.raise());
+    match until {
+        Some(until) => {
+            super::low_water::note_lease(sid, pg_sys::TimestampTz::from(until));
+            true
+        }
+        None => false,
+    }
 }
 
 /// How many deliveries of each pull subscription one sweep looks at.

@@ -63,12 +63,13 @@ impl Task for Retention {
 }
 
 /// Handled messages older than `$1` seconds, up to `$2`: below every
-/// message a delivery still needs and below what the fan-out has not
-/// settled (the oldest pending range, or upto), and not referred to by a
+/// message a delivery or a pull lease still needs and below what the
+/// fan-out has not settled (the oldest pending range, or upto), and not referred to by a
 /// dead letter. Each statement returns how many rows it deleted.
 const OLD_MESSAGES: &str = "WITH bound AS (
        SELECT LEAST(
                 (SELECT pg_catalog.min(d.message_id) FROM warden.outbox_deliveries d),
+                (SELECT pg_catalog.min(l.id) FROM warden.outbox_leases h, pg_catalog.unnest(h.message_ids) l(id)),
                 (SELECT LEAST(f.upto OPERATOR(pg_catalog.+) 1, (SELECT pg_catalog.min(lo) FROM pg_catalog.unnest(f.pending_lo) lo))
                    FROM warden.outbox_fanout f ORDER BY f.id DESC LIMIT 1)) AS below),
      old AS (

@@ -29,8 +29,8 @@ SELECT s.name AS subscription,
        CASE WHEN s.handler IS NULL THEN 'pull' ELSE 'push' END AS kind,
        s.handler,
        s.paused,
-       COALESCE(d.pending, 0) AS pending,
-       COALESCE(d.in_flight, 0) AS in_flight,
+       COALESCE(d.pending, 0) + COALESCE(h.lapsed, 0) AS pending,
+       COALESCE(d.in_flight, 0) + COALESCE(h.in_flight, 0) AS in_flight,
        d.oldest_pending_age,
        COALESCE(d.retrying, 0) AS retrying,
        COALESCE(d.failed, 0) AS failed,
@@ -53,13 +53,18 @@ SELECT s.name AS subscription,
          JOIN warden.outbox_messages m ON m.id = d.message_id
         WHERE d.subscription_id = s.id) d ON true
   LEFT JOIN LATERAL (
+       SELECT pg_catalog.sum(pg_catalog.cardinality(h.delivery_ids)) FILTER (WHERE h.lease_until > pg_catalog.now()) AS in_flight,
+              pg_catalog.sum(pg_catalog.cardinality(h.delivery_ids)) FILTER (WHERE h.lease_until <= pg_catalog.now()) AS lapsed
+         FROM warden.outbox_leases h
+        WHERE h.subscription_id = s.id) h ON true
+  LEFT JOIN LATERAL (
        SELECT pg_catalog.count(*) AS dead,
               pg_catalog.count(*) FILTER (WHERE l.notice_id IS NULL) AS unannounced,
               (pg_catalog.array_agg(l.last_error ORDER BY l.dead_letter_id DESC))[1] AS last_error
          FROM warden.dead_letters l
         WHERE l.subscription = s.name) l ON true;
 COMMENT ON VIEW warden.outbox_stats IS
-  'Per subscription: deliveries pending (due or waiting to be retried), in flight (leased by a pull consumer), the age of the oldest, those retrying, dead-letter deliveries failed for good, dead letters (and those whose warden.dead_letter message is still to be published), the last error, and when a message was last handled.';
+  'Per subscription: deliveries pending (due or waiting to be retried), in flight (leased by a pull consumer), the age of the oldest not in flight, those retrying, dead-letter deliveries failed for good, dead letters (and those whose warden.dead_letter message is still to be published), the last error, and when a message was last handled.';
 
 CREATE VIEW warden.outbox_blocked_keys WITH (security_invoker = true) AS
 SELECT s.name AS subscription,
@@ -106,11 +111,13 @@ UNION ALL
                coalesce(greatest(t.last_vacuum, t.last_autovacuum)::text, 'never'))
    FROM pg_stat_all_tables t
   WHERE t.schemaname = 'warden'
-    AND t.relname IN ('outbox_messages', 'outbox_deliveries', 'outbox_dedupe', 'outbox_fanout',
+    AND t.relname IN ('outbox_messages', 'outbox_deliveries', 'outbox_leases', 'outbox_dedupe', 'outbox_fanout',
                       'outbox_subscriptions', 'dead_letters')
   ORDER BY t.relname)
 UNION ALL
-(SELECT 'pending_deliveries', count(*), 'deliveries not yet handled (of the tenants row-level security shows you)'
+(SELECT 'pending_deliveries',
+        count(*) + (SELECT coalesce(sum(cardinality(h.delivery_ids)), 0) FROM warden.outbox_leases h),
+        'deliveries not yet handled, leased ones included (of the tenants row-level security shows you)'
    FROM warden.outbox_deliveries d WHERE d.failed_at IS NULL)
 $health$;
 COMMENT ON FUNCTION warden.outbox_health() IS

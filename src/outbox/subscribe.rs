@@ -317,6 +317,11 @@ fn unsubscribe(name: Option<&str>) {
                 None,
                 &[id.into()],
             )?;
+            client.update(
+                "DELETE FROM warden.outbox_leases h WHERE h.subscription_id OPERATOR(pg_catalog.=) $1",
+                None,
+                &[id.into()],
+            )?;
             Ok::<_, pgrx::spi::Error>(())
         })
     })

@@ -113,6 +113,29 @@ COMMENT ON INDEX warden.outbox_deliveries_ordered_idx IS 'The head of each key o
 COMMENT ON INDEX warden.outbox_deliveries_pkey IS 'A subscription''s deliveries in fan-out order.';
 COMMENT ON SEQUENCE warden.outbox_deliveries_id_seq IS 'Fan-out order of deliveries.';
 
+CREATE TABLE warden.outbox_leases (
+    subscription_id  integer NOT NULL,
+    nonce            integer NOT NULL,
+    id               bigint GENERATED ALWAYS AS IDENTITY,
+    tenant           text,
+    lease_until      timestamptz NOT NULL,
+    claimed_at       timestamptz NOT NULL,
+    delivery_ids     bigint[] NOT NULL,
+    message_ids      bigint[] NOT NULL,
+    attempts         integer[] NOT NULL,
+    first_attempt_at timestamptz[] NOT NULL,
+    PRIMARY KEY (subscription_id, nonce, id)
+);
+CREATE INDEX outbox_leases_until_idx ON warden.outbox_leases (subscription_id, lease_until);
+COMMENT ON TABLE warden.outbox_leases IS
+  'Deliveries a pull claim holds: one row per claim (and tenant) with the ids, messages, failed attempts and first attempts of the deliveries it took out of warden.outbox_deliveries, which get them back when the lease lapses or is nacked. An ack deletes the row: a claimed message costs one row removal, not an update and then a removal. Internal.';
+COMMENT ON COLUMN warden.outbox_leases.nonce IS 'The claim''s nonce (part of each lease token).';
+COMMENT ON COLUMN warden.outbox_leases.lease_until IS 'When the lease lapses: the deliveries go back to the next claimer, with the lapse counted as a failed attempt.';
+COMMENT ON COLUMN warden.outbox_leases.id IS 'Tells apart the rows of one claim (one per tenant, and one per lease extended on its own).';
+COMMENT ON INDEX warden.outbox_leases_pkey IS 'A claim''s lease rows, for ack, nack and extend.';
+COMMENT ON SEQUENCE warden.outbox_leases_id_seq IS 'Lease row ids.';
+COMMENT ON INDEX warden.outbox_leases_until_idx IS 'Leases by when they lapse.';
+
 CREATE TABLE warden.outbox_fanout (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     upto       bigint NOT NULL,
@@ -163,6 +186,8 @@ SELECT pg_catalog.pg_extension_config_dump('warden.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.dead_letters_dead_letter_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_deliveries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_leases', '');
+SELECT pg_catalog.pg_extension_config_dump('warden.outbox_leases_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_fanout', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_fanout_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('warden.outbox_subscriptions', '');
