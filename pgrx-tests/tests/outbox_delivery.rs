@@ -840,6 +840,61 @@ fn a_claims_leases_are_acknowledged_extended_and_nacked_one_by_one() {
     );
 }
 
+/// A nack puts its delivery back into the table in the consumer's
+/// transaction: an `unsubscribe` that comes meanwhile waits for it, and
+/// removes it, rather than leaving a delivery without a subscription
+/// behind (which would also hold the retention of every message back).
+#[test]
+fn an_unsubscribe_waits_for_a_nack_in_flight_and_leaves_nothing_behind() {
+    let (cluster, mut admin) = outbox_cluster("delivery_unsubscribe_nack", &[]);
+    admin
+        .batch_execute("SELECT warden.subscribe('gone', 'gone.#')")
+        .unwrap();
+    let mut app = cluster.connect_as("postgres", "app");
+    publish_in(&mut app, "acme", "gone.one", "{}");
+    publish_in(&mut app, "acme", "gone.two", "{}");
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM warden.outbox_deliveries",
+        2,
+        "the fan-out",
+    );
+    let mut tx = app.transaction().unwrap();
+    tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
+    let leases: Vec<String> = tx
+        .query("SELECT lease::text FROM warden.claim('gone', 10)", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(leases.len(), 2);
+    let nacked: bool = tx
+        .query_one(
+            "SELECT warden.nack($1::text::uuid, 'later', retry_after => '0')",
+            &[&leases[0]],
+        )
+        .unwrap()
+        .get(0);
+    assert!(nacked);
+    let conn = cluster.conn_str("postgres", "postgres");
+    let unsubscriber = thread::spawn(move || {
+        let mut c = postgres::Client::connect(&conn, postgres::NoTls).unwrap();
+        c.batch_execute("SELECT warden.unsubscribe('gone')")
+            .unwrap();
+    });
+    thread::sleep(Duration::from_millis(500));
+    tx.commit().unwrap();
+    unsubscriber.join().unwrap();
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT (SELECT count(*) FROM warden.outbox_deliveries) + (SELECT count(*) FROM warden.outbox_leases)"
+        ),
+        0,
+        "rows of a subscription that is gone were left behind"
+    );
+}
+
 /// The sweep that dead-letters a lease lapsed on its last attempt reads
 /// a window of each pull subscription at a time: a delivery behind more
 /// than a window of others no consumer takes (here scheduled ten years

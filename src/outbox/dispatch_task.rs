@@ -87,6 +87,8 @@ struct Dispatch {
     leases_from: Vec<(i32, i64)>,
     last_lease_look: i64,
     last_full_lease_look: i64,
+    /// The last look left lapsed leases to give back.
+    lapsed_left: bool,
 }
 
 /// A due delivery, with its message as the handler gets it.
@@ -119,7 +121,7 @@ impl Task for Dispatch {
             Some(at) => at.saturating_sub(now).clamp(0, IDLE.as_micros() as i64),
             None => 0,
         };
-        if super::low_water::leases_may_be_live(now, LEASE_GRACE_US) {
+        if self.lapsed_left || super::low_water::leases_may_be_live(now, LEASE_GRACE_US) {
             // look at the leases again before claims rely on the last look
             until = until.min(
                 (self.last_lease_look + LEASE_LOOK_EVERY_US)
@@ -164,7 +166,14 @@ impl Task for Dispatch {
         }
         if started.saturating_sub(self.last_marks) >= MARKS_EVERY_US {
             let full = started.saturating_sub(self.last_full_marks) >= FULL_MARKS_EVERY_US;
-            let from: &[(i32, i64)] = if full { &[] } else { &self.marks };
+            // from where each mark is now: a nack or a lapsed lease may
+            // have lowered it since
+            let current: Vec<(i32, i64)> = self
+                .marks
+                .iter()
+                .map(|&(sid, m)| (sid, m.min(super::low_water::mark(sid))))
+                .collect();
+            let from: &[(i32, i64)] = if full { &[] } else { &current };
             self.marks = as_superuser(|| low_water_marks(from))?;
             super::low_water::publish(&self.marks);
 
@@ -178,10 +187,12 @@ impl Task for Dispatch {
             started.saturating_sub(self.last_full_lease_look) >= FULL_LEASE_LOOK_EVERY_US;
         if full_look
             || (started.saturating_sub(self.last_lease_look) >= LEASE_LOOK_EVERY_US
-                && super::low_water::leases_may_be_live(started, LEASE_GRACE_US))
+                && (self.lapsed_left
+                    || super::low_water::leases_may_be_live(started, LEASE_GRACE_US)))
         {
             let from: &[(i32, i64)] = if full_look { &[] } else { &self.leases_from };
-            self.leases_from = as_superuser(|| super::pull::look_after_leases(from))?;
+            (self.leases_from, self.lapsed_left) =
+                as_superuser(|| super::pull::look_after_leases(from))?;
             self.last_lease_look = started;
             if full_look {
                 self.last_full_lease_look = started;

@@ -75,6 +75,15 @@ pub fn mark(subscription: i32) -> i64 {
     entry(subscription).map_or(0, |e| e.mark.load(Ordering::Acquire))
 }
 
+/// A delivery of `subscription` was put back under id `id`, which a
+/// mark the worker computed meanwhile may have passed: lowers the mark to
+/// it (the worker's next move starts from there).
+pub fn lower_mark(subscription: i32, id: i64) {
+    if let Some(e) = entry(subscription) {
+        e.mark.fetch_min(id, Ordering::AcqRel);
+    }
+}
+
 /// This database's entry of `subscription`.
 fn entry(subscription: i32) -> Option<&'static Entry> {
     let db = my_database();
@@ -198,10 +207,16 @@ pub fn all_delivered_at() -> Vec<(i32, i64)> {
 /// first claim since the marks last moved wakes the worker (when the
 /// claim commits) for it.
 pub fn note_claim(subscription: i32) {
-    if let Some(e) = entry(subscription) {
-        if !e.claimed.swap(true, Ordering::Relaxed) {
-            super::dispatch_task::wake_at_commit();
+    match entry(subscription) {
+        Some(e) => {
+            if !e.claimed.swap(true, Ordering::Relaxed) {
+                super::dispatch_task::wake_at_commit();
+            }
         }
+        // a subscription made since the worker last moved the marks: it
+        // makes the entry (an idle worker may sleep for seconds, and the
+        // acknowledgements' times would have nowhere to go meanwhile)
+        None => super::dispatch_task::wake_at_commit(),
     }
 }
 

@@ -60,6 +60,8 @@ fn mark_delivered(subscription_ids: &[i32]) -> Result<(), crate::error::WardenEr
     if missing.is_empty() {
         return Ok(());
     }
+    // the worker makes their entries
+    dispatch_task::wake_at_commit();
     Spi::connect_mut(|client| {
         client.update(
             "UPDATE warden.outbox_subscriptions s SET last_delivered_at = pg_catalog.clock_timestamp()

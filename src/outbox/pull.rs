@@ -210,12 +210,16 @@ fn claim(
         }
         i32::from_le_bytes(b)
     };
+    let mut mark = super::low_water::mark(sid);
     if !ordered {
         // leases of this subscription that lapsed go back to the table
         // first, so that this claim can take them
         if let Some(from) = super::low_water::lapsed_leases_from(sid, crate::workers::now_us()) {
-            as_superuser(|| return_lapsed_leases(sid, from, max_attempts))
-                .unwrap_or_else(|e| e.raise());
+            if let Some(lowest) = as_superuser(|| return_lapsed_leases(sid, from, max_attempts))
+                .unwrap_or_else(|e| e.raise())
+            {
+                mark = mark.min(lowest);
+            }
         }
     }
     let args = [
@@ -224,7 +228,7 @@ fn claim(
         visibility.into(),
         scope.all.into(),
         scope.tenant.clone().into(),
-        super::low_water::mark(sid).into(),
+        mark.into(),
         max_attempts.into(),
         name.into(),
         nonce.into(),
@@ -353,14 +357,21 @@ const CLAIM_TO_LEASE_ROW: &str = concat!(
 /// `from_us`, a hundred rows at most) back to the table under fresh ids,
 /// the lapse counted as a failed attempt; those on their last attempt
 /// become dead letters (or, for dead-letter messages, fail for good).
-/// Concurrent callers skip each other's rows. As pg_warden.
+/// Concurrent callers skip each other's rows. The subscription is held
+/// (`FOR KEY SHARE`) so that an `unsubscribe` cannot miss the deliveries
+/// given back; one that is in progress is not waited for (nothing is given
+/// back then). Returns the lowest id given out, after the subscription's
+/// low-water mark was lowered to it. As pg_warden.
 pub(super) fn return_lapsed_leases(
     sid: i32,
     from_us: i64,
     max_attempts: i32,
-) -> Result<(), WardenError> {
+) -> Result<Option<i64>, WardenError> {
+    if !hold_subscription(sid, true)? {
+        return Ok(None);
+    }
     let from = TimestampWithTimeZone::try_from(from_us.max(0)).ok();
-    let last = pgrx::Spi::connect_mut(|client| {
+    let rows = pgrx::Spi::connect_mut(|client| {
         crate::kept_plans::update(
             client,
             "WITH x AS (
@@ -389,9 +400,9 @@ pub(super) fn return_lapsed_leases(
                       e.attempts OPERATOR(pg_catalog.+) CASE WHEN e.last THEN 0 ELSE 1 END,
                       e.lease_until, e.first_attempt_at, e.claimed_at, 'lease lapsed'
                  FROM e)
-             SELECT e.id, e.attempts, m.topic OPERATOR(pg_catalog.=) 'warden.dead_letter'
+             SELECT e.id, e.attempts, m.topic OPERATOR(pg_catalog.=) 'warden.dead_letter', e.last
                FROM e JOIN warden.outbox_messages m ON m.id OPERATOR(pg_catalog.=) e.message_id
-              WHERE e.last",
+              WHERE e.last OR e.id OPERATOR(pg_catalog.=) (SELECT pg_catalog.min(f.id) FROM e f)",
             None,
             &[sid.into(), from.into(), max_attempts.into()],
         )?
@@ -400,12 +411,17 @@ pub(super) fn return_lapsed_leases(
                 row.get::<i64>(1)?.unwrap_or(0),
                 row.get::<i32>(2)?.unwrap_or(0),
                 row.get::<bool>(3)?.unwrap_or(false),
+                row.get::<bool>(4)?.unwrap_or(false),
             ))
         })
         .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
     .map_err(spi_error)?;
-    for (id, attempts, is_dead_letter) in last {
+    let lowest = rows.iter().map(|r| r.0).min();
+    if let Some(id) = lowest {
+        super::low_water::lower_mark(sid, id);
+    }
+    for &(id, attempts, is_dead_letter, _) in rows.iter().filter(|r| r.3) {
         record_failure(&Failure {
             subscription_id: sid,
             id,
@@ -418,7 +434,23 @@ pub(super) fn return_lapsed_leases(
             retry_after_us: None,
         })?;
     }
-    Ok(())
+    Ok(lowest)
+}
+
+/// Holds subscription `sid` (`FOR KEY SHARE`) until the transaction ends,
+/// so that an `unsubscribe` waits for what this transaction gives back to
+/// its deliveries; false when it is gone (or, with `skip`, being removed).
+fn hold_subscription(sid: i32, skip: bool) -> Result<bool, WardenError> {
+    let query = if skip {
+        "SELECT true FROM warden.outbox_subscriptions s WHERE s.id OPERATOR(pg_catalog.=) $1 FOR KEY SHARE SKIP LOCKED"
+    } else {
+        "SELECT true FROM warden.outbox_subscriptions s WHERE s.id OPERATOR(pg_catalog.=) $1 FOR KEY SHARE"
+    };
+    pgrx::Spi::connect_mut(|client| {
+        let rows = crate::kept_plans::update(client, query, Some(1), &[sid.into()])?;
+        Ok::<_, pgrx::spi::Error>(!rows.is_empty())
+    })
+    .map_err(spi_error)
 }
 
 /// How far ahead the worker looks at lease ends: claims need not look
@@ -437,8 +469,12 @@ const LEASE_COMMIT_LAG_US: i64 = 1_000_000;
 /// leases themselves from the first live end on. Each look reads the
 /// index entries of the leases ending in its window only: under a held
 /// xmin horizon, those of acknowledged leases stay, and a look from the
-/// start would read them all. Returns where the next look starts.
-pub(super) fn look_after_leases(from: &[(i32, i64)]) -> Result<Vec<(i32, i64)>, WardenError> {
+/// start would read them all. Returns where the next look starts, and
+/// whether lapsed leases were left for the next look (it gives back a
+/// thousand lease rows per subscription at most).
+pub(super) fn look_after_leases(
+    from: &[(i32, i64)],
+) -> Result<(Vec<(i32, i64)>, bool), WardenError> {
     let now = crate::workers::now_us();
     let ahead = TimestampWithTimeZone::try_from(now + LEASE_LOOK_AHEAD_US).ok();
     // before the look: a claim that takes a lease meanwhile lowers it
@@ -477,10 +513,18 @@ pub(super) fn look_after_leases(from: &[(i32, i64)]) -> Result<Vec<(i32, i64)>, 
     })
     .map_err(spi_error)?;
     let mut next = Vec::with_capacity(subs.len());
+    let mut left = false;
     for (sid, max_attempts, first) in subs {
         let start = from.iter().find(|f| f.0 == sid).map_or(0, |f| f.1);
         if first.is_some_and(|at| at <= now) {
-            return_lapsed_leases(sid, start, max_attempts)?;
+            let mut rounds = 0;
+            while return_lapsed_leases(sid, start, max_attempts)?.is_some() {
+                rounds += 1;
+                if rounds == 10 {
+                    left = true;
+                    break;
+                }
+            }
         }
         let scan_from = first.unwrap_or(i64::MAX).min(now - LEASE_COMMIT_LAG_US);
         // a subscription with no entry yet gets one with lapse_at 0
@@ -491,7 +535,7 @@ pub(super) fn look_after_leases(from: &[(i32, i64)]) -> Result<Vec<(i32, i64)>, 
         }
         next.push((sid, scan_from));
     }
-    Ok(next)
+    Ok((next, left))
 }
 
 /// A delivery taken out of a live lease row.
@@ -514,6 +558,11 @@ fn take_from_lease_row(
     scope: &Scope,
     caller: pg_sys::Oid,
 ) -> Result<Option<Taken>, WardenError> {
+    // what is taken out goes back to the table or to a row of its own:
+    // an unsubscribe must wait for it
+    if !hold_subscription(sid, false)? {
+        return Ok(None);
+    }
     pgrx::Spi::connect_mut(|client| {
         let rows = client.update(
             "SELECT p.ord, pg_catalog.cardinality(h.delivery_ids), h.message_ids[p.ord], h.tenant,
@@ -605,6 +654,9 @@ fn ack_leases(leases: &[Option<Uuid>]) -> i32 {
     let scope = scope();
     let caller = me();
     let (count, acked_subs) = as_superuser(|| -> Result<(i32, Vec<i32>), WardenError> {
+        // lease rows by their primary key, deliveries by theirs, whatever
+        // the statistics of these fast-changing tables say
+        crate::guc::plan_for_index_order();
         let mut count = 0;
         let mut acked_subs = Vec::new();
         // whole claims first (a consumer acknowledges what it claimed):
@@ -874,6 +926,7 @@ fn return_nacked(sid: i32, t: &Taken) -> Result<Nacked, WardenError> {
         })
     })
     .map_err(spi_error)
+    .inspect(|n| super::low_water::lower_mark(sid, n.id))
 }
 
 #[pg_extern(volatile, parallel_unsafe, sql = false)]
