@@ -47,10 +47,11 @@ pub fn wake_at_commit() {
 
 #[derive(Default)]
 struct Fanout {
-    /// The progress as last committed (None: read it from the table).
-    committed: Option<FanoutProgress>,
+    /// The progress as last committed, with the id of its record (None:
+    /// read it from the table).
+    committed: Option<(FanoutProgress, Option<i64>)>,
     /// This run's, kept once its transaction commits.
-    this_run: Option<FanoutProgress>,
+    this_run: Option<(FanoutProgress, Option<i64>)>,
 }
 
 fn spi_error(e: pgrx::spi::Error) -> WardenError {
@@ -73,7 +74,7 @@ impl Task for Fanout {
             // the database's pg_warden predates the outbox
             return Ok(TaskReport::default());
         }
-        let mut progress = match &self.committed {
+        let (mut progress, mut record) = match &self.committed {
             Some(p) => p.clone(),
             None => as_superuser(load_progress)?,
         };
@@ -94,14 +95,14 @@ impl Task for Fanout {
             }
         }
         if progress != before {
-            as_superuser(|| save_progress(&progress))?;
+            record = Some(as_superuser(|| save_progress(&progress, record))?);
         }
         let backlog = progress
             .pending
             .iter()
             .map(|r| r.hi - r.lo + 1)
             .sum::<i64>();
-        self.this_run = Some(progress);
+        self.this_run = Some((progress, record));
         Ok(TaskReport { backlog })
     }
 
@@ -112,11 +113,11 @@ impl Task for Fanout {
     }
 }
 
-/// The last progress recorded, or none yet.
-fn load_progress() -> Result<FanoutProgress, WardenError> {
+/// The last progress recorded, with its record's id, or none yet.
+fn load_progress() -> Result<(FanoutProgress, Option<i64>), WardenError> {
     let row = pgrx::Spi::connect(|client| {
         let rows = client.select(
-            "SELECT f.upto, f.pending_lo, f.pending_hi, f.settled_at
+            "SELECT f.upto, f.pending_lo, f.pending_hi, f.settled_at, f.id
                FROM warden.outbox_fanout f ORDER BY f.id DESC LIMIT 1",
             Some(1),
             &[],
@@ -130,18 +131,19 @@ fn load_progress() -> Result<FanoutProgress, WardenError> {
             row.get::<Vec<i64>>(2)?.unwrap_or_default(),
             row.get::<Vec<i64>>(3)?.unwrap_or_default(),
             row.get::<Vec<i64>>(4)?.unwrap_or_default(),
+            row.get::<i64>(5)?,
         )))
     })
     .map_err(spi_error)?;
-    let Some((upto, lo, hi, settled)) = row else {
-        return Ok(FanoutProgress::default());
+    let Some((upto, lo, hi, settled, record)) = row else {
+        return Ok((FanoutProgress::default(), None));
     };
     if lo.len() != hi.len() || lo.len() != settled.len() {
         return Err(WardenError::prerequisite(
             "outbox fan-out: warden.outbox_fanout holds ranges of unequal lengths",
         ));
     }
-    Ok(FanoutProgress {
+    let progress = FanoutProgress {
         upto,
         pending: lo
             .into_iter()
@@ -153,7 +155,8 @@ fn load_progress() -> Result<FanoutProgress, WardenError> {
                 settled_at: settled_at as u64,
             })
             .collect(),
-    })
+    };
+    Ok((progress, record))
 }
 
 /// In one statement (so under one snapshot): the snapshot's xmin and
@@ -452,22 +455,35 @@ fn lock_subscriptions_now(ids: &[i32]) -> Result<Vec<i32>, WardenError> {
     .map_err(spi_error)
 }
 
-/// Records the progress (and forgets older records: only the last is
-/// ever read).
-fn save_progress(p: &FanoutProgress) -> Result<(), WardenError> {
+/// Records the progress and forgets the record before it (`previous`;
+/// none: every older one), returning the new record's id. Only the
+/// range from the previous record up is deleted: under a held xmin
+/// horizon the index entries of the records before it stay, and a delete
+/// from the start would read all of them on every run.
+fn save_progress(p: &FanoutProgress, previous: Option<i64>) -> Result<i64, WardenError> {
     let lo: Vec<i64> = p.pending.iter().map(|r| r.lo).collect();
     let hi: Vec<i64> = p.pending.iter().map(|r| r.hi).collect();
     let settled: Vec<i64> = p.pending.iter().map(|r| r.settled_at as i64).collect();
     pgrx::Spi::connect_mut(|client| {
-        crate::kept_plans::update(
+        let rows = crate::kept_plans::update(
             client,
             "WITH n AS (INSERT INTO warden.outbox_fanout (upto, pending_lo, pending_hi, settled_at)
-                        VALUES ($1, $2, $3, $4) RETURNING id)
-             DELETE FROM warden.outbox_fanout f WHERE f.id OPERATOR(pg_catalog.<) (SELECT n.id FROM n)",
+                        VALUES ($1, $2, $3, $4) RETURNING id),
+                  d AS (DELETE FROM warden.outbox_fanout f
+                         WHERE f.id OPERATOR(pg_catalog.>=) $5
+                           AND f.id OPERATOR(pg_catalog.<) (SELECT n.id FROM n))
+             SELECT n.id FROM n",
             None,
-            &[p.upto.into(), lo.into(), hi.into(), settled.into()],
+            &[
+                p.upto.into(),
+                lo.into(),
+                hi.into(),
+                settled.into(),
+                previous.unwrap_or(i64::MIN).into(),
+            ],
         )?;
-        Ok::<_, pgrx::spi::Error>(())
+        let id = rows.first().get::<i64>(1)?.unwrap_or(0);
+        Ok::<_, pgrx::spi::Error>(id)
     })
     .map_err(spi_error)
 }

@@ -94,14 +94,45 @@ fn entry(subscription: i32) -> Option<&'static Entry> {
 }
 
 /// Whether a claim on `subscription` should first give back its lapsed
-/// leases, and from where to look for them.
-pub fn lapsed_leases_from(subscription: i32, now_us: i64) -> Option<i64> {
+/// leases: from where to look for them, and the lapse_at it saw (for
+/// `probed`).
+pub fn lapsed_leases_from(subscription: i32, now_us: i64) -> Option<(i64, i64)> {
     match entry(subscription) {
-        None => Some(0),
-        Some(e) if now_us >= e.lapse_at.load(Ordering::Acquire) => {
-            Some(e.lapse_scan_from.load(Ordering::Acquire))
+        None => Some((0, 0)),
+        Some(e) => {
+            let lapse_at = e.lapse_at.load(Ordering::Acquire);
+            (now_us >= lapse_at).then(|| (e.lapse_scan_from.load(Ordering::Acquire), lapse_at))
         }
-        Some(_) => None,
+    }
+}
+
+/// How long after a claim looked for lapsed leases and found none the
+/// next claim looks again, and how far back it looks.
+const PROBE_GAP_US: i64 = 100_000;
+const PROBE_LAG_US: i64 = 1_000_000;
+
+/// A claim looked for `subscription`'s lapsed leases up to `now_us` and
+/// found none it could take (others may be taking some): the next claims
+/// look again in a moment and from a second ago, unless the worker or a
+/// claim changed lapse_at since it was `seen`. Without this, claims
+/// would look on every call until the worker's next look, each reading
+/// further back, and while a long transaction holds the xmin horizon a
+/// busy worker's delay makes every claim read more acknowledged leases
+/// (which then delays the worker more).
+pub fn probed(subscription: i32, seen: i64, now_us: i64) {
+    if let Some(e) = entry(subscription) {
+        if e.lapse_at
+            .compare_exchange(
+                seen,
+                now_us + PROBE_GAP_US,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            e.lapse_scan_from
+                .fetch_max(now_us - PROBE_LAG_US, Ordering::AcqRel);
+        }
     }
 }
 

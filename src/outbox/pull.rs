@@ -214,11 +214,13 @@ fn claim(
     if !ordered {
         // leases of this subscription that lapsed go back to the table
         // first, so that this claim can take them
-        if let Some(from) = super::low_water::lapsed_leases_from(sid, crate::workers::now_us()) {
-            if let Some(lowest) = as_superuser(|| return_lapsed_leases(sid, from, max_attempts))
+        let now = crate::workers::now_us();
+        if let Some((from, seen)) = super::low_water::lapsed_leases_from(sid, now) {
+            match as_superuser(|| return_lapsed_leases(sid, from, max_attempts))
                 .unwrap_or_else(|e| e.raise())
             {
-                mark = mark.min(lowest);
+                Some(lowest) => mark = mark.min(lowest),
+                None => super::low_water::probed(sid, seen, now),
             }
         }
     }
@@ -371,6 +373,10 @@ pub(super) fn return_lapsed_leases(
         return Ok(None);
     }
     let from = TimestampWithTimeZone::try_from(from_us.max(0)).ok();
+    // a bound the index scan stops at (clock_timestamp() is volatile,
+    // so only a filter: the scan would read every lease ending later,
+    // and under a held xmin horizon every acknowledged one)
+    let now = TimestampWithTimeZone::try_from(crate::workers::now_us()).ok();
     let rows = pgrx::Spi::connect_mut(|client| {
         crate::kept_plans::update(
             client,
@@ -380,7 +386,7 @@ pub(super) fn return_lapsed_leases(
                       SELECT l.ctid FROM warden.outbox_leases l
                        WHERE l.subscription_id OPERATOR(pg_catalog.=) $1
                          AND l.lease_until OPERATOR(pg_catalog.>=) $2
-                         AND l.lease_until OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
+                         AND l.lease_until OPERATOR(pg_catalog.<=) $4
                        ORDER BY l.lease_until LIMIT 100
                          FOR UPDATE SKIP LOCKED))
                RETURNING h.*),
@@ -404,7 +410,7 @@ pub(super) fn return_lapsed_leases(
                FROM e JOIN warden.outbox_messages m ON m.id OPERATOR(pg_catalog.=) e.message_id
               WHERE e.last OR e.id OPERATOR(pg_catalog.=) (SELECT pg_catalog.min(f.id) FROM e f)",
             None,
-            &[sid.into(), from.into(), max_attempts.into()],
+            &[sid.into(), from.into(), max_attempts.into(), now.into()],
         )?
         .map(|row| {
             Ok((
@@ -709,7 +715,11 @@ fn lease_columns(leases: &[(i32, i64, i32)]) -> (Vec<i32>, Vec<i64>, Vec<i32>) {
 
 /// Deletes the live lease rows all of whose deliveries are in `leases`
 /// and the caller may use; returns them (subscription, nonce, delivery
-/// ids).
+/// ids). Each claim's rows are found by their key (the lateral join):
+/// a join the planner may turn around read every lease row of the
+/// subscription on every ack, which under a held xmin horizon are all
+/// the acknowledged ones too. A row changed meanwhile (a sibling lease
+/// extended or nacked) is left to the caller's one-by-one path.
 #[allow(clippy::type_complexity)]
 fn delete_whole_lease_rows(
     leases: &[(i32, i64, i32)],
@@ -725,14 +735,19 @@ fn delete_whole_lease_rows(
                  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[]),
                                  pg_catalog.unnest($3::pg_catalog.int4[])) l(sid, id, nonce)
                 GROUP BY l.sid, l.nonce)
-             DELETE FROM warden.outbox_leases h USING g
-              WHERE h.subscription_id = g.sid AND h.nonce = g.nonce AND h.delivery_ids <@ g.ids
+             DELETE FROM warden.outbox_leases h
+              WHERE h.ctid = ANY (ARRAY(
+                      SELECT x.ctid FROM g CROSS JOIN LATERAL (
+                             SELECT l.ctid FROM warden.outbox_leases l
+                              WHERE l.subscription_id = g.sid AND l.nonce = g.nonce
+                                AND l.delivery_ids <@ g.ids
+                                AND l.lease_until > pg_catalog.clock_timestamp()
+                                AND ($4 OR l.tenant IS NOT DISTINCT FROM $5)) x
+                       WHERE g.sid = ANY (ARRAY(
+                             SELECT c.id FROM warden.outbox_subscriptions c
+                              WHERE c.id = ANY ($1) AND c.handler IS NULL
+                                AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE'))))))
                 AND h.lease_until > pg_catalog.clock_timestamp()
-                AND ($4 OR h.tenant IS NOT DISTINCT FROM $5)
-                AND h.subscription_id = ANY (ARRAY(
-                      SELECT c.id FROM warden.outbox_subscriptions c
-                       WHERE c.id = ANY ($1) AND c.handler IS NULL
-                         AND (c.consumer IS NULL OR pg_catalog.pg_has_role($6, c.consumer, 'USAGE'))))
              RETURNING h.subscription_id, h.nonce, h.delivery_ids",
             None,
             &[
