@@ -99,7 +99,7 @@ fn persist_delivered_at() -> Result<(), crate::error::WardenError> {
                       ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.timestamptz[])) v(sid, at)
                 WHERE s.id OPERATOR(pg_catalog.=) v.sid
                   AND (s.last_delivered_at IS NULL
-                       OR s.last_delivered_at OPERATOR(pg_catalog.<) v.at OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval)
+                       OR s.last_delivered_at OPERATOR(pg_catalog.<) (v.at OPERATOR(pg_catalog.-) '1 minute'::pg_catalog.interval))
                   FOR NO KEY UPDATE OF s SKIP LOCKED)
              UPDATE warden.outbox_subscriptions s SET last_delivered_at = v.at
                FROM v WHERE s.id OPERATOR(pg_catalog.=) v.id",
