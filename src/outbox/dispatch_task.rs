@@ -11,6 +11,7 @@
 //! a time, in fan-out order (the order their messages became visible):
 //! only the oldest delivery of a key is ever due.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -73,6 +74,12 @@ struct Dispatch {
     marks: Vec<(i32, i64)>,
     last_marks: i64,
     last_full_marks: i64,
+    /// The marks of the recent full recomputes, each with when it was
+    /// published (oldest first), and when the oldest transaction with an
+    /// id then running began at the last one (None: unknown): where the
+    /// next full recompute starts (`full_marks_start`).
+    full_marks_history: VecDeque<(i64, Vec<(i32, i64)>)>,
+    full_marks_from: Option<i64>,
     /// When the earliest delivery not yet due becomes due; None: unknown
     /// (look it up).
     next_due: Option<i64>,
@@ -87,6 +94,10 @@ struct Dispatch {
     leases_from: Vec<(i32, i64)>,
     last_lease_look: i64,
     last_full_lease_look: i64,
+    /// Where the next look "from the start" starts: when the oldest
+    /// transaction with an id began at the last one (None: at the first
+    /// entry; `pull::look_after_leases`).
+    full_lease_look_from: Option<i64>,
     /// The last look left lapsed leases to give back.
     lapsed_left: bool,
 }
@@ -173,9 +184,28 @@ impl Task for Dispatch {
                 .iter()
                 .map(|&(sid, m)| (sid, m.min(super::low_water::mark(sid))))
                 .collect();
-            let from: &[(i32, i64)] = if full { &[] } else { &current };
-            self.marks = as_superuser(|| low_water_marks(from))?;
+            let oldest = if full {
+                as_superuser(super::pull::oldest_writing_transaction_start)?
+            } else {
+                None
+            };
+            let from = if full {
+                self.full_marks_start()
+            } else {
+                current
+            };
+            self.marks = as_superuser(|| low_water_marks(&from))?;
             super::low_water::publish(&self.marks);
+            if full {
+                // after the read: a transaction that begins later draws
+                // ids above these marks
+                self.full_marks_history
+                    .push_back((crate::workers::now_us(), self.marks.clone()));
+                if self.full_marks_history.len() > FULL_MARKS_KEPT {
+                    self.full_marks_history.pop_front();
+                }
+                self.full_marks_from = oldest;
+            }
 
             self.last_marks = started;
             if full {
@@ -191,11 +221,19 @@ impl Task for Dispatch {
                     || super::low_water::leases_may_be_live(started, LEASE_GRACE_US)))
         {
             let from: &[(i32, i64)] = if full_look { &[] } else { &self.leases_from };
+            // before the look: what runs now is what the next full look
+            // must reach back to
+            let oldest = if full_look {
+                as_superuser(super::pull::oldest_writing_transaction_start)?
+            } else {
+                None
+            };
             (self.leases_from, self.lapsed_left) =
-                as_superuser(|| super::pull::look_after_leases(from))?;
+                as_superuser(|| super::pull::look_after_leases(from, self.full_lease_look_from))?;
             self.last_lease_look = started;
             if full_look {
                 self.last_full_lease_look = started;
+                self.full_lease_look_from = oldest;
             }
         }
         let marks = &self.marks;
@@ -346,6 +384,10 @@ const LEASE_LOOK_EVERY_US: i64 = 250_000;
 const LEASE_GRACE_US: i64 = 2_000_000;
 const FULL_LEASE_LOOK_EVERY_US: i64 = 60_000_000;
 const FULL_MARKS_EVERY_US: i64 = 10_000_000;
+/// Full recomputes remembered (ten minutes of them): a transaction with
+/// an id older than that makes the next full recompute start at the
+/// first delivery.
+const FULL_MARKS_KEPT: usize = 60;
 
 /// Each subscription's first live delivery id at or above its old mark
 /// (`from`; none: from the start), or when it has none, the next id the
@@ -373,6 +415,32 @@ fn low_water_marks(from: &[(i32, i64)]) -> Result<Vec<(i32, i64)>, WardenError> 
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })
     .map_err(spi_error)
+}
+
+impl Dispatch {
+    /// Where a full recompute of the marks starts, per subscription (one
+    /// missing: at its first delivery). A delivery whose id was drawn
+    /// before its mark moved past it and that committed after (a
+    /// delivery given back or replayed) belongs to a transaction that ran
+    /// at the last full recompute or began after it; such a transaction
+    /// drew its ids after it began, above the marks published before
+    /// that. So the marks of the latest full recompute published before
+    /// the oldest transaction with an id then running began are a safe
+    /// start (those before the last full recompute were found by it, by
+    /// the same argument). From the first delivery, under a held horizon,
+    /// each full recompute read every delivery handled since the horizon
+    /// was taken.
+    fn full_marks_start(&self) -> Vec<(i32, i64)> {
+        let Some(oldest) = self.full_marks_from else {
+            return Vec::new();
+        };
+        self.full_marks_history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= oldest)
+            .map(|(_, marks)| marks.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// The previous worker was ended at the hard deadline of this

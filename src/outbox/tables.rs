@@ -100,6 +100,8 @@ CREATE TABLE warden.outbox_deliveries (
 CREATE SEQUENCE warden.outbox_deliveries_id_seq;
 CREATE INDEX outbox_deliveries_ordered_idx ON warden.outbox_deliveries (subscription_id, ordered_key, id)
   WHERE ordered_key IS NOT NULL;
+CREATE INDEX outbox_deliveries_failed_idx ON warden.outbox_deliveries (failed_at)
+  WHERE failed_at IS NOT NULL;
 COMMENT ON TABLE warden.outbox_deliveries IS
   'What each subscription has still to handle: one narrow row per message and matching subscription, written by the worker''s fan-out and removed once handled. Half of each page is left free (fillfactor 50) so that a claim or a retry updates a row in place (HOT) rather than adding index entries. Internal.';
 COMMENT ON COLUMN warden.outbox_deliveries.id IS 'Fan-out order: a subscription handles its deliveries in this order.';
@@ -110,6 +112,7 @@ COMMENT ON COLUMN warden.outbox_deliveries.lease IS 'The nonce of the pull claim
 COMMENT ON COLUMN warden.outbox_deliveries.lease_until IS 'When the pull claim lapses and the message goes to the next claimer.';
 COMMENT ON COLUMN warden.outbox_deliveries.failed_at IS 'A dead-letter message whose handling ran out of attempts: kept for inspection, never dead-lettered again.';
 COMMENT ON INDEX warden.outbox_deliveries_ordered_idx IS 'The head of each key of an ordered subscription.';
+COMMENT ON INDEX warden.outbox_deliveries_failed_idx IS 'Deliveries given up, for retention (a few: without it, retention read the whole table every minute).';
 COMMENT ON INDEX warden.outbox_deliveries_pkey IS 'A subscription''s deliveries in fan-out order.';
 COMMENT ON SEQUENCE warden.outbox_deliveries_id_seq IS 'Fan-out order of deliveries.';
 
