@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use pgrx::datum::Interval;
+use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::pg_sys;
 
 use crate::error::WardenError;
@@ -185,7 +185,7 @@ impl Task for Dispatch {
                 .map(|&(sid, m)| (sid, m.min(super::low_water::mark(sid))))
                 .collect();
             let oldest = if full {
-                as_superuser(super::pull::oldest_writing_transaction_start)?
+                as_superuser(oldest_writing_transaction_start)?
             } else {
                 None
             };
@@ -224,7 +224,7 @@ impl Task for Dispatch {
             // before the look: what runs now is what the next full look
             // must reach back to
             let oldest = if full_look {
-                as_superuser(super::pull::oldest_writing_transaction_start)?
+                as_superuser(oldest_writing_transaction_start)?
             } else {
                 None
             };
@@ -441,6 +441,33 @@ impl Dispatch {
             .map(|(_, marks)| marks.clone())
             .unwrap_or_default()
     }
+}
+
+/// When the oldest transaction with an id in this database began
+/// (Postgres microseconds; now when there is none), or None while a
+/// prepared transaction of this database waits (it may be older than
+/// anything running) or a start is not known (`track_activities`
+/// off).
+fn oldest_writing_transaction_start() -> Result<Option<i64>, WardenError> {
+    let oldest = pgrx::Spi::connect(|client| {
+        client
+            .select(
+                "SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_prepared_xacts p
+                                           WHERE p.database OPERATOR(pg_catalog.=) pg_catalog.current_database())
+                             THEN NULL
+                             ELSE (SELECT CASE WHEN pg_catalog.bool_or(a.xact_start IS NULL) THEN NULL
+                                               ELSE COALESCE(pg_catalog.min(a.xact_start), pg_catalog.clock_timestamp()) END
+                                     FROM pg_catalog.pg_stat_activity a
+                                    WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+                                      AND a.backend_xid IS NOT NULL) END",
+                None,
+                &[],
+            )?
+            .first()
+            .get_one::<TimestampWithTimeZone>()
+    })
+    .map_err(spi_error)?;
+    Ok(oldest.map(pg_sys::TimestampTz::from))
 }
 
 /// The previous worker was ended at the hard deadline of this

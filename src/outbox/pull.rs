@@ -494,17 +494,11 @@ pub(super) fn look_after_leases(
 ) -> Result<(Vec<(i32, i64)>, bool), WardenError> {
     let now = crate::workers::now_us();
     let ahead = TimestampWithTimeZone::try_from(now + LEASE_LOOK_AHEAD_US).ok();
-    // a subscription new since the last look: its whole range
-    let start_us = if from.is_empty() {
-        full_from.unwrap_or(i64::MIN)
-    } else {
-        i64::MIN
-    };
-    let start = if start_us == i64::MIN {
-        None
-    } else {
-        TimestampWithTimeZone::try_from(start_us).ok()
-    };
+    // where a subscription with no entry in `from` starts: in a look from
+    // the start, `full_from`; otherwise it is new since the last look,
+    // and its whole range is read
+    let start_us = if from.is_empty() { full_from } else { None };
+    let start = start_us.and_then(|us| TimestampWithTimeZone::try_from(us).ok());
     // before the look: a claim that takes a lease meanwhile lowers it
     let seen = super::low_water::all_lapse_at();
     let subs: Vec<(i32, i32, Option<i64>)> = pgrx::Spi::connect(|client| {
@@ -547,7 +541,7 @@ pub(super) fn look_after_leases(
         let start = from
             .iter()
             .find(|f| f.0 == sid)
-            .map_or(start_us.max(0), |f| f.1);
+            .map_or(start_us.unwrap_or(0).max(0), |f| f.1);
         if first.is_some_and(|at| at <= now) {
             let mut rounds = 0;
             while return_lapsed_leases(sid, start, max_attempts)?.is_some() {
@@ -568,33 +562,6 @@ pub(super) fn look_after_leases(
         next.push((sid, scan_from));
     }
     Ok((next, left))
-}
-
-/// When the oldest transaction with an id in this database began
-/// (Postgres microseconds; now when there is none), or None while a
-/// prepared transaction of this database waits (its claim may be older
-/// than anything running) or a start is not known (`track_activities`
-/// off).
-pub(super) fn oldest_writing_transaction_start() -> Result<Option<i64>, WardenError> {
-    let oldest = pgrx::Spi::connect(|client| {
-        client
-            .select(
-                "SELECT CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_prepared_xacts p
-                                           WHERE p.database OPERATOR(pg_catalog.=) pg_catalog.current_database())
-                             THEN NULL
-                             ELSE (SELECT CASE WHEN pg_catalog.bool_or(a.xact_start IS NULL) THEN NULL
-                                               ELSE COALESCE(pg_catalog.min(a.xact_start), pg_catalog.clock_timestamp()) END
-                                     FROM pg_catalog.pg_stat_activity a
-                                    WHERE a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
-                                      AND a.backend_xid IS NOT NULL) END",
-                None,
-                &[],
-            )?
-            .first()
-            .get_one::<TimestampWithTimeZone>()
-    })
-    .map_err(spi_error)?;
-    Ok(oldest.map(pg_sys::TimestampTz::from))
 }
 
 /// A delivery taken out of a live lease row.
