@@ -1950,3 +1950,50 @@ fn a_handler_that_catches_its_timeout_is_stopped_at_the_hard_deadline_and_dead_l
         "the server log says why the worker stopped"
     );
 }
+
+/// The worker removes a handled delivery by the ctid it read it at; a
+/// handler whose owner was let write `warden.outbox_deliveries` and
+/// rewrote its own delivery row (so that ctid is an old version) is
+/// still handled once: the worker falls back to the row's key.
+#[test]
+fn a_handler_that_rewrites_its_own_delivery_row_is_handled_once() {
+    let (cluster, mut admin) = outbox_cluster("delivery_rewritten_row", &[]);
+    admin
+        .batch_execute(
+            "GRANT SELECT, UPDATE ON warden.outbox_deliveries TO ops;
+             CREATE FUNCTION public.touch(msg warden.message) RETURNS void LANGUAGE plpgsql AS $$
+             BEGIN
+               UPDATE warden.outbox_deliveries SET last_error = 'touched' WHERE message_id = msg.id;
+               PERFORM public.record(msg);
+             END $$;
+             ALTER FUNCTION public.touch(warden.message) OWNER TO ops;",
+        )
+        .unwrap();
+    let mut ops = cluster.connect_as("postgres", "ops");
+    ops.batch_execute(
+        "SELECT warden.subscribe('toucher', 'touch.#', 'public.touch(warden.message)')",
+    )
+    .unwrap();
+    let mut app = cluster.connect_as("postgres", "app");
+    for _ in 0..3 {
+        publish_in(&mut app, "acme", "touch.one", "{}");
+    }
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM public.seen",
+        3,
+        "three handler calls",
+    );
+    // a delivery left behind would be due again at once
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        count(&mut admin, "SELECT count(*) FROM public.seen"),
+        3,
+        "each message handled once"
+    );
+    assert_eq!(
+        count(&mut admin, "SELECT count(*) FROM warden.outbox_deliveries"),
+        0,
+        "no delivery left"
+    );
+}

@@ -120,6 +120,8 @@ struct Due {
     keyed: bool,
     message_id: i64,
     msg: pgrx::composite_type!('static, "warden.message"),
+    /// The row's ctid: locked by this run, so its own until commit.
+    tid: pg_sys::ItemPointerData,
 }
 
 impl Task for Dispatch {
@@ -248,7 +250,7 @@ impl Task for Dispatch {
             Some(o) => as_superuser(|| pinned_tenant(o))?,
             None => None,
         };
-        let mut handled_rows: (Vec<i32>, Vec<i64>) = (Vec::new(), Vec::new());
+        let mut handled_rows = Handled::default();
         // each handler checked once per run (one transaction of at most a
         // second, one owner): catalog changes committed meanwhile are seen
         // by the next run
@@ -305,8 +307,9 @@ impl Task for Dispatch {
             };
             match outcome {
                 Ok(()) => {
-                    handled_rows.0.push(d.subscription_id);
-                    handled_rows.1.push(d.id);
+                    handled_rows.tids.push(d.tid);
+                    handled_rows.subscriptions.push(d.subscription_id);
+                    handled_rows.ids.push(d.id);
                     // the key's next delivery is due now
                     self.more |= d.keyed;
                 }
@@ -331,18 +334,18 @@ impl Task for Dispatch {
                 }
             }
         }
-        if !handled_rows.0.is_empty() {
-            let mut subscriptions = handled_rows.0.clone();
+        if !handled_rows.ids.is_empty() {
+            let mut subscriptions = handled_rows.subscriptions.clone();
             subscriptions.sort_unstable();
             subscriptions.dedup();
             // in the transaction of the handlers' effects
-            as_superuser(|| handled(handled_rows.0, handled_rows.1))?;
+            as_superuser(|| handled(handled_rows))?;
             as_superuser(|| super::mark_delivered(&subscriptions))?;
         }
         if owner.is_some() {
             // what outlives a transaction: cursors WITH HOLD, prepared
             // statements, LISTEN, session advisory locks
-            as_superuser(forget_session_state)?;
+            forget_session_state();
         }
         let now = crate::workers::now_us();
         if now.saturating_sub(self.last_sweep) >= SWEEP_EVERY_US {
@@ -541,17 +544,26 @@ fn pinned_tenant(role: pg_sys::Oid) -> Result<Option<String>, WardenError> {
 }
 
 /// Drops what handlers may have left in the worker's session beyond
-/// their transaction, so no later handler (of another role) finds it.
-fn forget_session_state() -> Result<(), WardenError> {
-    pgrx::Spi::connect_mut(|client| {
-        client.update(
-            "CLOSE ALL; DEALLOCATE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all()",
-            None,
-            &[],
-        )?;
-        Ok::<_, pgrx::spi::Error>(())
-    })
-    .map_err(spi_error)
+/// their transaction, so no later handler (of another role) finds it:
+/// what `CLOSE ALL; DEALLOCATE ALL; UNLISTEN *;
+/// SELECT pg_advisory_unlock_all()` does, without parsing that at every
+/// run (it was a twentieth of the push path's time).
+fn forget_session_state() {
+    // SAFETY: the functions those commands call, in a transaction, outside
+    // any portal a handler could still be running.
+    unsafe {
+        pg_sys::PortalHashTableDeleteAll();
+        pg_sys::DropAllPreparedStatements();
+        // guarded as pg_sys's own: an ERROR it raises becomes a Rust panic
+        pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| Async_UnlistenAll());
+        pg_sys::LockReleaseSession(pg_sys::USER_LOCKMETHOD as pg_sys::LOCKMETHODID);
+    }
+}
+
+// UNLISTEN *'s function, exported by the server but not in pgrx's
+// bindings
+unsafe extern "C-unwind" {
+    fn Async_UnlistenAll();
 }
 
 /// What the worker says when a handler may no longer be called as its
@@ -586,16 +598,22 @@ fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
         let rows = crate::kept_plans::update(
             client,
             "SELECT d.subscription_id, d.id, d.attempts,
-                    pg_catalog.to_regprocedure(s.handler)::pg_catalog.oid, s.owner::pg_catalog.oid,
+                    s.handler_oid, s.owner::pg_catalog.oid,
                     s.max_attempts,
                     s.backoff, s.max_backoff, s.handler_timeout,
                     m.tenant, m.topic OPERATOR(pg_catalog.=) 'warden.dead_letter', m.id,
                     d.ordered_key IS NOT NULL,
                     ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
-                        d.attempts OPERATOR(pg_catalog.+) 1, s.name)::warden.message
-               FROM warden.outbox_subscriptions s
+                        d.attempts OPERATOR(pg_catalog.+) 1, s.name)::warden.message,
+                    d.ctid
+               FROM (SELECT s.id, s.name, s.owner, s.max_attempts, s.backoff, s.max_backoff,
+                            s.handler_timeout,
+                            pg_catalog.to_regprocedure(s.handler)::pg_catalog.oid AS handler_oid
+                       FROM warden.outbox_subscriptions s
+                      WHERE s.handler IS NOT NULL AND NOT s.paused
+                     OFFSET 0) s
               CROSS JOIN LATERAL (
-                    SELECT d.subscription_id, d.id, d.message_id, d.attempts, d.ordered_key
+                    SELECT d.ctid, d.subscription_id, d.id, d.message_id, d.attempts, d.ordered_key
                       FROM warden.outbox_deliveries d
                      WHERE d.subscription_id OPERATOR(pg_catalog.=) s.id
                        AND d.id OPERATOR(pg_catalog.>=) COALESCE(
@@ -614,7 +632,6 @@ fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
                      LIMIT $1
                        FOR UPDATE SKIP LOCKED) d
                JOIN warden.outbox_messages m ON m.id OPERATOR(pg_catalog.=) d.message_id
-              WHERE s.handler IS NOT NULL AND NOT s.paused
               ORDER BY d.id
               LIMIT $1",
             None,
@@ -642,6 +659,7 @@ fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
                 message_id: row.get::<i64>(12)?.unwrap_or(0),
                 keyed: row.get::<bool>(13)?.unwrap_or(false),
                 msg,
+                tid: row.get::<pg_sys::ItemPointerData>(15)?.unwrap_or_default(),
             });
         }
         Ok::<_, pgrx::spi::Error>(due)
@@ -649,18 +667,39 @@ fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
     .map_err(spi_error)
 }
 
+/// The deliveries a run handled.
+#[derive(Default)]
+struct Handled {
+    tids: Vec<pg_sys::ItemPointerData>,
+    subscriptions: Vec<i32>,
+    ids: Vec<i64>,
+}
+
 /// The deliveries were handled: they go, in the transaction of the
-/// handlers' effects.
-fn handled(subscriptions: Vec<i32>, ids: Vec<i64>) -> Result<(), WardenError> {
+/// handlers' effects. By ctid (no index descent per row): the rows are
+/// locked by this run, so no other transaction can have moved them. Only
+/// a handler whose owner may write `warden.outbox_deliveries` could have
+/// (its own update hides the version read): then by key.
+fn handled(rows: Handled) -> Result<(), WardenError> {
     pgrx::Spi::connect_mut(|client| {
-        crate::kept_plans::update(
+        let deleted = crate::kept_plans::update(
             client,
             "DELETE FROM warden.outbox_deliveries d
-              USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[])) h(sid, id)
-              WHERE d.subscription_id OPERATOR(pg_catalog.=) h.sid AND d.id OPERATOR(pg_catalog.=) h.id",
+              WHERE d.ctid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.tid[])",
             None,
-            &[subscriptions.into(), ids.into()],
-        )?;
+            &[rows.tids.into()],
+        )?
+        .len();
+        if deleted < rows.ids.len() {
+            crate::kept_plans::update(
+                client,
+                "DELETE FROM warden.outbox_deliveries d
+                  USING ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]), pg_catalog.unnest($2::pg_catalog.int8[])) h(sid, id)
+                  WHERE d.subscription_id OPERATOR(pg_catalog.=) h.sid AND d.id OPERATOR(pg_catalog.=) h.id",
+                None,
+                &[rows.subscriptions.into(), rows.ids.into()],
+            )?;
+        }
         Ok::<_, pgrx::spi::Error>(())
     })
     .map_err(spi_error)
