@@ -1958,28 +1958,84 @@ fn a_handler_that_catches_its_timeout_is_stopped_at_the_hard_deadline_and_dead_l
 #[test]
 fn a_handler_that_rewrites_its_own_delivery_row_is_handled_once() {
     let (cluster, mut admin) = outbox_cluster("delivery_rewritten_row", &[]);
+    subscribe_as_ops(
+        &cluster,
+        &mut admin,
+        "GRANT SELECT, UPDATE ON warden.outbox_deliveries TO ops;
+         CREATE FUNCTION public.touch(msg warden.message) RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN
+           UPDATE warden.outbox_deliveries SET last_error = 'touched' WHERE message_id = msg.id;
+           PERFORM public.record(msg);
+         END $$;
+         ALTER FUNCTION public.touch(warden.message) OWNER TO ops;",
+        ("toucher", "touch.#", "public.touch(warden.message)"),
+    );
+    three_handled_once_each(&cluster, &mut admin, "toucher", "touch.one");
+}
+
+/// Attack: from PostgreSQL 17 a role with MAINTAIN on a table may CLUSTER
+/// it, which rewrites every row to a new place. A handler whose owner has
+/// MAINTAIN on `warden.outbox_deliveries` clusters it under the worker's
+/// run, so the ctids the worker read its deliveries at now point at
+/// another subscription's rows: the worker must delete none of those, and
+/// still remove its own (a delete by ctid alone took three of the
+/// victim's deliveries per run and left the handled ones to run again).
+/// Below 17 CLUSTER needs ownership and the test has nothing to attack.
+#[test]
+fn a_handler_that_clusters_the_deliveries_deletes_no_one_elses() {
+    let (cluster, mut admin) = outbox_cluster("delivery_clustered", &[]);
+    let version: i32 = admin
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .unwrap()
+        .get(0);
+    if version < 170000 {
+        eprintln!("PostgreSQL {version}: CLUSTER needs ownership, nothing to attack");
+        return;
+    }
+    // the attacker's subscription first: its rows sort first after CLUSTER
+    subscribe_as_ops(
+        &cluster,
+        &mut admin,
+        "GRANT MAINTAIN ON warden.outbox_deliveries TO ops;
+         CREATE FUNCTION public.reclusters(msg warden.message) RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN
+           CLUSTER warden.outbox_deliveries USING outbox_deliveries_pkey;
+           PERFORM public.record(msg);
+         END $$;
+         ALTER FUNCTION public.reclusters(warden.message) OWNER TO ops;",
+        ("clusterer", "clu.#", "public.reclusters(warden.message)"),
+    );
     admin
-        .batch_execute(
-            "GRANT SELECT, UPDATE ON warden.outbox_deliveries TO ops;
-             CREATE FUNCTION public.touch(msg warden.message) RETURNS void LANGUAGE plpgsql AS $$
-             BEGIN
-               UPDATE warden.outbox_deliveries SET last_error = 'touched' WHERE message_id = msg.id;
-               PERFORM public.record(msg);
-             END $$;
-             ALTER FUNCTION public.touch(warden.message) OWNER TO ops;",
-        )
+        .batch_execute("SELECT warden.subscribe('victim', 'vic.#')")
         .unwrap();
-    let mut ops = cluster.connect_as("postgres", "ops");
-    ops.batch_execute(
-        "SELECT warden.subscribe('toucher', 'touch.#', 'public.touch(warden.message)')",
+    let mut app = cluster.connect_as("postgres", "app");
+    app.batch_execute(
+        "SELECT warden.set_tenant('acme');
+         SELECT warden.publish_batch('vic.x', array_fill('{}'::jsonb, ARRAY[300]));",
     )
     .unwrap();
+    let victims = "SELECT count(*) FROM warden.outbox_deliveries d
+                     JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
+                    WHERE s.name = 'victim'";
+    wait_count(&mut admin, victims, 300, "the victim's deliveries");
+    three_handled_once_each(&cluster, &mut admin, "clusterer", "clu.one");
+    assert_eq!(
+        count(&mut admin, victims),
+        300,
+        "another subscription's deliveries deleted"
+    );
+}
+
+/// Publishes three messages on `topic` (tenant acme) and checks that the
+/// handler of subscription `sub` (which records into public.seen) ran
+/// once for each and left none of its deliveries behind.
+fn three_handled_once_each(cluster: &Cluster, admin: &mut Client, sub: &str, topic: &str) {
     let mut app = cluster.connect_as("postgres", "app");
     for _ in 0..3 {
-        publish_in(&mut app, "acme", "touch.one", "{}");
+        publish_in(&mut app, "acme", topic, "{}");
     }
     wait_count(
-        &mut admin,
+        admin,
         "SELECT count(*) FROM public.seen",
         3,
         "three handler calls",
@@ -1987,13 +2043,30 @@ fn a_handler_that_rewrites_its_own_delivery_row_is_handled_once() {
     // a delivery left behind would be due again at once
     thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        count(&mut admin, "SELECT count(*) FROM public.seen"),
+        count(admin, "SELECT count(*) FROM public.seen"),
         3,
         "each message handled once"
     );
-    assert_eq!(
-        count(&mut admin, "SELECT count(*) FROM warden.outbox_deliveries"),
-        0,
-        "no delivery left"
-    );
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM warden.outbox_deliveries d
+               JOIN warden.outbox_subscriptions s ON s.id = d.subscription_id
+              WHERE s.name = $1",
+            &[&sub],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the handled deliveries left");
+}
+
+/// Runs `setup` as the superuser, then subscribes as ops: (name,
+/// pattern, handler).
+fn subscribe_as_ops(cluster: &Cluster, admin: &mut Client, setup: &str, sub: (&str, &str, &str)) {
+    admin.batch_execute(setup).unwrap();
+    let mut ops = cluster.connect_as("postgres", "ops");
+    ops.execute(
+        "SELECT warden.subscribe($1, $2, $3::text::regprocedure)",
+        &[&sub.0, &sub.1, &sub.2],
+    )
+    .unwrap();
 }

@@ -166,6 +166,9 @@ impl Task for Dispatch {
             self.next_due = Some(crate::workers::now_us() + IDLE.as_micros() as i64);
             return Ok(TaskReport::default());
         }
+        // a run that failed after its handlers ran (its transaction
+        // aborted) did not get to forget what they left in the session
+        forget_session_state();
         let started = crate::workers::now_us();
         let fanned = FANNED_OUT_DUE.swap(i64::MAX, Ordering::Relaxed);
         if fanned != i64::MAX {
@@ -677,17 +680,28 @@ struct Handled {
 
 /// The deliveries were handled: they go, in the transaction of the
 /// handlers' effects. By ctid (no index descent per row): the rows are
-/// locked by this run, so no other transaction can have moved them. Only
-/// a handler whose owner may write `warden.outbox_deliveries` could have
-/// (its own update hides the version read): then by key.
+/// locked by this run, so no other transaction can have moved them. A
+/// ctid is a place in the table's current file, though: a handler whose
+/// owner may write `warden.outbox_deliveries` could have rewritten its
+/// own row (the version read is then hidden), and one whose owner may
+/// CLUSTER it (MAINTAIN, from PostgreSQL 17) could have moved every row
+/// (the ctids then point at others'). So a row goes only if its id and
+/// subscription are handled ones too (delivery ids come from one
+/// sequence), and whatever the ctids missed goes by key.
 fn handled(rows: Handled) -> Result<(), WardenError> {
     pgrx::Spi::connect_mut(|client| {
         let deleted = crate::kept_plans::update(
             client,
             "DELETE FROM warden.outbox_deliveries d
-              WHERE d.ctid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.tid[])",
+              WHERE d.ctid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.tid[])
+                AND d.id OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.int8[])
+                AND d.subscription_id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.int4[])",
             None,
-            &[rows.tids.into()],
+            &[
+                rows.tids.into(),
+                rows.subscriptions.clone().into(),
+                rows.ids.clone().into(),
+            ],
         )?
         .len();
         if deleted < rows.ids.len() {
