@@ -111,7 +111,7 @@ impl HeapAppender {
     /// column types `types` (rule 3 of docs/security.md: the tuple is
     /// formed from values of those types), with no INSERT trigger or rule,
     /// and only valid btree indexes on plain columns (partial only as
-    /// `WHERE column IS NOT NULL`).
+    /// `WHERE column IS NOT NULL`; none backing an exclusion constraint).
     pub(crate) fn open(name: &CStr, types: &[pg_sys::Oid]) -> HeapAppender {
         let oid = warden_relation(name);
         let shown = name.to_string_lossy();
@@ -160,7 +160,10 @@ impl HeapAppender {
                 } else {
                     not_null_predicate((*info).ii_Predicate)
                 };
+                // an exclusion constraint's index is a btree too, but
+                // `index_insert` does not check the constraint
                 if !(*info).ii_Expressions.is_null()
+                    || !(*info).ii_ExclusionOps.is_null()
                     || (!(*info).ii_Predicate.is_null() && only_not_null.is_none())
                     || (*(*index).rd_rel).relam != pg_sys::BTREE_AM_OID
                     || !(*form).indisvalid

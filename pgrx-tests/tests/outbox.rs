@@ -595,3 +595,40 @@ fn unsubscribe_waits_for_a_fan_out_run_and_removes_what_it_wrote() {
         .get(0);
     assert_eq!(left, 0, "a delivery outlived its subscription");
 }
+
+/// Publish appends by heap insert, which maintains indexes but checks no
+/// constraint beyond uniqueness: a table changed behind pg_warden's back
+/// (here a superuser's exclusion constraint, whose index is a btree) is
+/// refused with a clear error, nothing appended, rather than written
+/// without the constraint.
+#[test]
+fn publish_refuses_a_table_with_an_index_it_cannot_maintain() {
+    let (_cluster, mut admin) = outbox_cluster("outbox_foreign_index");
+    admin
+        .batch_execute(
+            "ALTER TABLE warden.outbox_messages
+               ADD CONSTRAINT one_per_key EXCLUDE USING btree (key WITH =)",
+        )
+        .unwrap();
+    let before: i64 = admin
+        .query_one("SELECT count(*) FROM warden.outbox_messages", &[])
+        .unwrap()
+        .get(0);
+    let err = admin
+        .batch_execute("SELECT warden.publish('orders.created', '{}', key => 'k')")
+        .unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(
+        db.code(),
+        &postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE
+    );
+    assert!(
+        db.message().contains("has an index pg_warden did not make"),
+        "{db:?}"
+    );
+    let after: i64 = admin
+        .query_one("SELECT count(*) FROM warden.outbox_messages", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(after, before, "nothing appended");
+}
