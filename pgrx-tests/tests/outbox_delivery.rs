@@ -470,6 +470,64 @@ fn a_prepared_publish_is_delivered_after_commit_prepared_and_a_rolled_back_one_n
     assert_eq!(ids, vec![kept, after]);
 }
 
+/// A publisher whose transaction took its xid after another's but drew
+/// the lower message id, still running when the other commits: its xid
+/// is then at the xmax of the fan-out's snapshots (one past the latest
+/// completed xid) and their xmin. Its message is delivered once it
+/// commits (the fan-out once settled the missing id at that xmax and
+/// forgot it while the transaction ran: the message was never
+/// delivered).
+#[test]
+fn a_message_from_a_transaction_at_the_snapshots_xmax_is_delivered_when_it_commits() {
+    let (cluster, mut admin) = outbox_cluster("delivery_late_xid", &[]);
+    let mut ops = cluster.connect_as("postgres", "ops");
+    ops.batch_execute("SELECT warden.subscribe('late', 'late.#', 'public.record(warden.message)')")
+        .unwrap();
+    let mut first_xid = cluster.connect_as("postgres", "app");
+    let mut lower_id = cluster.connect_as("postgres", "app");
+    first_xid
+        .batch_execute("BEGIN; SELECT pg_current_xact_id()")
+        .unwrap();
+    lower_id
+        .batch_execute("BEGIN; SELECT warden.publish('late.lower_id', '{}')")
+        .unwrap();
+    first_xid
+        .batch_execute("SELECT warden.publish('late.higher_id', '{}'); COMMIT")
+        .unwrap();
+    // two fan-out runs while the lower id's transaction still runs
+    let mut app = cluster.connect_as("postgres", "app");
+    for (n, what) in [(1, "the higher id"), (2, "a message after it")] {
+        if n == 2 {
+            app.batch_execute("SELECT warden.publish('late.after', '{}')")
+                .unwrap();
+        }
+        wait_count(&mut admin, "SELECT count(*) FROM public.seen", n, what);
+    }
+    thread::sleep(Duration::from_millis(1500));
+    lower_id.batch_execute("COMMIT").unwrap();
+    let lower: i64 = count(
+        &mut admin,
+        "SELECT id FROM warden.outbox_messages WHERE topic = 'late.lower_id'",
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the message of the transaction at the snapshots' xmax",
+        || {
+            (count(
+                &mut admin,
+                &format!("SELECT count(*) FROM public.seen WHERE id = {lower}"),
+            ) == 1)
+                .then_some(())
+        },
+    );
+    let higher: i64 = count(
+        &mut admin,
+        "SELECT id FROM warden.outbox_messages WHERE topic = 'late.higher_id'",
+    );
+    assert!(lower < higher, "the ids were not drawn as the test means");
+    assert_eq!(count(&mut admin, "SELECT count(*) FROM public.seen"), 3);
+}
+
 /// claim + ack until nothing is left, returning the message ids claimed.
 /// Claims and acknowledges `sub`'s messages (of tenant acme) until none
 /// come for a second; the ids it got. `in_one` acknowledges each batch

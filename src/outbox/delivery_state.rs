@@ -143,6 +143,11 @@ pub(super) fn record_failure(f: &Failure) -> Result<Recorded, WardenError> {
 /// notice yet) and the worker tries again on its next runs. Returns
 /// whether it was published.
 pub(super) fn announce(id: i64) -> bool {
+    // the transaction takes its xid before the notice draws a message id,
+    // as publish's do (the fan-out's settling relies on it); the INSERT
+    // below may evaluate the id's default before pg_current_xact_id()
+    // SAFETY: assigns the top-level transaction an xid if it has none.
+    unsafe { pg_sys::GetTopTransactionId() };
     let outcome = in_subtransaction(|| {
         crate::outbox::write_one::<i64>(
             "WITH n AS (

@@ -80,13 +80,14 @@ impl Task for Fanout {
         };
         let before = progress.clone();
         loop {
-            let (xmin, xmax, pending_visible, new_ids) = as_superuser(|| read_visible(&progress))?;
+            let (xmin, next_xid, pending_visible, new_ids) =
+                as_superuser(|| read_visible(&progress))?;
             let read_all_new = (new_ids.len() as i64) < BATCH;
             let mut visible = pending_visible;
             visible.extend(new_ids);
             visible.sort_unstable();
             visible.dedup();
-            let fresh = progress.advance(&visible, xmin as u64, xmax as u64);
+            let fresh = progress.advance(&visible, xmin, next_xid);
             if !fresh.is_empty() {
                 as_superuser(|| fan_out(&fresh))?;
             }
@@ -159,17 +160,18 @@ fn load_progress() -> Result<(FanoutProgress, Option<i64>), WardenError> {
     Ok((progress, record))
 }
 
-/// In one statement (so under one snapshot): the snapshot's xmin and
-/// xmax, the pending ids now visible, and up to BATCH new ids.
+/// In one statement (so under one snapshot): the snapshot's xmin, the
+/// pending ids now visible, and up to BATCH new ids; then the next xid to
+/// be assigned, read after that snapshot was taken (`FanoutProgress`: the
+/// snapshot's xmax is not a bound on the xids that drew ids before it).
 #[allow(clippy::type_complexity)]
-fn read_visible(p: &FanoutProgress) -> Result<(i64, i64, Vec<i64>, Vec<i64>), WardenError> {
+fn read_visible(p: &FanoutProgress) -> Result<(u64, u64, Vec<i64>, Vec<i64>), WardenError> {
     let lo: Vec<i64> = p.pending.iter().map(|r| r.lo).collect();
     let hi: Vec<i64> = p.pending.iter().map(|r| r.hi).collect();
-    let (xmin, xmax, pending, new) = pgrx::Spi::connect(|client| {
+    let (xmin, pending, new) = pgrx::Spi::connect(|client| {
         let rows = crate::kept_plans::select(
             client,
             "SELECT (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text)::bigint,
-                    (pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text)::bigint,
                     ARRAY(SELECT m.id FROM warden.outbox_messages m,
                                  ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::bigint[])) r(lo, hi)
                            WHERE m.id OPERATOR(pg_catalog.>=) r.lo AND m.id OPERATOR(pg_catalog.<=) r.hi),
@@ -181,15 +183,17 @@ fn read_visible(p: &FanoutProgress) -> Result<(i64, i64, Vec<i64>, Vec<i64>), Wa
         let row = rows.first();
         Ok::<_, pgrx::spi::Error>((
             row.get::<i64>(1)?,
-            row.get::<i64>(2)?,
+            row.get::<Vec<i64>>(2)?,
             row.get::<Vec<i64>>(3)?,
-            row.get::<Vec<i64>>(4)?,
         ))
     })
     .map_err(spi_error)?;
+    // SAFETY: reads a shared counter under its lock; after the statement,
+    // so at least what it was when the statement's snapshot was taken.
+    let next_xid = unsafe { pg_sys::ReadNextFullTransactionId() }.value;
     Ok((
-        xmin.unwrap_or(0),
-        xmax.unwrap_or(0),
+        xmin.unwrap_or(0) as u64,
+        next_xid,
         pending.unwrap_or_default(),
         new.unwrap_or_default(),
     ))

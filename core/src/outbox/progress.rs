@@ -5,12 +5,18 @@
 //! order: a run may see id 7 committed while id 5's transaction still
 //! runs. The progress is the highest id seen (`upto`) and the ranges of
 //! lower ids not seen yet (`pending`), each with the transaction id
-//! (`settled_at`, the xmax of the snapshot that first missed them) past
-//! which they are settled: `publish` gives its transaction an xid before
-//! it draws an id, so an id drawn before a snapshot belongs to a
-//! transaction below that snapshot's xmax, and once a later snapshot's
-//! xmin reaches it, the id is visible or never will be (rolled back, a
-//! dedupe hit, a failed statement).
+//! (`settled_at`) past which they are settled: the next xid to be
+//! assigned, read after the snapshot that first missed them. `publish`
+//! gives its transaction an xid before it draws an id, so an id drawn
+//! before a snapshot belongs to a transaction below that next xid, and
+//! once a later snapshot's xmin reaches it, the id is visible or never
+//! will be (rolled back, a dedupe hit, a failed statement).
+//!
+//! Not the snapshot's xmax: that is one past the latest *completed* xid.
+//! A transaction that took its xid after another one, drew a lower id and
+//! is still running when the other commits is at or above that xmax, in
+//! no list, and the snapshot's xmin can equal it: settling at the xmax
+//! forgot its id while it ran (a committed message was never fanned out).
 
 /// A range of ids not seen yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +45,10 @@ impl FanoutProgress {
     /// Records a run that saw `visible` (every id above `upto` up to the
     /// highest one it read, and any pending id that became visible,
     /// ascending; ids it had seen before are ignored) under a snapshot
-    /// with `xmin` and `xmax`. Returns the ids to fan out now: those not
-    /// seen before, ascending.
-    pub fn advance(&mut self, visible: &[i64], xmin: u64, xmax: u64) -> Vec<i64> {
+    /// with `xmin`, after which the next xid to be assigned was
+    /// `next_xid`. Returns the ids to fan out now: those not seen
+    /// before, ascending.
+    pub fn advance(&mut self, visible: &[i64], xmin: u64, next_xid: u64) -> Vec<i64> {
         let fresh: Vec<i64> = visible
             .iter()
             .copied()
@@ -79,7 +86,7 @@ impl FanoutProgress {
                 pending.push(PendingRange {
                     lo: next,
                     hi: id - 1,
-                    settled_at: xmax,
+                    settled_at: next_xid,
                 });
             }
             next = id + 1;
@@ -142,6 +149,22 @@ mod tests {
         assert_eq!(p.advance(&[3], 12, 13), Vec::<i64>::new());
     }
 
+    /// Transaction 101 takes its xid after 100 but draws id 1 first; 100
+    /// draws id 2 and commits. Snapshots now have xmax 101 (one past the
+    /// latest completed xid) and xmin 101 while 101 runs; the next xid is
+    /// 102. Id 1 stays pending until 101 ends, then is fanned out.
+    #[test]
+    fn a_transaction_at_the_snapshots_xmax_keeps_its_id() {
+        let mut p = FanoutProgress::default();
+        assert_eq!(p.advance(&[2], 101, 102), vec![2]);
+        // 101 still runs: the same snapshot bounds again
+        assert_eq!(p.advance(&[], 101, 102), Vec::<i64>::new());
+        assert_eq!(p.pending.len(), 1, "id 1 forgotten while 101 runs");
+        // 101 commits
+        assert_eq!(p.advance(&[1], 102, 102), vec![1]);
+        assert!(p.pending.is_empty());
+    }
+
     /// A simulation: ids drawn by transactions, each with an xid taken
     /// before its ids, committed or rolled back in any order, runs at any
     /// moment. Every committed id is fanned out exactly once, none that
@@ -168,6 +191,9 @@ mod tests {
     }
 
     proptest! {
+        // the interleaving that once lost an id (a_transaction_at_the_
+        // snapshots_xmax_keeps_its_id) is rare: 256 cases missed it
+        #![proptest_config(ProptestConfig::with_cases(4096))]
         #[test]
         fn every_committed_id_is_fanned_out_exactly_once(steps in steps()) {
             let mut next_xid = 100u64;
@@ -175,10 +201,16 @@ mod tests {
             // open transactions: xid -> ids drawn
             let mut open: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
             let mut committed: BTreeSet<i64> = BTreeSet::new();
+            // the highest xid that ended (Postgres' latestCompletedXid)
+            let mut latest_completed = 99u64;
             let mut fanned: Vec<i64> = Vec::new();
             let mut p = FanoutProgress::default();
-            let run = |open: &BTreeMap<u64, Vec<i64>>, committed: &BTreeSet<i64>, next_xid: u64, p: &mut FanoutProgress, fanned: &mut Vec<i64>| {
-                let xmin = open.keys().next().copied().unwrap_or(next_xid);
+            let run = |open: &BTreeMap<u64, Vec<i64>>, committed: &BTreeSet<i64>, latest_completed: u64, next_xid: u64, p: &mut FanoutProgress, fanned: &mut Vec<i64>| {
+                // a snapshot as GetSnapshotData takes it: xmax is one past
+                // the latest completed xid, not the next xid; a running
+                // xid at or above it is in no list and holds no xmin
+                let xmax = latest_completed + 1;
+                let xmin = open.keys().copied().filter(|&x| x < xmax).min().unwrap_or(xmax);
                 // a run reads the committed ids above upto and the pending ones
                 let visible: Vec<i64> = committed.iter().copied().filter(|&id| p.is_unseen(id)).collect();
                 fanned.extend(p.advance(&visible, xmin, next_xid));
@@ -193,16 +225,20 @@ mod tests {
                         if let Some(&xid) = open.keys().nth(t) {
                             let ids = open.remove(&xid).unwrap();
                             if commit { committed.extend(ids); }
+                            latest_completed = latest_completed.max(xid);
                         }
                     }
-                    Step::Run => run(&open, &committed, next_xid, &mut p, &mut fanned),
+                    Step::Run => run(&open, &committed, latest_completed, next_xid, &mut p, &mut fanned),
                 }
             }
             // every transaction ends (rolled back), then two runs settle all
             open.clear();
-            run(&open, &committed, next_xid, &mut p, &mut fanned);
+            latest_completed = next_xid - 1;
+            run(&open, &committed, latest_completed, next_xid, &mut p, &mut fanned);
+            // and one more transaction begins and ends
+            latest_completed = next_xid;
             next_xid += 1;
-            run(&open, &committed, next_xid, &mut p, &mut fanned);
+            run(&open, &committed, latest_completed, next_xid, &mut p, &mut fanned);
             let unique: BTreeSet<i64> = fanned.iter().copied().collect();
             prop_assert_eq!(unique.len(), fanned.len(), "fanned twice: {:?}", fanned);
             prop_assert_eq!(unique, committed);
