@@ -694,8 +694,8 @@ fn handled(rows: Handled) -> Result<(), WardenError> {
             client,
             "DELETE FROM warden.outbox_deliveries d
               WHERE d.ctid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.tid[])
-                AND d.id OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.int8[])
-                AND d.subscription_id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.int4[])",
+                AND d.subscription_id OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.int4[])
+                AND d.id OPERATOR(pg_catalog.=) ANY ($3::pg_catalog.int8[])",
             None,
             &[
                 rows.tids.into(),
