@@ -982,3 +982,17 @@ TO warden_app, warden_admin;
 GRANT SELECT ON warden.secret_catalog TO warden_app, warden_admin;
 SELECT warden.enable_tenancy('warden.secret_names');
 SELECT warden.enable_tenancy('warden.secrets');
+
+-- 0.2.0: any update, delete or truncate of warden.keys, through
+-- pg_warden's functions or not, drops every backend's cached data keys
+-- (crypto/key_cache.rs)
+CREATE FUNCTION warden._keys_changed() RETURNS trigger
+  LANGUAGE c AS 'MODULE_PATHNAME', 'keys_changed';
+REVOKE ALL ON FUNCTION warden._keys_changed() FROM PUBLIC;
+COMMENT ON FUNCTION warden._keys_changed() IS
+  'Internal: the statement trigger on warden.keys; tells every backend to drop the data keys it cached unwrapped.';
+CREATE TRIGGER keys_changed AFTER UPDATE OR DELETE OR TRUNCATE ON warden.keys
+  FOR EACH STATEMENT EXECUTE FUNCTION warden._keys_changed();
+ALTER TABLE warden.keys ENABLE ALWAYS TRIGGER keys_changed;
+COMMENT ON TRIGGER keys_changed ON warden.keys IS
+  'Drops every backend''s cached data keys at commit after any update, delete or truncate, through pg_warden''s functions or not.';

@@ -1,6 +1,7 @@
 //! The keyring against a real cluster: root key rotation across restarts,
-//! wrong and badly protected key files, concurrent first use, and a leak
-//! check of logs and statistics for key material.
+//! wrong and badly protected key files, concurrent first use, a
+//! superuser's direct change of the keys reaching every backend's cache,
+//! and a leak check of logs and statistics for key material.
 
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -389,4 +390,44 @@ fn no_key_material_reaches_logs_statement_statistics_or_activity() {
             "key material in pg_stat_activity"
         );
     }
+}
+
+/// A superuser's direct UPDATE or DELETE of `warden.keys` (a shred by
+/// hand, a restore) reaches a backend that has the key cached: it can no
+/// longer decrypt with it (the cache was kept for the backend's life).
+#[test]
+fn a_superusers_direct_change_of_the_keys_reaches_every_backends_cache() {
+    let cluster = Cluster::start("crypto_keys_direct", &[]);
+    let mut admin = setup(&cluster);
+    let mut app = cluster.connect_as("postgres", "app");
+    store(&mut app, "acme", 1, "acme's");
+    store(&mut app, "beta", 2, "beta's");
+    // both keys are now in app's cache
+    assert_eq!(read(&mut app, "acme", 1).unwrap(), "acme's");
+    assert_eq!(read(&mut app, "beta", 2).unwrap(), "beta's");
+    admin
+        .batch_execute(
+            "UPDATE warden.keys SET state = 'shredded', wrapped = NULL, shredded_at = now()
+              WHERE tenant = 'acme'",
+        )
+        .unwrap();
+    let shredded = read(&mut app, "acme", 1);
+    assert!(
+        shredded.is_err(),
+        "decrypted with a key shredded by hand: {shredded:?}"
+    );
+    assert_eq!(read(&mut app, "beta", 2).unwrap(), "beta's");
+    // a write rolled back changes nothing for anyone
+    admin
+        .batch_execute("BEGIN; DELETE FROM warden.keys WHERE tenant = 'beta'; ROLLBACK")
+        .unwrap();
+    assert_eq!(read(&mut app, "beta", 2).unwrap(), "beta's");
+    admin
+        .batch_execute("DELETE FROM warden.keys WHERE tenant = 'beta'")
+        .unwrap();
+    let deleted = read(&mut app, "beta", 2);
+    assert!(
+        deleted.is_err(),
+        "decrypted with a key deleted by hand: {deleted:?}"
+    );
 }

@@ -156,6 +156,55 @@ pub fn broadcast_invalidation() {
     clear();
 }
 
+crate::fmgr::function_info_v1!(pg_finfo_keys_changed);
+
+/// The statement trigger on `warden.keys` for updates, deletes and
+/// truncates: one that did not come through pg_warden's functions (a
+/// superuser's UPDATE, a restore, logical replication's apply) drops
+/// every backend's cached keys at commit, as rotation and shredding do.
+/// Inserts cannot change a cached key (key ids are unique, one active key
+/// per tenant and purpose), so key creation broadcasts nothing.
+///
+/// # Safety
+/// Called by the trigger manager.
+#[unsafe(no_mangle)]
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn keys_changed(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: the trigger manager passes TriggerData as the context.
+    let relid = unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
+            WardenError::prerequisite("warden._keys_changed() must be called as a trigger").raise();
+        }
+        (*(*context.cast::<pg_sys::TriggerData>()).tg_relation).rd_id
+    };
+    ensure_callback();
+    note_keys_written();
+    // SAFETY: queues a relcache invalidation, sent at commit.
+    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    clear();
+    pg_sys::Datum::from(0usize)
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION warden._keys_changed() RETURNS trigger
+  LANGUAGE c AS 'MODULE_PATHNAME', 'keys_changed';
+REVOKE ALL ON FUNCTION warden._keys_changed() FROM PUBLIC;
+COMMENT ON FUNCTION warden._keys_changed() IS
+  'Internal: the statement trigger on warden.keys; tells every backend to drop the data keys it cached unwrapped.';
+CREATE TRIGGER keys_changed AFTER UPDATE OR DELETE OR TRUNCATE ON warden.keys
+  FOR EACH STATEMENT EXECUTE FUNCTION warden._keys_changed();
+-- also under session_replication_role = replica (logical replication
+-- apply, a restore that disables triggers)
+ALTER TABLE warden.keys ENABLE ALWAYS TRIGGER keys_changed;
+COMMENT ON TRIGGER keys_changed ON warden.keys IS
+  'Drops every backend''s cached data keys at commit after any update, delete or truncate, through pg_warden''s functions or not.';
+"#,
+    name = "keys_changed_trigger",
+    requires = ["keys_table"],
+);
+
 /// Compares the loaded root key with the stored key check values.
 pub fn key_check() -> Result<(), WardenError> {
     let ring = root();
