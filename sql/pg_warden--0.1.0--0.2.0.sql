@@ -990,9 +990,14 @@ CREATE FUNCTION warden._keys_changed() RETURNS trigger
   LANGUAGE c AS 'MODULE_PATHNAME', 'keys_changed';
 REVOKE ALL ON FUNCTION warden._keys_changed() FROM PUBLIC;
 COMMENT ON FUNCTION warden._keys_changed() IS
-  'Internal: the statement trigger on warden.keys; tells every backend to drop the data keys it cached unwrapped.';
-CREATE TRIGGER keys_changed AFTER UPDATE OR DELETE OR TRUNCATE ON warden.keys
+  'Internal: the triggers on warden.keys; tell every backend to drop the data keys it cached unwrapped.';
+CREATE TRIGGER keys_changed AFTER UPDATE OR DELETE ON warden.keys
+  FOR EACH ROW EXECUTE FUNCTION warden._keys_changed();
+CREATE TRIGGER keys_truncated AFTER TRUNCATE ON warden.keys
   FOR EACH STATEMENT EXECUTE FUNCTION warden._keys_changed();
 ALTER TABLE warden.keys ENABLE ALWAYS TRIGGER keys_changed;
+ALTER TABLE warden.keys ENABLE ALWAYS TRIGGER keys_truncated;
 COMMENT ON TRIGGER keys_changed ON warden.keys IS
-  'Drops every backend''s cached data keys at commit after any update, delete or truncate, through pg_warden''s functions or not.';
+  'Drops every backend''s cached data keys at commit after a key row is updated or deleted, through pg_warden''s functions or not.';
+COMMENT ON TRIGGER keys_truncated ON warden.keys IS
+  'Drops every backend''s cached data keys at commit after warden.keys is truncated.';

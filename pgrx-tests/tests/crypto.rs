@@ -1,7 +1,8 @@
 //! The keyring against a real cluster: root key rotation across restarts,
 //! wrong and badly protected key files, concurrent first use, a
-//! superuser's direct change of the keys reaching every backend's cache,
-//! and a leak check of logs and statistics for key material.
+//! superuser's direct change of the keys and one applied by logical
+//! replication reaching every backend's cache, and a leak check of logs
+//! and statistics for key material.
 
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -393,8 +394,8 @@ fn no_key_material_reaches_logs_statement_statistics_or_activity() {
 }
 
 /// A superuser's direct UPDATE or DELETE of `warden.keys` (a shred by
-/// hand, a restore) reaches a backend that has the key cached: it can no
-/// longer decrypt with it (the cache was kept for the backend's life).
+/// hand) reaches a backend that has the key cached: it can no longer
+/// decrypt with it (the cache was kept for the backend's life).
 #[test]
 fn a_superusers_direct_change_of_the_keys_reaches_every_backends_cache() {
     let cluster = Cluster::start("crypto_keys_direct", &[]);
@@ -430,4 +431,56 @@ fn a_superusers_direct_change_of_the_keys_reaches_every_backends_cache() {
         deleted.is_err(),
         "decrypted with a key deleted by hand: {deleted:?}"
     );
+}
+
+/// `warden.keys` replicated by logical replication to a cluster with the
+/// same root key: a shred on the publisher, applied on the subscriber
+/// (whose apply worker fires row triggers only), reaches a backend there
+/// that has the key cached.
+#[test]
+fn a_key_change_applied_by_logical_replication_reaches_the_subscribers_cache() {
+    let publisher = Cluster::start("crypto_keys_publisher", &["wal_level = logical"]);
+    let subscriber = Cluster::start("crypto_keys_subscriber", &[]);
+    subscriber.write_key_file(&std::fs::read_to_string(publisher.key_file()).unwrap());
+    subscriber.restart();
+    let mut pub_admin = setup(&publisher);
+    let mut sub_admin = setup(&subscriber);
+    let mut pub_app = publisher.connect_as("postgres", "app");
+    store(&mut pub_app, "acme", 1, "made on the publisher");
+    pub_admin
+        .batch_execute("CREATE PUBLICATION keys_pub FOR TABLE warden.keys")
+        .unwrap();
+    sub_admin
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION keys_sub CONNECTION '{}' PUBLICATION keys_pub",
+            publisher.conn_str("postgres", "postgres")
+        ))
+        .unwrap();
+    let active = "SELECT count(*) FROM warden.keys WHERE tenant = 'acme' AND state = 'active'";
+    wait_for(Duration::from_secs(30), "the key copied", || {
+        (sub_admin.query_one(active, &[]).unwrap().get::<_, i64>(0) == 1).then_some(())
+    });
+    let mut sub_app = subscriber.connect_as("postgres", "app");
+    store(&mut sub_app, "acme", 1, "encrypted on the subscriber");
+    assert_eq!(
+        read(&mut sub_app, "acme", 1).unwrap(),
+        "encrypted on the subscriber"
+    );
+    pub_admin
+        .batch_execute(
+            "UPDATE warden.keys SET state = 'shredded', wrapped = NULL, shredded_at = now()
+              WHERE tenant = 'acme'",
+        )
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the shred applied", || {
+        (sub_admin.query_one(active, &[]).unwrap().get::<_, i64>(0) == 0).then_some(())
+    });
+    let shredded = read(&mut sub_app, "acme", 1);
+    assert!(
+        shredded.is_err(),
+        "decrypted on the subscriber with a key shredded on the publisher: {shredded:?}"
+    );
+    sub_admin
+        .batch_execute("DROP SUBSCRIPTION keys_sub")
+        .unwrap();
 }

@@ -362,6 +362,59 @@ fn subscriptions_and_messages_survive_a_dump_and_ids_go_on() {
     assert!(publish_as(&mut app, "acme", "d2") > last);
 }
 
+/// A dump taken while a message id was pending (its transaction still
+/// ran), restored into a younger cluster (its xid counter far behind):
+/// the pending range, recorded with the old cluster's xids, is settled
+/// there at once (none of those transactions can commit there), not
+/// held until the new counter catches up (retention keeps every message
+/// above a pending id meanwhile).
+#[test]
+fn a_restore_into_a_younger_cluster_settles_the_ids_pending_at_the_dump() {
+    let (cluster, mut admin) = outbox_cluster("outbox_dump_pending");
+    admin
+        .batch_execute(
+            "SELECT warden.subscribe('all', '#');
+             CREATE PROCEDURE burn_xids() LANGUAGE plpgsql AS
+               $$ BEGIN FOR i IN 1..5000 LOOP PERFORM pg_current_xact_id(); COMMIT; END LOOP; END $$;",
+        )
+        .unwrap();
+    // on its own: a multi-statement query is one transaction
+    admin.batch_execute("CALL burn_xids()").unwrap();
+    let mut running = cluster.connect_as("postgres", "app");
+    running
+        .batch_execute("BEGIN; SELECT warden.publish('t.x', '{\"m\": 1}')")
+        .unwrap();
+    let mut app = cluster.connect_as("postgres", "app");
+    app.batch_execute("SELECT warden.publish('t.x', '{\"m\": 2}')")
+        .unwrap();
+    let pending =
+        "SELECT cardinality(f.pending_lo) FROM warden.outbox_fanout f ORDER BY f.id DESC LIMIT 1";
+    wait_for(Duration::from_secs(20), "an id pending", || {
+        (admin
+            .query(pending, &[])
+            .unwrap()
+            .first()
+            .map(|r| r.get::<_, Option<i32>>(0))
+            == Some(Some(1)))
+        .then_some(())
+    });
+    let dump = cluster.dump("postgres", "pending.dump");
+    running.batch_execute("ROLLBACK").unwrap();
+    let young = Cluster::start("outbox_dump_pending_young", &[]);
+    let mut restored = young.connect("postgres");
+    restored
+        .batch_execute("CREATE ROLE app LOGIN; CREATE ROLE ops LOGIN;")
+        .unwrap();
+    young.restore_into(&dump, "postgres");
+    let xid: i64 = restored
+        .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
+        .unwrap()
+        .get(0);
+    assert!(xid < 5000, "the restored cluster is not younger: xid {xid}");
+    wait_fanned_out(&mut restored);
+    assert_eq!(deliveries(&mut restored).len(), 1);
+}
+
 /// Waits until the fan-out has seen every message id and holds none
 /// pending.
 fn wait_fanned_out(admin: &mut Client) {

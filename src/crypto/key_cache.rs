@@ -53,6 +53,9 @@ struct Cache {
     /// This transaction wrote `warden.keys` (created, rotated or shredded
     /// a key): the cache may hold what a rollback undoes.
     wrote_keys: bool,
+    /// This transaction queued the invalidation of `warden.keys` (and no
+    /// subtransaction rolled back since).
+    invalidation_queued: bool,
 }
 
 thread_local! {
@@ -92,10 +95,18 @@ fn on_xact(event: crate::dispatch::xact::XactEvent) {
             if CACHE.with(|c| c.borrow().wrote_keys) {
                 clear();
             }
-            CACHE.with(|c| c.borrow_mut().wrote_keys = false);
+            CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                c.wrote_keys = false;
+                c.invalidation_queued = false;
+            });
         }
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
-            CACHE.with(|c| c.borrow_mut().wrote_keys = false);
+            CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                c.wrote_keys = false;
+                c.invalidation_queued = false;
+            });
         }
         _ => {}
     }
@@ -105,10 +116,12 @@ fn on_subxact(event: crate::dispatch::xact::SubXactEvent, _level: i32) {
     // Which subtransaction wrote is not tracked: after any rollback of a
     // subtransaction of a transaction that wrote keys, reload (the keys
     // that survived are found again in the same transaction).
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB
-        && CACHE.with(|c| c.borrow().wrote_keys)
-    {
-        clear();
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // the invalidation it may have queued is gone with it
+        CACHE.with(|c| c.borrow_mut().invalidation_queued = false);
+        if CACHE.with(|c| c.borrow().wrote_keys) {
+            clear();
+        }
     }
 }
 
@@ -150,20 +163,20 @@ fn ensure_callback() {
 pub fn broadcast_invalidation() {
     note_keys_written();
     if let Some(relid) = CACHE.with(|c| c.borrow().keys_relid) {
-        // SAFETY: queues a relcache invalidation, sent at commit.
-        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+        queue_invalidation(relid);
     }
     clear();
 }
 
 crate::fmgr::function_info_v1!(pg_finfo_keys_changed);
 
-/// The statement trigger on `warden.keys` for updates, deletes and
-/// truncates: one that did not come through pg_warden's functions (a
-/// superuser's UPDATE, a restore, logical replication's apply) drops
-/// every backend's cached keys at commit, as rotation and shredding do.
-/// Inserts cannot change a cached key (key ids are unique, one active key
-/// per tenant and purpose), so key creation broadcasts nothing.
+/// The triggers on `warden.keys`, for each updated or deleted row and
+/// each truncate: a change that did not come through pg_warden's
+/// functions (a superuser's UPDATE, logical replication's apply, which
+/// fires row triggers only) drops every backend's cached keys at commit,
+/// as rotation and shredding do. Inserts cannot change a cached key (key
+/// ids are unique, one active key per tenant and purpose), so key
+/// creation broadcasts nothing.
 ///
 /// # Safety
 /// Called by the trigger manager.
@@ -180,10 +193,21 @@ pub unsafe extern "C-unwind" fn keys_changed(fcinfo: pg_sys::FunctionCallInfo) -
     };
     ensure_callback();
     note_keys_written();
-    // SAFETY: queues a relcache invalidation, sent at commit.
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    queue_invalidation(relid);
     clear();
     pg_sys::Datum::from(0usize)
+}
+
+/// Queues the relcache invalidation of `warden.keys` that makes every
+/// backend drop its cached keys when this transaction commits: once per
+/// transaction (a master key rotation updates every key row, and each
+/// message would go into the commit record and the shared queue), again
+/// after a subtransaction rolled back (its messages went with it).
+fn queue_invalidation(relid: pg_sys::Oid) {
+    if !CACHE.with(|c| std::mem::replace(&mut c.borrow_mut().invalidation_queued, true)) {
+        // SAFETY: queues a relcache invalidation, sent at commit.
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    }
 }
 
 pgrx::extension_sql!(
@@ -192,14 +216,19 @@ CREATE FUNCTION warden._keys_changed() RETURNS trigger
   LANGUAGE c AS 'MODULE_PATHNAME', 'keys_changed';
 REVOKE ALL ON FUNCTION warden._keys_changed() FROM PUBLIC;
 COMMENT ON FUNCTION warden._keys_changed() IS
-  'Internal: the statement trigger on warden.keys; tells every backend to drop the data keys it cached unwrapped.';
-CREATE TRIGGER keys_changed AFTER UPDATE OR DELETE OR TRUNCATE ON warden.keys
+  'Internal: the triggers on warden.keys; tell every backend to drop the data keys it cached unwrapped.';
+CREATE TRIGGER keys_changed AFTER UPDATE OR DELETE ON warden.keys
+  FOR EACH ROW EXECUTE FUNCTION warden._keys_changed();
+CREATE TRIGGER keys_truncated AFTER TRUNCATE ON warden.keys
   FOR EACH STATEMENT EXECUTE FUNCTION warden._keys_changed();
--- also under session_replication_role = replica (logical replication
--- apply, a restore that disables triggers)
+-- also under session_replication_role = replica (logical replication's
+-- apply, which fires row triggers only)
 ALTER TABLE warden.keys ENABLE ALWAYS TRIGGER keys_changed;
+ALTER TABLE warden.keys ENABLE ALWAYS TRIGGER keys_truncated;
 COMMENT ON TRIGGER keys_changed ON warden.keys IS
-  'Drops every backend''s cached data keys at commit after any update, delete or truncate, through pg_warden''s functions or not.';
+  'Drops every backend''s cached data keys at commit after a key row is updated or deleted, through pg_warden''s functions or not.';
+COMMENT ON TRIGGER keys_truncated ON warden.keys IS
+  'Drops every backend''s cached data keys at commit after warden.keys is truncated.';
 "#,
     name = "keys_changed_trigger",
     requires = ["keys_table"],

@@ -144,6 +144,11 @@ fn load_progress() -> Result<(FanoutProgress, Option<i64>), WardenError> {
             "outbox fan-out: warden.outbox_fanout holds ranges of unequal lengths",
         ));
     }
+    // a restore into another cluster brings xids of that cluster's
+    // counter: none of its transactions can still commit here, and ranges
+    // beyond this one's next xid would wait for xids not drawn yet
+    // SAFETY: reads a shared counter under its lock.
+    let next_xid = unsafe { pg_sys::ReadNextFullTransactionId() }.value;
     let progress = FanoutProgress {
         upto,
         pending: lo
@@ -153,7 +158,7 @@ fn load_progress() -> Result<(FanoutProgress, Option<i64>), WardenError> {
             .map(|((lo, hi), settled_at)| PendingRange {
                 lo,
                 hi,
-                settled_at: settled_at as u64,
+                settled_at: (settled_at as u64).min(next_xid),
             })
             .collect(),
     };
