@@ -14,7 +14,7 @@ use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use warden_core::workers::{next_wait, restart_delay, TaskClock};
+use warden_core::workers::{latch_wait_ms, next_wait, restart_delay, TaskClock};
 
 use crate::guc;
 
@@ -137,7 +137,7 @@ pub extern "C-unwind" fn warden_worker_main(arg: pg_sys::Datum) {
         let now_us = now();
         take_wake_ups(wake, &mut clocks, now_us);
         let wait_us = next_wait(now_us, &clocks, naptime.as_micros() as i64);
-        if !BackgroundWorker::wait_latch(Some(Duration::from_micros(wait_us as u64))) {
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(latch_wait_ms(wait_us)))) {
             break; // postmaster death
         }
         if BackgroundWorker::sighup_received() {

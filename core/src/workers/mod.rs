@@ -7,4 +7,4 @@ mod schedule;
 
 pub use backoff::restart_delay;
 pub use database_filter::{DatabaseFilter, DatabaseFilterError};
-pub use schedule::{next_wait, TaskClock};
+pub use schedule::{latch_wait_ms, next_wait, TaskClock};
