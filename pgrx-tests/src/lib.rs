@@ -323,11 +323,17 @@ impl Cluster {
         dump
     }
 
-    /// `pg_restore` of `dump` into the existing database `db`.
+    /// `pg_restore --single-transaction` of `dump` into the existing
+    /// database `db` (the worker starts when all of it is there).
     pub fn restore_into(&self, dump: &Path, db: &str) {
         let out = self.run_tool(
             "pg_restore",
-            &["-d".as_ref(), db.as_ref(), dump.as_os_str()],
+            &[
+                "--single-transaction".as_ref(),
+                "-d".as_ref(),
+                db.as_ref(),
+                dump.as_os_str(),
+            ],
         );
         assert!(
             out.status.success(),

@@ -131,6 +131,7 @@ fn restore(cluster: &Cluster, dump: &std::path::Path, db: &str, what: &str) {
     let out = cluster.run_tool(
         "pg_restore",
         &[
+            "--single-transaction".as_ref(),
             "--exit-on-error".as_ref(),
             "-d".as_ref(),
             db.as_ref(),

@@ -412,7 +412,8 @@ fn a_restore_into_a_younger_cluster_settles_the_ids_pending_at_the_dump() {
         .get(0);
     assert!(xid < 5000, "the restored cluster is not younger: xid {xid}");
     wait_fanned_out(&mut restored);
-    assert_eq!(deliveries(&mut restored).len(), 1);
+    let got = deliveries(&mut restored);
+    assert_eq!(got.len(), 1, "{got:?}");
 }
 
 /// Waits until the fan-out has seen every message id and holds none
