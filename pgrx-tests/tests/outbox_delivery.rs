@@ -513,11 +513,11 @@ fn a_message_from_a_transaction_at_the_snapshots_xmax_is_delivered_when_it_commi
         Duration::from_secs(30),
         "the message of the transaction at the snapshots' xmax",
         || {
-            (count(
-                &mut admin,
-                &format!("SELECT count(*) FROM public.seen WHERE id = {lower}"),
-            ) == 1)
-                .then_some(())
+            let seen: i64 = admin
+                .query_one("SELECT count(*) FROM public.seen WHERE id = $1", &[&lower])
+                .unwrap()
+                .get(0);
+            (seen == 1).then_some(())
         },
     );
     let higher: i64 = count(
