@@ -94,3 +94,31 @@ pub fn name_datum(s: &CStr) -> pg_sys::Datum {
             .expect("namein returns a value or raises")
     }
 }
+
+/// The trigger manager's data for a call of the trigger function `name`
+/// (e.g. `warden._audit_capture()`); an error, with `hint` when given,
+/// when the function was called otherwise.
+///
+/// # Safety
+/// `fcinfo` is the current call's.
+pub unsafe fn trigger_data<'a>(
+    fcinfo: pg_sys::FunctionCallInfo,
+    name: &str,
+    hint: Option<&str>,
+) -> &'a pg_sys::TriggerData {
+    // SAFETY: the caller passes its call's fcinfo; a context tagged
+    // T_TriggerData is the trigger manager's TriggerData.
+    unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
+            let mut e = crate::error::WardenError::prerequisite(format!(
+                "{name} must be called as a trigger"
+            ));
+            if let Some(hint) = hint {
+                e = e.hint(hint);
+            }
+            e.raise();
+        }
+        &*context.cast::<pg_sys::TriggerData>()
+    }
+}

@@ -33,12 +33,7 @@ crate::fmgr::function_info_v1!(pg_finfo_audit_refuse_change);
 pub unsafe extern "C-unwind" fn audit_refuse_change(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
     // SAFETY: the trigger manager passes TriggerData as the context.
     unsafe {
-        let context = (*fcinfo).context;
-        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-            WardenError::prerequisite("warden._audit_refuse_change() must be called as a trigger")
-                .raise();
-        }
-        let data = &*context.cast::<pg_sys::TriggerData>();
+        let data = crate::fmgr::trigger_data(fcinfo, "warden._audit_refuse_change()", None);
         let event = data.tg_event & pg_sys::TRIGGER_EVENT_OPMASK;
         let row = data.tg_event & pg_sys::TRIGGER_EVENT_ROW != 0;
         if MAINTENANCE.get() && row {

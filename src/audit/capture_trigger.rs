@@ -331,13 +331,11 @@ crate::fmgr::function_info_v1!(pg_finfo_audit_capture);
 pub unsafe extern "C-unwind" fn audit_capture(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
     // SAFETY: the trigger manager passes TriggerData as the context.
     unsafe {
-        let context = (*fcinfo).context;
-        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-            WardenError::prerequisite("warden._audit_capture() must be called as a trigger")
-                .hint("warden.audit_table() installs it.")
-                .raise();
-        }
-        let data = &*context.cast::<pg_sys::TriggerData>();
+        let data = crate::fmgr::trigger_data(
+            fcinfo,
+            "warden._audit_capture()",
+            Some("warden.audit_table() installs it."),
+        );
         let event = data.tg_event;
         if event & pg_sys::TRIGGER_EVENT_ROW != 0
             || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_AFTER

@@ -185,13 +185,8 @@ crate::fmgr::function_info_v1!(pg_finfo_keys_changed);
 pub unsafe extern "C-unwind" fn keys_changed(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     // SAFETY: the trigger manager passes TriggerData as the context.
     let relid = unsafe {
-        let context = (*fcinfo).context;
-        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-            WardenError::prerequisite("warden._keys_changed() must be called as a trigger").raise();
-        }
-        (*(*context.cast::<pg_sys::TriggerData>()).tg_relation).rd_id
+        (*crate::fmgr::trigger_data(fcinfo, "warden._keys_changed()", None).tg_relation).rd_id
     };
-    ensure_callback();
     note_keys_written();
     queue_invalidation(relid);
     clear();

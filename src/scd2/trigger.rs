@@ -559,13 +559,11 @@ crate::fmgr::function_info_v1!(pg_finfo_scd2_trigger);
 pub unsafe extern "C-unwind" fn scd2_trigger(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
     // SAFETY: the trigger manager passes TriggerData as the context.
     unsafe {
-        let context = (*fcinfo).context;
-        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-            WardenError::prerequisite("warden._scd2_trigger() must be called as a trigger")
-                .hint("warden.scd2_track() installs it.")
-                .raise();
-        }
-        let data = &*context.cast::<pg_sys::TriggerData>();
+        let data = crate::fmgr::trigger_data(
+            fcinfo,
+            "warden._scd2_trigger()",
+            Some("warden.scd2_track() installs it."),
+        );
         let event = data.tg_event;
         if event & pg_sys::TRIGGER_EVENT_ROW == 0
             || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != pg_sys::TRIGGER_EVENT_AFTER

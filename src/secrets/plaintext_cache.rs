@@ -221,14 +221,7 @@ crate::fmgr::function_info_v1!(pg_finfo_secrets_changed);
 pub unsafe extern "C-unwind" fn secrets_changed(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     // SAFETY: the trigger manager passes TriggerData as the context.
     let relid = unsafe {
-        let context = (*fcinfo).context;
-        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_TriggerData {
-            crate::error::WardenError::prerequisite(
-                "warden._secrets_changed() must be called as a trigger",
-            )
-            .raise();
-        }
-        (*(*context.cast::<pg_sys::TriggerData>()).tg_relation).rd_id
+        (*crate::fmgr::trigger_data(fcinfo, "warden._secrets_changed()", None).tg_relation).rd_id
     };
     secrets_written(relid);
     pg_sys::Datum::from(0usize)
