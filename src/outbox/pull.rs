@@ -628,27 +628,41 @@ fn take_from_lease_row(
             first_attempt_at: row.get::<TimestampWithTimeZone>(6)?,
             claimed_at: row.get::<TimestampWithTimeZone>(7)?,
         };
-        // the row is locked by this transaction: its ctid stays
-        let tid = row.get::<String>(8)?.unwrap_or_default();
-        if last {
+        // the row is locked by this transaction, so its ctid stays; the
+        // key is checked too, so that a ctid could only ever miss (and a
+        // miss takes nothing: no delivery goes back twice)
+        let args = [
+            row.get::<String>(8)?.unwrap_or_default().into(),
+            sid.into(),
+            nonce.into(),
+            id.into(),
+            ord.into(),
+        ];
+        let changed = if last {
             client.update(
-                "DELETE FROM warden.outbox_leases h WHERE h.ctid = $1::pg_catalog.tid",
+                "DELETE FROM warden.outbox_leases h
+                  WHERE h.ctid = $1::pg_catalog.tid
+                    AND h.subscription_id = $2 AND h.nonce = $3 AND $4 = ANY (h.delivery_ids)
+                  RETURNING true",
                 None,
-                &[tid.into()],
-            )?;
+                &args[..4],
+            )?
         } else {
             client.update(
                 "UPDATE warden.outbox_leases h
-                    SET delivery_ids = h.delivery_ids[:$2 - 1] || h.delivery_ids[$2 + 1:],
-                        message_ids = h.message_ids[:$2 - 1] || h.message_ids[$2 + 1:],
-                        attempts = h.attempts[:$2 - 1] || h.attempts[$2 + 1:],
-                        first_attempt_at = h.first_attempt_at[:$2 - 1] || h.first_attempt_at[$2 + 1:]
-                  WHERE h.ctid = $1::pg_catalog.tid",
+                    SET delivery_ids = h.delivery_ids[:$5 - 1] || h.delivery_ids[$5 + 1:],
+                        message_ids = h.message_ids[:$5 - 1] || h.message_ids[$5 + 1:],
+                        attempts = h.attempts[:$5 - 1] || h.attempts[$5 + 1:],
+                        first_attempt_at = h.first_attempt_at[:$5 - 1] || h.first_attempt_at[$5 + 1:]
+                  WHERE h.ctid = $1::pg_catalog.tid
+                    AND h.subscription_id = $2 AND h.nonce = $3 AND $4 = ANY (h.delivery_ids)
+                  RETURNING true",
                 None,
-                &[tid.into(), ord.into()],
-            )?;
+                &args,
+            )?
         }
-        Ok::<_, pgrx::spi::Error>(Some(taken))
+        .len();
+        Ok::<_, pgrx::spi::Error>((changed == 1).then_some(taken))
     })
     .map_err(spi_error)
 }
