@@ -368,7 +368,13 @@ impl Task for Dispatch {
         }
         if look_up_next_due {
             // retries this run scheduled are in the table too
-            let later = as_superuser(next_due)?.unwrap_or(now + IDLE.as_micros() as i64);
+            // from the marks, lowered where a nack or a lapse put one back
+            let from: Vec<(i32, i64)> = self
+                .marks
+                .iter()
+                .map(|&(sid, m)| (sid, m.min(super::low_water::mark(sid))))
+                .collect();
+            let later = as_superuser(|| next_due(&from))?.unwrap_or(now + IDLE.as_micros() as i64);
             self.next_due = Some(later.min(retry_at));
         }
         Ok(TaskReport { backlog: taken })
@@ -722,18 +728,28 @@ fn handled(rows: Handled) -> Result<(), WardenError> {
 /// When the earliest delivery of a handler subscription that is not due
 /// yet becomes due (Postgres clock), if any.
 /// Per subscription (the primary key's range): a join could scan every
-/// delivery, pull subscriptions' backlogs included, once a second.
-fn next_due() -> Result<Option<i64>, WardenError> {
+/// delivery, pull subscriptions' backlogs included, once a second. From
+/// each subscription's mark (`marks`), as the read of due deliveries: from
+/// the first entry, under a held xmin horizon, every look read every
+/// delivery handled since the horizon was taken.
+fn next_due(marks: &[(i32, i64)]) -> Result<Option<i64>, WardenError> {
     crate::guc::plan_for_index_order();
+    let sids: Vec<i32> = marks.iter().map(|m| m.0).collect();
+    let lows: Vec<i64> = marks.iter().map(|m| m.1).collect();
     crate::spi_read::read_one::<pgrx::datum::TimestampWithTimeZone>(
         "SELECT pg_catalog.min(x.next_at)
            FROM warden.outbox_subscriptions s
           CROSS JOIN LATERAL (
                 SELECT pg_catalog.min(d.next_at) AS next_at FROM warden.outbox_deliveries d
-                 WHERE d.subscription_id OPERATOR(pg_catalog.=) s.id AND d.failed_at IS NULL
+                 WHERE d.subscription_id OPERATOR(pg_catalog.=) s.id
+                   AND d.id OPERATOR(pg_catalog.>=) COALESCE(
+                         (SELECT w.mark FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int4[]),
+                                                        pg_catalog.unnest($2::pg_catalog.int8[])) w(sid, mark)
+                           WHERE w.sid OPERATOR(pg_catalog.=) s.id), 0)
+                   AND d.failed_at IS NULL
                    AND d.next_at OPERATOR(pg_catalog.>) pg_catalog.clock_timestamp()) x
           WHERE s.handler IS NOT NULL AND NOT s.paused",
-        &[],
+        &[sids.into(), lows.into()],
     )
     .map(|at| at.map(pg_sys::TimestampTz::from))
     .map_err(spi_error)
