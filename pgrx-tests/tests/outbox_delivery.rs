@@ -1572,6 +1572,46 @@ fn buffers_touched(
     number("hit=") + number("read=")
 }
 
+/// A pull subscription `sub` (topics `sub.#`) with `n` messages fanned
+/// out, autovacuum off on the deliveries and leases (so that what a
+/// held horizon keeps stays for the buffer counts).
+fn pull_backlog(cluster: &Cluster, admin: &mut Client, sub: &str, n: i32) {
+    let mut ops = cluster.connect_as("postgres", "ops");
+    ops.execute("SELECT warden.subscribe($1, $1 || '.#')", &[&sub])
+        .unwrap();
+    admin
+        .batch_execute(
+            "ALTER TABLE warden.outbox_leases SET (autovacuum_enabled = off);
+             ALTER TABLE warden.outbox_deliveries SET (autovacuum_enabled = off);",
+        )
+        .unwrap();
+    publish_numbered(admin, &format!("{sub}.x"), n, 1000);
+    wait_count(
+        admin,
+        "SELECT count(*) FROM warden.outbox_deliveries",
+        n.into(),
+        "the fan-out of the backlog",
+    );
+}
+
+/// `n` times: claims one message of `sub` and acknowledges it at once.
+fn claim_and_ack_one_by_one(app: &mut Client, sub: &str, n: usize) {
+    for _ in 0..n {
+        let leases: String = app
+            .query_one(
+                "SELECT coalesce(array_agg(lease)::text, '{}') FROM warden.claim($1, 1)",
+                &[&sub],
+            )
+            .unwrap()
+            .get(0);
+        let acked: i32 = app
+            .query_one("SELECT warden.ack($1::text::uuid[])", &[&leases])
+            .unwrap()
+            .get(0);
+        assert_eq!(acked, 1, "a claim of one, acknowledged at once");
+    }
+}
+
 /// Under a held xmin horizon the index entries of acknowledged leases and
 /// claimed deliveries cannot be reclaimed: a claim or an ack that reads
 /// them all slows to a crawl as they pile up (an ack planned to read
@@ -1585,35 +1625,11 @@ fn buffers_touched(
 #[test]
 fn claims_and_acks_read_a_bounded_number_of_buffers_under_a_held_horizon() {
     let (cluster, mut admin) = outbox_cluster("delivery_held_buffers", &[]);
-    let mut ops = cluster.connect_as("postgres", "ops");
-    ops.batch_execute("SELECT warden.subscribe('pulled', 'pulled.#')")
-        .unwrap();
-    admin
-        .batch_execute(
-            "ALTER TABLE warden.outbox_leases SET (autovacuum_enabled = off);
-             ALTER TABLE warden.outbox_deliveries SET (autovacuum_enabled = off);
-             SELECT warden.publish_batch('pulled.x', array_agg(jsonb_build_object('m', g)))
-               FROM generate_series(1, 3000) g GROUP BY g / 1000;",
-        )
-        .unwrap();
-    wait_count(
-        &mut admin,
-        "SELECT count(*) FROM warden.outbox_deliveries",
-        3000,
-        "the fan-out of 3 000 messages",
-    );
+    pull_backlog(&cluster, &mut admin, "pulled", 3000);
     let mut app = cluster.connect_as("postgres", "app");
     let claim = "SELECT coalesce(array_agg(lease)::text, '{}') FROM warden.claim('pulled', 1)";
-    let claim_and_ack = |app: &mut postgres::Client, n: usize| {
-        for _ in 0..n {
-            let leases: String = app.query_one(claim, &[]).unwrap().get(0);
-            let acked: i32 = app
-                .query_one("SELECT warden.ack($1::text::uuid[])", &[&leases])
-                .unwrap()
-                .get(0);
-            assert_eq!(acked, 1, "a claim of one, acknowledged at once");
-        }
-    };
+    let claim_and_ack =
+        |app: &mut postgres::Client, n: usize| claim_and_ack_one_by_one(app, "pulled", n);
     claim_and_ack(&mut app, 300);
     admin
         .batch_execute("ANALYZE warden.outbox_leases, warden.outbox_deliveries")
@@ -1662,35 +1678,11 @@ fn claims_and_acks_read_a_bounded_number_of_buffers_under_a_held_horizon() {
 #[test]
 fn acks_extends_and_nacks_read_the_lease_by_its_key_whatever_the_index_sizes() {
     let (cluster, mut admin) = outbox_cluster("delivery_lease_key", &[]);
-    let mut ops = cluster.connect_as("postgres", "ops");
-    ops.batch_execute("SELECT warden.subscribe('keyed', 'keyed.#')")
-        .unwrap();
-    admin
-        .batch_execute(
-            "ALTER TABLE warden.outbox_leases SET (autovacuum_enabled = off);
-             ALTER TABLE warden.outbox_deliveries SET (autovacuum_enabled = off);
-             SELECT warden.publish_batch('keyed.x', array_agg(jsonb_build_object('m', g)))
-               FROM generate_series(1, 8000) g GROUP BY g / 1000;",
-        )
-        .unwrap();
-    wait_count(
-        &mut admin,
-        "SELECT count(*) FROM warden.outbox_deliveries",
-        8000,
-        "the fan-out of 8 000 messages",
-    );
+    pull_backlog(&cluster, &mut admin, "keyed", 8000);
     let mut app = cluster.connect_as("postgres", "app");
     let claim = "SELECT coalesce(array_agg(lease)::text, '{}') FROM warden.claim('keyed', 1)";
-    let claim_and_ack = |app: &mut postgres::Client, n: usize| {
-        for _ in 0..n {
-            let leases: String = app.query_one(claim, &[]).unwrap().get(0);
-            let acked: i32 = app
-                .query_one("SELECT warden.ack($1::text::uuid[])", &[&leases])
-                .unwrap()
-                .get(0);
-            assert_eq!(acked, 1, "a claim of one, acknowledged at once");
-        }
-    };
+    let claim_and_ack =
+        |app: &mut postgres::Client, n: usize| claim_and_ack_one_by_one(app, "keyed", n);
     let mut holder = cluster.connect("postgres");
     let hold = "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;";
     holder.batch_execute(hold).unwrap();
