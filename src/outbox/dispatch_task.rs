@@ -182,13 +182,7 @@ impl Task for Dispatch {
         }
         if started.saturating_sub(self.last_marks) >= MARKS_EVERY_US {
             let full = started.saturating_sub(self.last_full_marks) >= FULL_MARKS_EVERY_US;
-            // from where each mark is now: a nack or a lapsed lease may
-            // have lowered it since
-            let current: Vec<(i32, i64)> = self
-                .marks
-                .iter()
-                .map(|&(sid, m)| (sid, m.min(super::low_water::mark(sid))))
-                .collect();
+            let current = self.current_marks();
             let oldest = if full {
                 as_superuser(oldest_writing_transaction_start)?
             } else {
@@ -368,12 +362,7 @@ impl Task for Dispatch {
         }
         if look_up_next_due {
             // retries this run scheduled are in the table too
-            // from the marks, lowered where a nack or a lapse put one back
-            let from: Vec<(i32, i64)> = self
-                .marks
-                .iter()
-                .map(|&(sid, m)| (sid, m.min(super::low_water::mark(sid))))
-                .collect();
+            let from = self.current_marks();
             let later = as_superuser(|| next_due(&from))?.unwrap_or(now + IDLE.as_micros() as i64);
             self.next_due = Some(later.min(retry_at));
         }
@@ -430,6 +419,15 @@ fn low_water_marks(from: &[(i32, i64)]) -> Result<Vec<(i32, i64)>, WardenError> 
 }
 
 impl Dispatch {
+    /// Where each mark is now: a nack or a lapsed lease may have lowered
+    /// it in shared memory since the worker last moved it.
+    fn current_marks(&self) -> Vec<(i32, i64)> {
+        self.marks
+            .iter()
+            .map(|&(sid, m)| (sid, m.min(super::low_water::mark(sid))))
+            .collect()
+    }
+
     /// Where a full recompute of the marks starts, per subscription (one
     /// missing: at its first delivery). A delivery whose id was drawn
     /// before its mark moved past it and that committed after (a
