@@ -1820,6 +1820,125 @@ fn the_dispatchers_look_for_later_deliveries_starts_at_the_mark() {
     holder.batch_execute("COMMIT").unwrap();
 }
 
+/// Publishes messages {"m": 1} to {"m": n} on `topic` in one
+/// transaction, message g with key 'k' || g % keys.
+fn publish_keyed(c: &mut Client, topic: &str, n: i32, keys: i32) {
+    c.execute(
+        "SELECT warden.publish_batch($1, array_agg(jsonb_build_object('m', g) ORDER BY g),
+                                     array_agg('k' || g % $3 ORDER BY g))
+           FROM generate_series(1, $2) g",
+        &[&topic, &n, &keys],
+    )
+    .unwrap();
+}
+
+/// An ordered subscription's claim looks for an earlier delivery of each
+/// candidate's key from the subscription's mark, as it looks for the
+/// candidates: from the key's first index entry, under a held xmin
+/// horizon, that look read every delivery of the key acknowledged since
+/// the horizon was taken. One key, 3 000 messages; a claim of one reads
+/// as many buffers after 2 000 claims and acks under the horizon as
+/// before them.
+#[test]
+fn an_ordered_claims_look_for_an_earlier_delivery_of_the_key_starts_at_the_mark() {
+    let (cluster, mut admin) = outbox_cluster("delivery_ordered_head_mark", &[]);
+    let mut ops = cluster.connect_as("postgres", "ops");
+    ops.batch_execute("SELECT warden.subscribe('in_turn', 'in_turn.#', ordered => true)")
+        .unwrap();
+    admin
+        .batch_execute("ALTER TABLE warden.outbox_deliveries SET (autovacuum_enabled = off)")
+        .unwrap();
+    publish_keyed(&mut admin, "in_turn.x", 3000, 1);
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM warden.outbox_deliveries",
+        3000,
+        "the fan-out of the backlog",
+    );
+    let mut app = cluster.connect_as("postgres", "app");
+    let mut holder = cluster.connect("postgres");
+    holder
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;")
+        .unwrap();
+    // a claim of one, measured and rolled back (its lease would hold the
+    // key for the claims after it)
+    let claim_buffers = |app: &mut Client| -> i64 {
+        app.batch_execute("BEGIN").unwrap();
+        let buffers = buffers_touched(app, "SELECT * FROM warden.claim('in_turn', 1)", &[]);
+        app.batch_execute("ROLLBACK").unwrap();
+        buffers
+    };
+    claim_and_ack_one_by_one(&mut app, "in_turn", 100);
+    let before = claim_buffers(&mut app);
+    claim_and_ack_one_by_one(&mut app, "in_turn", 2000);
+    let after = claim_buffers(&mut app);
+    println!("an ordered claim of one read {before} buffers, {after} after 2 000 claims and acks of its key under a held horizon");
+    assert!(
+        after < before + 200,
+        "an ordered claim read {before} buffers, {after} after 2 000 claims and acks of its key under a held horizon"
+    );
+    holder.batch_execute("COMMIT").unwrap();
+}
+
+/// The dispatcher's look for an earlier delivery of an ordered key starts
+/// at the subscription's mark too. 4 000 messages of 20 keys handled
+/// under a held horizon, then 200 more: the index entries of the
+/// deliveries the dispatcher's reads return (`idx_tup_read` of both
+/// indexes) stay far below the 200 × 200 of a look from each key's first
+/// entry.
+#[test]
+fn the_dispatchers_look_for_an_earlier_delivery_of_the_key_starts_at_the_mark() {
+    let (cluster, mut admin) = outbox_cluster("delivery_ordered_push_mark", &[]);
+    let mut ops = cluster.connect_as("postgres", "ops");
+    ops.batch_execute(
+        "SELECT warden.subscribe('in_turn', 'in_turn.#', 'public.record(warden.message)', ordered => true)",
+    )
+    .unwrap();
+    admin
+        .batch_execute("ALTER TABLE warden.outbox_deliveries SET (autovacuum_enabled = off)")
+        .unwrap();
+    let mut holder = cluster.connect("postgres");
+    holder
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;")
+        .unwrap();
+    publish_keyed(&mut admin, "in_turn.x", 4000, 20);
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM public.seen",
+        4000,
+        "4 000 messages handled",
+    );
+    let read = "SELECT sum(idx_tup_read)::bigint FROM pg_stat_all_indexes
+                 WHERE relid = 'warden.outbox_deliveries'::regclass";
+    // as in the look for later deliveries: the full recomputes of the
+    // marks that reach back past the first messages have run
+    thread::sleep(Duration::from_secs(24));
+    admin
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .unwrap();
+    let before = count(&mut admin, read);
+    publish_keyed(&mut admin, "in_turn.y", 200, 20);
+    wait_count(
+        &mut admin,
+        "SELECT count(*) FROM public.seen",
+        4200,
+        "200 more handled",
+    );
+    // the worker's statistics reach the view at its next idle moment
+    thread::sleep(Duration::from_secs(2));
+    admin
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .unwrap();
+    let after = count(&mut admin, read);
+    println!("handling 200 ordered messages under the held horizon returned {} index entries of the deliveries", after - before);
+    assert!(
+        after - before < 15000,
+        "handling 200 ordered messages after 4 000 under the held horizon returned {} index entries",
+        after - before
+    );
+    holder.batch_execute("COMMIT").unwrap();
+}
+
 /// A claim whose transaction commits after the worker's looks passed
 /// the time its lease ends at: the lease row was invisible to them. The
 /// worker's look "from the start" (once a minute) finds it, reaching back

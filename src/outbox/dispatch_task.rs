@@ -592,7 +592,8 @@ fn refusal(rule: &str) -> &'static str {
 
 /// Up to BATCH due deliveries of handler subscriptions that are not
 /// paused, oldest first, locked (a concurrent unsubscribe or replay waits
-/// for this run), with their messages.
+/// for this run), with their messages. An ordered key's look for an
+/// earlier delivery starts at the mark as well (see the claim's).
 fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
     let sids: Vec<i32> = marks.iter().map(|m| m.0).collect();
     let lows: Vec<i64> = marks.iter().map(|m| m.1).collect();
@@ -620,19 +621,22 @@ fn read_due(marks: &[(i32, i64)]) -> Result<Vec<Due>, WardenError> {
                       WHERE s.handler IS NOT NULL AND NOT s.paused
                      OFFSET 0) s
               CROSS JOIN LATERAL (
+                    SELECT COALESCE(
+                             (SELECT w.mark FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int4[]),
+                                                            pg_catalog.unnest($3::pg_catalog.int8[])) w(sid, mark)
+                               WHERE w.sid OPERATOR(pg_catalog.=) s.id), 0) AS mark) k
+              CROSS JOIN LATERAL (
                     SELECT d.ctid, d.subscription_id, d.id, d.message_id, d.attempts, d.ordered_key
                       FROM warden.outbox_deliveries d
                      WHERE d.subscription_id OPERATOR(pg_catalog.=) s.id
-                       AND d.id OPERATOR(pg_catalog.>=) COALESCE(
-                             (SELECT w.mark FROM ROWS FROM (pg_catalog.unnest($2::pg_catalog.int4[]),
-                                                            pg_catalog.unnest($3::pg_catalog.int8[])) w(sid, mark)
-                               WHERE w.sid OPERATOR(pg_catalog.=) s.id), 0)
+                       AND d.id OPERATOR(pg_catalog.>=) k.mark
                        AND d.next_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()
                        AND d.failed_at IS NULL
                        AND (d.ordered_key IS NULL OR NOT EXISTS (
                              SELECT FROM warden.outbox_deliveries e
                               WHERE e.subscription_id OPERATOR(pg_catalog.=) d.subscription_id
                                 AND e.ordered_key OPERATOR(pg_catalog.=) d.ordered_key
+                                AND e.id OPERATOR(pg_catalog.>=) k.mark
                                 AND e.id OPERATOR(pg_catalog.<) d.id
                                 AND e.failed_at IS NULL))
                      ORDER BY d.id

@@ -299,7 +299,9 @@ macro_rules! claimable {
 }
 
 /// An ordered subscription's claim: leases each delivery in its row (a
-/// key's next delivery waits while one is held).
+/// key's next delivery waits while one is held). The look for an earlier
+/// delivery of the key starts at the mark too: below it lie only the
+/// entries of handled deliveries, which a held xmin horizon keeps.
 const CLAIM_IN_ROW: &str = concat!(
     "WITH c AS (",
     claimable!(
@@ -307,7 +309,7 @@ const CLAIM_IN_ROW: &str = concat!(
                 AND (d.ordered_key IS NULL OR NOT EXISTS (
                       SELECT FROM warden.outbox_deliveries e
                        WHERE e.subscription_id = d.subscription_id AND e.ordered_key = d.ordered_key
-                         AND e.id < d.id AND e.failed_at IS NULL))"
+                         AND e.id >= $6 AND e.id < d.id AND e.failed_at IS NULL))"
     ),
     ")
      UPDATE warden.outbox_deliveries d
