@@ -536,6 +536,7 @@ CREATE TABLE warden.outbox_deliveries (
     last_attempt_at  timestamptz,
     last_error       text,
     failed_at        timestamptz,
+    message_ids      bigint[],
     PRIMARY KEY (subscription_id, id)
 ) WITH (fillfactor = 50);
 CREATE SEQUENCE warden.outbox_deliveries_id_seq;
@@ -544,7 +545,7 @@ CREATE INDEX outbox_deliveries_ordered_idx ON warden.outbox_deliveries (subscrip
 CREATE INDEX outbox_deliveries_failed_idx ON warden.outbox_deliveries (failed_at)
   WHERE failed_at IS NOT NULL;
 COMMENT ON TABLE warden.outbox_deliveries IS
-  'What each subscription has still to handle: one narrow row per message and matching subscription, written by the worker''s fan-out and removed once handled. Half of each page is left free (fillfactor 50) so that a claim or a retry updates a row in place (HOT) rather than adding index entries. Internal.';
+  'What each subscription has still to handle: one narrow row per message and matching subscription (for an unordered pull subscription, one row per fan-out run and tenant holding up to a hundred messages), written by the worker''s fan-out and removed once handled. Half of each page is left free (fillfactor 50) so that a claim or a retry updates a row in place (HOT) rather than adding index entries. Internal.';
 COMMENT ON COLUMN warden.outbox_deliveries.id IS 'Fan-out order: a subscription handles its deliveries in this order.';
 COMMENT ON COLUMN warden.outbox_deliveries.ordered_key IS 'The message''s key when the subscription is ordered (one delivery per key at a time).';
 COMMENT ON COLUMN warden.outbox_deliveries.attempts IS 'Failed attempts so far.';
@@ -552,6 +553,7 @@ COMMENT ON COLUMN warden.outbox_deliveries.next_at IS 'Not attempted before this
 COMMENT ON COLUMN warden.outbox_deliveries.lease IS 'The nonce of the pull claim that holds it (part of the lease token); NULL: not claimed.';
 COMMENT ON COLUMN warden.outbox_deliveries.lease_until IS 'When the pull claim lapses and the message goes to the next claimer.';
 COMMENT ON COLUMN warden.outbox_deliveries.failed_at IS 'A dead-letter message whose handling ran out of attempts: kept for inspection, never dead-lettered again.';
+COMMENT ON COLUMN warden.outbox_deliveries.message_ids IS 'A group: the messages of one fan-out run for an unordered pull subscription and one tenant, in fan-out order, not yet claimed (message_id is the lowest of them); NULL: the row is the delivery of message_id alone.';
 COMMENT ON INDEX warden.outbox_deliveries_ordered_idx IS 'The head of each key of an ordered subscription.';
 COMMENT ON INDEX warden.outbox_deliveries_failed_idx IS 'Deliveries given up, for retention (a few: without it, retention read the whole table every minute).';
 COMMENT ON INDEX warden.outbox_deliveries_pkey IS 'A subscription''s deliveries in fan-out order.';
@@ -707,7 +709,7 @@ SELECT s.name AS subscription,
        GREATEST(s.last_delivered_at, warden.outbox_last_delivered_at(s.id)) AS last_delivered_at
   FROM warden.outbox_subscriptions s
   LEFT JOIN LATERAL (
-       SELECT pg_catalog.count(*) FILTER (WHERE d.failed_at IS NULL
+       SELECT pg_catalog.sum(COALESCE(pg_catalog.cardinality(d.message_ids), 1)) FILTER (WHERE d.failed_at IS NULL
                 AND (d.lease IS NULL OR d.lease_until <= pg_catalog.now())) AS pending,
               pg_catalog.count(*) FILTER (WHERE d.failed_at IS NULL
                 AND d.lease IS NOT NULL AND d.lease_until > pg_catalog.now()) AS in_flight,
@@ -783,7 +785,8 @@ UNION ALL
   ORDER BY t.relname)
 UNION ALL
 (SELECT 'pending_deliveries',
-        count(*) + (SELECT coalesce(sum(cardinality(h.delivery_ids)), 0) FROM warden.outbox_leases h),
+        coalesce(sum(coalesce(cardinality(d.message_ids), 1)), 0)
+          + (SELECT coalesce(sum(cardinality(h.delivery_ids)), 0) FROM warden.outbox_leases h),
         'deliveries not yet handled, leased ones included (of the tenants row-level security shows you)'
    FROM warden.outbox_deliveries d WHERE d.failed_at IS NULL)
 $health$;

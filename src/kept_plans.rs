@@ -55,6 +55,17 @@ pub fn select<'conn>(
     with_generic_plan(|| client.select(plan, limit, args))
 }
 
+/// Opens a cursor over `query`, which locks the rows it returns as they
+/// are fetched, through its kept plan.
+pub fn open_cursor<'conn>(
+    client: &mut SpiClient<'conn>,
+    query: &'static str,
+    args: &[DatumWithOid],
+) -> SpiResult<pgrx::spi::SpiCursor<'conn>> {
+    let plan = kept(client, query, args)?;
+    with_generic_plan(|| client.try_open_cursor_mut(plan, args))
+}
+
 /// The first column of the first row of `query`, which only reads (None
 /// for no row or SQL NULL), through its kept plan.
 pub fn read_one<A: pgrx::FromDatum + pgrx::IntoDatum>(

@@ -206,8 +206,9 @@ fn read_visible(p: &FanoutProgress) -> Result<(u64, u64, Vec<i64>, Vec<i64>), Wa
 
 /// Columns of `warden.outbox_deliveries`, in table order: subscription_id,
 /// id, message_id, ordered_key, tenant, attempts, next_at, lease,
-/// lease_until, first_attempt_at, last_attempt_at, last_error, failed_at.
-const DELIVERY_COLUMNS: [pg_sys::Oid; 13] = [
+/// lease_until, first_attempt_at, last_attempt_at, last_error, failed_at,
+/// message_ids.
+const DELIVERY_COLUMNS: [pg_sys::Oid; 14] = [
     pg_sys::INT4OID,
     pg_sys::INT8OID,
     pg_sys::INT8OID,
@@ -221,7 +222,24 @@ const DELIVERY_COLUMNS: [pg_sys::Oid; 13] = [
     pg_sys::TIMESTAMPTZOID,
     pg_sys::TEXTOID,
     pg_sys::TIMESTAMPTZOID,
+    pg_sys::INT8ARRAYOID,
 ];
+
+/// Messages a group row holds at most: a claim of one rewrites the rest
+/// of its group, which stays small enough to be stored in the row.
+const GROUP_MAX: usize = 100;
+
+/// The messages of one run for an unordered pull subscription and one
+/// tenant, due now: written as one delivery row.
+struct Group {
+    subscription: i32,
+    tenant: Option<String>,
+    /// Drawn when its first message was matched, so that the group sits
+    /// where that message's own row would have.
+    id: i64,
+    message_ids: Vec<i64>,
+    next_at: i64,
+}
 
 /// A subscription as the fan-out matches it.
 struct Subscription {
@@ -303,44 +321,58 @@ fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
     let mut later: Option<i64> = None;
     let mut pushed = false;
     let mut deliveries = HeapAppender::open(c"outbox_deliveries", &DELIVERY_COLUMNS);
+    // groups being filled, by subscription position and tenant
+    let mut groups: std::collections::HashMap<(usize, Option<&str>), Group> =
+        std::collections::HashMap::new();
     for &(mi, si) in &pairs {
         let (m, s) = (&messages[mi], &subscriptions[si]);
         if !locked.contains(&s.id) {
             continue;
         }
-        let id = next_id(sequence);
-        let ordered_key = if s.ordered { m.key.as_deref() } else { None };
-        let cells = [
-            (Datum::from(s.id), false),
-            (Datum::from(id), false),
-            (Datum::from(m.id), false),
-            text_datum(ordered_key),
-            text_datum(m.tenant.as_deref()),
-            (Datum::from(0i32), false),
-            (Datum::from(m.next_at), false),
-            (Datum::from(0usize), true),
-            (Datum::from(0usize), true),
-            (Datum::from(0usize), true),
-            (Datum::from(0usize), true),
-            (Datum::from(0usize), true),
-            (Datum::from(0usize), true),
-        ];
-        let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
-        let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();
-        deliveries.append(&mut values, &mut nulls);
-        // the tuple copied them: a run may write many rows
-        for (datum, null) in &cells[3..5] {
-            if !null {
-                // SAFETY: palloc'd by text_datum, no longer referenced.
-                unsafe { pg_sys::pfree(datum.cast_mut_ptr()) };
+        if !s.pushed && !s.ordered && m.next_at <= now {
+            let group = groups
+                .entry((si, m.tenant.as_deref()))
+                .or_insert_with(|| Group {
+                    subscription: s.id,
+                    tenant: m.tenant.clone(),
+                    id: next_id(sequence),
+                    message_ids: Vec::with_capacity(GROUP_MAX),
+                    next_at: m.next_at,
+                });
+            group.message_ids.push(m.id);
+            group.next_at = group.next_at.max(m.next_at);
+            if group.message_ids.len() == GROUP_MAX {
+                let full = groups
+                    .remove(&(si, m.tenant.as_deref()))
+                    .expect("the group just filled");
+                append_group(&mut deliveries, &full);
             }
+            continue;
         }
+        let ordered_key = if s.ordered { m.key.as_deref() } else { None };
+        append_delivery(
+            &mut deliveries,
+            s.id,
+            next_id(sequence),
+            m.id,
+            ordered_key,
+            m.tenant.as_deref(),
+            m.next_at,
+            None,
+        );
         if s.pushed {
             pushed = true;
             if m.next_at > now {
                 later = Some(later.map_or(m.next_at, |l| l.min(m.next_at)));
             }
         }
+    }
+    // in id order, so that each subscription's rows are appended in the
+    // order of their ids, as single rows are
+    let mut rest: Vec<Group> = groups.into_values().collect();
+    rest.sort_unstable_by_key(|g| g.id);
+    for group in &rest {
+        append_group(&mut deliveries, group);
     }
     deliveries.close();
     if pushed {
@@ -350,6 +382,65 @@ fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
         super::dispatch_task::due_later(at);
     }
     Ok(())
+}
+
+/// Appends one delivery row: of `message_id` alone, or with
+/// `message_ids` a group of them (`message_id` then the lowest).
+#[allow(clippy::too_many_arguments)]
+fn append_delivery(
+    deliveries: &mut HeapAppender,
+    subscription: i32,
+    id: i64,
+    message_id: i64,
+    ordered_key: Option<&str>,
+    tenant: Option<&str>,
+    next_at: i64,
+    message_ids: Option<&[i64]>,
+) {
+    let group = message_ids
+        .map(|ids| pgrx::IntoDatum::into_datum(ids.to_vec()).expect("an int8 array is never NULL"));
+    let cells = [
+        (Datum::from(subscription), false),
+        (Datum::from(id), false),
+        (Datum::from(message_id), false),
+        text_datum(ordered_key),
+        text_datum(tenant),
+        (Datum::from(0i32), false),
+        (Datum::from(next_at), false),
+        (Datum::from(0usize), true),
+        (Datum::from(0usize), true),
+        (Datum::from(0usize), true),
+        (Datum::from(0usize), true),
+        (Datum::from(0usize), true),
+        (Datum::from(0usize), true),
+        (group.unwrap_or(Datum::from(0usize)), group.is_none()),
+    ];
+    let mut values: Vec<Datum> = cells.iter().map(|c| c.0).collect();
+    let mut nulls: Vec<bool> = cells.iter().map(|c| c.1).collect();
+    deliveries.append(&mut values, &mut nulls);
+    // the tuple copied them: a run may write many rows
+    for (datum, null) in cells[3..5].iter().chain(&cells[13..]) {
+        if !null {
+            // SAFETY: palloc'd by text_datum or into_datum, no longer
+            // referenced.
+            unsafe { pg_sys::pfree(datum.cast_mut_ptr()) };
+        }
+    }
+}
+
+/// Appends a group's row; a group of one is a single row.
+fn append_group(deliveries: &mut HeapAppender, g: &Group) {
+    let lowest = g.message_ids.iter().copied().min().unwrap_or(0);
+    append_delivery(
+        deliveries,
+        g.subscription,
+        g.id,
+        lowest,
+        None,
+        g.tenant.as_deref(),
+        g.next_at,
+        (g.message_ids.len() > 1).then_some(&g.message_ids[..]),
+    );
 }
 
 /// Every subscription, by id (a pattern that no longer parses matches

@@ -242,26 +242,18 @@ fn claim(
         // every claim the whole backlog
         crate::guc::plan_for_index_order();
         pgrx::Spi::connect_mut(|client| {
-            let rows = crate::kept_plans::update(
-                client,
-                if ordered {
-                    CLAIM_IN_ROW
-                } else {
-                    CLAIM_TO_LEASE_ROW
-                },
-                None,
-                &args,
-            )?;
-            let mut out = Vec::with_capacity(rows.len());
-            let mut until = None;
-            for row in rows {
-                let id = row.get::<i64>(1)?.unwrap_or(0);
-                if let Some(msg) = row.get::<pgrx::composite_type!('static, "warden.message")>(2)? {
-                    out.push((id, Uuid::from_bytes(lease_token(sid, id, nonce)), msg));
-                }
-                until = until.or(row.get::<TimestampWithTimeZone>(3)?);
+            if ordered {
+                claim_in_rows(client, sid, nonce, &args)
+            } else {
+                claim_to_lease_rows(
+                    client,
+                    sid,
+                    nonce,
+                    batch as usize,
+                    (visibility, name),
+                    &args,
+                )
             }
-            Ok::<_, pgrx::spi::Error>((out, until))
         })
     })
     .unwrap_or_else(|e| spi_error(e).raise());
@@ -273,6 +265,166 @@ fn claim(
     TableIterator::new(rows.into_iter().map(|(_, lease, msg)| (lease, msg)))
 }
 
+type Message = pgrx::composite_type!('static, "warden.message");
+
+/// What a claim took: (place in the subscription's order, lease token,
+/// message), and the earliest end of its leases.
+type Claimed = (Vec<(i64, Uuid, Message)>, Option<TimestampWithTimeZone>);
+
+/// An ordered subscription's claim (`CLAIM_IN_ROW`).
+fn claim_in_rows(
+    client: &mut pgrx::spi::SpiClient,
+    sid: i32,
+    nonce: i32,
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<Claimed, pgrx::spi::Error> {
+    let rows = crate::kept_plans::update(client, CLAIM_IN_ROW, None, args)?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut until = None;
+    for row in rows {
+        let id = row.get::<i64>(1)?.unwrap_or(0);
+        if let Some(msg) = row.get::<Message>(2)? {
+            out.push((id, Uuid::from_bytes(lease_token(sid, id, nonce)), msg));
+        }
+        until = until.or(row.get::<TimestampWithTimeZone>(3)?);
+    }
+    Ok((out, until))
+}
+
+/// A delivery row an unordered claim locked.
+struct Locked {
+    id: i64,
+    message_id: i64,
+    /// A group's messages; empty for a single row.
+    group: Vec<i64>,
+    tenant: Option<String>,
+    attempts: i32,
+    first_attempt_at: Option<TimestampWithTimeZone>,
+}
+
+/// Any other subscription's claim: locks the deliveries it takes one row
+/// at a time until it has `batch` messages (a group row holds up to a
+/// hundred: locking `batch` rows at once would hold other consumers off
+/// groups this claim does not need), then moves them out of the table
+/// into one lease row per tenant (`TAKE_TO_LEASE_ROWS`). A group's
+/// messages go into the lease under their negated message ids; a group
+/// taken in part keeps the rest.
+fn claim_to_lease_rows(
+    client: &mut pgrx::spi::SpiClient,
+    sid: i32,
+    nonce: i32,
+    batch: usize,
+    (visibility, name): (i64, &str),
+    args: &[pgrx::datum::DatumWithOid],
+) -> Result<Claimed, pgrx::spi::Error> {
+    let mut locked: Vec<Locked> = Vec::new();
+    let mut messages = 0usize;
+    {
+        let mut cursor = crate::kept_plans::open_cursor(client, CLAIMABLE_ROWS, args)?;
+        let mut fetch = 1;
+        while messages < batch {
+            let rows = cursor.fetch(fetch)?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut last_was_group = false;
+            for row in rows {
+                let group = row.get::<Vec<i64>>(3)?.unwrap_or_default();
+                messages += group.len().max(1);
+                last_was_group = !group.is_empty();
+                locked.push(Locked {
+                    id: row.get::<i64>(1)?.unwrap_or(0),
+                    message_id: row.get::<i64>(2)?.unwrap_or(0),
+                    group,
+                    tenant: row.get::<String>(4)?,
+                    attempts: row.get::<i32>(5)?.unwrap_or(0),
+                    first_attempt_at: row.get::<TimestampWithTimeZone>(6)?,
+                });
+            }
+            // single rows come by the batch, groups one at a time
+            fetch = if last_was_group {
+                1
+            } else {
+                (batch.saturating_sub(messages)).max(1) as libc::c_long
+            };
+        }
+    }
+    if locked.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    // what the claim takes, in the subscription's order
+    let mut whole: Vec<i64> = Vec::new();
+    let (mut part, mut rest, mut rest_lowest) = (0i64, Vec::<i64>::new(), 0i64);
+    let mut taken_ids: Vec<i64> = Vec::new();
+    let mut taken_messages: Vec<i64> = Vec::new();
+    let mut taken_tenants: Vec<Option<String>> = Vec::new();
+    let mut taken_attempts: Vec<i32> = Vec::new();
+    let mut taken_first: Vec<Option<TimestampWithTimeZone>> = Vec::new();
+    let mut taken_rows: Vec<i64> = Vec::new();
+    for row in &locked {
+        let room = batch - taken_ids.len();
+        if room == 0 {
+            // fetched beyond the batch: stays locked, untouched, until
+            // this transaction ends
+            break;
+        }
+        let members: Vec<(i64, i64)> = if row.group.is_empty() {
+            vec![(row.id, row.message_id)]
+        } else {
+            row.group.iter().map(|&m| (-m, m)).collect()
+        };
+        let take = members.len().min(room);
+        if take == members.len() {
+            whole.push(row.id);
+        } else {
+            part = row.id;
+            rest = members[take..].iter().map(|&(_, m)| m).collect();
+            rest_lowest = rest.iter().copied().min().unwrap_or(0);
+        }
+        for &(id, message) in &members[..take] {
+            taken_ids.push(id);
+            taken_messages.push(message);
+            taken_tenants.push(row.tenant.clone());
+            taken_attempts.push(row.attempts);
+            taken_first.push(row.first_attempt_at);
+            taken_rows.push(row.id);
+        }
+    }
+    let rest_group = (rest.len() > 1).then_some(rest);
+    let rows = crate::kept_plans::update(
+        client,
+        TAKE_TO_LEASE_ROWS,
+        None,
+        &[
+            sid.into(),
+            whole.into(),
+            part.into(),
+            rest_group.into(),
+            rest_lowest.into(),
+            taken_ids.into(),
+            taken_messages.into(),
+            taken_tenants.into(),
+            taken_attempts.into(),
+            taken_first.into(),
+            taken_rows.into(),
+            visibility.into(),
+            name.into(),
+            nonce.into(),
+        ],
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut until = None;
+    for row in rows {
+        let id = row.get::<i64>(1)?.unwrap_or(0);
+        let place = row.get::<i64>(2)?.unwrap_or(0);
+        if let Some(msg) = row.get::<Message>(3)? {
+            out.push((place, Uuid::from_bytes(lease_token(sid, id, nonce)), msg));
+        }
+        until = until.or(row.get::<TimestampWithTimeZone>(4)?);
+    }
+    Ok((out, until))
+}
+
 /// The deliveries a claim may take: due, not failed for good, not held
 /// by a live lease, with attempts left (a lapsed in-row lease counts as
 /// one), of the caller's tenant, from the subscription's low-water mark
@@ -280,9 +432,11 @@ fn claim(
 /// second index descent: they stay locked, so the ctid is theirs until
 /// this transaction ends).
 macro_rules! claimable {
-    ($ordered_check:literal) => {
+    ($columns:literal, $ordered_check:literal) => {
         concat!(
-            "SELECT d.ctid AS tid
+            "SELECT ",
+            $columns,
+            "
                FROM warden.outbox_deliveries d
               WHERE d.subscription_id = $1 AND d.id >= $6
                 AND d.next_at <= pg_catalog.clock_timestamp() AND d.failed_at IS NULL
@@ -305,6 +459,7 @@ macro_rules! claimable {
 const CLAIM_IN_ROW: &str = concat!(
     "WITH c AS (",
     claimable!(
+        "d.ctid AS tid",
         "
                 AND (d.ordered_key IS NULL OR NOT EXISTS (
                       SELECT FROM warden.outbox_deliveries e
@@ -327,35 +482,59 @@ const CLAIM_IN_ROW: &str = concat!(
                NULL::pg_catalog.timestamptz"
 );
 
-/// Any other subscription's claim: moves the deliveries it takes out of
-/// the table into one lease row per tenant (one for a tenant's consumer),
-/// so that an ack deletes one row, not one per message, and the
-/// deliveries other consumers hold are not in the way of the next claim.
-const CLAIM_TO_LEASE_ROW: &str = concat!(
-    "WITH c AS (",
-    claimable!(""),
-    "),
+/// The rows an unordered claim may take (`claim_to_lease_rows` fetches
+/// them one by one): each delivery's or group's id, lowest message,
+/// group, tenant, failed attempts (a lapsed in-row lease counts as one)
+/// and first attempt.
+const CLAIMABLE_ROWS: &str = claimable!(
+    "d.id, d.message_id, d.message_ids, d.tenant,
+            d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4,
+            COALESCE(d.first_attempt_at, pg_catalog.clock_timestamp())",
+    ""
+);
+
+/// Moves what an unordered claim took out of the deliveries into one
+/// lease row per tenant, so that an ack deletes one row, not one per
+/// message, and the deliveries other consumers hold are not in the way of
+/// the next claim: deletes the rows taken whole ($2), keeps the rest of
+/// the group taken in part ($3: its id, or 0; $4 the rest, NULL for a
+/// single message left, $5 its lowest), and leases the messages taken
+/// (ids, messages, tenants, attempts, first attempts and their rows, $6
+/// to $11) whose row the delete or update did change (the rows are
+/// locked, so all of them). Returns each message with its lease id and
+/// place in the claim, and when the leases end.
+const TAKE_TO_LEASE_ROWS: &str = "
+     WITH whole AS (
+       DELETE FROM warden.outbox_deliveries d
+        WHERE d.subscription_id = $1 AND d.id = ANY ($2::pg_catalog.int8[])
+       RETURNING d.id),
+     part AS (
+       UPDATE warden.outbox_deliveries d
+          SET message_ids = $4::pg_catalog.int8[], message_id = $5
+        WHERE d.subscription_id = $1 AND d.id = $3
+       RETURNING d.id),
      t AS (
-       DELETE FROM warden.outbox_deliveries d USING c
-        WHERE d.ctid = c.tid
-       RETURNING d.id, d.message_id, d.tenant, d.attempts + (d.lease IS NOT NULL)::pg_catalog.int4 AS attempts,
-                 COALESCE(d.first_attempt_at, pg_catalog.clock_timestamp()) AS first_attempt_at),
+       SELECT u.id, u.message_id, u.tenant, u.attempts, u.first_attempt_at, u.place
+         FROM ROWS FROM (pg_catalog.unnest($6::pg_catalog.int8[]), pg_catalog.unnest($7::pg_catalog.int8[]),
+                         pg_catalog.unnest($8::pg_catalog.text[]), pg_catalog.unnest($9::pg_catalog.int4[]),
+                         pg_catalog.unnest($10::pg_catalog.timestamptz[]), pg_catalog.unnest($11::pg_catalog.int8[]))
+              WITH ORDINALITY u(id, message_id, tenant, attempts, first_attempt_at, row_id, place)
+        WHERE u.row_id IN (SELECT whole.id FROM whole UNION ALL SELECT part.id FROM part)),
      h AS (
        INSERT INTO warden.outbox_leases
               (subscription_id, nonce, tenant, lease_until, claimed_at, delivery_ids, message_ids, attempts, first_attempt_at)
-       SELECT $1, $9, t.tenant,
-              pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $3::pg_catalog.float8 / 1000000),
+       SELECT $1, $14, t.tenant,
+              pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => $12::pg_catalog.float8 / 1000000),
               pg_catalog.clock_timestamp(),
-              pg_catalog.array_agg(t.id ORDER BY t.id), pg_catalog.array_agg(t.message_id ORDER BY t.id),
-              pg_catalog.array_agg(t.attempts ORDER BY t.id), pg_catalog.array_agg(t.first_attempt_at ORDER BY t.id)
+              pg_catalog.array_agg(t.id ORDER BY t.place), pg_catalog.array_agg(t.message_id ORDER BY t.place),
+              pg_catalog.array_agg(t.attempts ORDER BY t.place), pg_catalog.array_agg(t.first_attempt_at ORDER BY t.place)
          FROM t GROUP BY t.tenant
        RETURNING lease_until)
-     SELECT t.id,
+     SELECT t.id, t.place,
             ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
-                t.attempts + 1, $8::pg_catalog.text)::warden.message,
+                t.attempts + 1, $13::pg_catalog.text)::warden.message,
             (SELECT pg_catalog.min(h.lease_until) FROM h)
-       FROM t JOIN warden.outbox_messages m ON m.id = t.message_id"
-);
+       FROM t JOIN warden.outbox_messages m ON m.id = t.message_id";
 
 /// Gives the deliveries of `sid`'s lapsed lease rows (ending at or after
 /// `from_us`, a hundred rows at most) back to the table under fresh ids,
@@ -398,8 +577,8 @@ pub(super) fn return_lapsed_leases(
                       u.attempts OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.>=) $3 AS last
                  FROM x, ROWS FROM (pg_catalog.unnest(x.delivery_ids), pg_catalog.unnest(x.message_ids),
                                     pg_catalog.unnest(x.attempts), pg_catalog.unnest(x.first_attempt_at))
-                         u(id, message_id, attempts, first_attempt_at)
-                ORDER BY x.lease_until, u.id),
+                         WITH ORDINALITY u(id, message_id, attempts, first_attempt_at, place)
+                ORDER BY x.lease_until, u.place),
              i AS (
                INSERT INTO warden.outbox_deliveries
                       (subscription_id, id, message_id, tenant, attempts, next_at, first_attempt_at,

@@ -40,7 +40,7 @@ SELECT s.name AS subscription,
        GREATEST(s.last_delivered_at, warden.outbox_last_delivered_at(s.id)) AS last_delivered_at
   FROM warden.outbox_subscriptions s
   LEFT JOIN LATERAL (
-       SELECT pg_catalog.count(*) FILTER (WHERE d.failed_at IS NULL
+       SELECT pg_catalog.sum(COALESCE(pg_catalog.cardinality(d.message_ids), 1)) FILTER (WHERE d.failed_at IS NULL
                 AND (d.lease IS NULL OR d.lease_until <= pg_catalog.now())) AS pending,
               pg_catalog.count(*) FILTER (WHERE d.failed_at IS NULL
                 AND d.lease IS NOT NULL AND d.lease_until > pg_catalog.now()) AS in_flight,
@@ -116,7 +116,8 @@ UNION ALL
   ORDER BY t.relname)
 UNION ALL
 (SELECT 'pending_deliveries',
-        count(*) + (SELECT coalesce(sum(cardinality(h.delivery_ids)), 0) FROM warden.outbox_leases h),
+        coalesce(sum(coalesce(cardinality(d.message_ids), 1)), 0)
+          + (SELECT coalesce(sum(cardinality(h.delivery_ids)), 0) FROM warden.outbox_leases h),
         'deliveries not yet handled, leased ones included (of the tenants row-level security shows you)'
    FROM warden.outbox_deliveries d WHERE d.failed_at IS NULL)
 $health$;

@@ -95,6 +95,7 @@ CREATE TABLE warden.outbox_deliveries (
     last_attempt_at  timestamptz,
     last_error       text,
     failed_at        timestamptz,
+    message_ids      bigint[],
     PRIMARY KEY (subscription_id, id)
 ) WITH (fillfactor = 50);
 CREATE SEQUENCE warden.outbox_deliveries_id_seq;
@@ -103,7 +104,7 @@ CREATE INDEX outbox_deliveries_ordered_idx ON warden.outbox_deliveries (subscrip
 CREATE INDEX outbox_deliveries_failed_idx ON warden.outbox_deliveries (failed_at)
   WHERE failed_at IS NOT NULL;
 COMMENT ON TABLE warden.outbox_deliveries IS
-  'What each subscription has still to handle: one narrow row per message and matching subscription, written by the worker''s fan-out and removed once handled. Half of each page is left free (fillfactor 50) so that a claim or a retry updates a row in place (HOT) rather than adding index entries. Internal.';
+  'What each subscription has still to handle: one narrow row per message and matching subscription (for an unordered pull subscription, one row per fan-out run and tenant holding up to a hundred messages), written by the worker''s fan-out and removed once handled. Half of each page is left free (fillfactor 50) so that a claim or a retry updates a row in place (HOT) rather than adding index entries. Internal.';
 COMMENT ON COLUMN warden.outbox_deliveries.id IS 'Fan-out order: a subscription handles its deliveries in this order.';
 COMMENT ON COLUMN warden.outbox_deliveries.ordered_key IS 'The message''s key when the subscription is ordered (one delivery per key at a time).';
 COMMENT ON COLUMN warden.outbox_deliveries.attempts IS 'Failed attempts so far.';
@@ -111,6 +112,7 @@ COMMENT ON COLUMN warden.outbox_deliveries.next_at IS 'Not attempted before this
 COMMENT ON COLUMN warden.outbox_deliveries.lease IS 'The nonce of the pull claim that holds it (part of the lease token); NULL: not claimed.';
 COMMENT ON COLUMN warden.outbox_deliveries.lease_until IS 'When the pull claim lapses and the message goes to the next claimer.';
 COMMENT ON COLUMN warden.outbox_deliveries.failed_at IS 'A dead-letter message whose handling ran out of attempts: kept for inspection, never dead-lettered again.';
+COMMENT ON COLUMN warden.outbox_deliveries.message_ids IS 'A group: the messages of one fan-out run for an unordered pull subscription and one tenant, in fan-out order, not yet claimed (message_id is the lowest of them); NULL: the row is the delivery of message_id alone.';
 COMMENT ON INDEX warden.outbox_deliveries_ordered_idx IS 'The head of each key of an ordered subscription.';
 COMMENT ON INDEX warden.outbox_deliveries_failed_idx IS 'Deliveries given up, for retention (a few: without it, retention read the whole table every minute).';
 COMMENT ON INDEX warden.outbox_deliveries_pkey IS 'A subscription''s deliveries in fan-out order.';
