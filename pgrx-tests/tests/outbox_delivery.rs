@@ -1935,6 +1935,13 @@ fn an_ordered_claims_look_for_an_earlier_delivery_of_the_key_starts_at_the_mark(
         "the fan-out of the backlog",
     );
     let mut app = cluster.connect_as("postgres", "app");
+    // the worker's full recomputes of the marks reach back to before the
+    // publishing transaction began until one has run after it ended
+    // (every 10 s, so twice): measured after them, and once the worker
+    // has moved the mark past the claims acknowledged (it does every
+    // 20 ms after claims, later on a loaded machine), a claim reads what
+    // its looks read from the mark, not what a stale mark adds
+    thread::sleep(Duration::from_secs(22));
     let mut holder = cluster.connect("postgres");
     holder
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;")
@@ -1942,6 +1949,7 @@ fn an_ordered_claims_look_for_an_earlier_delivery_of_the_key_starts_at_the_mark(
     // a claim of one, measured and rolled back (its lease would hold the
     // key for the claims after it)
     let claim_buffers = |app: &mut Client| -> i64 {
+        thread::sleep(Duration::from_secs(2));
         app.batch_execute("BEGIN").unwrap();
         let buffers = buffers_touched(app, "SELECT * FROM warden.claim('in_turn', 1)", &[]);
         app.batch_execute("ROLLBACK").unwrap();

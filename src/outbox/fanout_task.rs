@@ -397,8 +397,7 @@ fn append_delivery(
     next_at: i64,
     message_ids: Option<&[i64]>,
 ) {
-    let group = message_ids
-        .map(|ids| pgrx::IntoDatum::into_datum(ids.to_vec()).expect("an int8 array is never NULL"));
+    let group = message_ids.map(int8_array);
     let cells = [
         (Datum::from(subscription), false),
         (Datum::from(id), false),
@@ -421,11 +420,31 @@ fn append_delivery(
     // the tuple copied them: a run may write many rows
     for (datum, null) in cells[3..5].iter().chain(&cells[13..]) {
         if !null {
-            // SAFETY: palloc'd by text_datum or into_datum, no longer
+            // SAFETY: palloc'd by text_datum or int8_array, no longer
             // referenced.
             unsafe { pg_sys::pfree(datum.cast_mut_ptr()) };
         }
     }
+}
+
+/// `ids` as an int8[] in one allocation (freed with `pfree`): pgrx's
+/// conversion of a Vec leaves its array builder's state behind per row,
+/// until the run's transaction ends.
+fn int8_array(ids: &[i64]) -> Datum {
+    let mut elems: Vec<Datum> = ids.iter().map(|&i| Datum::from(i)).collect();
+    // SAFETY: int8 is 8 bytes, passed by value, double-aligned; the
+    // array copies the elements.
+    let array = unsafe {
+        pg_sys::construct_array(
+            elems.as_mut_ptr(),
+            elems.len() as i32,
+            pg_sys::INT8OID,
+            8,
+            true,
+            pg_sys::TYPALIGN_DOUBLE as std::ffi::c_char,
+        )
+    };
+    Datum::from(array)
 }
 
 /// Appends a group's row; a group of one is a single row.

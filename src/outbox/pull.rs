@@ -302,9 +302,9 @@ struct Locked {
     first_attempt_at: Option<TimestampWithTimeZone>,
 }
 
-/// Any other subscription's claim: locks the deliveries it takes one row
-/// at a time until it has `batch` messages (a group row holds up to a
-/// hundred: locking `batch` rows at once would hold other consumers off
+/// Any other subscription's claim: locks the deliveries it takes, a few
+/// rows at a time, until it has `batch` messages (a group row holds up to
+/// a hundred: locking `batch` rows at once would hold other consumers off
 /// groups this claim does not need), then moves them out of the table
 /// into one lease row per tenant (`TAKE_TO_LEASE_ROWS`). A group's
 /// messages go into the lease under their negated message ids; a group
@@ -341,11 +341,13 @@ fn claim_to_lease_rows(
                     first_attempt_at: row.get::<TimestampWithTimeZone>(6)?,
                 });
             }
-            // single rows come by the batch, groups one at a time
+            // after a group one row at a time; after single rows twice as
+            // many as last time, up to what is still needed: a fetch
+            // locks no more groups than the single rows before it
             fetch = if last_was_group {
                 1
             } else {
-                (batch.saturating_sub(messages)).max(1) as libc::c_long
+                (fetch * 2).min(batch.saturating_sub(messages).max(1) as libc::c_long)
             };
         }
     }
@@ -428,8 +430,8 @@ fn claim_to_lease_rows(
 /// The deliveries a claim may take: due, not failed for good, not held
 /// by a live lease, with attempts left (a lapsed in-row lease counts as
 /// one), of the caller's tenant, from the subscription's low-water mark
-/// in id order. The rows locked are then changed by their ctid (no
-/// second index descent: they stay locked, so the ctid is theirs until
+/// in id order. An ordered claim then changes the rows locked by their
+/// ctid (no second index descent: they stay locked, so the ctid is theirs until
 /// this transaction ends).
 macro_rules! claimable {
     ($columns:literal, $ordered_check:literal) => {
