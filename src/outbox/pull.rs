@@ -279,14 +279,25 @@ fn claim_in_rows(
     args: &[pgrx::datum::DatumWithOid],
 ) -> Result<Claimed, pgrx::spi::Error> {
     let rows = crate::kept_plans::update(client, CLAIM_IN_ROW, None, args)?;
+    leased(rows, sid, nonce)
+}
+
+/// A claim statement's rows (lease id, place in the subscription's
+/// order, message, when the leases end) as what the claim took.
+fn leased(
+    rows: pgrx::spi::SpiTupleTable,
+    sid: i32,
+    nonce: i32,
+) -> Result<Claimed, pgrx::spi::Error> {
     let mut out = Vec::with_capacity(rows.len());
     let mut until = None;
     for row in rows {
         let id = row.get::<i64>(1)?.unwrap_or(0);
-        if let Some(msg) = row.get::<Message>(2)? {
-            out.push((id, Uuid::from_bytes(lease_token(sid, id, nonce)), msg));
+        let place = row.get::<i64>(2)?.unwrap_or(0);
+        if let Some(msg) = row.get::<Message>(3)? {
+            out.push((place, Uuid::from_bytes(lease_token(sid, id, nonce)), msg));
         }
-        until = until.or(row.get::<TimestampWithTimeZone>(3)?);
+        until = until.or(row.get::<TimestampWithTimeZone>(4)?);
     }
     Ok((out, until))
 }
@@ -414,17 +425,7 @@ fn claim_to_lease_rows(
             nonce.into(),
         ],
     )?;
-    let mut out = Vec::with_capacity(rows.len());
-    let mut until = None;
-    for row in rows {
-        let id = row.get::<i64>(1)?.unwrap_or(0);
-        let place = row.get::<i64>(2)?.unwrap_or(0);
-        if let Some(msg) = row.get::<Message>(3)? {
-            out.push((place, Uuid::from_bytes(lease_token(sid, id, nonce)), msg));
-        }
-        until = until.or(row.get::<TimestampWithTimeZone>(4)?);
-    }
-    Ok((out, until))
+    leased(rows, sid, nonce)
 }
 
 /// The deliveries a claim may take: due, not failed for good, not held
@@ -478,7 +479,7 @@ const CLAIM_IN_ROW: &str = concat!(
             last_attempt_at = pg_catalog.clock_timestamp()
        FROM c, warden.outbox_messages m
       WHERE d.ctid = c.tid AND m.id = d.message_id
-     RETURNING d.id,
+     RETURNING d.id, d.id,
                ROW(m.id, m.topic, m.key, m.payload, m.headers, m.tenant, m.published_at,
                    d.attempts + 1, $8::pg_catalog.text)::warden.message,
                NULL::pg_catalog.timestamptz"
