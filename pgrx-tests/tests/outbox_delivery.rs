@@ -32,6 +32,11 @@ fn outbox_cluster(name: &str, extra: &[&str]) -> (Cluster, Client) {
     (cluster, admin)
 }
 
+/// Messages the deliveries still hold: a row each, or a group's many
+/// (an unordered pull subscription's messages of one fan-out run).
+const MESSAGES_LEFT: &str =
+    "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries";
+
 fn count(c: &mut Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).unwrap().get(0)
 }
@@ -114,10 +119,7 @@ fn one_publish_fires_each_of_three_handlers_once_as_the_subscriber_with_the_tena
         rows, want,
         "each handler once per message, as ops, in the message's tenant"
     );
-    assert_eq!(
-        count(&mut admin, "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries"),
-        0
-    );
+    assert_eq!(count(&mut admin, MESSAGES_LEFT), 0);
 }
 
 #[test]
@@ -151,7 +153,7 @@ fn handler_effects_happen_exactly_once_across_kill_9_of_the_worker() {
     let (rows, distinct, left): (i64, i64, i64) = {
         let r = admin
             .query_one(
-                "SELECT count(*), count(DISTINCT id), (SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries) FROM public.seen",
+                &format!("SELECT count(*), count(DISTINCT id), ({MESSAGES_LEFT}) FROM public.seen"),
                 &[],
             )
             .unwrap();
@@ -310,7 +312,7 @@ fn retries_back_off_then_dead_letter_and_dead_letter_handlers_fire() {
     // never dead-lettered again
     wait_count(
         &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries WHERE failed_at IS NOT NULL",
+        "SELECT count(*) FROM warden.outbox_deliveries WHERE failed_at IS NOT NULL",
         1,
         "the failing dead-letter handler to give up",
     );
@@ -606,12 +608,7 @@ fn pull_leases_lapse_to_the_next_claimer_and_concurrent_claims_never_share() {
         .unwrap();
         tx.commit().unwrap();
     }
-    wait_count(
-        &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries",
-        2001,
-        "the fan-out",
-    );
+    wait_count(&mut admin, MESSAGES_LEFT, 2001, "the fan-out");
     // two consumers drain concurrently, one with claim then ack, one
     // acknowledging each batch with its next claim: no message goes to both;
     // and neither writes the subscription's row (held locked meanwhile)
@@ -758,10 +755,7 @@ fn pull_leases_lapse_to_the_next_claimer_and_concurrent_claims_never_share() {
         ),
         "1"
     );
-    assert_eq!(
-        count(&mut admin, "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries"),
-        0
-    );
+    assert_eq!(count(&mut admin, MESSAGES_LEFT), 0);
 
     // lapsing on the last attempt makes a dead letter
     app.batch_execute("BEGIN; SELECT warden.set_tenant('acme'); SELECT warden.publish('slow.run', '{\"poison\": true}'); COMMIT;")
@@ -802,12 +796,7 @@ fn a_claims_leases_are_acknowledged_extended_and_nacked_one_by_one() {
     for n in 1..=6 {
         publish_in(&mut app, "acme", "parts.made", &format!("{{\"n\": {n}}}"));
     }
-    wait_count(
-        &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries",
-        6,
-        "the fan-out",
-    );
+    wait_count(&mut admin, MESSAGES_LEFT, 6, "the fan-out");
     let as_tenant =
         |c: &mut Client, tenant: &str, sql: &str, args: &[&(dyn postgres::types::ToSql + Sync)]| {
             let mut tx = c.transaction().unwrap();
@@ -923,7 +912,7 @@ fn a_claims_leases_are_acknowledged_extended_and_nacked_one_by_one() {
     assert_eq!(
         count(
             &mut admin,
-            "SELECT (SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries) + (SELECT count(*) FROM warden.outbox_leases)"
+            &format!("SELECT ({MESSAGES_LEFT}) + (SELECT count(*) FROM warden.outbox_leases)")
         ),
         0
     );
@@ -942,12 +931,7 @@ fn an_unsubscribe_waits_for_a_nack_in_flight_and_leaves_nothing_behind() {
     let mut app = cluster.connect_as("postgres", "app");
     publish_in(&mut app, "acme", "gone.one", "{}");
     publish_in(&mut app, "acme", "gone.two", "{}");
-    wait_count(
-        &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries",
-        2,
-        "the fan-out",
-    );
+    wait_count(&mut admin, MESSAGES_LEFT, 2, "the fan-out");
     let mut tx = app.transaction().unwrap();
     tx.execute("SELECT warden.set_tenant('acme')", &[]).unwrap();
     let leases: Vec<String> = tx
@@ -977,7 +961,7 @@ fn an_unsubscribe_waits_for_a_nack_in_flight_and_leaves_nothing_behind() {
     assert_eq!(
         count(
             &mut admin,
-            "SELECT (SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries) + (SELECT count(*) FROM warden.outbox_leases)"
+            &format!("SELECT ({MESSAGES_LEFT}) + (SELECT count(*) FROM warden.outbox_leases)")
         ),
         0,
         "rows of a subscription that is gone were left behind"
@@ -999,12 +983,7 @@ fn a_lease_lapsed_on_its_last_attempt_is_dead_lettered_behind_a_long_backlog() {
              SELECT warden.publish('later.now', '{\"stuck\": true}');",
         )
         .unwrap();
-    wait_count(
-        &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries",
-        60_001,
-        "the fan-out",
-    );
+    wait_count(&mut admin, MESSAGES_LEFT, 60_001, "the fan-out");
     let mut app = cluster.connect_as("postgres", "app");
     let claimed = app
         .query(
@@ -1304,7 +1283,7 @@ fn a_handler_cannot_escalate_nor_leave_settings_behind() {
     publish_in(&mut app, "acme", "attack.two", "{}");
     wait_count(
         &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries WHERE last_error LIKE '%superuser%'",
+        "SELECT count(*) FROM warden.outbox_deliveries WHERE last_error LIKE '%superuser%'",
         1,
         "the refusal to run as a superuser",
     );
@@ -1323,7 +1302,7 @@ fn a_handler_cannot_escalate_nor_leave_settings_behind() {
         .unwrap();
     wait_count(
         &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries WHERE last_error LIKE '%may no longer execute%'",
+        "SELECT count(*) FROM warden.outbox_deliveries WHERE last_error LIKE '%may no longer execute%'",
         1,
         "the refusal without EXECUTE",
     );
@@ -1572,6 +1551,33 @@ fn buffers_touched(
     number("hit=") + number("read=")
 }
 
+/// Begins a transaction that holds the xmin horizon until its client
+/// commits.
+const HOLD_HORIZON: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;";
+
+/// A client holding the xmin horizon (`HOLD_HORIZON`).
+fn hold_horizon(cluster: &Cluster) -> Client {
+    let mut holder = cluster.connect("postgres");
+    holder.batch_execute(HOLD_HORIZON).unwrap();
+    holder
+}
+
+/// Autovacuum off on the deliveries, so that what a held horizon keeps
+/// stays for the counts.
+fn keep_dead_deliveries(admin: &mut Client) {
+    admin
+        .batch_execute("ALTER TABLE warden.outbox_deliveries SET (autovacuum_enabled = off)")
+        .unwrap();
+}
+
+/// `sql`'s count with the statistics views read afresh.
+fn fresh_count(admin: &mut Client, sql: &str) -> i64 {
+    admin
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .unwrap();
+    count(admin, sql)
+}
+
 /// A pull subscription `sub` (topics `sub.#`) with `n` messages fanned
 /// out, autovacuum off on the deliveries and leases (so that what a
 /// held horizon keeps stays for the buffer counts).
@@ -1586,12 +1592,7 @@ fn pull_backlog(cluster: &Cluster, admin: &mut Client, sub: &str, n: i32) {
         )
         .unwrap();
     publish_numbered(admin, &format!("{sub}.x"), n, 1000);
-    wait_count(
-        admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries",
-        n.into(),
-        "the fan-out of the backlog",
-    );
+    wait_count(admin, MESSAGES_LEFT, n.into(), "the fan-out of the backlog");
 }
 
 /// `n` times: claims one message of `sub` and acknowledges it at once.
@@ -1647,12 +1648,9 @@ fn claims_and_acks_read_a_bounded_number_of_buffers_under_a_held_horizon() {
         stats.0 > 0 && stats.1 == 0.0,
         "the lease table analysed with pages and no live row: {stats:?}"
     );
-    let mut holder = cluster.connect("postgres");
-    holder
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;")
-        .unwrap();
+    let mut holder = hold_horizon(&cluster);
     claim_and_ack(&mut app, 2000);
-    let left: i64 = count(&mut admin, "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries");
+    let left: i64 = count(&mut admin, MESSAGES_LEFT);
     assert_eq!(left, 700, "2 300 of 3 000 taken");
     let claim_buffers = buffers_touched(&mut app, "SELECT * FROM warden.claim('pulled', 1)", &[]);
     let leases: String = app.query_one(claim, &[]).unwrap().get(0);
@@ -1683,9 +1681,7 @@ fn acks_extends_and_nacks_read_the_lease_by_its_key_whatever_the_index_sizes() {
     let claim = "SELECT coalesce(array_agg(lease)::text, '{}') FROM warden.claim('keyed', 1)";
     let claim_and_ack =
         |app: &mut postgres::Client, n: usize| claim_and_ack_one_by_one(app, "keyed", n);
-    let mut holder = cluster.connect("postgres");
-    let hold = "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;";
-    holder.batch_execute(hold).unwrap();
+    let mut holder = hold_horizon(&cluster);
     claim_and_ack(&mut app, 4000);
     holder.batch_execute("COMMIT").unwrap();
     // four live leases, held by a consumer that is slow to acknowledge
@@ -1746,7 +1742,7 @@ fn acks_extends_and_nacks_read_the_lease_by_its_key_whatever_the_index_sizes() {
             .unwrap();
         [ack, extend, nack]
     };
-    holder.batch_execute(hold).unwrap();
+    holder.batch_execute(HOLD_HORIZON).unwrap();
     let before = costs(&mut app);
     claim_and_ack(&mut app, 3000);
     let after = costs(&mut app);
@@ -1780,13 +1776,8 @@ fn the_dispatchers_look_for_later_deliveries_starts_at_the_mark() {
         "SELECT warden.subscribe('pushed', 'pushed.#', 'public.record(warden.message)')",
     )
     .unwrap();
-    admin
-        .batch_execute("ALTER TABLE warden.outbox_deliveries SET (autovacuum_enabled = off)")
-        .unwrap();
-    let mut holder = cluster.connect("postgres");
-    holder
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;")
-        .unwrap();
+    keep_dead_deliveries(&mut admin);
+    let mut holder = hold_horizon(&cluster);
     publish_numbered(&mut admin, "pushed.x", 20000, 10000);
     wait_count(
         &mut admin,
@@ -1802,15 +1793,9 @@ fn the_dispatchers_look_for_later_deliveries_starts_at_the_mark() {
     // twice; the next ones start from later marks. Then the worker's
     // statistics of its last runs reach the view.
     thread::sleep(Duration::from_secs(24));
-    admin
-        .batch_execute("SELECT pg_stat_clear_snapshot()")
-        .unwrap();
-    let before = count(&mut admin, read);
+    let before = fresh_count(&mut admin, read);
     thread::sleep(Duration::from_secs(12));
-    admin
-        .batch_execute("SELECT pg_stat_clear_snapshot()")
-        .unwrap();
-    let after = count(&mut admin, read);
+    let after = fresh_count(&mut admin, read);
     println!("an idle worker's reads returned {} primary-key entries of the deliveries in 12 s under the held horizon", after - before);
     assert!(
         after - before < 5000,
@@ -1924,13 +1909,11 @@ fn an_ordered_claims_look_for_an_earlier_delivery_of_the_key_starts_at_the_mark(
     let mut ops = cluster.connect_as("postgres", "ops");
     ops.batch_execute("SELECT warden.subscribe('in_turn', 'in_turn.#', ordered => true)")
         .unwrap();
-    admin
-        .batch_execute("ALTER TABLE warden.outbox_deliveries SET (autovacuum_enabled = off)")
-        .unwrap();
+    keep_dead_deliveries(&mut admin);
     publish_keyed(&mut admin, "in_turn.x", 3000, 1);
     wait_count(
         &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries",
+        MESSAGES_LEFT,
         3000,
         "the fan-out of the backlog",
     );
@@ -1942,10 +1925,7 @@ fn an_ordered_claims_look_for_an_earlier_delivery_of_the_key_starts_at_the_mark(
     // 20 ms after claims, later on a loaded machine), a claim reads what
     // its looks read from the mark, not what a stale mark adds
     thread::sleep(Duration::from_secs(22));
-    let mut holder = cluster.connect("postgres");
-    holder
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;")
-        .unwrap();
+    let mut holder = hold_horizon(&cluster);
     // a claim of one, measured and rolled back (its lease would hold the
     // key for the claims after it)
     let claim_buffers = |app: &mut Client| -> i64 {
@@ -1981,13 +1961,8 @@ fn the_dispatchers_look_for_an_earlier_delivery_of_the_key_starts_at_the_mark() 
         "SELECT warden.subscribe('in_turn', 'in_turn.#', 'public.record(warden.message)', ordered => true)",
     )
     .unwrap();
-    admin
-        .batch_execute("ALTER TABLE warden.outbox_deliveries SET (autovacuum_enabled = off)")
-        .unwrap();
-    let mut holder = cluster.connect("postgres");
-    holder
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class;")
-        .unwrap();
+    keep_dead_deliveries(&mut admin);
+    let mut holder = hold_horizon(&cluster);
     publish_keyed(&mut admin, "in_turn.x", 4000, 20);
     wait_count(
         &mut admin,
@@ -2000,10 +1975,7 @@ fn the_dispatchers_look_for_an_earlier_delivery_of_the_key_starts_at_the_mark() 
     // as in the look for later deliveries: the full recomputes of the
     // marks that reach back past the first messages have run
     thread::sleep(Duration::from_secs(24));
-    admin
-        .batch_execute("SELECT pg_stat_clear_snapshot()")
-        .unwrap();
-    let before = count(&mut admin, read);
+    let before = fresh_count(&mut admin, read);
     publish_keyed(&mut admin, "in_turn.y", 200, 20);
     wait_count(
         &mut admin,
@@ -2013,10 +1985,7 @@ fn the_dispatchers_look_for_an_earlier_delivery_of_the_key_starts_at_the_mark() 
     );
     // the worker's statistics reach the view at its next idle moment
     thread::sleep(Duration::from_secs(2));
-    admin
-        .batch_execute("SELECT pg_stat_clear_snapshot()")
-        .unwrap();
-    let after = count(&mut admin, read);
+    let after = fresh_count(&mut admin, read);
     println!("handling 200 ordered messages under the held horizon returned {} index entries of the deliveries", after - before);
     assert!(
         after - before < 15000,
@@ -2041,12 +2010,7 @@ fn a_claim_committed_after_its_lease_ended_is_given_back() {
     admin
         .batch_execute("SELECT warden.publish('late.x', '{\"n\": 1}')")
         .unwrap();
-    wait_count(
-        &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries",
-        1,
-        "the fan-out",
-    );
+    wait_count(&mut admin, MESSAGES_LEFT, 1, "the fan-out");
     let mut slow = cluster.connect_as("postgres", "app");
     slow.batch_execute("BEGIN").unwrap();
     let lease: String = slow
@@ -2153,12 +2117,7 @@ fn consumers_owners_pins_and_leftovers_are_checked() {
     let mut billing = cluster.connect_as("postgres", "billing");
     app.batch_execute("SELECT warden.publish('invoice.due', '{}')")
         .unwrap();
-    wait_count(
-        &mut admin,
-        "SELECT coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::bigint FROM warden.outbox_deliveries",
-        1,
-        "the fan-out",
-    );
+    wait_count(&mut admin, MESSAGES_LEFT, 1, "the fan-out");
     let err = app
         .batch_execute("SELECT * FROM warden.claim('invoices')")
         .unwrap_err();
