@@ -79,17 +79,26 @@ impl Task for Fanout {
             None => as_superuser(load_progress)?,
         };
         let before = progress.clone();
+        let subscriptions = as_superuser(read_subscriptions)?;
+        let filtered: Vec<i32> = subscriptions
+            .iter()
+            .filter(|s| s.filtered)
+            .map(|s| s.id)
+            .collect();
         loop {
-            let (xmin, next_xid, pending_visible, new_ids) =
-                as_superuser(|| read_visible(&progress))?;
-            let read_all_new = (new_ids.len() as i64) < BATCH;
-            let mut visible = pending_visible;
-            visible.extend(new_ids);
+            let read = as_superuser(|| read_visible(&progress, &filtered))?;
+            let read_all_new = read.new_ids < BATCH;
+            let mut visible: Vec<i64> = read.messages.iter().map(|m| m.id).collect();
             visible.sort_unstable();
             visible.dedup();
-            let fresh = progress.advance(&visible, xmin, next_xid);
-            if !fresh.is_empty() {
-                as_superuser(|| fan_out(&fresh))?;
+            let fresh = progress.advance(&visible, read.xmin, read.next_xid);
+            if !fresh.is_empty() && !subscriptions.is_empty() {
+                let messages: Vec<Message> = read
+                    .messages
+                    .into_iter()
+                    .filter(|m| fresh.binary_search(&m.id).is_ok())
+                    .collect();
+                as_superuser(|| fan_out(&subscriptions, &messages))?;
             }
             if read_all_new {
                 break;
@@ -165,43 +174,133 @@ fn load_progress() -> Result<(FanoutProgress, Option<i64>), WardenError> {
     Ok((progress, record))
 }
 
-/// In one statement (so under one snapshot): the snapshot's xmin, the
-/// pending ids now visible, and up to BATCH new ids; then the next xid to
-/// be assigned, read after that snapshot was taken (`FanoutProgress`: the
-/// snapshot's xmax is not a bound on the xids that drew ids before it).
-#[allow(clippy::type_complexity)]
-fn read_visible(p: &FanoutProgress) -> Result<(u64, u64, Vec<i64>, Vec<i64>), WardenError> {
+/// What one read of the messages saw, under one snapshot.
+struct Read {
+    /// The snapshot's xmin.
+    xmin: u64,
+    /// The next xid to be assigned, read after that snapshot was taken
+    /// (`FanoutProgress`: the snapshot's xmax is not a bound on the xids
+    /// that drew ids before it).
+    next_xid: u64,
+    /// The pending messages now visible and up to BATCH new ones, in
+    /// commit order when `track_commit_timestamp` is on, else in id order.
+    messages: Vec<Message>,
+    /// How many of them are new (above the mark).
+    new_ids: i64,
+}
+
+/// The columns of a message the fan-out needs (`$5`: the filtered
+/// subscriptions), then whether it is new; `m` the message.
+macro_rules! message_columns {
+    () => {
+        "m.id, m.topic, m.key, m.tenant, COALESCE(m.deliver_after, m.published_at),
+         CASE WHEN pg_catalog.cardinality($5) OPERATOR(pg_catalog.>) 0 THEN
+           ARRAY(SELECT s.id FROM warden.outbox_subscriptions s
+                  WHERE s.id OPERATOR(pg_catalog.=) ANY ($5)
+                    AND m.payload OPERATOR(pg_catalog.@>) s.filter)
+         END, m.txid"
+    };
+}
+
+/// In one statement (one snapshot): the snapshot's xmin, and the pending
+/// messages now visible ($1, $2: the pending ranges) with up to BATCH ($4)
+/// above the mark ($3); the snapshot's xmin comes with every row, and
+/// alone (the other columns NULL) when there is none.
+macro_rules! read_visible_statement {
+    ($order:literal) => {
+        concat!(
+            "SELECT x.xmin, v.* FROM
+               (SELECT (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text)::bigint) x(xmin)
+             LEFT JOIN (
+               SELECT ", message_columns!(), ", false
+                 FROM warden.outbox_messages m,
+                      ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) r(lo, hi)
+                WHERE m.id OPERATOR(pg_catalog.>=) r.lo AND m.id OPERATOR(pg_catalog.<=) r.hi
+               UNION ALL
+               (SELECT ", message_columns!(), ", true
+                  FROM warden.outbox_messages m
+                 WHERE m.id OPERATOR(pg_catalog.>) $3 ORDER BY m.id LIMIT $4)
+             ) v(id, topic, key, tenant, next_at, filters, txid, new) ON true",
+            $order
+        )
+    };
+}
+
+/// The read in id order (sorted here: nothing else needs a sort).
+const READ_VISIBLE: &str = read_visible_statement!("");
+/// The read in commit order, for `track_commit_timestamp = on`.
+const READ_VISIBLE_BY_COMMIT: &str = read_visible_statement!(
+    " ORDER BY pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(v.txid)), v.id"
+);
+
+/// The pending messages now visible and up to BATCH new ones, in commit
+/// order when `track_commit_timestamp` is on (else in id order), each
+/// with which of the `filtered` subscriptions' filters its payload
+/// contains (jsonb `@>`), read with the snapshot's xmin in one statement;
+/// then the next xid to be assigned. One statement for what took two (the
+/// ids, then the messages by id): the worker's fixed cost per run is most
+/// of what a publish costs it under load.
+fn read_visible(p: &FanoutProgress, filtered: &[i32]) -> Result<Read, WardenError> {
+    crate::guc::plan_for_index_order();
     let lo: Vec<i64> = p.pending.iter().map(|r| r.lo).collect();
     let hi: Vec<i64> = p.pending.iter().map(|r| r.hi).collect();
-    let (xmin, pending, new) = pgrx::Spi::connect(|client| {
+    let by_commit = super::subscribe::track_commit_timestamp();
+    let statement = if by_commit {
+        READ_VISIBLE_BY_COMMIT
+    } else {
+        READ_VISIBLE
+    };
+    let (xmin, mut messages, new_ids) = pgrx::Spi::connect(|client| {
         let rows = crate::kept_plans::select(
             client,
-            "SELECT (pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text)::bigint,
-                    ARRAY(SELECT m.id FROM warden.outbox_messages m,
-                                 ROWS FROM (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::bigint[])) r(lo, hi)
-                           WHERE m.id OPERATOR(pg_catalog.>=) r.lo AND m.id OPERATOR(pg_catalog.<=) r.hi),
-                    ARRAY(SELECT m.id FROM warden.outbox_messages m
-                           WHERE m.id OPERATOR(pg_catalog.>) $3 ORDER BY m.id LIMIT $4)",
-            Some(1),
-            &[lo.into(), hi.into(), p.upto.into(), BATCH.into()],
+            statement,
+            None,
+            &[
+                lo.into(),
+                hi.into(),
+                p.upto.into(),
+                BATCH.into(),
+                filtered.to_vec().into(),
+            ],
         )?;
-        let row = rows.first();
-        Ok::<_, pgrx::spi::Error>((
-            row.get::<i64>(1)?,
-            row.get::<Vec<i64>>(2)?,
-            row.get::<Vec<i64>>(3)?,
-        ))
+        let mut xmin = 0;
+        let mut new_ids = 0;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            xmin = row.get::<i64>(1)?.unwrap_or(0);
+            let Some(id) = row.get::<i64>(2)? else {
+                continue;
+            };
+            if row.get::<bool>(9)?.unwrap_or(false) {
+                new_ids += 1;
+            }
+            messages.push(Message {
+                id,
+                topic: row.get::<String>(3)?.unwrap_or_default(),
+                key: row.get::<String>(4)?,
+                tenant: row.get::<String>(5)?,
+                next_at: row
+                    .get::<pgrx::datum::TimestampWithTimeZone>(6)?
+                    .map(pg_sys::TimestampTz::from)
+                    .unwrap_or(0),
+                passes_filters_of: row.get::<Vec<i32>>(7)?.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::Error>((xmin, messages, new_ids))
     })
     .map_err(spi_error)?;
+    if !by_commit {
+        messages.sort_unstable_by_key(|m| m.id);
+    }
     // SAFETY: reads a shared counter under its lock; after the statement,
     // so at least what it was when the statement's snapshot was taken.
     let next_xid = unsafe { pg_sys::ReadNextFullTransactionId() }.value;
-    Ok((
-        xmin.unwrap_or(0) as u64,
+    Ok(Read {
+        xmin: xmin as u64,
         next_xid,
-        pending.unwrap_or_default(),
-        new.unwrap_or_default(),
-    ))
+        messages,
+        new_ids,
+    })
 }
 
 /// Columns of `warden.outbox_deliveries`, in table order: subscription_id,
@@ -264,9 +363,9 @@ struct Message {
     passes_filters_of: Vec<i32>,
 }
 
-/// One delivery row per matching subscription for each of `ids`, in
-/// commit order when `track_commit_timestamp` is on, else in id order
-/// (the delivery ids, drawn in that order, are the order in which a
+/// One delivery row per matching subscription for each of `messages`,
+/// in their order: commit order when `track_commit_timestamp` is on, else
+/// id order (the delivery ids, drawn in that order, are the order in which a
 /// subscription's messages are handled; across runs the order is the
 /// order in which messages became visible, which is commit order). The
 /// subscriptions matched are locked (KEY SHARE) until the run commits: an
@@ -274,18 +373,8 @@ struct Message {
 /// first and is skipped. Topics are matched here and the rows appended by
 /// heap insert: a statement joining messages to subscriptions cost the
 /// worker more than the publishers' own inserts.
-fn fan_out(ids: &[i64]) -> Result<(), WardenError> {
+fn fan_out(subscriptions: &[Subscription], messages: &[Message]) -> Result<(), WardenError> {
     crate::guc::plan_for_index_order();
-    let subscriptions = read_subscriptions()?;
-    if subscriptions.is_empty() {
-        return Ok(());
-    }
-    let filtered: Vec<i32> = subscriptions
-        .iter()
-        .filter(|s| s.filtered)
-        .map(|s| s.id)
-        .collect();
-    let messages = read_messages(ids, &filtered)?;
     // each message's matching subscriptions (by position), matched once
     let pairs: Vec<(usize, usize)> = messages
         .iter()
@@ -489,60 +578,6 @@ fn read_subscriptions() -> Result<Vec<Subscription>, WardenError> {
             });
         }
         Ok::<_, pgrx::spi::Error>(subscriptions)
-    })
-    .map_err(spi_error)
-}
-
-/// Messages `ids` (ascending), in commit order when
-/// `track_commit_timestamp` is on (else in id order), each with which of
-/// the `filtered` subscriptions' filters its payload contains (jsonb
-/// `@>`). Read by runs of consecutive ids, one index range each: they
-/// mostly are one run.
-fn read_messages(ids: &[i64], filtered: &[i32]) -> Result<Vec<Message>, WardenError> {
-    let (mut lo, mut hi): (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
-    for &id in ids {
-        match hi.last_mut() {
-            Some(last) if *last + 1 == id => *last = id,
-            _ => {
-                lo.push(id);
-                hi.push(id);
-            }
-        }
-    }
-    pgrx::Spi::connect(|client| {
-        let rows = crate::kept_plans::select(
-            client,
-            "SELECT m.id, m.topic, m.key, m.tenant,
-                    COALESCE(m.deliver_after, m.published_at),
-                    CASE WHEN pg_catalog.cardinality($3) OPERATOR(pg_catalog.>) 0 THEN
-                      ARRAY(SELECT s.id FROM warden.outbox_subscriptions s
-                             WHERE s.id OPERATOR(pg_catalog.=) ANY ($3)
-                               AND m.payload OPERATOR(pg_catalog.@>) s.filter)
-                    END
-               FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), pg_catalog.unnest($2::pg_catalog.int8[])) r(lo, hi)
-               JOIN warden.outbox_messages m
-                 ON m.id OPERATOR(pg_catalog.>=) r.lo AND m.id OPERATOR(pg_catalog.<=) r.hi
-              ORDER BY CASE WHEN pg_catalog.current_setting('track_commit_timestamp')::pg_catalog.bool
-                            THEN pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(m.txid)) END,
-                       m.id",
-            None,
-            &[lo.into(), hi.into(), filtered.to_vec().into()],
-        )?;
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in rows {
-            messages.push(Message {
-                id: row.get::<i64>(1)?.unwrap_or(0),
-                topic: row.get::<String>(2)?.unwrap_or_default(),
-                key: row.get::<String>(3)?,
-                tenant: row.get::<String>(4)?,
-                next_at: row
-                    .get::<pgrx::datum::TimestampWithTimeZone>(5)?
-                    .map(pg_sys::TimestampTz::from)
-                    .unwrap_or(0),
-                passes_filters_of: row.get::<Vec<i32>>(6)?.unwrap_or_default(),
-            });
-        }
-        Ok::<_, pgrx::spi::Error>(messages)
     })
     .map_err(spi_error)
 }

@@ -259,7 +259,7 @@ fn subscribe(
 
 /// Whether Postgres records commit timestamps (the fan-out then orders
 /// the messages that became visible together by commit).
-fn track_commit_timestamp() -> bool {
+pub(super) fn track_commit_timestamp() -> bool {
     // SAFETY: reads a setting by name; NULL if unknown.
     let value = unsafe { pg_sys::GetConfigOption(c"track_commit_timestamp".as_ptr(), true, false) };
     !value.is_null() && unsafe { std::ffi::CStr::from_ptr(value) }.to_bytes() == b"on"
